@@ -1,0 +1,240 @@
+"""Tabular data: read and check a table, split it, preprocess it and serve in-memory batches.
+
+Everything is checked and prepared when the data module is built, before anything is trained
+or logged, so bad input fails early and leaves no half-written run behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from sklearn.model_selection import train_test_split
+
+from lightning_modules.datasets import TARGET, load_bundled
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.preprocessing import TASKS, Preprocessor, infer_task
+
+# Each split needs at least this many rows for the metrics to mean anything.
+MIN_ROWS_PER_SPLIT = 5
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame, or a one-line error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TabslimInputError(f"data file '{path}' does not exist (expected a CSV or Parquet file)")
+    try:
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise TabslimInputError(f"data file '{path}' is empty (expected a CSV with a header row)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TabslimInputError(f"could not read '{path}' as a table: {first_line}") from None
+    if frame.empty:
+        raise TabslimInputError(f"data file '{path}' has a header but no rows")
+    return frame
+
+
+def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str) -> str:
+    """Check the table for the task and return the task (inferred when None)."""
+    if target not in frame.columns:
+        shown = ", ".join(map(str, frame.columns[:20]))
+        raise TabslimInputError(
+            f"target column '{target}' is not in {source}; its columns are: {shown}"
+        )
+    y = frame[target]
+    if y.isna().all():
+        raise TabslimInputError(f"target column '{target}' in {source} is entirely missing")
+    empty = [str(c) for c in frame.columns if c != target and frame[c].isna().all()]
+    if empty:
+        raise TabslimInputError(
+            f"column '{empty[0]}' in {source} is entirely missing; drop it or fill it"
+        )
+    if len(frame.columns) < 2:
+        raise TabslimInputError(f"{source} has no feature columns besides the target '{target}'")
+    if task is None:
+        task = infer_task(y)
+    elif task == "classification":
+        task = "binary" if y.dropna().nunique() <= 2 else "multiclass"
+    if task not in TASKS:
+        raise TabslimInputError(
+            f"task must be one of {['classification', *TASKS]}, but got task={task!r}"
+        )
+    if task == "regression" and not (
+        pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+    ):
+        raise TabslimInputError(
+            f"target column '{target}' in {source} is not numeric, but the task is regression; "
+            "use a numeric target or task: classification"
+        )
+    if task != "regression" and y.dropna().nunique() < 2:
+        raise TabslimInputError(
+            f"target column '{target}' in {source} has a single class "
+            f"({y.dropna().iloc[0]!r}); classification needs at least two"
+        )
+    return task
+
+
+def split(
+    frame: pd.DataFrame,
+    target: str,
+    task: str,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    source: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Seeded train/validation/test split, stratified for classification where possible."""
+    n = len(frame)
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    if min(n_val, n_test, n - n_val - n_test) < MIN_ROWS_PER_SPLIT:
+        raise TabslimInputError(
+            f"{source} has too few rows to split: {n} rows with a known target give "
+            f"{n - n_val - n_test}/{n_val}/{n_test} train/validation/test rows, and each split "
+            f"needs at least {MIN_ROWS_PER_SPLIT}"
+        )
+
+    def stratify(part: pd.DataFrame) -> pd.Series | None:
+        # Stratifying needs every class at least twice; rare classes fall back to a plain split.
+        if task == "regression" or part[target].value_counts().min() < 2:
+            return None
+        return part[target]
+
+    def cut(part: pd.DataFrame, size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        try:
+            return train_test_split(part, test_size=size, random_state=seed, stratify=stratify(part))
+        except ValueError:  # too few rows of a class for the stratified sizes
+            return train_test_split(part, test_size=size, random_state=seed)
+
+    rest, test = cut(frame, n_test)
+    train, val = cut(rest, n_val)
+    return train, val, test
+
+
+class InMemoryBatches:
+    """Batches sliced from tensors already in memory: no per-row `__getitem__`, no workers.
+
+    For tables of this size, DataLoader's per-row collation costs more than a small MLP's step.
+    """
+
+    def __init__(
+        self, tensors: dict[str, torch.Tensor], batch_size: int, *, shuffle: bool, seed: int = 0
+    ) -> None:
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.n_rows = len(next(iter(tensors.values())))
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-self.n_rows // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.shuffle:
+            order = torch.randperm(self.n_rows, generator=self._generator)
+            shuffled = {k: v[order] for k, v in self.tensors.items()}
+        else:
+            shuffled = self.tensors
+        for start in range(0, self.n_rows, self.batch_size):
+            yield {k: v[start : start + self.batch_size] for k, v in shuffled.items()}
+
+
+class TabularDataModule(pl.LightningDataModule):
+    """A checked, split and preprocessed table, serving in-memory batches.
+
+    Build it with `from_frame`, `from_path` or `from_bundled`.
+    """
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        target: str,
+        *,
+        task: str | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        batch_size: int = 256,
+        seed: int = 0,
+        source: str = "the table",
+    ) -> None:
+        super().__init__()
+        self.task = check_table(frame, target, task, source)
+        known = frame[frame[target].notna()].reset_index(drop=True)
+        classes = None if self.task == "regression" else sorted(known[target].unique().tolist())
+        self.train_frame, self.val_frame, self.test_frame = split(
+            known,
+            target,
+            self.task,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            source=source,
+        )
+        self.preprocessor = Preprocessor.fit(self.train_frame, target, self.task, classes)
+        self.target = target
+        self.batch_size = batch_size
+        self.seed = seed
+        self.source = source
+        self.tensors = {
+            name: self._tensors(part)
+            for name, part in [
+                ("train", self.train_frame),
+                ("val", self.val_frame),
+                ("test", self.test_frame),
+            ]
+        }
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, target: str, **kwargs: Any) -> TabularDataModule:
+        return cls(frame, target, **kwargs)
+
+    @classmethod
+    def from_path(cls, path: str | Path, target: str, **kwargs: Any) -> TabularDataModule:
+        kwargs.setdefault("source", f"'{path}'")
+        return cls(read_table(path), target, **kwargs)
+
+    @classmethod
+    def from_bundled(cls, name: str, **kwargs: Any) -> TabularDataModule:
+        kwargs.setdefault("source", f"bundled dataset '{name}'")
+        return cls(load_bundled(name, seed=kwargs.get("seed", 0)), TARGET, **kwargs)
+
+    def _tensors(self, part: pd.DataFrame) -> dict[str, torch.Tensor]:
+        tensors = self.preprocessor.transform(part)
+        tensors["y"] = self.preprocessor.encode_target(part[self.target])
+        return tensors
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.preprocessor.classes)
+
+    def network_inputs(self) -> dict[str, Any]:
+        """The spec fields the data fixes: input widths, categorical cardinalities, outputs."""
+        return {
+            "d_num": self.preprocessor.d_num,
+            "cat_cardinalities": self.preprocessor.cat_cardinalities,
+            "d_out": self.preprocessor.d_out,
+        }
+
+    def train_dataloader(self) -> InMemoryBatches:
+        return InMemoryBatches(self.tensors["train"], self.batch_size, shuffle=True, seed=self.seed)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        # Evaluation batches are large: no gradients, so memory is not the limit.
+        return InMemoryBatches(self.tensors["val"], max(self.batch_size, 4096), shuffle=False)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return InMemoryBatches(self.tensors["test"], max(self.batch_size, 4096), shuffle=False)
+
+    def raw_sample(self, n: int = 5) -> pd.DataFrame:
+        """A few raw feature rows (no target), e.g. as an input example for a logged model."""
+        return self.test_frame.drop(columns=[self.target]).head(n).reset_index(drop=True)
+

@@ -1,0 +1,87 @@
+"""Bundled tables, available by name without any download.
+
+The scikit-learn ones ship inside scikit-learn; the synthetic ones are generated from a seed and
+carry what real tables have and the sklearn ones lack: categorical columns and missing values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn import datasets as sk_datasets
+
+from lightning_modules.errors import TabslimInputError
+
+TARGET = "target"
+
+
+def _sklearn(loader: Callable[..., object]) -> Callable[[int], pd.DataFrame]:
+    def load(seed: int = 0) -> pd.DataFrame:  # noqa: ARG001 - fixed data, seed unused
+        frame = loader(as_frame=True).frame  # type: ignore[attr-defined]
+        frame.columns = [str(c) for c in frame.columns]
+        return frame.rename(columns={frame.columns[-1]: TARGET})
+
+    return load
+
+
+def synthetic(task: str, n_rows: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """A seeded table with numeric and categorical columns and missing values.
+
+    The target depends on both kinds of column, so that a network has to use the embeddings.
+    """
+    rng = np.random.default_rng(seed)
+    n_num = 12
+    x = rng.normal(size=(n_rows, n_num))
+    colors = np.array(["red", "green", "blue", "black"])
+    sizes = np.array(["S", "M", "L"])
+    cities = np.array([f"city_{i}" for i in range(20)])
+    color = rng.choice(colors, size=n_rows)
+    size = rng.choice(sizes, size=n_rows, p=[0.5, 0.3, 0.2])
+    city = rng.choice(cities, size=n_rows)
+    city_effect = rng.normal(size=len(cities))[np.searchsorted(cities, city, sorter=np.argsort(cities))]
+    signal = (
+        x[:, 0] * x[:, 1]
+        + np.sin(2 * x[:, 2])
+        + 0.8 * x[:, 3]
+        - 0.5 * x[:, 4] ** 2
+        + np.where(color == "red", 1.0, 0.0)
+        - np.where(size == "L", 0.8, 0.0)
+        + 0.5 * city_effect
+    )
+    frame = pd.DataFrame({f"num_{i}": x[:, i] for i in range(n_num)})
+    frame["color"] = color
+    frame["size"] = size
+    frame["city"] = city
+    # Values go missing at random, in numeric and categorical columns alike.
+    for column in ["num_0", "num_5", "color"]:
+        frame.loc[rng.random(n_rows) < 0.1, column] = np.nan
+    if task == "regression":
+        frame[TARGET] = signal + 0.3 * rng.normal(size=n_rows)
+    elif task == "classification":
+        # Three classes by the terciles of a noisy signal.
+        noisy = signal + 0.5 * rng.normal(size=n_rows)
+        frame[TARGET] = np.digitize(noisy, np.quantile(noisy, [1 / 3, 2 / 3]))
+    else:
+        raise TabslimInputError(f"synthetic task must be classification or regression, got {task!r}")
+    return frame
+
+
+BUNDLED: dict[str, Callable[[int], pd.DataFrame]] = {
+    "breast_cancer": _sklearn(sk_datasets.load_breast_cancer),
+    "digits": _sklearn(sk_datasets.load_digits),
+    "wine": _sklearn(sk_datasets.load_wine),
+    "diabetes": _sklearn(sk_datasets.load_diabetes),
+    "synthetic_classification": lambda seed=0: synthetic("classification", seed=seed),
+    "synthetic_regression": lambda seed=0: synthetic("regression", seed=seed),
+}
+
+
+def load_bundled(name: str, seed: int = 0) -> pd.DataFrame:
+    """The bundled table `name`, with its target in the column `target`."""
+    if name not in BUNDLED:
+        raise TabslimInputError(
+            f"unknown bundled dataset {name!r}; expected one of {sorted(BUNDLED)}"
+        )
+    return BUNDLED[name](seed)

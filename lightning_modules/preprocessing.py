@@ -1,0 +1,161 @@
+"""Preprocessing of a raw table, fitted on the training split only and stored as plain data.
+
+Numeric columns are imputed (median) and standardised, with a missing-indicator column for each
+column that had gaps in training. Categorical columns map to embedding indices, index 0 being
+reserved for categories unseen at training time. The fitted state is JSON-ready, so it travels
+with a model without pickling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lightning_modules.errors import TabslimInputError
+
+TASKS = ("binary", "multiclass", "regression")
+# An integer target with at most this many distinct values is taken as classes.
+_MAX_INFERRED_CLASSES = 30
+_MISSING = "<missing>"
+
+
+def infer_task(target: pd.Series) -> str:
+    """binary, multiclass or regression, from the target's dtype and distinct values."""
+    values = target.dropna()
+    n_unique = values.nunique()
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return "binary" if n_unique <= 2 else "multiclass"
+    is_integral = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
+    if is_integral and n_unique <= _MAX_INFERRED_CLASSES:
+        return "binary" if n_unique <= 2 else "multiclass"
+    return "regression"
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+
+
+@dataclass
+class Preprocessor:
+    """Fitted preprocessing; build with `Preprocessor.fit`, store with `to_dict`."""
+
+    target: str
+    task: str
+    numeric: list[str] = field(default_factory=list)
+    medians: list[float] = field(default_factory=list)
+    means: list[float] = field(default_factory=list)
+    stds: list[float] = field(default_factory=list)
+    indicators: list[str] = field(default_factory=list)
+    categorical: dict[str, list[str]] = field(default_factory=dict)
+    classes: list[Any] = field(default_factory=list)
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    @classmethod
+    def fit(
+        cls, train: pd.DataFrame, target: str, task: str, classes: list[Any] | None = None
+    ) -> Preprocessor:
+        """Fit on the training split.
+
+        Args:
+            classes: all class labels of the task, known from the whole target column; a label
+                is a fact of the task, not a fitted statistic, so this leaks nothing.
+        """
+        features = train.drop(columns=[target])
+        numeric = [c for c in features.columns if _is_numeric(features[c])]
+        num = features[numeric].astype(float)
+        medians = num.median().fillna(0.0)
+        filled = num.fillna(medians)
+        stds = filled.std(ddof=0).replace(0.0, 1.0).fillna(1.0)
+        categorical = {
+            c: sorted(features[c].astype("string").fillna(_MISSING).unique().tolist())
+            for c in features.columns
+            if c not in numeric
+        }
+        y = train[target]
+        prep = cls(
+            target=target,
+            task=task,
+            numeric=numeric,
+            medians=medians.tolist(),
+            means=filled.mean().tolist(),
+            stds=stds.tolist(),
+            indicators=[c for c in numeric if num[c].isna().any()],
+            categorical=categorical,
+        )
+        if task == "regression":
+            prep.target_mean = float(y.mean())
+            prep.target_std = float(y.std(ddof=0)) or 1.0
+        else:
+            prep.classes = sorted(classes if classes is not None else y.unique().tolist())
+        return prep
+
+    @property
+    def d_num(self) -> int:
+        return len(self.numeric) + len(self.indicators)
+
+    @property
+    def cat_cardinalities(self) -> tuple[int, ...]:
+        # +1 for index 0, the category never seen in training.
+        return tuple(len(v) + 1 for v in self.categorical.values())
+
+    @property
+    def d_out(self) -> int:
+        return 1 if self.task == "regression" else len(self.classes)
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def transform(self, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
+        """Raw rows -> {"x_num": (N, d_num) float32, "x_cat": (N, n_cat) int64}."""
+        missing = [c for c in self.feature_columns if c not in frame.columns]
+        if missing:
+            raise TabslimInputError(
+                f"input is missing the columns {missing}; the model was trained on "
+                f"{self.feature_columns}"
+            )
+        num = frame[self.numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+        indicators = num[self.indicators].isna().to_numpy(dtype=np.float32)
+        values = (num.fillna(dict(zip(self.numeric, self.medians, strict=True))).to_numpy()
+                  - np.asarray(self.means)) / np.asarray(self.stds)
+        x_num = np.concatenate([values.astype(np.float32), indicators], axis=1)
+        codes = []
+        for column, vocabulary in self.categorical.items():
+            lookup = {v: i + 1 for i, v in enumerate(vocabulary)}
+            raw = frame[column].astype("string").fillna(_MISSING)
+            codes.append(raw.map(lookup).fillna(0).to_numpy(dtype=np.int64))
+        x_cat = np.stack(codes, axis=1) if codes else np.zeros((len(frame), 0), dtype=np.int64)
+        # torch.tensor copies: pandas hands out read-only arrays under copy-on-write.
+        return {"x_num": torch.tensor(x_num), "x_cat": torch.tensor(x_cat)}
+
+    def encode_target(self, y: pd.Series) -> torch.Tensor:
+        """Class labels -> int64 indices; regression values -> standardised float32 (N, 1)."""
+        if self.task == "regression":
+            scaled = (y.to_numpy(dtype=float) - self.target_mean) / self.target_std
+            return torch.tensor(scaled, dtype=torch.float32).unsqueeze(1)
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        return torch.tensor(y.map(lookup).to_numpy(dtype=np.int64))
+
+    def decode(self, output: torch.Tensor) -> dict[str, np.ndarray]:
+        """Network outputs -> predictions in the target's own terms (and class probabilities)."""
+        if self.task == "regression":
+            values = output.squeeze(1).double().numpy() * self.target_std + self.target_mean
+            return {"prediction": values}
+        probabilities = torch.softmax(output.float(), dim=1).numpy()
+        labels = np.asarray(self.classes, dtype=object)[probabilities.argmax(axis=1)]
+        return {"prediction": labels, "probabilities": probabilities}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        # numpy scalars in labels would break json.dumps.
+        data["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
+        return cls(**data)

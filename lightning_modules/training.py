@@ -1,0 +1,285 @@
+"""One LightningModule that trains any tabular network, and a `fit` that runs it.
+
+Lightning runs only the loop: the network is a plain nn.Module handed in, and train, validation
+and test share one step. Metrics come from torchmetrics and fit the task.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from pytorch_lightning.callbacks import Callback, EarlyStopping
+from torch import nn
+from torch.nn import functional as F
+
+from lightning_modules.data import TabularDataModule
+
+# The metric that judges a model, and whether larger is better, per task.
+PRIMARY_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "balanced_accuracy": True,
+    "roc_auc": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+}
+
+
+def metric_names(task: str) -> list[str]:
+    if task == "regression":
+        return ["rmse", "mae", "r2"]
+    return ["accuracy", "balanced_accuracy", "roc_auc", "log_loss"]
+
+
+def _metrics(task: str, n_classes: int) -> torchmetrics.MetricCollection:
+    if task == "regression":
+        return torchmetrics.MetricCollection(
+            {
+                "rmse": torchmetrics.MeanSquaredError(squared=False),
+                "mae": torchmetrics.MeanAbsoluteError(),
+                "r2": torchmetrics.R2Score(),
+            }
+        )
+    # Binary is trained as two classes with softmax, so one metric family serves both.
+    return torchmetrics.MetricCollection(
+        {
+            "accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=n_classes),
+            "balanced_accuracy": torchmetrics.Recall(
+                task="multiclass", num_classes=n_classes, average="macro"
+            ),
+            "roc_auc": torchmetrics.AUROC(task="multiclass", num_classes=n_classes),
+            "log_loss": torchmetrics.MeanMetric(),
+        }
+    )
+
+
+class TabularModule(pl.LightningModule):
+    """Trains a network on batches {"x_num", "x_cat", "y"} with the task's loss and metrics.
+
+    Args:
+        target_mean, target_std: regression targets are standardised for training; metrics are
+            reported on the original scale.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        *,
+        task: str,
+        n_classes: int = 0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        max_epochs: int = 50,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network"])
+        self.network = network
+        self.task = task
+        self.val_metrics = _metrics(task, n_classes).clone(prefix="val_")
+        self.test_metrics = _metrics(task, n_classes).clone(prefix="test_")
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        return self.network(x_num, x_cat)
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        output = self.network(batch["x_num"], batch["x_cat"])
+        y = batch["y"]
+        if self.task == "regression":
+            loss = F.mse_loss(output, y)
+        else:
+            per_row = F.cross_entropy(output, y, reduction="none")
+            loss = per_row.mean()
+        batch_size = len(y)
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=batch_size)
+        if stage == "train":
+            return loss
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        if self.task == "regression":
+            scale, shift = self.hparams["target_std"], self.hparams["target_mean"]
+            metrics.update(output * scale + shift, y * scale + shift)
+        else:
+            for name, metric in metrics.items():
+                if name.endswith("log_loss"):
+                    metric.update(per_row)
+                else:
+                    metric.update(output.softmax(dim=1), y)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
+        )
+        # Cosine decay over the planned epochs; early stopping may end sooner, which is fine.
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, self.hparams["max_epochs"])
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class KeepBestWeights(Callback):
+    """Keeps the weights of the best validation epoch in memory and restores them at the end.
+
+    Early stopping alone would hand back the last epoch's weights, `patience` epochs past the
+    best; a checkpoint file per trial would cost disk and time for no gain.
+    """
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        self.monitor = monitor
+        self.mode = mode
+        self.best: float | None = None
+        self.best_epoch = -1
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Only epochs of `fit` count; the evaluations that follow it must not move the best.
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        current = float(value)
+        better = self.best is None or (
+            current < self.best if self.mode == "min" else current > self.best
+        )
+        if better:
+            self.best, self.best_epoch = current, trainer.current_epoch
+            self._state = copy.deepcopy(pl_module.state_dict())
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._state is not None:
+            pl_module.load_state_dict(self._state)
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 50
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 8
+    monitor: str = "val_loss"
+    seed: int = 0
+    accelerator: str = "auto"
+    progress_bar: bool = False
+
+
+@dataclass
+class FitResult:
+    network: nn.Module
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    epochs: int
+    best_epoch: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-Trainer banners (GPU/TPU lines, tips): a search builds hundreds."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*")
+
+
+def make_trainer(config: TrainConfig, callbacks: list[Callback]) -> pl.Trainer:
+    quiet_lightning()
+    return pl.Trainer(
+        max_epochs=config.max_epochs,
+        accelerator=config.accelerator,
+        devices=1,
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=config.progress_bar,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+
+
+def fit(
+    network: nn.Module,
+    data: TabularDataModule,
+    config: TrainConfig,
+    *,
+    extra_callbacks: list[Callback] | None = None,
+    evaluate_test: bool = True,
+) -> FitResult:
+    """Train `network` (in place) with early stopping; return it with its metrics.
+
+    The returned network holds the best validation epoch's weights and is on the CPU in eval mode,
+    ready to measure, export or log.
+    """
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    prep = data.preprocessor
+    module = TabularModule(
+        network,
+        task=data.task,
+        n_classes=data.n_classes,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        max_epochs=config.max_epochs,
+        target_mean=prep.target_mean,
+        target_std=prep.target_std,
+    )
+    mode = "max" if HIGHER_IS_BETTER.get(config.monitor.removeprefix("val_"), False) else "min"
+    keep_best = KeepBestWeights(config.monitor, mode)
+    callbacks: list[Callback] = [
+        EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience),
+        keep_best,
+        *(extra_callbacks or []),
+    ]
+    trainer = make_trainer(config, callbacks)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    seconds = time.perf_counter() - started
+    # A second, bar-less trainer for the final evaluations: their one-batch bars are noise.
+    evaluator = make_trainer(dataclasses.replace(config, progress_bar=False), [])
+    val_metrics = evaluate(module, evaluator, data, "val")
+    test_metrics = evaluate(module, evaluator, data, "test") if evaluate_test else {}
+    network = module.network.cpu().eval()
+    return FitResult(
+        network=network,
+        val_metrics=val_metrics,
+        test_metrics=test_metrics,
+        epochs=trainer.current_epoch,
+        best_epoch=keep_best.best_epoch,
+        seconds=seconds,
+    )
+
+
+def evaluate(
+    module: TabularModule, trainer: pl.Trainer, data: TabularDataModule, stage: str
+) -> dict[str, float]:
+    """The task's metrics of the module's current weights on one split, names without prefix."""
+    if stage == "val":
+        (results,) = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+    else:
+        (results,) = trainer.test(module, dataloaders=data.test_dataloader(), verbose=False)
+    names = metric_names(data.task)
+    return {k.removeprefix(f"{stage}_"): float(v) for k, v in results.items() if
+            k.removeprefix(f"{stage}_") in names}
