@@ -27,16 +27,22 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """A CSV or Parquet file as a DataFrame, or a one-line error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise TabslimInputError(f"data file '{path}' does not exist (expected a CSV or Parquet file)")
+        raise TabslimInputError(
+            f"data file '{path}' does not exist (expected a CSV or Parquet file)"
+        )
     try:
         if path.suffix.lower() in {".parquet", ".pq"}:
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        raise TabslimInputError(f"data file '{path}' is empty (expected a CSV with a header row)") from None
+        raise TabslimInputError(
+            f"data file '{path}' is empty (expected a CSV with a header row)"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
         raise TabslimInputError(f"could not read '{path}' as a table: {first_line}") from None
     if frame.empty:
         raise TabslimInputError(f"data file '{path}' has a header but no rows")
@@ -111,7 +117,9 @@ def split(
 
     def cut(part: pd.DataFrame, size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         try:
-            return train_test_split(part, test_size=size, random_state=seed, stratify=stratify(part))
+            return train_test_split(
+                part, test_size=size, random_state=seed, stratify=stratify(part)
+            )
         except ValueError:  # too few rows of a class for the stratified sizes
             return train_test_split(part, test_size=size, random_state=seed)
 
@@ -237,4 +245,3 @@ class TabularDataModule(pl.LightningDataModule):
     def raw_sample(self, n: int = 5) -> pd.DataFrame:
         """A few raw feature rows (no target), e.g. as an input example for a logged model."""
         return self.test_frame.drop(columns=[self.target]).head(n).reset_index(drop=True)
-

@@ -7,6 +7,7 @@ carry what real tables have and the sklearn ones lack: categorical columns and m
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ def _sklearn(loader: Callable[..., object]) -> Callable[[int], pd.DataFrame]:
     return load
 
 
-def synthetic(task: str, n_rows: int = 2000, seed: int = 0) -> pd.DataFrame:
+def synthetic(task: str, seed: int = 0, n_rows: int = 2000) -> pd.DataFrame:
     """A seeded table with numeric and categorical columns and missing values.
 
     The target depends on both kinds of column, so that a network has to use the embeddings.
@@ -40,7 +41,9 @@ def synthetic(task: str, n_rows: int = 2000, seed: int = 0) -> pd.DataFrame:
     color = rng.choice(colors, size=n_rows)
     size = rng.choice(sizes, size=n_rows, p=[0.5, 0.3, 0.2])
     city = rng.choice(cities, size=n_rows)
-    city_effect = rng.normal(size=len(cities))[np.searchsorted(cities, city, sorter=np.argsort(cities))]
+    city_effect = rng.normal(size=len(cities))[
+        np.searchsorted(cities, city, sorter=np.argsort(cities))
+    ]
     signal = (
         x[:, 0] * x[:, 1]
         + np.sin(2 * x[:, 2])
@@ -64,7 +67,9 @@ def synthetic(task: str, n_rows: int = 2000, seed: int = 0) -> pd.DataFrame:
         noisy = signal + 0.5 * rng.normal(size=n_rows)
         frame[TARGET] = np.digitize(noisy, np.quantile(noisy, [1 / 3, 2 / 3]))
     else:
-        raise TabslimInputError(f"synthetic task must be classification or regression, got {task!r}")
+        raise TabslimInputError(
+            f"synthetic task must be classification or regression, got {task!r}"
+        )
     return frame
 
 
@@ -73,8 +78,8 @@ BUNDLED: dict[str, Callable[[int], pd.DataFrame]] = {
     "digits": _sklearn(sk_datasets.load_digits),
     "wine": _sklearn(sk_datasets.load_wine),
     "diabetes": _sklearn(sk_datasets.load_diabetes),
-    "synthetic_classification": lambda seed=0: synthetic("classification", seed=seed),
-    "synthetic_regression": lambda seed=0: synthetic("regression", seed=seed),
+    "synthetic_classification": partial(synthetic, "classification"),
+    "synthetic_regression": partial(synthetic, "regression"),
 }
 
 

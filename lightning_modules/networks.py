@@ -45,9 +45,7 @@ class MLPSpec:
     def __post_init__(self) -> None:
         # Lists from JSON/YAML become tuples so that specs are hashable and compare by value.
         object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
-        object.__setattr__(
-            self, "cat_cardinalities", tuple(int(c) for c in self.cat_cardinalities)
-        )
+        object.__setattr__(self, "cat_cardinalities", tuple(int(c) for c in self.cat_cardinalities))
         if self.kind != "mlp":
             raise TabslimInputError(f"network kind must be 'mlp', but got kind={self.kind!r}")
         if self.activation not in ACTIVATIONS:
@@ -90,7 +88,9 @@ class MLPSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise TabslimInputError(f"unknown network spec keys {unknown}; expected {sorted(known)}")
+            raise TabslimInputError(
+                f"unknown network spec keys {unknown}; expected {sorted(known)}"
+            )
         return cls(**data)
 
 
@@ -161,9 +161,17 @@ class MLP(nn.Module):
         return (x_num, x_cat)
 
 
-def build(spec: MLPSpec) -> MLP:
-    """A freshly initialised network of the given shape."""
-    return MLP(spec)
+def build(spec: MLPSpec, *, seed: int | None = None) -> MLP:
+    """A freshly initialised network of the given shape.
+
+    Args:
+        seed: makes the initial weights reproducible without touching the global RNG.
+    """
+    if seed is None:
+        return MLP(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MLP(spec)
 
 
 def load(spec: MLPSpec, state_dict: dict[str, torch.Tensor]) -> MLP:

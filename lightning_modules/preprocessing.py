@@ -121,8 +121,10 @@ class Preprocessor:
             )
         num = frame[self.numeric].apply(pd.to_numeric, errors="coerce").astype(float)
         indicators = num[self.indicators].isna().to_numpy(dtype=np.float32)
-        values = (num.fillna(dict(zip(self.numeric, self.medians, strict=True))).to_numpy()
-                  - np.asarray(self.means)) / np.asarray(self.stds)
+        values = (
+            num.fillna(dict(zip(self.numeric, self.medians, strict=True))).to_numpy()
+            - np.asarray(self.means)
+        ) / np.asarray(self.stds)
         x_num = np.concatenate([values.astype(np.float32), indicators], axis=1)
         codes = []
         for column, vocabulary in self.categorical.items():

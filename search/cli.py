@@ -29,7 +29,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--task", choices=["auto", "classification", "binary", "multiclass", "regression"]
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML config (default: configs/default.yaml)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config (default: configs/default.yaml)"
+    )
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
     parser.add_argument("--experiment", metavar="NAME", help="MLflow experiment name")
     parser.add_argument("--max-epochs", type=_positive_int, metavar="N")
@@ -64,7 +66,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = _config_from(args)
     outcome = run_train(config, progress_bar=not args.quiet)
-    print(f"run {outcome.run_id} in experiment '{config.tracking.experiment}' at {config.tracking.uri}")
+    tracking = config.tracking
+    print(f"run {outcome.run_id} in experiment '{tracking.experiment}' at {tracking.uri}")
     for name, value in sorted(outcome.metrics.items()):
         print(f"  {name:<44} {value:.6g}")
     print(f"model: {outcome.model_uri}  (mlflow.pyfunc.load_model(uri).predict(raw_rows))")

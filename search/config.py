@@ -8,7 +8,7 @@ validated the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -17,6 +17,7 @@ from lightning_modules.datasets import BUNDLED
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import ACTIVATIONS
 
+Runtime = Literal["torch", "onnxruntime"]
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
@@ -76,9 +77,7 @@ class TrainingConfig(_Section):
 
 class MeasureConfig(_Section):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 1024], min_length=1)
-    runtimes: list[Literal["torch", "onnxruntime"]] = Field(
-        default_factory=lambda: ["torch", "onnxruntime"], min_length=1
-    )
+    runtimes: list[Runtime] = Field(default_factory=lambda: list(get_args(Runtime)), min_length=1)
     threads: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")

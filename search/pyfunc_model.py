@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
 from mlflow.models import ModelSignature, infer_signature
+from mlflow.pyfunc import PythonModel
 from torch import nn
 
 from lightning_modules.networks import MLPSpec, load
@@ -46,7 +46,9 @@ def load_network(directory: Path) -> tuple[MLPSpec, nn.Module, Preprocessor]:
     return spec, load(spec, state).eval(), preprocessor
 
 
-def predict_frame(network: nn.Module, preprocessor: Preprocessor, rows: pd.DataFrame) -> pd.DataFrame:
+def predict_frame(
+    network: nn.Module, preprocessor: Preprocessor, rows: pd.DataFrame
+) -> pd.DataFrame:
     """Predictions for raw rows: a `prediction` column, plus `proba_<class>` for classifiers."""
     inputs = preprocessor.transform(rows)
     with torch.inference_mode():
@@ -59,7 +61,7 @@ def predict_frame(network: nn.Module, preprocessor: Preprocessor, rows: pd.DataF
     return result
 
 
-class TabslimModel(mlflow.pyfunc.PythonModel):
+class TabslimModel(PythonModel):
     """pyfunc wrapper; the network and preprocessing are loaded from the model's artifacts."""
 
     def load_context(self, context: Any) -> None:
@@ -69,24 +71,18 @@ class TabslimModel(mlflow.pyfunc.PythonModel):
         return predict_frame(self.network, self.preprocessor, pd.DataFrame(model_input))
 
 
-def _input_example(sample: pd.DataFrame, preprocessor: Preprocessor) -> pd.DataFrame:
-    # Numeric features are declared as double: an integer column in training may arrive as float
-    # (with gaps) later, and MLflow refuses float input for an integer schema.
-    example = sample.copy()
-    for column in preprocessor.numeric:
-        example[column] = example[column].astype("float64")
-    for column in preprocessor.categorical:
-        example[column] = example[column].astype("string").fillna("").astype(object)
-    return example
+def _signature(output: pd.DataFrame) -> ModelSignature:
+    """Outputs only: the input is checked by the preprocessing, which knows better than MLflow.
 
-
-def _signature(example: pd.DataFrame, output: pd.DataFrame) -> ModelSignature:
+    MLflow's input enforcement refuses int64 for a double column ("can not safely convert"), so a
+    CSV whose numbers happen to be whole would fail; the preprocessor coerces numbers and reports
+    missing columns by name instead. The logged input example still shows the expected columns.
+    """
     output = output.copy()
-    # Same reason for the outputs: labels as they come, numbers as double.
     for column in output.columns:
         if pd.api.types.is_integer_dtype(output[column]):
             output[column] = output[column].astype("float64")
-    return infer_signature(example, output)
+    return ModelSignature(inputs=None, outputs=infer_signature(None, output).outputs)
 
 
 def log_model(
@@ -99,7 +95,7 @@ def log_model(
 ) -> Any:
     """Log the network as an MLflow pyfunc model in the active run; returns its ModelInfo."""
     network = network.cpu().eval()
-    example = _input_example(sample, preprocessor)
+    example = sample.reset_index(drop=True)
     output = predict_frame(network, preprocessor, example)
     with tempfile.TemporaryDirectory() as tmp:
         directory = save_network(Path(tmp) / "network", spec, network, preprocessor)
@@ -109,7 +105,7 @@ def log_model(
             artifacts={"network": str(directory)},
             # The code travels with the model, so it loads where tabslim is not installed.
             code_paths=[str(_PACKAGES / "search"), str(_PACKAGES / "lightning_modules")],
-            signature=_signature(example, output),
+            signature=_signature(output),
             input_example=example,
             # Listing requirements skips MLflow's inference, which loads the model in a subprocess.
             pip_requirements=[

@@ -86,7 +86,11 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
         params.update(data_params(config, data))
         params["model.widths"] = "-".join(map(str, spec.hidden))
         mlflow.log_params(params)
-        result = fit(build(spec), data, train_config(config, progress_bar=progress_bar))
+        result = fit(
+            build(spec, seed=config.training.seed),
+            data,
+            train_config(config, progress_bar=progress_bar),
+        )
         started = time.perf_counter()
         measured = measure(
             result.network,

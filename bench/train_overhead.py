@@ -1,0 +1,267 @@
+"""Epoch time of the Lightning training path against a bare PyTorch loop, in one run.
+
+Both sides train the same network (same `MLPSpec`, same initial weights) on the same train
+batches (`TabularDataModule.train_dataloader()`, the same seeded shuffles), with the same loss,
+AdamW and cosine schedule, under the same `torch.set_num_threads`. Lightning runs
+`TabularModule` in the `pl.Trainer` that `make_trainer` builds, with the product's callbacks.
+
+The two sides alternate (A/B, then B/A) for several rounds of several epochs each, so that noise
+from other processes hits both alike. Per round, ratio = median Lightning epoch / median bare
+epoch; the figure reported per configuration is the median of the round ratios.
+
+Validation is excluded from both sides: Lightning gets only the train loader, so no validation
+loop runs; `EarlyStopping` is kept (non-strict, so it waits silently for a metric that never
+comes) because every callback costs a little on every batch hook. A Lightning epoch is timed from
+one `on_train_epoch_start` to the next (the last to `on_train_end`), so Lightning's epoch-end work
+(logged-metric reduction, scheduler step) counts; Trainer construction and fit set-up do not, and
+are shown apart as "setup".
+
+Run: `.venv/bin/python bench/train_overhead.py [--quick] [--threads N]`. It prints; it does not
+assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, replace
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, EarlyStopping
+from torch.nn import functional as F
+
+from lightning_modules.data import InMemoryBatches, TabularDataModule
+from lightning_modules.networks import MLPSpec, build
+from lightning_modules.training import KeepBestWeights, TabularModule, TrainConfig, make_trainer
+
+GOAL = 1.15
+# The product's default baseline (configs/default.yaml).
+HIDDEN = (256, 256, 128)
+CONFIGS: tuple[tuple[str, int], ...] = (
+    ("digits", 128),
+    ("digits", 512),
+    ("synthetic_classification", 128),
+    ("synthetic_classification", 512),
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    rounds: int
+    epochs: int
+    warmup_rounds: int = 1
+
+
+FULL = Budget(rounds=8, epochs=5)
+QUICK = Budget(rounds=3, epochs=3)
+
+
+@dataclass
+class Result:
+    dataset: str
+    batch_size: int
+    steps: int
+    ratios: list[float]
+    lightning_epoch_s: list[float]
+    bare_epoch_s: list[float]
+    setup_s: list[float]
+
+    @property
+    def median_ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+
+class _EpochTimer(Callback):
+    """Start-to-start times of training epochs; the last epoch ends at `on_train_end`."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.marks.append(time.perf_counter())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.marks.append(time.perf_counter())
+
+    def epochs(self) -> list[float]:
+        return [end - start for start, end in zip(self.marks[:-1], self.marks[1:], strict=True)]
+
+
+def _network(spec: MLPSpec, initial: dict[str, torch.Tensor]) -> torch.nn.Module:
+    network = build(spec)
+    network.load_state_dict(initial)
+    return network
+
+
+def _lightning_round(
+    data: TabularDataModule,
+    spec: MLPSpec,
+    initial: dict[str, torch.Tensor],
+    config: TrainConfig,
+    epochs: int,
+) -> tuple[list[float], float]:
+    """Epoch times of one Lightning fit, and its set-up time outside the epochs."""
+    started = time.perf_counter()
+    prep = data.preprocessor
+    module = TabularModule(
+        _network(spec, initial),
+        task=data.task,
+        n_classes=data.n_classes,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        max_epochs=config.max_epochs,
+        target_mean=prep.target_mean,
+        target_std=prep.target_std,
+    )
+    timer = _EpochTimer()
+    # The callbacks `fit` installs; EarlyStopping non-strict because no validation runs here.
+    callbacks: list[Callback] = [
+        EarlyStopping(monitor=config.monitor, mode="min", patience=config.patience, strict=False),
+        KeepBestWeights(config.monitor, "min"),
+        timer,
+    ]
+    trainer = make_trainer(replace(config, max_epochs=epochs), callbacks)
+    trainer.fit(module, train_dataloaders=data.train_dataloader())
+    total = time.perf_counter() - started
+    times = timer.epochs()
+    assert len(times) == epochs, f"expected {epochs} epochs, timed {len(times)}"
+    return times, total - sum(times)
+
+
+def _bare_round(
+    data: TabularDataModule,
+    spec: MLPSpec,
+    initial: dict[str, torch.Tensor],
+    config: TrainConfig,
+    epochs: int,
+) -> list[float]:
+    """Epoch times of a plain loop doing what `TabularModule.training_step` and Lightning do."""
+    network = _network(spec, initial)
+    network.train()
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(1, config.max_epochs)
+    )
+    regression = data.task == "regression"
+    # One loader per fit, iterated once per epoch, as Lightning does: the same shuffles.
+    loader: InMemoryBatches = data.train_dataloader()
+    times = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        for batch in loader:
+            optimizer.zero_grad(set_to_none=True)
+            output = network(batch["x_num"], batch["x_cat"])
+            y = batch["y"]
+            if regression:
+                loss = F.mse_loss(output, y)
+            else:
+                loss = F.cross_entropy(output, y, reduction="none").mean()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def _run_config(
+    dataset: str, batch_size: int, budget: Budget, config: TrainConfig, threads: int
+) -> Result:
+    data = TabularDataModule.from_bundled(dataset, batch_size=batch_size)
+    spec = MLPSpec(hidden=HIDDEN, **data.network_inputs())
+    torch.manual_seed(config.seed)
+    initial = {k: v.clone() for k, v in build(spec).state_dict().items()}
+    result = Result(dataset, batch_size, len(data.train_dataloader()), [], [], [], [])
+    for index in range(budget.warmup_rounds + budget.rounds):
+        lightning: list[float] = []
+        bare: list[float] = []
+        setup = 0.0
+        # A/B then B/A, so that a slow drift of the machine favours neither side.
+        for side in ("lightning", "bare") if index % 2 == 0 else ("bare", "lightning"):
+            # Lightning may not touch the thread count; check instead of trusting it.
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            # Each side starts without the other's garbage to collect.
+            gc.collect()
+            if side == "lightning":
+                lightning, setup = _lightning_round(data, spec, initial, config, budget.epochs)
+            else:
+                bare = _bare_round(data, spec, initial, config, budget.epochs)
+        if index < budget.warmup_rounds:
+            continue
+        result.ratios.append(statistics.median(lightning) / statistics.median(bare))
+        result.lightning_epoch_s.extend(lightning)
+        result.bare_epoch_s.extend(bare)
+        result.setup_s.append(setup)
+    return result
+
+
+def _print_table(results: list[Result], threads: int, budget: Budget) -> None:
+    print()
+    print(
+        f"Training epoch time, Lightning (make_trainer + TabularModule) / bare PyTorch loop; "
+        f"torch threads={threads}, hidden={list(HIDDEN)}, {budget.rounds} rounds x "
+        f"{budget.epochs} epochs per side (+{budget.warmup_rounds} warm-up round), "
+        "validation excluded"
+    )
+    header = (
+        f"{'dataset':<26}{'batch':>6}{'steps':>6}{'bare ms':>9}{'light ms':>9}"
+        f"{'setup ms':>9}{'median':>8}  per-round ratios"
+    )
+    print(header)
+    print("-" * len(header) + "-" * 30)
+    for r in results:
+        rounds = " ".join(f"{x:.2f}" for x in r.ratios)
+        print(
+            f"{r.dataset:<26}{r.batch_size:>6}{r.steps:>6}"
+            f"{statistics.median(r.bare_epoch_s) * 1e3:>9.1f}"
+            f"{statistics.median(r.lightning_epoch_s) * 1e3:>9.1f}"
+            f"{statistics.median(r.setup_s) * 1e3:>9.1f}"
+            f"{r.median_ratio:>8.3f}  {rounds}"
+        )
+    print()
+    print("bare ms / light ms: median epoch time; setup ms: Trainer construction and fit set-up")
+    print("outside the epochs (once per fit, not in the ratio); steps: train batches per epoch.")
+    missed = [r for r in results if r.median_ratio > GOAL]
+    if missed:
+        names = ", ".join(f"{r.dataset}/{r.batch_size} ({r.median_ratio:.3f})" for r in missed)
+        print(f"Goal median ratio <= {GOAL}: NOT met for {names}.")
+    else:
+        worst = max(r.median_ratio for r in results)
+        print(f"Goal median ratio <= {GOAL}: met for every configuration (worst {worst:.3f}).")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and epochs")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for both sides (default 1)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, but got {args.threads}")
+    budget = QUICK if args.quick else FULL
+    torch.set_num_threads(args.threads)
+    # Validation is left out on purpose (see the module docstring).
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+    # make_trainer turns deterministic algorithms on for the whole process; the bare loop runs
+    # under the same setting from the start rather than from the first Lightning round on.
+    torch.use_deterministic_algorithms(True)
+    config = TrainConfig()
+    started = time.perf_counter()
+    results = []
+    for dataset, batch_size in CONFIGS:
+        results.append(_run_config(dataset, batch_size, budget, config, args.threads))
+        print(f"  {dataset} batch {batch_size}: done ({time.perf_counter() - started:.0f} s)")
+    _print_table(results, args.threads, budget)
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

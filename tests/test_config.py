@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lightning_modules.errors import TabslimInputError
+from search.config import DEFAULT_CONFIG, Config, load_config, override, validate
+
+
+def test_default_config_names_a_bundled_dataset() -> None:
+    config = load_config()
+    assert DEFAULT_CONFIG.name == "default.yaml"
+    assert config.data.dataset is not None and config.data.path is None
+    assert config == load_config(DEFAULT_CONFIG)
+
+
+def test_omitted_sections_take_defaults() -> None:
+    assert validate({}, "x") == Config()
+    assert validate(None, "x").training.max_epochs == Config().training.max_epochs
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"trainig": {}}, "unknown key 'trainig'; expected one of .*training"),
+        (
+            {"training": {"epochs": 3}},
+            "unknown key 'training.epochs'; expected one of .*max_epochs",
+        ),
+        ({"training": {"max_epochs": "ten"}}, "training.max_epochs: .*integer, but got 'ten'"),
+        ({"training": {"max_epochs": 0}}, "training.max_epochs: .*greater than or equal to 1"),
+        ({"training": {"lr": -1.0}}, "training.lr: .*greater than 0"),
+        ({"data": {"val_fraction": 0.7, "dataset": "wine"}}, "data.val_fraction: .*less than 0.5"),
+        ({"data": {"dataset": "iris"}}, "data.dataset must be one of"),
+        ({"data": {"dataset": "wine", "path": "a.csv"}}, "exactly one of"),
+        ({"model": {"hidden": [64, 0]}}, "model.hidden widths must be at least 1"),
+        ({"model": {"hidden": []}}, "model.hidden: "),
+        ({"model": {"activation": "tanhh"}}, "model.activation must be one of"),
+        ({"measure": {"runtimes": ["tensorrt"]}}, "measure.runtimes.0: .*'torch' or 'onnxruntime'"),
+        ({"measure": {"batch_sizes": [0]}}, "measure.batch_sizes must be at least 1"),
+        ({"model": {"batch_norm": "yes"}}, "model.batch_norm: .*boolean"),
+        (["data"], "must be a mapping"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(raw: object, message: str) -> None:
+    with pytest.raises(TabslimInputError, match=message) as caught:
+        validate(raw, "'my.yaml'")
+    assert "\n" not in str(caught.value)
+    assert "my.yaml" in str(caught.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(TabslimInputError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  max_epochs: [1,\n")
+    with pytest.raises(TabslimInputError, match="not valid YAML at line"):
+        load_config(bad)
+
+
+def test_overrides_are_validated_and_switch_the_data_source() -> None:
+    config = load_config()
+    changed = override(config, "flags", **{"data.path": "t.csv", "training.max_epochs": 3})
+    assert changed.data.path == "t.csv" and changed.data.dataset is None
+    assert changed.training.max_epochs == 3
+    assert override(config, "flags", **{"data.seed": None}) == config
+    with pytest.raises(TabslimInputError, match="training.max_epochs"):
+        override(config, "flags", **{"training.max_epochs": -2})

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lightning_modules.data import InMemoryBatches, TabularDataModule, read_table
+from lightning_modules.datasets import BUNDLED, TARGET, load_bundled
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.preprocessing import Preprocessor, infer_task
+
+
+@pytest.mark.parametrize(
+    "name, task",
+    [
+        ("digits", "multiclass"),
+        ("breast_cancer", "binary"),
+        ("wine", "multiclass"),
+        ("diabetes", "regression"),
+        ("synthetic_classification", "multiclass"),
+        ("synthetic_regression", "regression"),
+    ],
+)
+def test_bundled_datasets_load_with_their_task(name: str, task: str) -> None:
+    data = TabularDataModule.from_bundled(name)
+    assert data.task == task
+    n = len(data.train_frame) + len(data.val_frame) + len(data.test_frame)
+    assert n == len(load_bundled(name))
+    assert set(BUNDLED) >= {name}
+
+
+def test_synthetic_table_has_categories_and_gaps_and_is_seeded() -> None:
+    frame = load_bundled("synthetic_classification", seed=3)
+    assert frame.isna().any().any()
+    assert not pd.api.types.is_numeric_dtype(frame["color"])
+    assert frame.equals(load_bundled("synthetic_classification", seed=3))
+    assert not frame.equals(load_bundled("synthetic_classification", seed=4))
+
+
+def test_preprocessing_is_fitted_on_the_training_split_only(small_table: pd.DataFrame) -> None:
+    data = TabularDataModule.from_frame(small_table, "label", seed=1)
+    prep = data.preprocessor
+    train_f1 = data.train_frame["f1"]
+    assert prep.means[prep.numeric.index("f1")] == pytest.approx(train_f1.mean())
+    assert prep.means[prep.numeric.index("f1")] != pytest.approx(small_table["f1"].mean())
+    x = data.tensors["train"]["x_num"][:, prep.numeric.index("f1")]
+    assert float(x.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(x.std(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_missing_values_get_an_indicator_and_the_training_median(
+    small_table: pd.DataFrame,
+) -> None:
+    data = TabularDataModule.from_frame(small_table, "label")
+    prep = data.preprocessor
+    assert prep.indicators == ["f0"]
+    rows = small_table.head(3).copy()
+    rows.loc[0, "f0"] = np.nan
+    x = prep.transform(rows)["x_num"]
+    assert x.shape[1] == len(prep.numeric) + 1 == prep.d_num
+    assert x[0, -1] == 1.0 and x[1, -1] == float(np.isnan(rows.loc[1, "f0"]))
+    median = prep.medians[prep.numeric.index("f0")]
+    expected = (median - prep.means[0]) / prep.stds[0]
+    assert float(x[0, 0]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_unseen_category_maps_to_the_reserved_index(small_table: pd.DataFrame) -> None:
+    prep = TabularDataModule.from_frame(small_table, "label").preprocessor
+    rows = small_table.head(2).copy()
+    rows["shop"] = ["west", "north"]
+    codes = prep.transform(rows)["x_cat"][:, 0]
+    assert codes[0] == 0
+    assert codes[1] == 1 + prep.categorical["shop"].index("north")
+    assert prep.cat_cardinalities == (len(prep.categorical["shop"]) + 1,)
+
+
+def test_preprocessor_round_trips_through_json(small_table: pd.DataFrame) -> None:
+    prep = TabularDataModule.from_frame(small_table, "label").preprocessor
+    again = Preprocessor.from_dict(json.loads(json.dumps(prep.to_dict())))
+    a, b = prep.transform(small_table), again.transform(small_table)
+    assert torch.equal(a["x_num"], b["x_num"]) and torch.equal(a["x_cat"], b["x_cat"])
+    assert again.classes == ["no", "yes"]
+
+
+def test_split_is_seeded_and_stratified(small_table: pd.DataFrame) -> None:
+    a = TabularDataModule.from_frame(small_table, "label", seed=5)
+    b = TabularDataModule.from_frame(small_table, "label", seed=5)
+    c = TabularDataModule.from_frame(small_table, "label", seed=6)
+    assert a.test_frame.index.equals(b.test_frame.index)
+    assert not a.test_frame.index.equals(c.test_frame.index)
+    overall = (small_table["label"] == "yes").mean()
+    for part in (a.train_frame, a.val_frame, a.test_frame):
+        assert (part["label"] == "yes").mean() == pytest.approx(overall, abs=0.05)
+    indices = set(a.train_frame.index) | set(a.val_frame.index) | set(a.test_frame.index)
+    assert len(indices) == len(small_table)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
+def test_in_memory_batches_cover_every_row_once(batch_size: int) -> None:
+    tensors = {"x": torch.arange(100).unsqueeze(1), "y": torch.arange(100)}
+    batches = InMemoryBatches(tensors, batch_size, shuffle=True, seed=0)
+    seen = torch.cat([batch["y"] for batch in batches])
+    assert len(list(batches)) == len(batches) == -(-100 // batch_size)
+    assert sorted(seen.tolist()) == list(range(100))
+    # Features and targets are shuffled together, and the order is fixed by the seed.
+    assert all(torch.equal(batch["x"][:, 0], batch["y"]) for batch in batches)
+    again = InMemoryBatches(tensors, batch_size, shuffle=True, seed=0)
+    assert torch.equal(seen, torch.cat([batch["y"] for batch in again]))
+
+
+@pytest.mark.parametrize(
+    "values, task",
+    [
+        ([0, 1, 0, 1], "binary"),
+        (["a", "b", "c", "a"], "multiclass"),
+        ([1, 2, 3, 4, 5], "multiclass"),
+        ([0.5, 1.25, 3.0, 2.2], "regression"),
+        (list(range(100)), "regression"),
+    ],
+)
+def test_task_is_inferred_from_the_target(values: list[object], task: str) -> None:
+    assert infer_task(pd.Series(values)) == task
+
+
+def test_parquet_is_read(tmp_path: Path, small_table: pd.DataFrame) -> None:
+    path = tmp_path / "t.parquet"
+    small_table.to_parquet(path)
+    data = TabularDataModule.from_path(path, "label")
+    assert data.task == "binary"
+    assert len(read_table(path)) == len(small_table)
+
+
+def test_regression_target_is_standardised_on_train(small_table: pd.DataFrame) -> None:
+    frame = small_table.assign(amount=small_table["f1"] * 100 + 5000.5)
+    data = TabularDataModule.from_frame(frame.drop(columns=["label"]), "amount")
+    assert data.task == "regression"
+    y = data.tensors["train"]["y"]
+    assert y.shape[1] == 1 and float(y.mean()) == pytest.approx(0.0, abs=1e-4)
+    decoded = data.preprocessor.decode(y)["prediction"]
+    assert np.allclose(decoded, data.train_frame["amount"].to_numpy(), atol=1e-2)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    return path
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(TabslimInputError, match="nope.csv' does not exist"):
+        TabularDataModule.from_path(tmp_path / "nope.csv", "y")
+
+
+def test_empty_csv_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TabslimInputError, match="is empty"):
+        read_table(_write(tmp_path, ""))
+    with pytest.raises(TabslimInputError, match="no rows"):
+        read_table(_write(tmp_path, "a,b,y\n"))
+
+
+def test_unreadable_csv_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bin.csv"
+    path.write_bytes(b"\xff\xfe\x00\x81garbage\x00\n\x92\x93")
+    with pytest.raises(TabslimInputError, match="could not read"):
+        read_table(path)
+
+
+def test_bad_tables_are_clear_errors(small_table: pd.DataFrame) -> None:
+    cases: list[tuple[pd.DataFrame, str, str | None, str]] = [
+        (small_table, "price", None, "target column 'price' is not in"),
+        (small_table.assign(label=np.nan), "label", None, "entirely missing"),
+        (small_table.assign(label="yes"), "label", None, "single class"),
+        (small_table, "label", "regression", "not numeric"),
+        (small_table.assign(f3=np.nan), "label", None, "column 'f3' .* entirely missing"),
+        (small_table.head(12), "label", None, "too few rows"),
+    ]
+    for frame, target, task, message in cases:
+        with pytest.raises(TabslimInputError, match=message):
+            TabularDataModule.from_frame(frame, target, task=task)
+
+
+def test_rows_without_a_target_are_left_out(small_table: pd.DataFrame) -> None:
+    frame = small_table.copy()
+    frame.loc[:9, "label"] = np.nan
+    data = TabularDataModule.from_frame(frame, "label")
+    n = len(data.train_frame) + len(data.val_frame) + len(data.test_frame)
+    assert n == len(frame) - 10
+
+
+def test_bundled_target_column_name() -> None:
+    assert TARGET in load_bundled("wine").columns
+    with pytest.raises(TabslimInputError, match="unknown bundled dataset"):
+        load_bundled("iris")
