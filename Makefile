@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 search: $(STAMP)
-	$(BIN)/tabslim train --config configs/default.yaml
+	$(BIN)/tabslim search --config configs/default.yaml
 
 train: $(STAMP)
 	$(BIN)/tabslim train --config configs/default.yaml

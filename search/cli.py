@@ -21,6 +21,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("data (overrides the config's data section)")
     source.add_argument("--data", metavar="FILE", help="a CSV or Parquet file to train on")
@@ -74,6 +84,44 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from search.config import override
+    from search.search_job import run_search
+
+    config = override(
+        _config_from(args),
+        "from the command line",
+        **{
+            "search.n_trials": args.n_trials,
+            "search.timeout": args.timeout,
+            "search.study": args.study,
+            "search.storage": args.storage,
+            "search.workers": args.workers,
+            "search.seed": args.seed,
+            "search.sampler": args.sampler,
+        },
+    )
+    outcome = run_search(config, progress=not args.quiet)
+    print(outcome.report)
+    print(
+        f"study '{outcome.study}' in {outcome.storage}: {outcome.trials} trials, "
+        f"front of {outcome.front_size}; MLflow parent run {outcome.parent_run_id} "
+        f"at {config.tracking.uri}"
+    )
+    if outcome.champion_uri is None:
+        print("no trial met the accuracy floor, so no champion was registered")
+    else:
+        print(f"champion: {outcome.champion_uri}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from search.report import study_report
+
+    print(study_report(args.study, args.storage))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tabslim",
@@ -90,6 +138,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(train)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
+
+    search = commands.add_parser(
+        "search",
+        help="search per-layer widths for smaller, faster networks (multi-objective Optuna)",
+        description="Train the baseline, then candidates with narrower layers from scratch; "
+        "keep the Pareto front of validation metric, size and latency in MLflow and register the "
+        "smallest model within the accuracy floor as '<study>@champion'. Running it again with "
+        "the same study continues it: finished trials are kept and never trained twice.",
+    )
+    _add_common(search)
+    search.add_argument(
+        "--n-trials", type=_positive_int, metavar="N",
+        help="trials the study should have in all (the baseline included)",
+    )  # fmt: skip
+    search.add_argument(
+        "--timeout", type=_positive_float, metavar="S", help="stop starting trials after S seconds"
+    )
+    search.add_argument("--study", metavar="NAME", help="study name (default: tabslim-<data>)")
+    search.add_argument(
+        "--storage", metavar="URL",
+        help="Optuna storage: a journal file path or a database URL, e.g. "
+        "postgresql://user:pw@host/db (default: mlruns/optuna.journal)",
+    )  # fmt: skip
+    search.add_argument("--workers", type=_positive_int, metavar="N", help="local worker processes")
+    search.add_argument("--sampler", metavar="NAME", help="tpe, nsga2, random, gp or qmc")
+    search.add_argument("--quiet", action="store_true", help="no progress bar")
+    search.set_defaults(handler=_search)
+
+    report = commands.add_parser(
+        "report",
+        help="print a study's Pareto front relative to its baseline",
+        description="Print the front of a study as a table relative to the baseline: parameter "
+        "ratio, latency ratio and validation metric delta.",
+    )
+    report.add_argument("--study", required=True, metavar="NAME")
+    report.add_argument(
+        "--storage", metavar="URL", help="Optuna storage (default: mlruns/optuna.journal)"
+    )
+    report.set_defaults(handler=_report)
     return parser
 
 

@@ -92,12 +92,108 @@ class TrackingConfig(_Section):
     experiment: str = Field(default="tabslim", min_length=1)
 
 
+class Range(_Section):
+    """Bounds of one searched number; `step` for a grid, `log` for a log scale (not both)."""
+
+    low: float
+    high: float
+    step: float | None = Field(default=None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"bounds reversed: low={self.low} is above high={self.high}")
+        if self.log and self.step is not None:
+            raise ValueError("a range takes step or log, not both")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, but got low={self.low}")
+        return self
+
+
+# Widening is allowed up to this factor; the point of the search is shrinking.
+MAX_MULTIPLIER = 4.0
+
+
+def _check_multiplier(where: str, bounds: Range) -> None:
+    if bounds.low <= 0:
+        raise ValueError(f"{where}: a width multiplier must be above 0, but got low={bounds.low}")
+    if bounds.high > MAX_MULTIPLIER:
+        raise ValueError(
+            f"{where}: a width multiplier must be at most {MAX_MULTIPLIER}, "
+            f"but got high={bounds.high}"
+        )
+
+
+class SpaceConfig(_Section):
+    multiplier: Range = Field(default_factory=lambda: Range(low=0.05, high=1.0, step=0.05))
+    # Per hidden layer, first to last; overrides `multiplier` for the layers it covers.
+    layers: list[Range] = Field(default_factory=list)
+    remove_layers: bool = False
+    width_multiple: int = Field(default=8, ge=1)
+    lr: Range | None = None
+    weight_decay: Range | None = None
+    dropout: Range | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SpaceConfig:
+        _check_multiplier("search.space.multiplier", self.multiplier)
+        for i, bounds in enumerate(self.layers):
+            _check_multiplier(f"search.space.layers.{i}", bounds)
+        for name in ("lr", "weight_decay"):
+            bounds = getattr(self, name)
+            if bounds is not None and bounds.low < 0:
+                raise ValueError(f"search.space.{name} must be >= 0, but got low={bounds.low}")
+        if self.dropout is not None and not (self.dropout.low >= 0 and self.dropout.high < 1):
+            raise ValueError(
+                f"search.space.dropout must lie in [0, 1), but got "
+                f"[{self.dropout.low}, {self.dropout.high}]"
+            )
+        return self
+
+
+Sampler = Literal["tpe", "nsga2", "random", "gp", "qmc"]
+SizeObjective = Literal["parameters", "bytes", "flops"]
+
+
+class LatencyObjective(_Section):
+    runtime: Runtime = "onnxruntime"
+    batch_size: int = Field(default=1024, ge=1)
+
+
+class SearchConfig(_Section):
+    study: str | None = Field(default=None, min_length=1, description="default: tabslim-<data>")
+    n_trials: int = Field(default=30, ge=1, description="trials the study should have in all")
+    timeout: float | None = Field(default=None, gt=0, description="seconds for this run")
+    sampler: Sampler = "tpe"
+    seed: int = Field(default=0, ge=0)
+    storage: str | None = Field(default=None, description="default: mlruns/optuna.journal")
+    workers: int = Field(default=1, ge=1)
+    size: SizeObjective = "parameters"
+    latency: LatencyObjective = Field(default_factory=LatencyObjective)
+    # Absolute, in the task metric's units: 0.005 is half a point of accuracy.
+    max_metric_drop: float = Field(default=0.005, ge=0)
+    keep_models: Literal["pareto", "all"] = "pareto"
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=lambda: DataConfig(dataset="digits"))
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        layers = self.search.space.layers
+        if len(layers) > len(self.model.hidden):
+            raise ValueError(
+                f"search.space.layers has {len(layers)} entries, but model.hidden has only "
+                f"{len(self.model.hidden)} layers"
+            )
+        return self
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -162,8 +258,11 @@ def override(config: Config, source: str, **changes: Any) -> Config:
     for dotted, value in changes.items():
         if value is None:
             continue
-        section, key = dotted.split(".")
-        raw[section][key] = value
+        *sections, key = dotted.split(".")
+        target = raw
+        for section in sections:
+            target = target[section]
+        target[key] = value
         if dotted == "data.path":
             raw["data"]["dataset"] = None
         if dotted == "data.dataset":

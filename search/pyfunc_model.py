@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,9 @@ def log_model(
     network = network.cpu().eval()
     example = sample.reset_index(drop=True)
     output = predict_frame(network, preprocessor, example)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # MLflow hints about integer columns in the input example; inputs are not enforced.
+        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent.*")
         directory = save_network(Path(tmp) / "network", spec, network, preprocessor)
         return mlflow.pyfunc.log_model(
             name=name,

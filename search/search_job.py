@@ -1,0 +1,229 @@
+"""`tabslim search`: the multi-objective width search, from config to registered champion.
+
+The main process checks the input, trains the baseline first (so every later trial and every
+report is relative to it), then runs trials beside any extra worker processes on the same
+study, mirroring finished trials to MLflow as they land.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from lightning_modules.data import TabularDataModule
+from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
+from search import pareto, tracking
+from search.config import Config
+from search.objective import SearchContext, run_trial
+from search.space import baseline_params
+from search.study import (
+    ATTR,
+    DEFAULT_STORAGE,
+    fingerprint,
+    make_sampler,
+    open_storage,
+    open_study,
+)
+from search.study_tracking import StudyMirror
+from search.train_job import baseline_spec, data_params, load_data
+
+# A failing candidate (say, a width that diverges) is recorded as FAIL; the search goes on.
+_TRIAL_ERRORS = (RuntimeError, FloatingPointError)
+
+
+def study_name(config: Config) -> str:
+    if config.search.study is not None:
+        return config.search.study
+    source = config.data.dataset or Path(config.data.path or "data").stem
+    return f"tabslim-{source}"
+
+
+def storage_label(config: Config) -> str:
+    return config.search.storage or str(DEFAULT_STORAGE)
+
+
+def trials_root(config: Config) -> Path:
+    """Where trials keep their networks: beside the MLflow SQLite store (default mlruns/)."""
+    uri = config.tracking.uri
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).parent / "studies"
+    return Path("mlruns") / "studies"
+
+
+def build_context(config: Config, data: TabularDataModule | None = None) -> SearchContext:
+    data = data if data is not None else load_data(config)
+    return SearchContext(
+        config=config,
+        data=data,
+        baseline=baseline_spec(config, data),
+        trials_dir=trials_root(config) / study_name(config),
+    )
+
+
+def study_attrs(ctx: SearchContext) -> dict[str, Any]:
+    metric = PRIMARY_METRIC[ctx.data.task]
+    attrs = fingerprint(ctx.config, ctx.data.task, metric, HIGHER_IS_BETTER[metric])
+    attrs["data"] = ctx.data.source
+    attrs["target"] = ctx.data.target
+    return attrs
+
+
+def _quiet() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*is out of range for distribution.*")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def _worker(config_json: str, index: int, threads: int) -> None:
+    """A worker process: rebuilds the context from the config and runs trials on the study."""
+    import torch
+
+    _quiet()
+    torch.set_num_threads(threads)
+    config = Config.model_validate_json(config_json)
+    ctx = build_context(config)
+    storage = open_storage(config.search.storage)
+    # Each worker its own seed, so that they do not propose the same candidates.
+    sampler = make_sampler(config.search.sampler, config.search.seed + index)
+    study = optuna.load_study(study_name=study_name(config), storage=storage, sampler=sampler)
+    study.optimize(
+        functools.partial(run_trial, ctx=ctx),
+        n_trials=config.search.n_trials,
+        timeout=config.search.timeout,
+        catch=_TRIAL_ERRORS,
+        callbacks=[MaxTrialsCallback(config.search.n_trials, states=(TrialState.COMPLETE,))],
+        gc_after_trial=True,
+    )
+
+
+@dataclass
+class SearchOutcome:
+    study: str
+    storage: str
+    trials: int
+    front_size: int
+    champion_uri: str | None
+    report: str
+    parent_run_id: str
+
+
+def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
+    """Run (or continue) the study the config describes. Input is checked before anything runs."""
+    _quiet()
+    ctx = build_context(config)
+    name = study_name(config)
+    storage = open_storage(config.search.storage)
+    study, _ = open_study(name, storage, storage_label(config), config, study_attrs(ctx))
+    experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
+    ctx.trials_dir.mkdir(parents=True, exist_ok=True)
+    params = tracking.flatten("", config.model_dump(exclude={"tracking"}))
+    params |= data_params(config, ctx.data)
+    params |= {"study": name, "storage": storage_label(config)}
+    mirror = StudyMirror(
+        study=study,
+        experiment_id=experiment_id,
+        trials_dir=ctx.trials_dir,
+        sample=ctx.data.raw_sample(),
+        keep_models=config.search.keep_models,
+        params=params,
+    )
+    mirror.start()
+    target = config.search.n_trials
+    bar = tqdm(
+        total=target, initial=min(_complete(study), target), desc=name, unit="trial",
+        disable=not progress, dynamic_ncols=True,
+    )  # fmt: skip
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        front_size = mirror.sync()
+        bar.n = min(_complete(study), target)
+        bar.set_postfix(front=front_size, refresh=False)
+        bar.refresh()
+
+    objective = functools.partial(run_trial, ctx=ctx)
+    status = "FINISHED"
+    try:
+        if ATTR not in study.user_attrs or "baseline_trial" not in study.user_attrs[ATTR]:
+            _run_baseline(study, ctx, objective, after_trial)
+        remaining = target - _complete(study)
+        if remaining > 0:
+            _optimize(study, config, objective, after_trial, remaining)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        bar.close()
+        champion = mirror.finish(status=status)
+    table = pareto.trial_table(study)
+    return SearchOutcome(
+        study=name,
+        storage=storage_label(config),
+        trials=_complete(study),
+        front_size=int(table["pareto"].sum()) if len(table) else 0,
+        champion_uri=champion,
+        report=pareto.format_report(table, metric=PRIMARY_METRIC[ctx.data.task]),
+        parent_run_id=mirror.parent_run_id,
+    )
+
+
+def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callback: Any) -> None:
+    """Train the baseline as the study's first trial; everything is measured against it."""
+    n_layers = len(ctx.baseline.hidden)
+    study.enqueue_trial(
+        baseline_params(ctx.config.search.space, n_layers),
+        user_attrs={"baseline": True},
+        skip_if_exists=True,
+    )
+    study.optimize(objective, n_trials=1, callbacks=[callback])
+
+
+def _optimize(
+    study: optuna.Study, config: Config, objective: Any, callback: Any, remaining: int
+) -> None:
+    search = config.search
+    workers = search.workers
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    processes = []
+    if workers > 1:
+        context = multiprocessing.get_context("spawn")
+        for index in range(1, workers):
+            process = context.Process(
+                target=_worker, args=(config.model_dump_json(), index, threads), daemon=False
+            )
+            process.start()
+            processes.append(process)
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=search.timeout,
+            catch=_TRIAL_ERRORS,
+            callbacks=[MaxTrialsCallback(search.n_trials, states=(TrialState.COMPLETE,)), callback],
+            gc_after_trial=True,
+        )
+    finally:
+        torch.set_num_threads(previous)
+        for process in processes:
+            process.join()
+        callback(study, None)

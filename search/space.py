@@ -1,0 +1,93 @@
+"""The search space as data, and sampling as a small pure function of (trial, space).
+
+A sample is a plain dict of the network's hidden widths plus any training hyperparameters, so it
+can be checked without running a study and logged as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from lightning_modules.networks import MLPSpec
+from search.config import Range, SpaceConfig
+
+TRAINING_KNOBS = ("lr", "weight_decay", "dropout")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What one trial trains: hidden widths, and training values that differ from the config."""
+
+    hidden: tuple[int, ...]
+    multipliers: tuple[float, ...]
+    training: dict[str, float]
+
+    def key(self) -> str:
+        """Identifies what would be trained, to recognise a repeat of an earlier trial."""
+        knobs = ",".join(f"{k}={v:.6g}" for k, v in sorted(self.training.items()))
+        return "-".join(map(str, self.hidden)) + (f"|{knobs}" if knobs else "")
+
+
+def round_width(width: float, multiple: int) -> int:
+    """Round to a multiple of `multiple` (hardware-friendly sizes), never below 1.
+
+    Layers narrower than `multiple` are rounded to the nearest integer instead, so that a small
+    layer is not forced up or down to a whole multiple.
+    """
+    if width >= multiple:
+        return max(multiple, int(round(width / multiple)) * multiple)
+    return max(1, int(round(width)))
+
+
+def layer_ranges(space: SpaceConfig, n_layers: int) -> list[Range]:
+    return [space.layers[i] if i < len(space.layers) else space.multiplier for i in range(n_layers)]
+
+
+def _suggest(trial: optuna.Trial, name: str, bounds: Range) -> float:
+    return trial.suggest_float(name, bounds.low, bounds.high, step=bounds.step, log=bounds.log)
+
+
+def sample(trial: optuna.Trial, space: SpaceConfig, baseline_hidden: tuple[int, ...]) -> Sample:
+    """Draw one candidate: a multiplier per hidden layer, optional removals and training knobs."""
+    multipliers = []
+    for i, bounds in enumerate(layer_ranges(space, len(baseline_hidden))):
+        # Rounded: a step grid in floats gives 0.15000000000000002, which reads badly in MLflow.
+        multipliers.append(round(_suggest(trial, f"multiplier_{i}", bounds), 6))
+    kept = list(range(len(baseline_hidden)))
+    if space.remove_layers and len(baseline_hidden) > 1:
+        kept = [
+            i
+            for i in range(len(baseline_hidden))
+            if trial.suggest_categorical(f"keep_layer_{i}", [True, False])
+        ]
+        # A network needs one hidden layer: if every layer was dropped, the first one stays.
+        kept = kept or [0]
+    hidden = tuple(
+        round_width(baseline_hidden[i] * multipliers[i], space.width_multiple) for i in kept
+    )
+    training = {
+        name: _suggest(trial, name, bounds)
+        for name in TRAINING_KNOBS
+        if (bounds := getattr(space, name)) is not None
+    }
+    return Sample(hidden=hidden, multipliers=tuple(multipliers), training=training)
+
+
+def baseline_params(space: SpaceConfig, n_layers: int) -> dict[str, Any]:
+    """The trial parameters that reproduce the baseline: every multiplier 1, every layer kept."""
+    params: dict[str, Any] = {f"multiplier_{i}": 1.0 for i in range(n_layers)}
+    if space.remove_layers and n_layers > 1:
+        params |= {f"keep_layer_{i}": True for i in range(n_layers)}
+    return params
+
+
+def apply(baseline: MLPSpec, drawn: Sample) -> MLPSpec:
+    """The baseline spec with the sampled widths and dropout."""
+    spec = baseline.with_hidden(drawn.hidden)
+    if "dropout" in drawn.training:
+        spec = dataclasses.replace(spec, dropout=drawn.training["dropout"])
+    return spec

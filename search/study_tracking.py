@@ -1,0 +1,243 @@
+"""MLflow mirrors the study for people: one parent run per study, one nested run per trial.
+
+Optuna owns the trial state; this module copies finished trials into MLflow, keeps each trial's
+`pareto` tag current as the front moves, and at the end logs the front (table and plots) and
+registers the recommended model. Only the process that owns the parent run writes to MLflow, so
+worker processes never contend for the SQLite store.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+from search import pareto
+from search.pyfunc_model import load_network, log_model
+from search.study import ATTR
+
+CHAMPION = "champion"
+_DONE = (TrialState.COMPLETE, TrialState.FAIL)
+
+
+def _tag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+@dataclass
+class StudyMirror:
+    """Mirrors one study into one MLflow experiment.
+
+    Args:
+        trials_dir: where trials saved their networks (spec, preprocessing, weights).
+        sample: a few raw rows, logged with each model as its input example.
+        keep_models: "pareto" logs models of front members only, "all" of every trial.
+    """
+
+    study: optuna.Study
+    experiment_id: str
+    trials_dir: Path
+    sample: Any
+    keep_models: str = "pareto"
+    params: dict[str, Any] = field(default_factory=dict)
+    client: MlflowClient = field(default_factory=MlflowClient)
+    parent_run_id: str = ""
+    _runs: dict[int, str] = field(default_factory=dict)
+    _pareto: dict[int, bool] = field(default_factory=dict)
+    _models: dict[int, str] = field(default_factory=dict)
+    _champion_trial: int = -1
+
+    def start(self) -> str:
+        """Find or create the study's parent run, and learn which trials are mirrored already."""
+        name = self.study.study_name
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`tabslim.study` = '{name}' and tags.`tabslim.kind` = 'study'",
+            max_results=1,
+        )
+        if found:
+            self.parent_run_id = found[0].info.run_id
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=name,
+                tags={"tabslim.kind": "study", "tabslim.study": name},
+            )
+            self.parent_run_id = run.info.run_id
+            params = [Param(k, str(v)[:6000]) for k, v in self.params.items()]
+            for start in range(0, len(params), 100):
+                self.client.log_batch(self.parent_run_id, params=params[start : start + 100])
+        for run in self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`tabslim.study` = '{name}' and tags.`tabslim.kind` = 'trial'",
+            max_results=50000,
+        ):
+            number = int(run.data.tags["tabslim.trial"])
+            self._runs[number] = run.info.run_id
+            self._pareto[number] = run.data.tags.get("pareto") == "true"
+            if "tabslim.model_uri" in run.data.tags:
+                self._models[number] = run.data.tags["tabslim.model_uri"]
+        return self.parent_run_id
+
+    def sync(self) -> int:
+        """Mirror every newly finished trial and refresh the pareto tags; returns the front size."""
+        front = {t.number for t in pareto.front(self.study)}
+        for trial in self.study.get_trials(deepcopy=False, states=_DONE):
+            if trial.number not in self._runs:
+                self._mirror(trial, trial.number in front)
+        for number, run_id in self._runs.items():
+            on_front = number in front
+            if self._pareto.get(number) != on_front:
+                self.client.set_tag(run_id, "pareto", _tag(on_front))
+                self._pareto[number] = on_front
+            if on_front and number not in self._models:
+                self._log_model(self.study.trials[number])
+        return len(front)
+
+    def _mirror(self, trial: FrozenTrial, on_front: bool) -> None:
+        attrs = trial.user_attrs
+        feasible = all(v <= 0 for v in (trial.constraints or {}).values())
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial.number}",
+            start_time=int(trial.datetime_start.timestamp() * 1000)
+            if trial.datetime_start
+            else None,
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                "tabslim.kind": "trial",
+                "tabslim.study": self.study.study_name,
+                "tabslim.trial": str(trial.number),
+                "tabslim.state": trial.state.name,
+                "tabslim.approach": str(attrs.get("approach", "")),
+                "baseline": _tag(bool(attrs.get("baseline", False))),
+                "feasible": _tag(feasible),
+                "pareto": _tag(on_front),
+                **({"repeat_of": str(attrs["repeat_of"])} if "repeat_of" in attrs else {}),
+            },
+        )
+        run_id = run.info.run_id
+        params = {k: str(v) for k, v in trial.params.items()}
+        params["approach"] = str(attrs.get("approach", ""))
+        params["widths"] = "-".join(map(str, attrs.get("hidden", [])))
+        timestamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
+        metrics = [Metric(k, float(v), timestamp, 0) for k, v in attrs.get("metrics", {}).items()]
+        self.client.log_batch(
+            run_id,
+            metrics=metrics,
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[
+                RunTag("tabslim.stopped_below_floor", _tag(attrs.get("stopped_below_floor", False)))
+            ],
+        )
+        end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
+        status = "FINISHED" if trial.state == TrialState.COMPLETE else "FAILED"
+        self.client.set_terminated(run_id, status=status, end_time=end)
+        self._runs[trial.number] = run_id
+        self._pareto[trial.number] = on_front
+        wanted = on_front or self.keep_models == "all"
+        if trial.state == TrialState.COMPLETE and wanted:
+            self._log_model(trial)
+
+    def _log_model(self, trial: FrozenTrial) -> str | None:
+        number = trial.user_attrs.get("repeat_of", trial.number)
+        directory = self.trials_dir / f"trial-{number}"
+        if not directory.is_dir():
+            return None
+        spec, network, preprocessor = load_network(directory)
+        run_id = self._runs[trial.number]
+        with mlflow.start_run(run_id=run_id, nested=True):
+            info = log_model(spec, network, preprocessor, self.sample)
+        self.client.set_tag(run_id, "tabslim.model_uri", info.model_uri)
+        self._models[trial.number] = info.model_uri
+        return str(info.model_uri)
+
+    def finish(self, *, status: str = "FINISHED") -> str | None:
+        """Log the front, its plots and test metrics on the parent; register the champion.
+
+        Returns the champion's model URI, or None when no trial met the floor.
+        """
+        self.sync()
+        attrs = self.study.user_attrs.get(ATTR, {})
+        table = pareto.trial_table(self.study)
+        run_id = self.parent_run_id
+        metric = attrs.get("metric", "metric")
+        front_table = table[table["pareto"]] if len(table) else table
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            table.to_csv(folder / "trials.csv", index=False)
+            front_table.to_csv(folder / "pareto_front.csv", index=False)
+            self.client.log_artifact(run_id, str(folder / "trials.csv"))
+            self.client.log_artifact(run_id, str(folder / "pareto_front.csv"))
+            if len(table):
+                plots = {
+                    "pareto_front.html": pareto.plot_front_html,
+                    "pareto_front.png": pareto.plot_front_png,
+                }
+                for name, plot in plots.items():
+                    plot(
+                        table,
+                        folder / name,
+                        metric=metric,
+                        floor=pareto.metric_floor(self.study),
+                        title=f"{self.study.study_name}: {len(table)} trials",
+                    )
+                    self.client.log_artifact(run_id, str(folder / name))
+            report = pareto.format_report(table, metric=metric)
+            (folder / "report.txt").write_text(report + "\n")
+            self.client.log_artifact(run_id, str(folder / "report.txt"))
+        summary = {
+            "trials_complete": float(len(table)),
+            "front_size": float(len(front_table)),
+            "hypervolume": pareto.hypervolume(self.study),
+        }
+        for row in front_table.itertuples():
+            summary[f"front_trial_{row.trial}_test_{metric}"] = float(row.test_metric)
+        champion_uri = self._register_champion(table)
+        if champion_uri is not None:
+            chosen = table[table["trial"] == self._champion_trial].iloc[0]
+            summary |= {
+                "champion_trial": float(chosen["trial"]),
+                "champion_param_ratio": float(chosen["param_ratio"]),
+                "champion_latency_ratio": float(chosen["latency_ratio"]),
+                f"champion_val_{metric}": float(chosen["metric"]),
+                f"champion_test_{metric}": float(chosen["test_metric"]),
+            }
+        self.client.log_batch(run_id, metrics=[Metric(k, v, _now(), 0) for k, v in summary.items()])
+        self.client.set_terminated(run_id, status=status)
+        return champion_uri
+
+    def _register_champion(self, table: Any) -> str | None:
+        chosen = pareto.recommend(self.study)
+        if chosen is None:
+            return None
+        self._champion_trial = chosen.number
+        model_uri = self._models.get(chosen.number) or self._log_model(chosen)
+        if model_uri is None:
+            return None
+        name = self.study.study_name
+        try:
+            current = self.client.get_model_version_by_alias(name, CHAMPION)
+        except mlflow.exceptions.MlflowException:
+            current = None
+        if current is not None and current.tags.get("tabslim.trial") == str(chosen.number):
+            return f"models:/{name}@{CHAMPION}"
+        version = mlflow.register_model(
+            model_uri, name, tags={"tabslim.trial": str(chosen.number), "tabslim.study": name}
+        )
+        self.client.set_registered_model_alias(name, CHAMPION, version.version)
+        self.client.set_tag(self.parent_run_id, "champion_trial", str(chosen.number))
+        return f"models:/{name}@{CHAMPION}"
+
+
+def _now() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from lightning_modules.datasets import load_bundled
+from search import pareto
+from search.cli import main
+from search.config import Config, validate
+from search.objective import run_trial
+from search.search_job import build_context, run_search, study_attrs
+from search.space import baseline_params
+from search.study import ATTR, directions
+
+TINY = {
+    "data": {"dataset": "wine"},
+    "model": {"hidden": [32, 16]},
+    "training": {"max_epochs": 3, "batch_size": 32, "lr": 0.01},
+    "measure": {"batch_sizes": [1, 64], "runtimes": ["onnxruntime"]},
+    "search": {
+        "n_trials": 4,
+        "latency": {"runtime": "onnxruntime", "batch_size": 64},
+        "max_metric_drop": 0.2,
+        "space": {"multiplier": {"low": 0.25, "high": 1.0, "step": 0.25}},
+    },
+}
+
+
+def _config(tmp_path: Path, **search: object) -> Config:
+    raw = yaml.safe_load(yaml.safe_dump(TINY))
+    raw["search"] |= search
+    raw["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
+    return validate(raw, "test")
+
+
+def _write(tmp_path: Path, config: Config) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return path
+
+
+def test_objective_trains_measures_and_constrains(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    ctx = build_context(config)
+    ctx.trials_dir = tmp_path / "trials"
+    attrs = study_attrs(ctx)
+    study = optuna.create_study(directions=directions(attrs["higher_is_better"]))
+    study.set_user_attr(ATTR, attrs)
+    study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})
+    study.enqueue_trial({"multiplier_0": 0.25, "multiplier_1": 0.5})
+    study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=2)
+
+    baseline, small = study.trials
+    assert study.user_attrs[ATTR]["baseline_trial"] == 0
+    assert study.user_attrs[ATTR]["baseline_metric"] == baseline.values[0]
+    assert baseline.user_attrs["hidden"] == [32, 16] and small.user_attrs["hidden"] == [8, 8]
+    assert small.values[1] < baseline.values[1]  # fewer parameters
+    metrics = small.user_attrs["metrics"]
+    assert metrics["parameters"] == small.values[1]
+    assert metrics["latency_onnxruntime_b64_median_ms"] == small.values[2]
+    assert {"val_accuracy", "test_accuracy", "size_bytes", "flops"} <= set(metrics)
+    floor = baseline.values[0] - 0.2
+    assert small.constraints["metric_floor"] == pytest.approx(floor - small.values[0])
+    assert (ctx.trials_dir / "trial-1" / "weights.pt").is_file()
+
+
+def test_a_repeated_sample_is_not_trained_again(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    ctx = build_context(config)
+    ctx.trials_dir = tmp_path / "trials"
+    attrs = study_attrs(ctx)
+    study = optuna.create_study(directions=directions(True))
+    study.set_user_attr(ATTR, attrs)
+    for _ in range(2):
+        study.enqueue_trial({"multiplier_0": 0.5, "multiplier_1": 0.5})
+    study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=2)
+    first, second = study.trials
+    assert second.user_attrs["repeat_of"] == 0
+    assert second.values == first.values
+    assert not (ctx.trials_dir / "trial-1").exists()
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A real 4-trial search, then resumed to 6 trials, all in a temporary folder."""
+    root = tmp_path_factory.mktemp("search")
+    config = _config(root, study="tiny", storage=str(root / "optuna.journal"))
+    first = run_search(config, progress=False)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(root / "optuna.journal"))
+    )
+    before = {
+        t.number: t.datetime_complete
+        for t in optuna.load_study(study_name="tiny", storage=storage).trials
+    }
+    config = _config(root, study="tiny", storage=str(root / "optuna.journal"), n_trials=6)
+    second = run_search(config, progress=False)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    return {
+        "root": root,
+        "config": config,
+        "first": first,
+        "second": second,
+        "before": before,
+        "study": study,
+    }
+
+
+def test_search_resumes_and_trains_nothing_twice(searched: dict[str, object]) -> None:
+    study = searched["study"]
+    assert isinstance(study, optuna.Study)
+    before = searched["before"]
+    assert isinstance(before, dict)
+    assert len(before) == 4
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 6
+    for number, finished_at in before.items():
+        assert study.trials[number].datetime_complete == finished_at
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+
+
+def test_mlflow_mirrors_trials_with_current_pareto_tags(searched: dict[str, object]) -> None:
+    config = searched["config"]
+    study = searched["study"]
+    assert isinstance(config, Config) and isinstance(study, optuna.Study)
+    mlflow.set_tracking_uri(config.tracking.uri)
+    client = MlflowClient()
+    runs = mlflow.search_runs(experiment_names=["tabslim"], output_format="list")
+    parents = [r for r in runs if r.data.tags.get("tabslim.kind") == "study"]
+    trials = [r for r in runs if r.data.tags.get("tabslim.kind") == "trial"]
+    assert len(parents) == 1
+    assert sorted(int(r.data.tags["tabslim.trial"]) for r in trials) == list(range(6))
+    parent_id = parents[0].info.run_id
+    assert all(r.data.tags["mlflow.parentRunId"] == parent_id for r in trials)
+    front = {t.number for t in pareto.front(study)}
+    for run in trials:
+        number = int(run.data.tags["tabslim.trial"])
+        assert run.data.tags["pareto"] == ("true" if number in front else "false")
+        assert "val_accuracy" in run.data.metrics and "multiplier_0" in run.data.params
+        if number in front:
+            assert "tabslim.model_uri" in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"pareto_front.csv", "pareto_front.html", "pareto_front.png", "trials.csv"} <= artifacts
+    table = pd.read_csv(client.download_artifacts(parent_id, "pareto_front.csv"))
+    assert set(table["trial"]) == front
+    assert table["test_metric"].notna().all()
+    assert MlflowClient().get_run(parent_id).data.metrics["front_size"] == len(front)
+
+
+def test_champion_is_registered_and_predicts_raw_rows(searched: dict[str, object]) -> None:
+    config = searched["config"]
+    study = searched["study"]
+    assert isinstance(config, Config) and isinstance(study, optuna.Study)
+    mlflow.set_tracking_uri(config.tracking.uri)
+    version = MlflowClient().get_model_version_by_alias("tiny", "champion")
+    chosen = pareto.recommend(study)
+    assert chosen is not None and version.tags["tabslim.trial"] == str(chosen.number)
+    model = mlflow.pyfunc.load_model("models:/tiny@champion")
+    rows = load_bundled("wine").drop(columns=["target"]).head(5)
+    predicted = model.predict(rows)
+    assert len(predicted) == 5 and set(predicted["prediction"]) <= {0, 1, 2}
+
+
+def test_report_prints_the_front_relative_to_the_baseline(
+    searched: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = searched["root"]
+    assert isinstance(root, Path)
+    code = main(["report", "--study", "tiny", "--storage", str(root / "optuna.journal")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "param ratio" in out and "1.00x" in out
+    study = searched["study"]
+    assert isinstance(study, optuna.Study)
+    for trial in pareto.front(study):
+        assert f"{'-'.join(map(str, trial.user_attrs['hidden']))}" in out
+
+
+def _journal_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_bad_search_input_exits_2_and_leaves_the_study_alone(
+    searched: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = searched["root"]
+    config = searched["config"]
+    assert isinstance(root, Path) and isinstance(config, Config)
+    journal = root / "optuna.journal"
+    before = _journal_digest(journal)
+    changed = config.model_copy(deep=True)
+    changed.search.space.multiplier.low = 0.5
+    other_space = _write(root, changed)
+    cases = [
+        (["--config", str(other_space)], "study 'tiny' .* was made with a different space"),
+        (["--config", str(other_space), "--sampler", "cmaes"], "search.sampler"),
+        (["--config", str(other_space), "--study", "x", "--storage",
+          "postgresql://nobody:secret@127.0.0.1:1/none"], "cannot open storage .*nobody:\\*\\*\\*@"),
+        (["--config", str(other_space), "--study", "x", "--storage",
+          f"sqlite:///{root}/missing/dir/x.db"], "cannot open storage"),
+    ]  # fmt: skip
+    for args, message in cases:
+        assert main(["search", *args, "--quiet"]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("tabslim: error: ")
+        assert pytest.importorskip("re").search(message, err), err
+        assert "secret" not in err
+    assert _journal_digest(journal) == before
+    assert main(["report", "--study", "nope", "--storage", str(journal)]) == 2
+    assert "no study 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path, study="pair", storage=str(tmp_path / "j.journal"), workers=2, n_trials=6
+    )
+    outcome = run_search(config, progress=False)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal"))
+    )
+    study = optuna.load_study(study_name="pair", storage=storage)
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.FAIL not in states
+    assert optuna.trial.TrialState.RUNNING not in states
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers)) and 6 <= len(numbers) <= 7
+    assert outcome.trials == len(numbers)
+    mlflow.set_tracking_uri(config.tracking.uri)
+    runs = mlflow.search_runs(experiment_names=["tabslim"], output_format="list")
+    mirrored = sorted(
+        int(r.data.tags["tabslim.trial"])
+        for r in runs
+        if r.data.tags.get("tabslim.kind") == "trial"
+    )
+    assert mirrored == sorted(numbers)

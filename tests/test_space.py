@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.networks import MLPSpec
+from search.config import Range, SpaceConfig, validate
+from search.space import apply, baseline_params, round_width, sample
+
+BASELINE = (256, 256, 128)
+
+
+@pytest.mark.parametrize(
+    "width, multiple, expected",
+    [(256.0, 8, 256), (12.8, 8, 16), (3.2, 8, 3), (0.2, 8, 1), (100.0, 1, 100), (9.0, 8, 8)],
+)
+def test_round_width(width: float, multiple: int, expected: int) -> None:
+    assert round_width(width, multiple) == expected
+
+
+def test_fixed_multipliers_give_rounded_widths() -> None:
+    space = SpaceConfig()
+    trial = optuna.trial.FixedTrial(
+        {"multiplier_0": 0.5, "multiplier_1": 0.05, "multiplier_2": 0.3}
+    )
+    drawn = sample(trial, space, BASELINE)
+    assert drawn.hidden == (128, 16, 40)
+    assert drawn.multipliers == (0.5, 0.05, 0.3)
+    assert drawn.training == {}
+    assert drawn.key() == "128-16-40"
+
+
+def test_baseline_params_reproduce_the_baseline() -> None:
+    space = SpaceConfig(remove_layers=True)
+    trial = optuna.trial.FixedTrial(baseline_params(space, 3))
+    assert sample(trial, space, BASELINE).hidden == BASELINE
+
+
+def test_removing_every_layer_keeps_the_first() -> None:
+    space = SpaceConfig(remove_layers=True)
+    params: dict[str, object] = {f"multiplier_{i}": 0.5 for i in range(3)}
+    params |= {f"keep_layer_{i}": False for i in range(3)}
+    assert sample(optuna.trial.FixedTrial(params), space, BASELINE).hidden == (128,)
+    params["keep_layer_2"] = True
+    assert sample(optuna.trial.FixedTrial(params), space, BASELINE).hidden == (64,)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_samples_stay_within_bounds_and_never_below_one(seed: int) -> None:
+    space = SpaceConfig(
+        multiplier=Range(low=0.001, high=0.5, step=None),
+        layers=[Range(low=0.25, high=0.75, step=0.25)],
+        width_multiple=8,
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(20):
+        trial = study.ask()
+        drawn = sample(trial, space, (64, 16, 4))
+        assert drawn.multipliers[0] in (0.25, 0.5, 0.75)
+        assert all(0.001 <= m <= 0.5 for m in drawn.multipliers[1:])
+        assert all(w >= 1 for w in drawn.hidden)
+        study.tell(trial, sum(drawn.hidden))
+
+
+def test_training_knobs_are_sampled_and_applied() -> None:
+    space = SpaceConfig(lr=Range(low=1e-4, high=1e-2, log=True), dropout=Range(low=0.0, high=0.3))
+    trial = optuna.trial.FixedTrial({"multiplier_0": 1.0, "lr": 0.003, "dropout": 0.2})
+    drawn = sample(trial, space, (32,))
+    assert drawn.training == {"lr": 0.003, "dropout": 0.2}
+    spec = apply(MLPSpec(d_num=4, d_out=2, hidden=(32,), dropout=0.1), drawn)
+    assert spec.dropout == 0.2 and spec.hidden == (32,)
+    assert drawn.key() == "32|dropout=0.2,lr=0.003"
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"multiplier": {"low": 0.8, "high": 0.2}}, "bounds reversed: low=0.8 is above high=0.2"),
+        ({"multiplier": {"low": 0.0, "high": 1.0}}, "multiplier must be above 0"),
+        ({"multiplier": {"low": -0.5, "high": 1.0}}, "multiplier must be above 0"),
+        ({"multiplier": {"low": 0.1, "high": 9.0}}, "multiplier must be at most 4"),
+        ({"layers": [{"low": 0.1, "high": 1.0}, {"low": 0, "high": 1}]}, "layers.1: .*above 0"),
+        ({"multiplier": {"low": 0.1, "high": 1.0, "step": 0}}, "step: .*greater than 0"),
+        ({"dropout": {"low": 0.0, "high": 1.5}}, "dropout must lie in"),
+        ({"lr": {"low": 0.0, "high": 0.1, "log": True}}, "log range needs low > 0"),
+    ],
+)
+def test_bad_space_is_a_clear_error(space: dict[str, object], message: str) -> None:
+    with pytest.raises(TabslimInputError, match=message):
+        validate({"search": {"space": space}}, "'c.yaml'")
+
+
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"sampler": "cmaes"}, "search.sampler: input should be 'tpe', 'nsga2'"),
+        ({"size": "megabytes"}, "search.size: input should be 'parameters', 'bytes' or 'flops'"),
+        ({"latency": {"runtime": "tensorrt"}}, "search.latency.runtime"),
+        ({"n_trials": 0}, "search.n_trials"),
+        ({"max_metric_drop": -0.1}, "search.max_metric_drop"),
+    ],
+)
+def test_bad_search_settings_are_clear_errors(search: dict[str, object], message: str) -> None:
+    with pytest.raises(TabslimInputError, match=message):
+        validate({"search": search}, "'c.yaml'")
+
+
+def test_more_layer_bounds_than_layers_is_an_error() -> None:
+    layers = [{"low": 0.5, "high": 1.0}] * 4
+    with pytest.raises(TabslimInputError, match="4 entries, but model.hidden has only 3"):
+        validate({"search": {"space": {"layers": layers}}}, "'c.yaml'")
