@@ -37,9 +37,10 @@ def open_storage(url: str | None) -> BaseStorage:
     try:
         # Heartbeats let a resumed study mark the trials of a killed worker as failed.
         return RDBStorage(url, heartbeat_interval=60, grace_period=180)
-    except ModuleNotFoundError as error:
+    except ImportError as error:
+        missing = getattr(error.__cause__, "name", None) or "a database driver"
         raise TabslimInputError(
-            f"storage {url!r} needs the Python package {error.name!r}, which is not installed"
+            f"storage {_redact(url)} needs the Python package {missing!r}, which is not installed"
         ) from None
     except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds; one line for all
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -52,6 +53,8 @@ def _redact(url: str) -> str:
         return repr(url)
     scheme, rest = url.split("://", 1)
     credentials, host = rest.rsplit("@", 1)
+    if ":" not in credentials:
+        return repr(url)
     user = credentials.split(":", 1)[0]
     return repr(f"{scheme}://{user}:***@{host}")
 

@@ -20,18 +20,7 @@ from search.search_job import build_context, run_search, study_attrs
 from search.space import baseline_params
 from search.study import ATTR, directions
 
-TINY = {
-    "data": {"dataset": "wine"},
-    "model": {"hidden": [32, 16]},
-    "training": {"max_epochs": 3, "batch_size": 32, "lr": 0.01},
-    "measure": {"batch_sizes": [1, 64], "runtimes": ["onnxruntime"]},
-    "search": {
-        "n_trials": 4,
-        "latency": {"runtime": "onnxruntime", "batch_size": 64},
-        "max_metric_drop": 0.2,
-        "space": {"multiplier": {"low": 0.25, "high": 1.0, "step": 0.25}},
-    },
-}
+TINY = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())
 
 
 def _config(tmp_path: Path, **search: object) -> Config:
