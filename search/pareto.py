@@ -10,7 +10,7 @@ value is <= 0, as in Optuna; a trial without constraints counts as feasible.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,10 +158,12 @@ def hypervolume(study: optuna.Study, *, latency_ref: float = 1.25) -> float:
     """Hypervolume of the feasible trials, relative to the baseline; 0.0 without a baseline.
 
     Each trial becomes the minimised point (metric loss vs baseline, size ratio, latency ratio)
-    and the reference point is (max_metric_drop, 1.0, latency_ref): only trials at least as
-    accurate as the floor, smaller than the baseline and under `latency_ref` times its latency
-    count. Because the space is scaled by one baseline, compare values between samplers or runs
-    on the same dataset and baseline, not across datasets.
+    and the reference point is (max_metric_drop, 1.0, latency_ref), or a tiny metric margin when
+    no drop is allowed: only trials better than the floor, smaller than the baseline and faster
+    than `latency_ref` times its latency add volume.
+
+    The space is scaled by one baseline, so use this to compare samplers or runs on the same
+    dataset and baseline, not to compare datasets.
 
     Args:
         latency_ref: The slowest latency ratio that still counts. Above 1.0 on purpose: a
@@ -484,7 +486,7 @@ def _ratio(value: float, reference: float) -> float:
     return value / reference
 
 
-def _order_key(higher_is_better: bool) -> Any:
+def _order_key(higher_is_better: bool) -> Callable[[FrozenTrial], tuple[float, float, float, int]]:
     sign = -1.0 if higher_is_better else 1.0
 
     def key(t: FrozenTrial) -> tuple[float, float, float, int]:

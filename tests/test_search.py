@@ -188,11 +188,12 @@ def test_bad_search_input_exits_2_and_leaves_the_study_alone(
     changed = config.model_copy(deep=True)
     changed.search.space.multiplier.low = 0.5
     other_space = _write(root, changed)
+    unreachable = "postgresql://nobody:secret@127.0.0.1:1/none"
     cases = [
         (["--config", str(other_space)], "study 'tiny' .* was made with a different space"),
         (["--config", str(other_space), "--sampler", "cmaes"], "search.sampler"),
-        (["--config", str(other_space), "--study", "x", "--storage",
-          "postgresql://nobody:secret@127.0.0.1:1/none"], "cannot open storage .*nobody:\\*\\*\\*@"),
+        (["--config", str(other_space), "--study", "x", "--storage", unreachable],
+         "cannot open storage .*nobody:\\*\\*\\*@"),
         (["--config", str(other_space), "--study", "x", "--storage",
           f"sqlite:///{root}/missing/dir/x.db"], "cannot open storage"),
     ]  # fmt: skip
