@@ -93,8 +93,11 @@ def _find_repeat(study: optuna.Study, key: str, number: int) -> optuna.trial.Fro
 def train_scratch(ctx: SearchContext, spec: MLPSpec, drawn: Sample, extra: list[Any]) -> FitResult:
     """Approach 1 of Klemetti et al.: the smaller shape, trained from scratch."""
     config = train_config(ctx.config)
-    overrides = {k: v for k, v in drawn.training.items() if k in ("lr", "weight_decay")}
-    config = dataclasses.replace(config, **overrides)
+    config = dataclasses.replace(
+        config,
+        lr=drawn.training.get("lr", config.lr),
+        weight_decay=drawn.training.get("weight_decay", config.weight_decay),
+    )
     return fit(build(spec, seed=config.seed), ctx.data, config, extra_callbacks=extra)
 
 

@@ -82,7 +82,10 @@ _MPL_EXTRA = ("s", "^", "P", "X")
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """The feasible Pareto front, smallest first (ties: faster, then better metric)."""
     # Optuna drops infeasible trials here as soon as any trial in the study has a constraint.
-    return sorted(study.best_trials, key=_order_key(_higher_is_better(study)))
+    # A repeat of an earlier sample carries that trial's values; it is the same model, so only
+    # the original stands on the front.
+    members = [t for t in study.best_trials if "repeat_of" not in t.user_attrs]
+    return sorted(members, key=_order_key(_higher_is_better(study)))
 
 
 def recommend(study: optuna.Study) -> FrozenTrial | None:

@@ -129,7 +129,8 @@ class StudyMirror:
         params = {k: str(v) for k, v in trial.params.items()}
         params["approach"] = str(attrs.get("approach", ""))
         params["widths"] = "-".join(map(str, attrs.get("hidden", [])))
-        timestamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
+        finished = trial.datetime_complete or trial.datetime_start
+        timestamp = int(finished.timestamp() * 1000) if finished else _now()
         metrics = [Metric(k, float(v), timestamp, 0) for k, v in attrs.get("metrics", {}).items()]
         self.client.log_batch(
             run_id,
