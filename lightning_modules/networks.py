@@ -182,4 +182,5 @@ def load(spec: MLPSpec, state_dict: dict[str, torch.Tensor]) -> MLP:
 
 
 def count_parameters(network: nn.Module) -> int:
+    """Trainable and frozen parameters; a tensor shared by two layers counts once."""
     return sum(p.numel() for p in network.parameters())

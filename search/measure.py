@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.networks import count_parameters
 
 RUNTIMES: tuple[str, ...] = ("onnxruntime", "torch")
 INPUT_NAMES: tuple[str, ...] = ("x_num", "x_cat")
@@ -109,11 +110,6 @@ class Measurement:
         for latency in self.latencies:
             metrics.update(latency.to_metrics())
         return metrics
-
-
-def count_parameters(network: nn.Module) -> int:
-    """Trainable and frozen parameters; a tensor shared by two layers counts once."""
-    return sum(p.numel() for p in network.parameters())
 
 
 def serialized_bytes(network: nn.Module) -> int:
