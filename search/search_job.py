@@ -76,6 +76,10 @@ def study_attrs(ctx: SearchContext) -> dict[str, Any]:
     attrs = fingerprint(ctx.config, ctx.data.task, metric, HIGHER_IS_BETTER[metric])
     attrs["data"] = ctx.data.source
     attrs["target"] = ctx.data.target
+    # Not compared on resume (see study.UNCOMPARED): what later commands (report, sensitivity,
+    # prune trials in other workers) need to rebuild the data and find the trained networks.
+    attrs["config"] = ctx.config.model_dump(mode="json")
+    attrs["trials_dir"] = str(ctx.trials_dir.resolve())
     return attrs
 
 

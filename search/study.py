@@ -23,6 +23,8 @@ from search.config import Config
 DEFAULT_STORAGE = Path("mlruns") / "optuna.journal"
 SIZE_METRICS = {"parameters": "parameters", "bytes": "size_bytes", "flops": "flops"}
 ATTR = "tabslim"
+# Study attributes that may differ between runs of one study: results and bookkeeping.
+UNCOMPARED = frozenset({"baseline_trial", "baseline_metric", "config", "trials_dir"})
 
 
 def open_storage(url: str | None) -> BaseStorage:
@@ -139,7 +141,7 @@ def open_study(
         )
     stored = dict(existing.user_attrs.get(ATTR, {}))
     differing = sorted(
-        key for key in attrs if key not in ("baseline_trial", "baseline_metric")
+        key for key in attrs if key not in UNCOMPARED
         and json.dumps(stored.get(key), sort_keys=True) != json.dumps(attrs[key], sort_keys=True)
     )  # fmt: skip
     if differing:

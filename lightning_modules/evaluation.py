@@ -1,0 +1,26 @@
+"""Metrics of a network as it is, without training: after pruning, before fine-tuning."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lightning_modules.data import TabularDataModule
+from lightning_modules.training import TabularModule, TrainConfig, evaluate, make_trainer
+
+
+def evaluate_network(
+    network: nn.Module, data: TabularDataModule, split: str = "val", *, accelerator: str = "cpu"
+) -> dict[str, float]:
+    """The task's metrics of `network` on one split ("val" or "test"), names without prefix."""
+    prep = data.preprocessor
+    module = TabularModule(
+        network,
+        task=data.task,
+        n_classes=data.n_classes,
+        target_mean=prep.target_mean,
+        target_std=prep.target_std,
+    )
+    trainer = make_trainer(TrainConfig(max_epochs=1, accelerator=accelerator), [])
+    metrics = evaluate(module, trainer, data, split)
+    network.cpu().eval()
+    return metrics
