@@ -266,6 +266,9 @@ def fit(
     ready to measure, export or log.
     """
     pl.seed_everything(config.seed, workers=True, verbose=False)
+    # Lightning leaves modules in the mode it finds them; a pruned network arrives in eval mode
+    # and would fine-tune with frozen BatchNorm statistics and no dropout.
+    network.train()
     prep = data.preprocessor
     module = TabularModule(
         network,

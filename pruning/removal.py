@@ -11,16 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLP, build
-
-
-def _next_linear(network: MLP, layer: int) -> nn.Linear:
-    if layer + 1 < len(network.blocks):
-        return network.blocks[layer + 1].linear
-    return network.head
 
 
 def remove_neurons(network: MLP, keep: Sequence[Sequence[int] | None]) -> MLP:
@@ -36,11 +29,11 @@ def remove_neurons(network: MLP, keep: Sequence[Sequence[int] | None]) -> MLP:
             f"a pruning plan needs one entry per hidden layer ({len(widths)}), got {len(keep)}"
         )
     indices: list[torch.Tensor] = []
-    for layer, (width, kept) in enumerate(zip(widths, keep, strict=True)):
-        if kept is None:
+    for layer, (width, wanted) in enumerate(zip(widths, keep, strict=True)):
+        if wanted is None:
             indices.append(torch.arange(width))
             continue
-        chosen = torch.as_tensor(sorted(int(i) for i in kept), dtype=torch.long)
+        chosen = torch.as_tensor(sorted(int(i) for i in wanted), dtype=torch.long)
         if len(chosen) == 0:
             raise TabslimInputError(
                 f"pruning would leave hidden layer {layer} empty; keep at least one neuron"
@@ -48,7 +41,7 @@ def remove_neurons(network: MLP, keep: Sequence[Sequence[int] | None]) -> MLP:
         if len(set(chosen.tolist())) != len(chosen) or chosen.min() < 0 or chosen.max() >= width:
             raise TabslimInputError(
                 f"keep indices of layer {layer} must be distinct and in [0, {width}), "
-                f"but got {list(kept)[:10]}"
+                f"but got {list(wanted)[:10]}"
             )
         indices.append(chosen)
 

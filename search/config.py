@@ -18,6 +18,8 @@ from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import ACTIVATIONS
 
 Runtime = Literal["torch", "onnxruntime"]
+Schedule = Literal["one_shot", "iterative"]
+Approach = Literal["scratch", "prune"]
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
@@ -152,6 +154,43 @@ class SpaceConfig(_Section):
         return self
 
 
+class PruneConfig(_Section):
+    """The space of pruning plans for `prune` trials (the second approach)."""
+
+    keep_ratio: Range = Field(default_factory=lambda: Range(low=0.05, high=1.0, step=0.05))
+    criteria: list[str] = Field(
+        default_factory=lambda: [
+            "l1", "l2", "bn_scale", "activation_mean", "apoz", "taylor", "target_perturbation"
+        ],
+        min_length=1,
+    )  # fmt: skip
+    schedules: list[Schedule] = Field(
+        default_factory=lambda: list(get_args(Schedule)), min_length=1
+    )
+    fine_tune_epochs: list[int] = Field(default_factory=lambda: [0, 1, 2, 4, 8], min_length=1)
+    # Epochs of fine-tuning between layers in an iterative plan.
+    step_epochs: int = Field(default=1, ge=0)
+    # A fixed layer order (indices of model.hidden), or null to search it.
+    order: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneConfig:
+        from pruning.criteria import check_criterion
+
+        for name in self.criteria:
+            check_criterion(name)
+        ratio = self.keep_ratio
+        if not (ratio.low > 0 and ratio.high <= 1):
+            raise ValueError(
+                f"search.prune.keep_ratio must lie in (0, 1], but got [{ratio.low}, {ratio.high}]"
+            )
+        if any(e < 0 for e in self.fine_tune_epochs):
+            raise ValueError(
+                f"search.prune.fine_tune_epochs must be 0 or more, but got {self.fine_tune_epochs}"
+            )
+        return self
+
+
 Sampler = Literal["tpe", "nsga2", "random", "gp", "qmc"]
 SizeObjective = Literal["parameters", "bytes", "flops"]
 
@@ -175,6 +214,12 @@ class SearchConfig(_Section):
     max_metric_drop: float = Field(default=0.005, ge=0)
     keep_models: Literal["pareto", "all"] = "pareto"
     space: SpaceConfig = Field(default_factory=SpaceConfig)
+    approaches: list[Approach] = Field(
+        default_factory=lambda: list(get_args(Approach)), min_length=1
+    )
+    # Re-train pruned front members from scratch at identical widths, for the paper's comparison.
+    paired: bool = False
+    prune: PruneConfig = Field(default_factory=PruneConfig)
 
 
 class Config(_Section):
@@ -193,6 +238,27 @@ class Config(_Section):
                 f"search.space.layers has {len(layers)} entries, but model.hidden has only "
                 f"{len(self.model.hidden)} layers"
             )
+        n_layers = len(self.model.hidden)
+        order = self.search.prune.order
+        if order is not None:
+            missing = [i for i in order if not 0 <= i < n_layers]
+            if missing:
+                raise ValueError(
+                    f"search.prune.order names layer {missing[0]}, but model.hidden has layers "
+                    f"0..{n_layers - 1}"
+                )
+            if sorted(order) != list(range(n_layers)):
+                raise ValueError(
+                    f"search.prune.order must list each of the {n_layers} layers once, "
+                    f"but got {order}"
+                )
+        low = self.search.prune.keep_ratio.low
+        for layer, width in enumerate(self.model.hidden):
+            if "prune" in self.search.approaches and round(low * width) < 1:
+                raise ValueError(
+                    f"search.prune.keep_ratio low={low} would leave hidden layer {layer} "
+                    f"(width {width}) empty; raise it to at least {0.5 / width:.3g}"
+                )
         return self
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,15 @@ from typing import Any
 import optuna
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.networks import MLPSpec, build
+from lightning_modules.evaluation import evaluate_network
+from lightning_modules.networks import MLP, MLPSpec, build
 from lightning_modules.stopping import StopBelowThreshold
 from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, FitResult, fit
+from pruning.plan import PruningPlan, apply_plan
 from search.config import Config
 from search.measure import measure
-from search.pyfunc_model import save_network
-from search.space import Sample, apply, sample
+from search.pyfunc_model import load_network, save_network
+from search.space import Sample, apply, sample, sample_approach, sample_plan
 from search.study import ATTR
 from search.train_job import train_config
 
@@ -38,6 +41,8 @@ class SearchContext:
     data: TabularDataModule
     baseline: MLPSpec
     trials_dir: Path
+    # The trained baseline, loaded once per process for prune trials.
+    trained_baseline: MLP | None = None
 
     @property
     def metric(self) -> str:
@@ -101,6 +106,35 @@ def train_scratch(ctx: SearchContext, spec: MLPSpec, drawn: Sample, extra: list[
     return fit(build(spec, seed=config.seed), ctx.data, config, extra_callbacks=extra)
 
 
+def load_baseline(ctx: SearchContext, study_attrs: dict[str, Any]) -> MLP:
+    """The study's trained baseline: trained once (trial 0), read from disk by every worker."""
+    if ctx.trained_baseline is None:
+        number = study_attrs.get("baseline_trial")
+        if number is None:
+            raise RuntimeError("a prune trial needs the baseline, which has not finished yet")
+        _, network, _ = load_network(ctx.trials_dir / f"trial-{number}")
+        assert isinstance(network, MLP)
+        ctx.trained_baseline = network
+    return ctx.trained_baseline
+
+
+def prune_baseline(ctx: SearchContext, plan: PruningPlan, study_attrs: dict[str, Any]) -> FitResult:
+    """Approach 2 of Klemetti et al.: prune the trained baseline structurally, then fine-tune."""
+    started = time.perf_counter()
+    config = train_config(ctx.config)
+    network, val_metrics = apply_plan(
+        load_baseline(ctx, study_attrs), plan, data=ctx.data, train_config=config, seed=config.seed
+    )
+    return FitResult(
+        network=network,
+        val_metrics=val_metrics,
+        test_metrics=evaluate_network(network, ctx.data, "test"),
+        epochs=plan.fine_tune_epochs,
+        best_epoch=-1,
+        seconds=time.perf_counter() - started,
+    )
+
+
 def measure_network(ctx: SearchContext, result: FitResult) -> dict[str, float]:
     """Validation and test metrics, size and latency, as one flat dict of floats."""
     search, wanted = ctx.config.search, ctx.config.measure
@@ -119,22 +153,39 @@ def measure_network(ctx: SearchContext, result: FitResult) -> dict[str, float]:
 def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, float]:
     """The objective: (validation metric, size, latency) of one sampled network."""
     attrs = dict(trial.study.user_attrs[ATTR])
-    drawn = sample(trial, ctx.config.search.space, ctx.baseline.hidden)
-    spec = apply(ctx.baseline, drawn)
-    trial.set_user_attr("approach", "scratch")
-    trial.set_user_attr("hidden", list(spec.hidden))
-    trial.set_user_attr("sample_key", drawn.key())
-    repeat = _find_repeat(trial.study, drawn.key(), trial.number)
+    is_baseline = bool(trial.user_attrs.get("baseline", False))
+    approach = "scratch" if is_baseline else sample_approach(trial, ctx.config.search.approaches)
+    drawn: Sample | None = None
+    plan: PruningPlan | None = None
+    if approach == "scratch":
+        drawn = sample(trial, ctx.config.search.space, ctx.baseline.hidden)
+        key = drawn.key()
+        trial.set_user_attr("hidden", list(drawn.hidden))
+    else:
+        plan = sample_plan(trial, ctx.config.search.prune, len(ctx.baseline.hidden))
+        key = plan.key()
+        trial.set_user_attr("plan", plan.to_dict())
+    trial.set_user_attr("approach", approach)
+    trial.set_user_attr("sample_key", key)
+    repeat = _find_repeat(trial.study, key, trial.number)
     if repeat is not None and repeat.values is not None:
-        trial.set_user_attr("repeat_of", repeat.number)
-        trial.set_user_attr("metrics", repeat.user_attrs["metrics"])
-        trial.set_user_attr("spec", repeat.user_attrs["spec"])
+        for name in ("repeat_of", "metrics", "spec", "hidden"):
+            value = repeat.number if name == "repeat_of" else repeat.user_attrs[name]
+            trial.set_user_attr(name, value)
         trial.set_constraint("metric_floor", floor_violation(repeat.values[0], attrs))
         return (repeat.values[0], repeat.values[1], repeat.values[2])
 
-    is_baseline = bool(trial.user_attrs.get("baseline", False))
-    stopper = None if is_baseline else _stopper(ctx, attrs)
-    result = train_scratch(ctx, spec, drawn, [stopper] if stopper else [])
+    stopper = None
+    if drawn is not None:
+        spec = apply(ctx.baseline, drawn)
+        stopper = None if is_baseline else _stopper(ctx, attrs)
+        result = train_scratch(ctx, spec, drawn, [stopper] if stopper else [])
+    else:
+        assert plan is not None
+        result = prune_baseline(ctx, plan, attrs)
+        assert isinstance(result.network, MLP)
+        spec = result.network.spec
+        trial.set_user_attr("hidden", list(spec.hidden))
     metrics = measure_network(ctx, result)
     value = metrics[f"val_{ctx.metric}"]
     values = (value, metrics[attrs["size"]], metrics[attrs["latency"]])

@@ -26,6 +26,7 @@ from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
 from search import pareto, tracking
 from search.config import Config
 from search.objective import SearchContext, run_trial
+from search.paired import paired_comparison
 from search.space import baseline_params
 from search.study import (
     ATTR,
@@ -173,7 +174,10 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
         raise
     finally:
         bar.close()
-        champion = mirror.finish(status=status)
+        tables = {}
+        if config.search.paired and status == "FINISHED":
+            tables["paired_comparison.csv"] = paired_comparison(study, ctx)
+        champion = mirror.finish(status=status, tables=tables)
     table = pareto.trial_table(study)
     return SearchOutcome(
         study=name,

@@ -7,13 +7,15 @@ can be checked without running a study and logged as it is.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
 from lightning_modules.networks import MLPSpec
-from search.config import Range, SpaceConfig
+from pruning.plan import PruningPlan, layer_priorities_to_order
+from search.config import PruneConfig, Range, SpaceConfig
 
 TRAINING_KNOBS = ("lr", "weight_decay", "dropout")
 
@@ -91,3 +93,32 @@ def apply(baseline: MLPSpec, drawn: Sample) -> MLPSpec:
     if "dropout" in drawn.training:
         spec = dataclasses.replace(spec, dropout=drawn.training["dropout"])
     return spec
+
+
+def sample_approach(trial: optuna.Trial, approaches: Sequence[str]) -> str:
+    """Which approach a trial takes; a parameter only when there is a choice."""
+    if len(approaches) == 1:
+        return approaches[0]
+    return str(trial.suggest_categorical("approach", list(approaches)))
+
+
+def sample_plan(trial: optuna.Trial, space: PruneConfig, n_layers: int) -> PruningPlan:
+    """Draw one pruning plan: keep ratios, layer order, criterion, schedule, fine-tuning."""
+    ratios = tuple(
+        round(_suggest(trial, f"keep_ratio_{i}", space.keep_ratio), 6) for i in range(n_layers)
+    )
+    if space.order is not None:
+        order = tuple(space.order)
+    else:
+        # One priority per layer; the layers are pruned highest priority first.
+        priorities = [trial.suggest_float(f"prune_priority_{i}", 0.0, 1.0) for i in range(n_layers)]
+        order = layer_priorities_to_order(priorities)
+    schedule = str(trial.suggest_categorical("prune_schedule", space.schedules))
+    return PruningPlan(
+        keep_ratios=ratios,
+        order=order,
+        criterion=str(trial.suggest_categorical("prune_criterion", space.criteria)),
+        schedule=schedule,
+        fine_tune_epochs=int(trial.suggest_categorical("fine_tune_epochs", space.fine_tune_epochs)),
+        step_epochs=space.step_epochs if schedule == "iterative" else 0,
+    )

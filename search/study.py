@@ -64,11 +64,12 @@ def _redact(url: str) -> str:
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """The sampler `name`, seeded. Constraints come from `Trial.set_constraint` in the objective."""
     if name == "tpe":
-        # multivariate: the layer widths interact; constant_liar: parallel workers spread out.
+        # multivariate: the layer widths interact; group: scratch and prune trials sample
+        # different parameters; constant_liar: parallel workers spread out.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, constant_liar=True, n_startup_trials=8
+                seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8
             )
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
@@ -102,6 +103,8 @@ def fingerprint(config: Config, task: str, metric: str, higher_is_better: bool) 
         "max_metric_drop": search.max_metric_drop,
         "baseline_hidden": list(config.model.hidden),
         "space": search.space.model_dump(),
+        "approaches": list(search.approaches),
+        "prune": search.prune.model_dump() if "prune" in search.approaches else None,
     }
 
 

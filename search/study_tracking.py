@@ -16,6 +16,7 @@ from typing import Any
 
 import mlflow
 import optuna
+import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
@@ -126,7 +127,10 @@ class StudyMirror:
             },
         )
         run_id = run.info.run_id
-        params = {k: str(v) for k, v in trial.params.items()}
+        # Floats from a step grid print as 0.15000000000000002; six digits read better.
+        params = {
+            k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in trial.params.items()
+        }
         params["approach"] = str(attrs.get("approach", ""))
         params["widths"] = "-".join(map(str, attrs.get("hidden", [])))
         finished = trial.datetime_complete or trial.datetime_start
@@ -162,7 +166,9 @@ class StudyMirror:
         self._models[trial.number] = info.model_uri
         return str(info.model_uri)
 
-    def finish(self, *, status: str = "FINISHED") -> str | None:
+    def finish(
+        self, *, status: str = "FINISHED", tables: dict[str, pd.DataFrame] | None = None
+    ) -> str | None:
         """Log the front, its plots and test metrics on the parent; register the champion.
 
         Returns the champion's model URI, or None when no trial met the floor.
@@ -196,6 +202,9 @@ class StudyMirror:
             report = pareto.format_report(table, metric=metric)
             (folder / "report.txt").write_text(report + "\n")
             self.client.log_artifact(run_id, str(folder / "report.txt"))
+            for name, extra in (tables or {}).items():
+                extra.to_csv(folder / name, index=False)
+                self.client.log_artifact(run_id, str(folder / name))
         summary = {
             "trials_complete": float(len(table)),
             "front_size": float(len(front_table)),

@@ -44,7 +44,7 @@ def test_objective_trains_measures_and_constrains(tmp_path: Path) -> None:
     study = optuna.create_study(directions=directions(attrs["higher_is_better"]))
     study.set_user_attr(ATTR, attrs)
     study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})
-    study.enqueue_trial({"multiplier_0": 0.25, "multiplier_1": 0.5})
+    study.enqueue_trial({"approach": "scratch", "multiplier_0": 0.25, "multiplier_1": 0.5})
     study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=2)
 
     baseline, small = study.trials
@@ -69,7 +69,7 @@ def test_a_repeated_sample_is_not_trained_again(tmp_path: Path) -> None:
     study = optuna.create_study(directions=directions(True))
     study.set_user_attr(ATTR, attrs)
     for _ in range(2):
-        study.enqueue_trial({"multiplier_0": 0.5, "multiplier_1": 0.5})
+        study.enqueue_trial({"approach": "scratch", "multiplier_0": 0.5, "multiplier_1": 0.5})
     study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=2)
     first, second = study.trials
     assert second.user_attrs["repeat_of"] == 0
@@ -133,7 +133,10 @@ def test_mlflow_mirrors_trials_with_current_pareto_tags(searched: dict[str, obje
     for run in trials:
         number = int(run.data.tags["tabslim.trial"])
         assert run.data.tags["pareto"] == ("true" if number in front else "false")
-        assert "val_accuracy" in run.data.metrics and "multiplier_0" in run.data.params
+        assert "val_accuracy" in run.data.metrics
+        params = run.data.params
+        assert params["widths"] == "-".join(map(str, study.trials[number].user_attrs["hidden"]))
+        assert ("multiplier_0" if params["approach"] == "scratch" else "keep_ratio_0") in params
         if number in front:
             assert "tabslim.model_uri" in run.data.tags
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
@@ -232,3 +235,75 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
         if r.data.tags.get("tabslim.kind") == "trial"
     )
     assert mirrored == sorted(numbers)
+
+
+PRUNE_PARAMS = {
+    "approach": "prune",
+    "keep_ratio_0": 0.2,
+    "keep_ratio_1": 0.2,
+    "prune_priority_0": 0.1,  # layer 1 goes first: priorities are pruned highest first
+    "prune_priority_1": 0.9,
+    "prune_schedule": "iterative",
+    "prune_criterion": "l1",
+    "fine_tune_epochs": 1,
+}
+
+
+def test_prune_trial_prunes_the_trained_baseline_and_fine_tunes(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    ctx = build_context(config)
+    ctx.trials_dir = tmp_path / "trials"
+    attrs = study_attrs(ctx)
+    study = optuna.create_study(directions=directions(True))
+    study.set_user_attr(ATTR, attrs)
+    study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})
+    study.enqueue_trial(PRUNE_PARAMS)
+    study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=2)
+    baseline, pruned = study.trials
+    assert pruned.user_attrs["approach"] == "prune"
+    assert pruned.user_attrs["hidden"] == [6, 3]  # round(0.2 x 32), round(0.2 x 16)
+    assert pruned.user_attrs["plan"]["order"] == [1, 0]
+    assert pruned.user_attrs["plan"]["criterion"] == "l1"
+    assert pruned.values[1] < baseline.values[1]
+    assert pruned.user_attrs["metrics"]["epochs"] == 1
+    assert "metric_floor" in pruned.constraints
+    # The pruned network on disk rebuilds from its spec alone.
+    assert (ctx.trials_dir / "trial-1" / "spec.json").read_text().count('"hidden"') == 1
+
+
+def test_one_study_mixes_both_approaches_and_pairs_pruned_front_members(tmp_path: Path) -> None:
+    # Every candidate is feasible with this floor, so the smallest one, the pruned (6, 3), is on
+    # the front for sure and gets a scratch twin.
+    loose = {"study": "mixed", "storage": str(tmp_path / "m.journal"), "max_metric_drop": 1.0}
+    config = _config(tmp_path, n_trials=1, **loose)
+    run_search(config, progress=False)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "m.journal"))
+    )
+    study = optuna.load_study(study_name="mixed", storage=storage)
+    study.enqueue_trial(PRUNE_PARAMS)
+    study.enqueue_trial({"approach": "scratch", "multiplier_0": 0.5, "multiplier_1": 0.5})
+    config = _config(tmp_path, n_trials=3, paired=True, **loose)
+    outcome = run_search(config, progress=False)
+    study = optuna.load_study(study_name="mixed", storage=storage)
+    approaches = [t.user_attrs["approach"] for t in study.trials]
+    assert approaches == ["scratch", "prune", "scratch"]
+    assert "prune" in outcome.report or "scratch" in outcome.report
+    table = pareto.trial_table(study)
+    assert set(table["approach"]) == {"scratch", "prune"}
+    mlflow.set_tracking_uri(config.tracking.uri)
+    (parent,) = [
+        r for r in mlflow.search_runs(experiment_names=["tabslim"], output_format="list")
+        if r.data.tags.get("tabslim.kind") == "study"
+    ]  # fmt: skip
+    pruned_front = [t for t in pareto.front(study) if t.user_attrs["approach"] == "prune"]
+    client = MlflowClient()
+    paired = pd.read_csv(client.download_artifacts(parent.info.run_id, "paired_comparison.csv"))
+    assert [t.number for t in pruned_front] == [1]
+    assert list(paired["trial"]) == [1]
+    row = paired.iloc[0]
+    assert row["widths"] == "6-3"
+    assert 0 <= row["scratch_test_accuracy"] <= 1 and 0 <= row["prune_test_accuracy"] <= 1
+    assert row["scratch_minus_prune_test"] == pytest.approx(
+        row["scratch_test_accuracy"] - row["prune_test_accuracy"]
+    )

@@ -1,0 +1,131 @@
+"""Pruning plans: which share of each layer to keep, in which layer order, by which criterion,
+one-shot or iterative, and how much fine-tuning at the end.
+
+A plan is plain data, so a search can sample it and MLflow can log it; `apply_plan` turns a
+trained network and a plan into a new, smaller trained network and never touches its input.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lightning_modules.data import TabularDataModule
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.networks import MLP
+from lightning_modules.training import TrainConfig
+from pruning.criteria import calibration_batch, check_criterion, layer_scores
+from pruning.fine_tune import fine_tune
+from pruning.removal import keep_top, remove_neurons
+
+SCHEDULES = ("one_shot", "iterative")
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """How to prune one network.
+
+    Args:
+        keep_ratios: per hidden layer, the share of its neurons that stays, in (0, 1].
+        order: the hidden layers in the order they are pruned (a permutation of their indices).
+        schedule: "one_shot" prunes layer after layer with no training in between; "iterative"
+            fine-tunes `step_epochs` after each layer, so later scores see the recovered network.
+        fine_tune_epochs: epochs of fine-tuning after the last layer.
+    """
+
+    keep_ratios: tuple[float, ...]
+    order: tuple[int, ...]
+    criterion: str
+    schedule: str = "one_shot"
+    fine_tune_epochs: int = 1
+    step_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        check_criterion(self.criterion)
+        n = len(self.keep_ratios)
+        if sorted(self.order) != list(range(n)):
+            raise TabslimInputError(
+                f"pruning order must name each of the {n} hidden layers (0..{n - 1}) once, "
+                f"but got order={list(self.order)}"
+            )
+        bad = [r for r in self.keep_ratios if not 0.0 < r <= 1.0]
+        if bad:
+            raise TabslimInputError(f"keep ratios must be in (0, 1], but got {bad[0]}")
+        if self.schedule not in SCHEDULES:
+            raise TabslimInputError(
+                f"pruning schedule must be one of {list(SCHEDULES)}, but got {self.schedule!r}"
+            )
+        if self.fine_tune_epochs < 0 or self.step_epochs < 0:
+            raise TabslimInputError("fine-tuning epochs must be 0 or more")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: lists, not tuples, so that stored and in-memory plans compare equal."""
+        data = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    def key(self) -> str:
+        """Identifies what would be trained, to recognise a repeat of an earlier trial."""
+        ratios = ",".join(f"{r:.4g}" for r in self.keep_ratios)
+        order = ",".join(map(str, self.order))
+        return (
+            f"prune|{self.criterion}|{self.schedule}|r={ratios}|o={order}"
+            f"|ft={self.fine_tune_epochs}|step={self.step_epochs}"
+        )
+
+
+def check_plan_fits(plan: PruningPlan, widths: Sequence[int]) -> None:
+    """The plan matches the network: one ratio per layer and no layer left empty."""
+    if len(plan.keep_ratios) != len(widths):
+        raise TabslimInputError(
+            f"a pruning plan has {len(plan.keep_ratios)} keep ratios for {len(widths)} layers"
+        )
+    for layer, (ratio, width) in enumerate(zip(plan.keep_ratios, widths, strict=True)):
+        if round(ratio * width) < 1:
+            raise TabslimInputError(
+                f"keep ratio {ratio} would leave hidden layer {layer} (width {width}) empty"
+            )
+
+
+def apply_plan(
+    network: MLP,
+    plan: PruningPlan,
+    *,
+    data: TabularDataModule,
+    train_config: TrainConfig,
+    seed: int = 0,
+) -> tuple[MLP, dict[str, float]]:
+    """Prune a copy of `network` by `plan` and fine-tune it; returns it and its val metrics."""
+    check_plan_fits(plan, network.spec.hidden)
+    current = copy.deepcopy(network).eval()
+    calibration = calibration_batch(data, seed=seed)
+    for layer in plan.order:
+        if plan.keep_ratios[layer] >= 1.0:
+            continue
+        # Scores are taken on the network as pruned so far: the order changes what later layers
+        # see, which is the point of searching it (Anik et al.).
+        scores = layer_scores(
+            current,
+            plan.criterion,
+            calibration=calibration,
+            seed=seed,
+            data=data,
+            train_config=train_config,
+        )
+        keep: list[list[int] | None] = [None] * len(current.spec.hidden)
+        keep[layer] = keep_top(scores[layer], plan.keep_ratios[layer])
+        current = remove_neurons(current, keep)
+        if plan.schedule == "iterative" and plan.step_epochs > 0:
+            current, _ = fine_tune(current, data, plan.step_epochs, train_config)
+    tuned, metrics = fine_tune(current, data, plan.fine_tune_epochs, train_config)
+    return tuned, metrics
+
+
+def layer_priorities_to_order(priorities: Sequence[float]) -> tuple[int, ...]:
+    """Layers sorted by sampled priority, highest first; ties by index.
+
+    A search samples one float per layer rather than a permutation: floats are something
+    samplers can model (TPE, GP), while a categorical over n! permutations is not.
+    """
+    return tuple(sorted(range(len(priorities)), key=lambda i: (-priorities[i], i)))
