@@ -110,3 +110,39 @@ def test_more_layer_bounds_than_layers_is_an_error() -> None:
     layers = [{"low": 0.5, "high": 1.0}] * 4
     with pytest.raises(TabslimInputError, match="4 entries, but model.hidden has only 3"):
         validate({"search": {"space": {"layers": layers}}}, "'c.yaml'")
+
+
+@pytest.mark.parametrize(
+    "prune, message",
+    [
+        ({"criteria": ["l1", "l3"]}, "unknown pruning criterion 'l3'"),
+        ({"keep_ratio": {"low": 0.0, "high": 0.5}}, r"keep_ratio must lie in \(0, 1\]"),
+        ({"keep_ratio": {"low": 0.5, "high": 1.5}}, r"keep_ratio must lie in \(0, 1\]"),
+        ({"keep_ratio": {"low": 0.001, "high": 0.5}}, "would leave hidden layer 0 .* empty"),
+        ({"order": [0, 1, 3]}, "search.prune.order names layer 3"),
+        ({"order": [0, 0, 1]}, "must list each of the 3 layers once"),
+        ({"fine_tune_epochs": [1, -1]}, "fine_tune_epochs must be 0 or more"),
+        ({"schedules": ["gradual"]}, "search.prune.schedules.0"),
+    ],
+)
+def test_bad_pruning_settings_are_clear_errors(prune: dict[str, object], message: str) -> None:
+    with pytest.raises(TabslimInputError, match=message) as caught:
+        validate({"search": {"prune": prune}}, "'c.yaml'")
+    assert "\n" not in str(caught.value)
+
+
+def test_prune_plans_are_sampled_as_data() -> None:
+    from search.config import PruneConfig
+    from search.space import sample_plan
+
+    params = {
+        "keep_ratio_0": 0.5, "keep_ratio_1": 0.25, "keep_ratio_2": 1.0,
+        "prune_priority_0": 0.2, "prune_priority_1": 0.7, "prune_priority_2": 0.5,
+        "prune_schedule": "iterative", "prune_criterion": "taylor", "fine_tune_epochs": 4,
+    }  # fmt: skip
+    plan = sample_plan(optuna.trial.FixedTrial(params), PruneConfig(), 3)
+    assert plan.keep_ratios == (0.5, 0.25, 1.0)
+    assert plan.order == (1, 2, 0)  # highest priority first
+    assert (plan.criterion, plan.schedule, plan.fine_tune_epochs) == ("taylor", "iterative", 4)
+    fixed = sample_plan(optuna.trial.FixedTrial(params), PruneConfig(order=[2, 0, 1]), 3)
+    assert fixed.order == (2, 0, 1)
