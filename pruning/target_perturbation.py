@@ -1,0 +1,402 @@
+"""Target perturbation: which neurons move most when the target moves, and reductive pruning.
+
+After Gurbych and Prymachenko, "Method for Reductive Pruning of Neural Networks and Its
+Applications" (2022). Copies of a trained network are trained further, from the same weights and
+with the same seed, on a perturbed target (factors 0.9 and 1.1) beside a control copy on the true
+target. A weight's relative deviation is |(w_perturbed - w_control) / w_perturbed|, averaged over
+the perturbed copies and over folds; the weights that deviate most are removed first. The loop
+removes a fraction of what remains (0.1 at first), keeps a step only if the held-out error does
+not get worse, and otherwise rolls it back and halves the fraction, so it finds by itself how
+much to keep.
+
+Where this differs from the paper:
+- Whole neurons, not single weights: a neuron's deviation is the mean over its incoming weight
+  row (and its bias where no BatchNorm follows; see `_incoming`), and removal is physical
+  (`pruning.removal.remove_neurons`), never a mask.
+- Steps are judged on the validation split. The test split is never read: every training and
+  evaluation here sees a view of the data module that has no test tensors at all.
+- The perturbation needs no change to the training code. The network is wrapped in a module that
+  returns `inner(x) / factor` and the wrapper is trained with the ordinary `fit` on the true
+  target, so the inner network learns `factor x` what the control learns:
+  - regression: `target x factor`, as in the paper. Targets are standardised for training, so
+    this scales the target's spread about its mean (the paper scales raw values, which also
+    shifts the mean; for a standardised target the spread is what carries the scale).
+  - classification: multiplying class labels means nothing, so the perturbation is of the
+    logits: the inner network must produce logits `factor x` those of the control to reach the
+    same loss. This is a temperature perturbation: the predicted classes are the same, the
+    probabilities sharper (1.1) or softer (0.9). It is the classification analogue of scaling
+    a regression target: the quantity the network's output is fitted to moves by a known
+    factor while the task itself (which class wins) is unchanged.
+- Each copy keeps its weights after exactly `epochs` epochs, not those of its best validation
+  epoch, so every copy takes the same number of steps and differences come from the target only.
+- The validation error is RMSE for regression and log loss for classification: log loss is
+  continuous, so a step that helps or hurts a little shows, where 1 - accuracy on a small
+  validation split is flat over most small steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import nn
+
+from lightning_modules.data import TabularDataModule
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.networks import MLP
+from lightning_modules.training import TrainConfig, fit
+from pruning.fine_tune import fine_tune
+from pruning.removal import remove_neurons
+
+__all__ = ["ReductiveResult", "perturbation_scores", "reductive_prune", "validation_error"]
+
+# |w_perturbed| below this counts as this in the relative deviation: a weight that training left
+# near zero would otherwise give a ratio in the thousands and swamp its neuron's row mean.
+# Hidden weights start at about 1/sqrt(fan_in) (0.03 for 1000 inputs), so this is small beside
+# them.
+DEVIATION_EPSILON = 1e-3
+
+# A step whose validation error is above the current one by no more than this (relative) counts
+# as a tie, i.e. not worse: removing a neuron that contributes nothing changes the error only by
+# float32 rounding of the reordered sums.
+TIE_TOLERANCE = 1e-6
+
+_SCORE_KWARGS = frozenset({"factors", "folds", "epochs", "seed"})
+
+
+@dataclass
+class ReductiveResult:
+    """The pruned network and how the loop got there.
+
+    Args:
+        history: one dict per evaluated step: step, fraction, removed (neurons tried),
+            hidden (widths tried), val_error, accepted.
+        val_error: the validation error of `network` (RMSE, or log loss for classification).
+        kept: per hidden layer, the indices in the input network of the neurons kept.
+        stop_reason: "min_fraction", "max_steps" or "nothing_to_remove".
+    """
+
+    network: MLP
+    history: list[dict[str, Any]]
+    val_error: float
+    kept: list[list[int]] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+class _ScaledOutput(nn.Module):
+    """`inner(x) / factor`: trained on the true target, `inner` learns `factor x` the target."""
+
+    def __init__(self, inner: MLP, factor: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.factor = factor
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor | None = None) -> torch.Tensor:
+        return self.inner(x_num, x_cat) / self.factor
+
+
+class _LastWeights(Callback):
+    """The inner network's weights when training ends, before `fit` restores its best epoch."""
+
+    def __init__(self, wrapper: _ScaledOutput) -> None:
+        self.wrapper = wrapper
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.state = {
+            k: v.detach().cpu().clone() for k, v in self.wrapper.inner.state_dict().items()
+        }
+
+
+def _view(data: TabularDataModule, train_rows: torch.Tensor | None = None) -> TabularDataModule:
+    """The data module with no test tensors, and optionally only some training rows.
+
+    A shallow copy with its own `tensors` dict: the original keeps all its splits, and any use of
+    the test split through the view fails loudly instead of leaking.
+    """
+    view = copy.copy(data)
+    train = data.tensors["train"]
+    if train_rows is not None:
+        train = {k: v.index_select(0, train_rows) for k, v in train.items()}
+    view.tensors = {"train": train, "val": data.tensors["val"]}
+    return view
+
+
+def _check_network(network: nn.Module) -> MLP:
+    if not isinstance(network, MLP):
+        raise TabslimInputError(
+            f"target perturbation prunes an MLP, but got {type(network).__name__}"
+        )
+    return network
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_score_settings(factors: Sequence[float], folds: int, epochs: int) -> None:
+    if len(factors) == 0:
+        raise TabslimInputError("target perturbation needs at least one factor, but got none")
+    for factor in factors:
+        if not factor > 0 or factor == 1:
+            raise TabslimInputError(
+                f"perturbation factors must be positive and not 1, but got {factor=}"
+            )
+    if not _is_int(folds) or folds < 1:
+        raise TabslimInputError(f"folds must be an integer >= 1, but got {folds=}")
+    if not _is_int(epochs) or epochs < 1:
+        raise TabslimInputError(f"epochs must be an integer >= 1, but got {epochs=}")
+
+
+def _fold_rows(n_rows: int, folds: int, seed: int) -> list[torch.Tensor | None]:
+    """Training rows per fold: all rows for one fold, else the rows outside each of k parts."""
+    if folds == 1:
+        return [None]
+    if folds > n_rows:
+        raise TabslimInputError(
+            f"folds must be at most the {n_rows} training rows, but got {folds=}"
+        )
+    order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed))
+    parts = torch.tensor_split(order, folds)
+    return [
+        torch.cat([p for j, p in enumerate(parts) if j != i]).sort().values for i in range(folds)
+    ]
+
+
+def _train_copy(network: MLP, data: TabularDataModule, config: TrainConfig, factor: float) -> MLP:
+    """A copy of `network` trained on the target x `factor`, on the CPU in eval mode."""
+    # Train mode whatever mode the input is in (a trained network comes back from `fit` in eval
+    # mode): Lightning keeps the mode it finds, and eval mode would freeze BatchNorm statistics.
+    wrapper = _ScaledOutput(copy.deepcopy(network), factor).train()
+    last = _LastWeights(wrapper)
+    fit(wrapper, data, config, extra_callbacks=[last], evaluate_test=False)
+    assert last.state is not None, "training ran no epoch"
+    wrapper.inner.load_state_dict(last.state)
+    return wrapper.inner.cpu().eval()
+
+
+def _incoming(network: MLP) -> list[torch.Tensor]:
+    """Per hidden layer, each neuron's incoming parameters as rows: (out, in) or (out, in + 1).
+
+    The bias is a column only without BatchNorm. BatchNorm subtracts the batch mean, so the bias
+    before it has no effect and a gradient that is zero up to rounding, which Adam scales up to
+    steps of about the learning rate: its drift is optimiser noise, not a response to the target,
+    and in a small layer it would outweigh the whole weight row.
+    """
+    rows = []
+    for block in network.blocks:
+        linear = block.linear
+        assert isinstance(linear, nn.Linear)
+        weight = linear.weight.detach()
+        if not network.spec.batch_norm:
+            weight = torch.cat([weight, linear.bias.detach().unsqueeze(1)], dim=1)
+        rows.append(weight.double())
+    return rows
+
+
+def _relative_deviation(perturbed: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
+    """Per neuron (row), the mean of |(w_p - w_c) / w_p| over its incoming parameters: (out,)."""
+    return ((perturbed - control).abs() / perturbed.abs().clamp_min(DEVIATION_EPSILON)).mean(1)
+
+
+def perturbation_scores(
+    network: MLP,
+    *,
+    data: TabularDataModule,
+    train_config: TrainConfig,
+    factors: Sequence[float] = (0.9, 1.1),
+    folds: int = 1,
+    epochs: int = 3,
+    seed: int = 0,
+) -> list[torch.Tensor]:
+    """Per hidden layer, each neuron's importance: minus its mean relative deviation.
+
+    Higher is more important (keep); every score is <= 0. A neuron's deviation is the mean of
+    |(w_p - w_c) / w_p| over its incoming weight row (and bias, without BatchNorm), where
+    |w_p| below `DEVIATION_EPSILON` counts as `DEVIATION_EPSILON`, averaged over the perturbed
+    copies and the folds. The input network is not modified; the test split is not read.
+
+    Args:
+        network: a trained MLP; every copy starts from its weights.
+        train_config: optimiser settings for the copies; their epochs and seed come from
+            `epochs` and `seed`, and early stopping is off.
+        factors: target multipliers of the perturbed copies (positive, not 1).
+        folds: 1 trains every copy on all training rows; k >= 2 splits the training rows into k
+            seeded parts, and fold i trains a control and the perturbed copies on the rows
+            outside part i. Validation is the same for every fold.
+        epochs: epochs each copy trains.
+        seed: the seed of every copy's training and of the fold split.
+    """
+    network = _check_network(network)
+    _check_score_settings(factors, folds, epochs)
+    config = dataclasses.replace(
+        train_config, max_epochs=epochs, patience=epochs + 1, seed=seed, progress_bar=False
+    )
+    n_train = len(data.tensors["train"]["y"])
+    totals = [torch.zeros(w, dtype=torch.float64) for w in network.spec.hidden]
+    for rows in _fold_rows(n_train, folds, seed):
+        view = _view(data, rows)
+        control = _incoming(_train_copy(network, view, config, 1.0))
+        for factor in factors:
+            perturbed = _incoming(_train_copy(network, view, config, float(factor)))
+            for layer, (p, c) in enumerate(zip(perturbed, control, strict=True)):
+                totals[layer] += _relative_deviation(p, c)
+    copies = folds * len(factors)
+    return [-(total / copies).float() for total in totals]
+
+
+def validation_error(metrics: dict[str, float], task: str) -> float:
+    """The error the loop minimises: RMSE for regression, log loss for classification."""
+    return metrics["rmse"] if task == "regression" else metrics["log_loss"]
+
+
+def _check_scores(scores: Sequence[torch.Tensor], widths: Sequence[int]) -> list[torch.Tensor]:
+    shapes = [tuple(torch.as_tensor(s).shape) for s in scores]
+    if shapes != [(w,) for w in widths]:
+        raise TabslimInputError(
+            f"scores need one vector per hidden layer of widths {list(widths)}, "
+            f"but got shapes {shapes}"
+        )
+    checked = [torch.as_tensor(s, dtype=torch.float64).detach().cpu() for s in scores]
+    if not all(bool(torch.isfinite(s).all()) for s in checked):
+        raise TabslimInputError("scores must be finite, but some are NaN or infinite")
+    return checked
+
+
+def _choose_removal(
+    scores: list[torch.Tensor], remaining: list[list[int]], n_remove: int
+) -> set[tuple[int, int]]:
+    """The `n_remove` lowest-scoring remaining neurons, pooled over layers, never a layer's last.
+
+    Ties break towards the earlier layer and lower index, so plans are reproducible.
+    """
+    pooled = sorted(
+        (float(scores[layer][i]), layer, i) for layer, kept in enumerate(remaining) for i in kept
+    )
+    left = [len(kept) for kept in remaining]
+    chosen: set[tuple[int, int]] = set()
+    for _, layer, i in pooled:
+        if len(chosen) == n_remove:
+            break
+        if left[layer] > 1:
+            chosen.add((layer, i))
+            left[layer] -= 1
+    return chosen
+
+
+def reductive_prune(
+    network: MLP,
+    *,
+    data: TabularDataModule,
+    train_config: TrainConfig,
+    start_fraction: float = 0.1,
+    min_fraction: float = 0.01,
+    max_steps: int = 20,
+    fine_tune_epochs: int = 0,
+    scores: Sequence[torch.Tensor] | None = None,
+    **score_kwargs: Any,
+) -> ReductiveResult:
+    """Remove the neurons that deviate most, a fraction at a time, while validation allows.
+
+    Each step removes `round(fraction x neurons remaining)` of the lowest-scoring neurons, pooled
+    over all hidden layers (a layer keeps at least one), fine-tunes for `fine_tune_epochs`, and
+    measures the validation error (`validation_error`). The step is accepted if that error is not
+    worse than the current one (ties within float rounding count as not worse, so neurons that
+    contribute nothing are removed); otherwise it is rolled back and the fraction halved. The
+    loop stops when the fraction falls below `min_fraction`, after `max_steps` evaluated steps, or
+    when the step rounds to no neuron or no layer has a neuron to spare.
+
+    The reference error is that of the input network after the same `fine_tune_epochs` (none:
+    as it is), so a step is not credited with what fine-tuning alone gains. The input network is
+    not modified; the test split is not read.
+
+    Args:
+        train_config: settings for fine-tuning and, without `scores`, for the perturbed copies.
+        scores: per hidden layer, one importance per neuron (higher = keep); by default
+            `perturbation_scores(network, data=..., train_config=..., **score_kwargs)`.
+        score_kwargs: `factors`, `folds`, `epochs`, `seed` for `perturbation_scores`.
+    """
+    network = _check_network(network)
+    for name, value in [("start_fraction", start_fraction), ("min_fraction", min_fraction)]:
+        if not 0.0 < value < 1.0:
+            raise TabslimInputError(f"{name} must be in (0, 1), but got {name}={value}")
+    if not _is_int(max_steps) or max_steps < 1:
+        raise TabslimInputError(f"max_steps must be an integer >= 1, but got {max_steps=}")
+    if not _is_int(fine_tune_epochs) or fine_tune_epochs < 0:
+        raise TabslimInputError(
+            f"fine_tune_epochs must be an integer >= 0, but got {fine_tune_epochs=}"
+        )
+    unknown = sorted(set(score_kwargs) - _SCORE_KWARGS)
+    if unknown:
+        raise TabslimInputError(
+            f"unknown target perturbation settings {unknown}; expected {sorted(_SCORE_KWARGS)}"
+        )
+    if scores is None:
+        scores = perturbation_scores(network, data=data, train_config=train_config, **score_kwargs)
+    elif score_kwargs:
+        raise TabslimInputError(
+            f"settings {sorted(score_kwargs)} only apply when the scores are computed here, "
+            "but scores were given"
+        )
+    checked = _check_scores(scores, network.spec.hidden)
+
+    view = _view(data)
+    current, metrics = fine_tune(network, view, fine_tune_epochs, train_config)
+    current_error = validation_error(metrics, data.task)
+    remaining = [list(range(w)) for w in network.spec.hidden]
+    fraction = start_fraction
+    history: list[dict[str, Any]] = []
+    # Errors of candidates tried since the last accepted step: halving a small fraction often
+    # rounds to the same neurons again, and training is deterministic, so the result is known.
+    tried: dict[frozenset[tuple[int, int]], tuple[MLP, float]] = {}
+    stop_reason = "max_steps"
+    while len(history) < max_steps:
+        if fraction < min_fraction:
+            stop_reason = "min_fraction"
+            break
+        n_remove = round(fraction * sum(len(kept) for kept in remaining))
+        chosen = _choose_removal(checked, remaining, n_remove)
+        if not chosen:
+            stop_reason = "nothing_to_remove"
+            break
+        kept = [[i for i in layer_kept if (layer, i) not in chosen]
+                for layer, layer_kept in enumerate(remaining)]  # fmt: skip
+        key = frozenset(chosen)
+        if key not in tried:
+            # Positions in `current`, whose layer l holds the input's neurons `remaining[l]`.
+            local = [[k for k, i in enumerate(layer_kept) if (layer, i) not in chosen]
+                     for layer, layer_kept in enumerate(remaining)]  # fmt: skip
+            candidate, metrics = fine_tune(
+                remove_neurons(current, local), view, fine_tune_epochs, train_config
+            )
+            tried[key] = (candidate, validation_error(metrics, data.task))
+        candidate, error = tried[key]
+        accepted = error <= current_error + TIE_TOLERANCE * abs(current_error)
+        history.append(
+            {
+                "step": len(history),
+                "fraction": fraction,
+                "removed": len(chosen),
+                "hidden": [len(layer_kept) for layer_kept in kept],
+                "val_error": error,
+                "accepted": accepted,
+            }
+        )
+        if accepted:
+            current, current_error, remaining = candidate, error, kept
+            tried.clear()
+        else:
+            fraction /= 2
+    return ReductiveResult(
+        network=current.cpu().eval(),
+        history=history,
+        val_error=current_error,
+        kept=remaining,
+        stop_reason=stop_reason,
+    )
