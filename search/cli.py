@@ -122,6 +122,38 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sensitivity(args: argparse.Namespace) -> int:
+    from search.sensitivity_job import run_sensitivity
+
+    try:
+        ratios = [float(part) for part in args.ratios.split(",")]
+        epochs = [int(part) for part in args.epochs.split(",")]
+    except ValueError:
+        raise TabslimInputError(
+            "--ratios and --epochs take comma-separated numbers (like 0.25,0.5 and 0,1), "
+            f"but got --ratios {args.ratios!r} --epochs {args.epochs!r}"
+        ) from None
+    outcome = run_sensitivity(
+        args.study,
+        args.storage,
+        ratios=ratios,
+        criterion=args.criterion,
+        fine_tune_epochs=epochs,
+        tracking_uri=args.tracking_uri,
+    )
+    result = outcome.result
+    print(result.format_table())
+    print()
+    print(f"layer order, least to most sensitive: {','.join(map(str, result.order))}")
+    where = (
+        f"nested under study run {outcome.parent_run_id}"
+        if outcome.parent_run_id
+        else "no parent run for the study in this store"
+    )
+    print(f"MLflow run {outcome.run_id} ({where}) at {outcome.tracking_uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tabslim",
@@ -177,6 +209,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage", metavar="URL", help="Optuna storage (default: mlruns/optuna.journal)"
     )
     report.set_defaults(handler=_report)
+
+    sensitivity = commands.add_parser(
+        "sensitivity",
+        help="prune each hidden layer of a study's baseline alone and record the metric drop",
+        description="Prune each hidden layer of a study's baseline alone at several ratios, with "
+        "no fine-tuning and with one epoch by default, and record the drop in the validation "
+        "metric (positive = worse). Prints a layer x ratio table and the order of layers from "
+        "least to most sensitive, and logs the table, a heatmap and the order as a run nested "
+        "under the study's MLflow run. Takes a study made by `tabslim search` (its config, data "
+        "split and baseline network are stored with it), not a bare model.",
+    )
+    sensitivity.add_argument("--study", required=True, metavar="NAME")
+    sensitivity.add_argument(
+        "--storage", metavar="URL", help="Optuna storage (default: mlruns/optuna.journal)"
+    )
+    sensitivity.add_argument(
+        "--ratios", default="0.25,0.5,0.75,0.9", metavar="R,R,...",
+        help="shares of a layer's neurons to remove, each in (0, 1); a layer always keeps at "
+        "least one neuron (default: 0.25,0.5,0.75,0.9)",
+    )  # fmt: skip
+    sensitivity.add_argument(
+        "--criterion", default="l1", metavar="NAME",
+        help="neuron importance criterion deciding which neurons go (default: l1)",
+    )  # fmt: skip
+    sensitivity.add_argument(
+        "--epochs", default="0,1", metavar="E,E,...",
+        help="fine-tuning epochs after pruning, each tried separately (default: 0,1)",
+    )  # fmt: skip
+    sensitivity.add_argument(
+        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: the study's)"
+    )
+    sensitivity.set_defaults(handler=_sensitivity)
     return parser
 
 
