@@ -125,7 +125,7 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
         if base is not None
         else (_NAN, _NAN, _NAN)
     )
-    on_front = {t.number for t in study.best_trials}
+    on_front = {t.number for t in front(study)}
     test_key = f"test_{settings['metric']}" if "metric" in settings else None
 
     rows: list[dict[str, Any]] = []
