@@ -233,7 +233,11 @@ class TabularDataModule(pl.LightningDataModule):
         }
 
     def train_dataloader(self) -> InMemoryBatches:
-        return InMemoryBatches(self.tensors["train"], self.batch_size, shuffle=True, seed=self.seed)
+        # The batch order follows the training seed (set by seed_everything before Lightning
+        # asks for this loader), not the split seed: runs with other seeds then vary it too.
+        return InMemoryBatches(
+            self.tensors["train"], self.batch_size, shuffle=True, seed=torch.initial_seed()
+        )
 
     def val_dataloader(self) -> InMemoryBatches:
         # Evaluation batches are large: no gradients, so memory is not the limit.

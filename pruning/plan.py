@@ -16,9 +16,10 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLP
 from lightning_modules.training import TrainConfig
+from pruning.batch_norm import recalibrate_batch_norm
 from pruning.criteria import calibration_batch, check_criterion, layer_scores
 from pruning.fine_tune import fine_tune
-from pruning.removal import keep_top, remove_neurons
+from pruning.removal import keep_top, kept_count, remove_neurons
 
 SCHEDULES = ("one_shot", "iterative")
 
@@ -82,7 +83,7 @@ def check_plan_fits(plan: PruningPlan, widths: Sequence[int]) -> None:
             f"a pruning plan has {len(plan.keep_ratios)} keep ratios for {len(widths)} layers"
         )
     for layer, (ratio, width) in enumerate(zip(plan.keep_ratios, widths, strict=True)):
-        if round(ratio * width) < 1:
+        if kept_count(ratio, width) < 1:
             raise TabslimInputError(
                 f"keep ratio {ratio} would leave hidden layer {layer} (width {width}) empty"
             )
@@ -116,6 +117,8 @@ def apply_plan(
         keep: list[list[int] | None] = [None] * len(current.spec.hidden)
         keep[layer] = keep_top(scores[layer], plan.keep_ratios[layer])
         current = remove_neurons(current, keep)
+        # The next layer's scores, and the final network, must see correct BatchNorm statistics.
+        recalibrate_batch_norm(current, data)
         if plan.schedule == "iterative" and plan.step_epochs > 0:
             current, _ = fine_tune(current, data, plan.step_epochs, train_config)
     tuned, metrics = fine_tune(current, data, plan.fine_tune_epochs, train_config)

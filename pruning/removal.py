@@ -8,6 +8,7 @@ or logged as `spec + state_dict`. The input network is never modified.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -66,6 +67,11 @@ def remove_neurons(network: MLP, keep: Sequence[Sequence[int] | None]) -> MLP:
     return smaller.to(next(network.parameters()).device)
 
 
+def kept_count(keep_ratio: float, width: int) -> int:
+    """round(ratio x width), halves up: Python's round() takes 2.5 to 2, which surprises."""
+    return math.floor(keep_ratio * width + 0.5)
+
+
 def keep_top(scores: torch.Tensor, keep_ratio: float) -> list[int]:
     """Indices of the highest-scoring neurons: round(ratio x width) of them, at least one.
 
@@ -73,6 +79,6 @@ def keep_top(scores: torch.Tensor, keep_ratio: float) -> list[int]:
     """
     if not 0.0 < keep_ratio <= 1.0:
         raise TabslimInputError(f"keep ratio must be in (0, 1], but got {keep_ratio}")
-    n_keep = max(1, round(keep_ratio * len(scores)))
+    n_keep = max(1, kept_count(keep_ratio, len(scores)))
     order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
     return sorted(order[:n_keep])

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lightning_modules.datasets import BUNDLED
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import ACTIVATIONS
+from pruning.removal import kept_count
 
 Runtime = Literal["torch", "onnxruntime"]
 Schedule = Literal["one_shot", "iterative"]
@@ -254,7 +255,7 @@ class Config(_Section):
                 )
         low = self.search.prune.keep_ratio.low
         for layer, width in enumerate(self.model.hidden):
-            if "prune" in self.search.approaches and round(low * width) < 1:
+            if "prune" in self.search.approaches and kept_count(low, width) < 1:
                 raise ValueError(
                     f"search.prune.keep_ratio low={low} would leave hidden layer {layer} "
                     f"(width {width}) empty; raise it to at least {0.5 / width:.3g}"
