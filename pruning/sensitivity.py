@@ -6,8 +6,9 @@ least once it gets at least one fine-tuning epoch. So each (layer, ratio) is sco
 fine-tuning and after a few epochs, and the layers are ordered from least to most sensitive.
 
 Here a *ratio* is the share of a layer's neurons that is removed: 0.25 removes a quarter. The
-kept count is `round((1 - ratio) x width)` (halves up) and never below one, so a ratio that would empty a
-narrow layer keeps its single best neuron (and one that rounds to the full width removes none);
+kept count is `round((1 - ratio) x width)` (halves up) and never below one, so a ratio that
+would empty a narrow layer keeps its single best neuron (and one that rounds to the full width
+removes none);
 the table's `kept` column says what was actually kept.
 
 After removal the BatchNorm statistics are re-estimated on the training rows (no weight
@@ -32,9 +33,9 @@ from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLP
 from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, TrainConfig
+from pruning.batch_norm import recalibrate_batch_norm
 from pruning.criteria import calibration_batch, check_criterion, layer_scores
 from pruning.fine_tune import fine_tune
-from pruning.batch_norm import recalibrate_batch_norm
 from pruning.removal import keep_top, remove_neurons
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75, 0.9)
