@@ -76,6 +76,8 @@ class TrainingConfig(_Section):
     patience: int = Field(default=8, ge=1)
     seed: int = Field(default=0, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    # CPU threads per training process; 0 means all cores (split among search workers).
+    threads: int = Field(default=1, ge=0)
 
 
 class MeasureConfig(_Section):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from search.study import (
     open_study,
 )
 from search.study_tracking import StudyMirror
-from search.train_job import baseline_spec, data_params, load_data
+from search.train_job import baseline_spec, data_params, load_data, set_training_threads
 
 # A failing candidate (say, a width that diverges) is recorded as FAIL; the search goes on.
 _TRIAL_ERRORS = (RuntimeError, FloatingPointError)
@@ -95,13 +94,11 @@ def _complete(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def _worker(config_json: str, index: int, threads: int) -> None:
+def _worker(config_json: str, index: int) -> None:
     """A worker process: rebuilds the context from the config and runs trials on the study."""
-    import torch
-
     _quiet()
-    torch.set_num_threads(threads)
     config = Config.model_validate_json(config_json)
+    set_training_threads(config, config.search.workers)
     ctx = build_context(config)
     storage = open_storage(config.search.storage)
     # Each worker its own seed, so that they do not propose the same candidates.
@@ -132,6 +129,7 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     """Run (or continue) the study the config describes. Input is checked before anything runs."""
     _quiet()
     ctx = build_context(config)
+    set_training_threads(config, config.search.workers)
     name = study_name(config)
     storage = open_storage(config.search.storage)
     study, _ = open_study(name, storage, storage_label(config), config, study_attrs(ctx))
@@ -206,21 +204,15 @@ def _optimize(
 ) -> None:
     search = config.search
     workers = search.workers
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // workers)
     processes = []
     if workers > 1:
         context = multiprocessing.get_context("spawn")
         for index in range(1, workers):
             process = context.Process(
-                target=_worker, args=(config.model_dump_json(), index, threads), daemon=False
+                target=_worker, args=(config.model_dump_json(), index), daemon=False
             )
             process.start()
             processes.append(process)
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
         study.optimize(
             objective,
@@ -231,7 +223,6 @@ def _optimize(
             gc_after_trial=True,
         )
     finally:
-        torch.set_num_threads(previous)
         for process in processes:
             process.join()
         callback(study, None)

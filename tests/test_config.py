@@ -67,3 +67,20 @@ def test_overrides_are_validated_and_switch_the_data_source() -> None:
     assert override(config, "flags", **{"data.seed": None}) == config
     with pytest.raises(TabslimInputError, match="training.max_epochs"):
         override(config, "flags", **{"training.max_epochs": -2})
+
+
+def test_training_threads_are_fixed_per_process() -> None:
+    import os
+
+    import torch
+
+    from search.train_job import set_training_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_training_threads(validate({}, "x")) == 1 == torch.get_num_threads()
+        everything = validate({"training": {"threads": 0}}, "x")
+        assert set_training_threads(everything) == (os.cpu_count() or 1)
+        assert set_training_threads(everything, workers=64) == 1
+    finally:
+        torch.set_num_threads(before)
