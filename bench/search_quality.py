@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any, get_args
 
 import optuna
-import torch
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
@@ -69,6 +68,7 @@ from search.pyfunc_model import load_network
 from search.search_job import build_context, study_attrs
 from search.space import baseline_params, sample, sample_approach, sample_plan
 from search.study import ATTR, directions, make_sampler
+from search.train_job import set_training_threads
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "nsga2", "gp", "qmc")
 REFERENCE = "random"
@@ -634,8 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"datasets {list(budget.datasets)}, samplers {list(budget.samplers)}, seeds "
         f"{list(budget.seeds)}, {budget.trials} trials per study (baseline included), "
-        f"approaches {list(budget.approaches or get_args(Approach))}, "
-        f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs",
+        f"approaches {list(budget.approaches or get_args(Approach))}, {os.cpu_count()} CPUs",
         flush=True,
     )
     baselines: list[Baseline] = []
@@ -647,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         for dataset in budget.datasets:
             config = _config(dataset, budget, root)
+            # As `tabslim search` does: training.threads (default 1) torch threads for training.
+            threads = set_training_threads(config)
             ctx = build_context(config)
             objective = CachedObjective(
                 replace(ctx, trials_dir=root / dataset / "baseline"), verbose=budget.verbose
@@ -659,8 +660,8 @@ def main(argv: list[str] | None = None) -> int:
             assert isinstance(network, MLP)
             ctx.trained_baseline = network
             print(
-                f"  {dataset}: baseline val {baseline.metric:.4f} "
-                f"({time.perf_counter() - started:.0f} s)",
+                f"  {dataset}: baseline val {baseline.metric:.4f}, {threads} training "
+                f"thread{'s' if threads != 1 else ''} ({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
             interleaved: dict[str, float] = {}
