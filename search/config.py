@@ -241,6 +241,14 @@ class Config(_Section):
                 f"search.space.layers has {len(layers)} entries, but model.hidden has only "
                 f"{len(self.model.hidden)} layers"
             )
+        if self.search.sampler in ("nsga2", "gp", "qmc") and len(self.search.approaches) > 1:
+            # Scratch and prune trials share no parameter, and these samplers model only shared
+            # ones: they would silently sample at random (bench/search_quality.py saw it).
+            raise ValueError(
+                f"search.sampler {self.search.sampler!r} cannot model a study of both "
+                "approaches (their parameters differ); use tpe or random, or set "
+                "search.approaches to one approach"
+            )
         n_layers = len(self.model.hidden)
         order = self.search.prune.order
         if order is not None:

@@ -188,7 +188,9 @@ def hypervolume(study: optuna.Study, *, latency_ref: float = 1.25) -> float:
         # Shape (n_feasible, 3): loss, size ratio, latency ratio; all minimised.
         points = np.column_stack(
             [
-                sign * (base_metric - values[:, _METRIC]),
+                # Clipped at 0: a gain over the baseline is one or two lucky validation rows
+                # on small tables, and would otherwise outweigh any amount of shrinking.
+                np.maximum(sign * (base_metric - values[:, _METRIC]), 0.0),
                 values[:, _SIZE] / base.values[_SIZE],
                 values[:, _LATENCY] / base.values[_LATENCY],
             ]

@@ -146,3 +146,11 @@ def test_prune_plans_are_sampled_as_data() -> None:
     assert (plan.criterion, plan.schedule, plan.fine_tune_epochs) == ("taylor", "iterative", 4)
     fixed = sample_plan(optuna.trial.FixedTrial(params), PruneConfig(order=[2, 0, 1]), 3)
     assert fixed.order == (2, 0, 1)
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "gp", "qmc"])
+def test_samplers_that_cannot_model_both_approaches_are_refused(sampler: str) -> None:
+    with pytest.raises(TabslimInputError, match=f"search.sampler '{sampler}' cannot model"):
+        validate({"search": {"sampler": sampler}}, "'c.yaml'")
+    single = validate({"search": {"sampler": sampler, "approaches": ["scratch"]}}, "'c.yaml'")
+    assert single.search.sampler == sampler
