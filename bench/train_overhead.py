@@ -126,17 +126,7 @@ def _lightning_round(
 ) -> tuple[list[float], float]:
     """Epoch times of one Lightning fit, and its set-up time outside the epochs."""
     started = time.perf_counter()
-    prep = data.preprocessor
-    module = _TimedModule(
-        _network(spec, initial),
-        task=data.task,
-        n_classes=data.n_classes,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        max_epochs=config.max_epochs,
-        target_mean=prep.target_mean,
-        target_std=prep.target_std,
-    )
+    module = _TimedModule.for_data(_network(spec, initial), data, config)
     # The callbacks `fit` installs; EarlyStopping non-strict because no validation runs here.
     callbacks: list[Callback] = [
         EarlyStopping(monitor=config.monitor, mode="min", patience=config.patience, strict=False),

@@ -12,14 +12,7 @@ def evaluate_network(
     network: nn.Module, data: TabularDataModule, split: str = "val", *, accelerator: str = "cpu"
 ) -> dict[str, float]:
     """The task's metrics of `network` on one split ("val" or "test"), names without prefix."""
-    prep = data.preprocessor
-    module = TabularModule(
-        network,
-        task=data.task,
-        n_classes=data.n_classes,
-        target_mean=prep.target_mean,
-        target_std=prep.target_std,
-    )
+    module = TabularModule.for_data(network, data)
     trainer = make_trainer(TrainConfig(max_epochs=1, accelerator=accelerator), [])
     metrics = evaluate(module, trainer, data, split)
     network.cpu().eval()

@@ -94,6 +94,25 @@ class TabularModule(pl.LightningModule):
         self._train_loss_sum: torch.Tensor | None = None
         self._train_rows = 0
 
+    @classmethod
+    def for_data(
+        cls, network: nn.Module, data: TabularDataModule, config: TrainConfig | None = None
+    ) -> TabularModule:
+        """The module for `network` on `data`: task, classes and target scale from the data,
+        optimiser settings from `config` (defaults when None, e.g. for evaluation only)."""
+        config = config if config is not None else TrainConfig()
+        prep = data.preprocessor
+        return cls(
+            network,
+            task=data.task,
+            n_classes=data.n_classes,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            max_epochs=config.max_epochs,
+            target_mean=prep.target_mean,
+            target_std=prep.target_std,
+        )
+
     def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
         return self.network(x_num, x_cat)
 
@@ -270,17 +289,7 @@ def fit(
     # Lightning leaves modules in the mode it finds them; a pruned network arrives in eval mode
     # and would fine-tune with frozen BatchNorm statistics and no dropout.
     network.train()
-    prep = data.preprocessor
-    module = TabularModule(
-        network,
-        task=data.task,
-        n_classes=data.n_classes,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        max_epochs=config.max_epochs,
-        target_mean=prep.target_mean,
-        target_std=prep.target_std,
-    )
+    module = TabularModule.for_data(network, data, config)
     mode = "max" if HIGHER_IS_BETTER.get(config.monitor.removeprefix("val_"), False) else "min"
     keep_best = KeepBestWeights(config.monitor, mode)
     callbacks: list[Callback] = [
