@@ -55,7 +55,7 @@ from lightning_modules.networks import MLP, MLPSpec, build, count_parameters
 from lightning_modules.training import (
     HIGHER_IS_BETTER,
     PRIMARY_METRIC,
-    TrainConfig,
+    FitSettings,
     fit,
     quiet_lightning,
 )
@@ -168,8 +168,8 @@ def _widths(network: MLP) -> str:
     return "-".join(map(str, network.spec.hidden))
 
 
-def _config(settings: Settings, seed: int) -> TrainConfig:
-    return TrainConfig(
+def _config(settings: Settings, seed: int) -> FitSettings:
+    return FitSettings(
         max_epochs=settings.max_epochs,
         lr=LR,
         weight_decay=WEIGHT_DECAY,
@@ -184,7 +184,7 @@ def _score(network: MLP, data: TabularDataModule, split: str) -> float:
 
 
 def _prune(
-    baseline: Baseline, keep: float, criterion: str, config: TrainConfig, *, seed: int = 0,
+    baseline: Baseline, keep: float, criterion: str, config: FitSettings, *, seed: int = 0,
     order: tuple[int, ...] | None = None, schedule: str = "one_shot", fine_tune_epochs: int = 0,
 ) -> MLP:  # fmt: skip
     """The baseline pruned to `keep` of every hidden layer by `apply_plan`."""
@@ -196,13 +196,12 @@ def _prune(
         schedule=schedule,
         fine_tune_epochs=fine_tune_epochs,
     )
-    pruned, _ = apply_plan(
-        baseline.network, plan, data=baseline.data, train_config=config, seed=seed
-    )
-    return pruned
+    return apply_plan(
+        baseline.network, plan, data=baseline.data, fit_settings=config, seed=seed
+    ).network
 
 
-def _prune_stale(baseline: Baseline, keep: float, criterion: str, config: TrainConfig) -> MLP:
+def _prune_stale(baseline: Baseline, keep: float, criterion: str, config: FitSettings) -> MLP:
     """`_prune` with the BatchNorm re-estimation inside `apply_plan` switched off.
 
     Not a product path: every kept neuron keeps the running statistics of the unpruned network,
@@ -402,7 +401,7 @@ def target_perturbation_works(baseline: Baseline, settings: Settings) -> str | N
             baseline.network,
             "target_perturbation",
             data=baseline.data,
-            train_config=_config(settings, 0),
+            fit_settings=_config(settings, 0),
         )
     except Exception as error:  # any failure means: leave the criterion out and say so
         return f"{type(error).__name__}: {error}"
@@ -493,7 +492,7 @@ def order_section(
         ratios=(1.0 - keep,),
         criterion=criterion,
         fine_tune_epochs=(0, 1),
-        train_config=_config(settings, 0),
+        fit_settings=_config(settings, 0),
     )
     n_layers = len(baseline.spec.hidden)
     named = [

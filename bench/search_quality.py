@@ -61,14 +61,14 @@ from optuna.trial import FrozenTrial, TrialState
 from lightning_modules.datasets import BUNDLED
 from lightning_modules.networks import MLP
 from search import pareto
+from search.adapters import set_training_threads
 from search.config import DEFAULT_CONFIG, Approach, Config, validate
-from search.measure import compare_latency
+from search.latency import compare_latency
 from search.objective import SearchContext, floor_violation, run_trial
 from search.pyfunc_model import load_network
 from search.search_job import build_context, study_attrs
-from search.space import baseline_params, sample, sample_approach, sample_plan
+from search.space import baseline_params, draw_approach, draw_plan, draw_shape
 from search.study import ATTR, directions, make_sampler
-from search.train_job import set_training_threads
 
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "nsga2", "gp", "qmc")
 REFERENCE = "random"
@@ -77,7 +77,7 @@ GOAL_PARAM_RATIO = 0.25
 # What `tabslim search` catches; a failed trial still counts towards the trial budget here.
 _TRIAL_ERRORS = (RuntimeError, FloatingPointError)
 # User attributes of a trained trial that a reused result copies (see `run_trial`).
-_COPIED = ("approach", "hidden", "plan", "sample_key", "spec", "metrics", "stopped_below_floor")
+_COPIED = ("approach", "hidden", "plan", "candidate_key", "spec", "metrics", "stopped_below_floor")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class _Done:
     directory: Path  # where the network was saved when it was trained
 
 
-def _sample_key(trial: optuna.Trial, ctx: SearchContext) -> str:
+def _candidate_key(trial: optuna.Trial, ctx: SearchContext) -> str:
     """The key `run_trial` will give this trial, drawn the way it draws it.
 
     Optuna returns the same value when a trial suggests a parameter twice, so drawing here and
@@ -117,10 +117,10 @@ def _sample_key(trial: optuna.Trial, ctx: SearchContext) -> str:
     if trial.user_attrs.get("baseline", False):
         approach = "scratch"
     else:
-        approach = sample_approach(trial, search.approaches)
+        approach = draw_approach(trial, search.approaches)
     if approach == "scratch":
-        return sample(trial, search.space, ctx.baseline.hidden).key()
-    return sample_plan(trial, search.prune, len(ctx.baseline.hidden)).key()
+        return draw_shape(trial, search.space, ctx.baseline.hidden).key()
+    return draw_plan(trial, search.prune, len(ctx.baseline.hidden)).key()
 
 
 @dataclass
@@ -142,7 +142,7 @@ class CachedObjective:
             self.objective_seconds += time.perf_counter() - started
 
     def _run(self, trial: optuna.Trial) -> tuple[float, float, float]:
-        key = _sample_key(trial, self.ctx)
+        key = _candidate_key(trial, self.ctx)
         done = self.cache.get(key)
         if done is not None:
             self.reused += 1
@@ -305,7 +305,7 @@ def _run_study(
         failed=len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
         feasible=sum(all(v <= 0 for v in t.constraints.values()) for t in complete),
         pruned=sum(t.user_attrs.get("approach") == "prune" for t in complete),
-        keys=tuple(str(t.user_attrs["sample_key"]) for t in complete),
+        keys=tuple(str(t.user_attrs["candidate_key"]) for t in complete),
         recommended=pareto.recommend(study),
         seconds=seconds,
         sampler_seconds=seconds - (objective.objective_seconds - before),
@@ -324,9 +324,9 @@ def _recommendation(
         return None
     metrics = trial.user_attrs["metrics"]
     base_metrics = baseline.trial.user_attrs["metrics"]
-    key = trial.user_attrs["sample_key"]
+    key = trial.user_attrs["candidate_key"]
     if key not in interleaved:
-        if key == baseline.trial.user_attrs["sample_key"]:
+        if key == baseline.trial.user_attrs["candidate_key"]:
             interleaved[key] = 1.0
         else:
             _, candidate, _ = load_network(objective.cache[key].directory)
@@ -350,7 +350,7 @@ def _recommendation(
         interleaved=interleaved[key],
         val_delta=trial.values[0] - baseline.metric,
         test_delta=metrics[f"test_{metric}"] - base_metrics[f"test_{metric}"],
-        is_baseline=key == baseline.trial.user_attrs["sample_key"],
+        is_baseline=key == baseline.trial.user_attrs["candidate_key"],
     )
 
 

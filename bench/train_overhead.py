@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from lightning_modules.data import InMemoryBatches, TabularDataModule
 from lightning_modules.networks import MLPSpec, build
-from lightning_modules.training import KeepBestWeights, TabularModule, TrainConfig, make_trainer
+from lightning_modules.training import FitSettings, KeepBestWeights, TabularModule, make_trainer
 
 GOAL = 1.15
 # The product's default baseline (configs/default.yaml).
@@ -121,7 +121,7 @@ def _lightning_round(
     data: TabularDataModule,
     spec: MLPSpec,
     initial: dict[str, torch.Tensor],
-    config: TrainConfig,
+    config: FitSettings,
     epochs: int,
 ) -> tuple[list[float], float]:
     """Epoch times of one Lightning fit, and its set-up time outside the epochs."""
@@ -144,7 +144,7 @@ def _bare_round(
     data: TabularDataModule,
     spec: MLPSpec,
     initial: dict[str, torch.Tensor],
-    config: TrainConfig,
+    config: FitSettings,
     epochs: int,
 ) -> list[float]:
     """Epoch times of a plain loop: `TabularModule`'s loss and optimiser, without Lightning."""
@@ -178,7 +178,7 @@ def _bare_round(
 
 
 def _run_config(
-    dataset: str, batch_size: int, budget: Budget, config: TrainConfig, threads: int
+    dataset: str, batch_size: int, budget: Budget, config: FitSettings, threads: int
 ) -> Result:
     data = TabularDataModule.from_bundled(dataset, batch_size=batch_size)
     spec = MLPSpec(hidden=HIDDEN, **data.network_inputs())
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     # make_trainer turns deterministic algorithms on for the whole process; the bare loop runs
     # under the same setting from the start rather than from the first Lightning round on.
     torch.use_deterministic_algorithms(True)
-    config = TrainConfig()
+    config = FitSettings()
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
     results = []

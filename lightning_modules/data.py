@@ -246,6 +246,6 @@ class TabularDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> InMemoryBatches:
         return InMemoryBatches(self.tensors["test"], max(self.batch_size, 4096), shuffle=False)
 
-    def raw_sample(self, n: int = 5) -> pd.DataFrame:
+    def example_rows(self, n: int = 5) -> pd.DataFrame:
         """A few raw feature rows (no target), e.g. as an input example for a logged model."""
         return self.test_frame.drop(columns=[self.target]).head(n).reset_index(drop=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.training import TabularModule, TrainConfig, evaluate, make_trainer
+from lightning_modules.training import FitSettings, TabularModule, evaluate, make_trainer
 
 
 def evaluate_network(
@@ -13,7 +13,7 @@ def evaluate_network(
 ) -> dict[str, float]:
     """The task's metrics of `network` on one split ("val" or "test"), names without prefix."""
     module = TabularModule.for_data(network, data)
-    trainer = make_trainer(TrainConfig(max_epochs=1, accelerator=accelerator), [])
+    trainer = make_trainer(FitSettings(max_epochs=1, accelerator=accelerator), [])
     metrics = evaluate(module, trainer, data, split)
     network.cpu().eval()
     return metrics

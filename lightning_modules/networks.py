@@ -7,8 +7,9 @@ pickling modules.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,3 +185,19 @@ def load(spec: MLPSpec, state_dict: dict[str, torch.Tensor]) -> MLP:
 def count_parameters(network: nn.Module) -> int:
     """Trainable and frozen parameters; a tensor shared by two layers counts once."""
     return sum(p.numel() for p in network.parameters())
+
+
+@contextlib.contextmanager
+def evaluating(network: nn.Module) -> Iterator[None]:
+    """Eval mode while inside; then every module's own train/eval flag back.
+
+    Flags are saved per module because a caller may have frozen some parts in eval mode;
+    `network.train(previous)` would flip them all alike.
+    """
+    flags = [(module, module.training) for module in network.modules()]
+    network.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -96,11 +96,11 @@ class TabularModule(pl.LightningModule):
 
     @classmethod
     def for_data(
-        cls, network: nn.Module, data: TabularDataModule, config: TrainConfig | None = None
+        cls, network: nn.Module, data: TabularDataModule, config: FitSettings | None = None
     ) -> TabularModule:
         """The module for `network` on `data`: task, classes and target scale from the data,
         optimiser settings from `config` (defaults when None, e.g. for evaluation only)."""
-        config = config if config is not None else TrainConfig()
+        config = config if config is not None else FitSettings()
         prep = data.preprocessor
         return cls(
             network,
@@ -225,7 +225,9 @@ class KeepBestWeights(Callback):
 
 
 @dataclass
-class TrainConfig:
+class FitSettings:
+    """How `fit` trains: optimiser, epochs, early stopping, seed and device."""
+
     max_epochs: int = 50
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -238,13 +240,18 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
+    """A trained network and what its training did.
+
+    `epochs` counts the epochs run (early stopping may end before `max_epochs`);
+    `best_epoch` is the 0-based epoch whose weights the network holds.
+    """
+
     network: nn.Module
     val_metrics: dict[str, float]
     test_metrics: dict[str, float]
     epochs: int
     best_epoch: int
     seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def quiet_lightning() -> None:
@@ -256,7 +263,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*number of training batches.*")
 
 
-def make_trainer(config: TrainConfig, callbacks: list[Callback]) -> pl.Trainer:
+def make_trainer(config: FitSettings, callbacks: list[Callback]) -> pl.Trainer:
     quiet_lightning()
     return pl.Trainer(
         max_epochs=config.max_epochs,
@@ -275,7 +282,7 @@ def make_trainer(config: TrainConfig, callbacks: list[Callback]) -> pl.Trainer:
 def fit(
     network: nn.Module,
     data: TabularDataModule,
-    config: TrainConfig,
+    config: FitSettings,
     *,
     extra_callbacks: list[Callback] | None = None,
     evaluate_test: bool = True,

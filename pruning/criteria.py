@@ -16,33 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import MLP, Block
+from lightning_modules.networks import MLP, Block, evaluating
+from pruning.choices import CRITERIA, check_criterion
 
 if TYPE_CHECKING:
     from lightning_modules.data import TabularDataModule
 
-CRITERIA: tuple[str, ...] = (
-    "l1",
-    "l2",
-    "bn_scale",
-    "activation_mean",
-    "apoz",
-    "taylor",
-    "random",
-    "target_perturbation",
-)
+__all__ = ["CRITERIA", "calibration_batch", "check_criterion", "layer_scores"]
+
 
 # Criteria that look at what the network computes on real rows.
 _NEEDS_CALIBRATION = ("activation_mean", "apoz", "taylor")
-
-
-def check_criterion(name: str) -> str:
-    """`name` if it is a known criterion, else a one-line error listing the known ones."""
-    if name not in CRITERIA:
-        raise TabslimInputError(
-            f"unknown pruning criterion {name!r}; expected one of {list(CRITERIA)}"
-        )
-    return name
 
 
 def layer_scores(
@@ -74,7 +58,7 @@ def layer_scores(
         calibration: a batch {"x_num", "x_cat", "y"} as the data module serves it; needed by
             "activation_mean", "apoz" and "taylor" ("y" only by "taylor").
         seed: for "random" and "target_perturbation".
-        kwargs: passed on to "target_perturbation" (e.g. data=, train_config=); other criteria
+        kwargs: passed on to "target_perturbation" (e.g. data=, fit_settings=); other criteria
             ignore them, so a caller may pass the same arguments whatever the criterion.
 
     Returns:
@@ -172,18 +156,6 @@ def _checked_calibration(
 
 
 @contextmanager
-def _evaluating(network: nn.Module) -> Iterator[None]:
-    """Eval mode while inside; then every module's own train/eval flag back."""
-    flags = [(module, module.training) for module in network.modules()]
-    network.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
-@contextmanager
 def _activation_hooks(
     network: MLP, hook: Callable[[int, torch.Tensor], torch.Tensor | None]
 ) -> Iterator[None]:
@@ -213,7 +185,7 @@ def _post_activations(network: MLP, batch: dict[str, torch.Tensor]) -> list[torc
     def keep(layer: int, output: torch.Tensor) -> None:
         outputs[layer] = output.detach()
 
-    with _evaluating(network), _activation_hooks(network, keep), torch.no_grad():
+    with evaluating(network), _activation_hooks(network, keep), torch.no_grad():
         network(batch["x_num"], batch["x_cat"])
     return [outputs[layer] for layer in range(len(network.blocks))]
 
@@ -231,7 +203,7 @@ def _taylor(network: MLP, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     def gate(layer: int, output: torch.Tensor) -> torch.Tensor:
         return output * gates[layer]  # (N, width) * (width,)
 
-    with _evaluating(network), _activation_hooks(network, gate), torch.enable_grad():
+    with evaluating(network), _activation_hooks(network, gate), torch.enable_grad():
         output = network(batch["x_num"], batch["x_cat"])
         loss = _summed_loss(output, batch["y"])
         sums = torch.autograd.grad(loss, gates)

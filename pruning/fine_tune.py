@@ -8,14 +8,14 @@ import dataclasses
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLP
-from lightning_modules.training import TrainConfig, fit
+from lightning_modules.training import FitSettings, fit
 
 # Fine-tuning starts from trained weights, so it takes smaller steps than training from scratch.
 FINE_TUNE_LR_FACTOR = 0.3
 
 
 def fine_tune(
-    network: MLP, data: TabularDataModule, epochs: int, config: TrainConfig
+    network: MLP, data: TabularDataModule, epochs: int, config: FitSettings
 ) -> tuple[MLP, dict[str, float]]:
     """`epochs` epochs of training on a copy of `network`; returns it with its val metrics.
 

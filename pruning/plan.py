@@ -10,18 +10,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLP
-from lightning_modules.training import TrainConfig
+from lightning_modules.training import FitSettings
 from pruning.batch_norm import recalibrate_batch_norm
+from pruning.choices import SCHEDULES
 from pruning.criteria import calibration_batch, check_criterion, layer_scores
 from pruning.fine_tune import fine_tune
 from pruning.removal import keep_top, kept_count, remove_neurons
-
-SCHEDULES = ("one_shot", "iterative")
 
 
 @dataclass(frozen=True)
@@ -89,16 +89,31 @@ def check_plan_fits(plan: PruningPlan, widths: Sequence[int]) -> None:
             )
 
 
+@dataclass
+class PlanResult:
+    """The pruned, fine-tuned network, its validation metrics, and the epochs it was trained.
+
+    `epochs` counts every fine-tuning epoch run: the steps between layers and the final ones.
+    `details` holds what a schedule chose by itself, for the trial's record.
+    """
+
+    network: MLP
+    val_metrics: dict[str, float]
+    epochs: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 def apply_plan(
     network: MLP,
     plan: PruningPlan,
     *,
     data: TabularDataModule,
-    train_config: TrainConfig,
+    fit_settings: FitSettings,
     seed: int = 0,
-) -> tuple[MLP, dict[str, float]]:
-    """Prune a copy of `network` by `plan` and fine-tune it; returns it and its val metrics."""
+) -> PlanResult:
+    """Prune a copy of `network` by `plan` and fine-tune it; never touches `network`."""
     check_plan_fits(plan, network.spec.hidden)
+    epochs = 0
     current = copy.deepcopy(network).eval()
     calibration = calibration_batch(data, seed=seed)
     for layer in plan.order:
@@ -112,7 +127,7 @@ def apply_plan(
             calibration=calibration,
             seed=seed,
             data=data,
-            train_config=train_config,
+            fit_settings=fit_settings,
         )
         keep: list[list[int] | None] = [None] * len(current.spec.hidden)
         keep[layer] = keep_top(scores[layer], plan.keep_ratios[layer])
@@ -120,9 +135,10 @@ def apply_plan(
         # The next layer's scores, and the final network, must see correct BatchNorm statistics.
         recalibrate_batch_norm(current, data)
         if plan.schedule == "iterative" and plan.step_epochs > 0:
-            current, _ = fine_tune(current, data, plan.step_epochs, train_config)
-    tuned, metrics = fine_tune(current, data, plan.fine_tune_epochs, train_config)
-    return tuned, metrics
+            current, _ = fine_tune(current, data, plan.step_epochs, fit_settings)
+            epochs += plan.step_epochs
+    tuned, metrics = fine_tune(current, data, plan.fine_tune_epochs, fit_settings)
+    return PlanResult(tuned, metrics, epochs + plan.fine_tune_epochs)
 
 
 def layer_priorities_to_order(priorities: Sequence[float]) -> tuple[int, ...]:

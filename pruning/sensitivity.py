@@ -32,14 +32,13 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLP
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, TrainConfig
+from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, FitSettings
 from pruning.batch_norm import recalibrate_batch_norm
+from pruning.choices import DEFAULT_CRITERION, DEFAULT_EPOCHS, DEFAULT_RATIOS
 from pruning.criteria import calibration_batch, check_criterion, layer_scores
 from pruning.fine_tune import fine_tune
 from pruning.removal import keep_top, remove_neurons
 
-DEFAULT_RATIOS = (0.25, 0.5, 0.75, 0.9)
-DEFAULT_EPOCHS = (0, 1)
 COLUMNS = ["layer", "width", "ratio", "kept", "epochs", "metric", "baseline_metric", "drop"]
 # Mean drops closer than this count as tied, so float noise does not reorder equal layers.
 _TIE = 1e-9
@@ -186,9 +185,9 @@ def scan(
     data: TabularDataModule,
     *,
     ratios: Sequence[float] = DEFAULT_RATIOS,
-    criterion: str = "l1",
+    criterion: str = DEFAULT_CRITERION,
     fine_tune_epochs: Sequence[int] = DEFAULT_EPOCHS,
-    train_config: TrainConfig,
+    fit_settings: FitSettings,
     seed: int = 0,
 ) -> SensitivityResult:
     """Prune each hidden layer of `network` alone at each ratio; record the validation drop.
@@ -214,7 +213,7 @@ def scan(
         calibration=calibration_batch(data, seed=seed),
         seed=seed,
         data=data,
-        train_config=train_config,
+        fit_settings=fit_settings,
     )
     widths = network.spec.hidden
     rows = []
@@ -225,7 +224,7 @@ def scan(
             pruned = remove_neurons(network, keep)
             recalibrate_batch_norm(pruned, data)
             for epoch in epochs:
-                _, metrics = fine_tune(pruned, data, epoch, train_config)
+                _, metrics = fine_tune(pruned, data, epoch, fit_settings)
                 value = metrics[metric]
                 rows.append(
                     {

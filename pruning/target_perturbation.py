@@ -50,7 +50,7 @@ from torch import nn
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLP
-from lightning_modules.training import TrainConfig, fit
+from lightning_modules.training import FitSettings, fit
 from pruning.fine_tune import fine_tune
 from pruning.removal import remove_neurons
 
@@ -169,7 +169,7 @@ def _fold_rows(n_rows: int, folds: int, seed: int) -> list[torch.Tensor | None]:
     ]
 
 
-def _train_copy(network: MLP, data: TabularDataModule, config: TrainConfig, factor: float) -> MLP:
+def _train_copy(network: MLP, data: TabularDataModule, config: FitSettings, factor: float) -> MLP:
     """A copy of `network` trained on the target x `factor`, on the CPU in eval mode."""
     # Train mode whatever mode the input is in (a trained network comes back from `fit` in eval
     # mode): Lightning keeps the mode it finds, and eval mode would freeze BatchNorm statistics.
@@ -209,7 +209,7 @@ def perturbation_scores(
     network: MLP,
     *,
     data: TabularDataModule,
-    train_config: TrainConfig,
+    fit_settings: FitSettings,
     factors: Sequence[float] = (0.9, 1.1),
     folds: int = 1,
     epochs: int = 3,
@@ -224,7 +224,7 @@ def perturbation_scores(
 
     Args:
         network: a trained MLP; every copy starts from its weights.
-        train_config: optimiser settings for the copies; their epochs and seed come from
+        fit_settings: optimiser settings for the copies; their epochs and seed come from
             `epochs` and `seed`, and early stopping is off.
         factors: target multipliers of the perturbed copies (positive, not 1).
         folds: 1 trains every copy on all training rows; k >= 2 splits the training rows into k
@@ -236,7 +236,7 @@ def perturbation_scores(
     network = _check_network(network)
     _check_score_settings(factors, folds, epochs)
     config = dataclasses.replace(
-        train_config, max_epochs=epochs, patience=epochs + 1, seed=seed, progress_bar=False
+        fit_settings, max_epochs=epochs, patience=epochs + 1, seed=seed, progress_bar=False
     )
     n_train = len(data.tensors["train"]["y"])
     totals = [torch.zeros(w, dtype=torch.float64) for w in network.spec.hidden]
@@ -294,7 +294,7 @@ def reductive_prune(
     network: MLP,
     *,
     data: TabularDataModule,
-    train_config: TrainConfig,
+    fit_settings: FitSettings,
     start_fraction: float = 0.1,
     min_fraction: float = 0.01,
     max_steps: int = 20,
@@ -317,9 +317,9 @@ def reductive_prune(
     not modified; the test split is not read.
 
     Args:
-        train_config: settings for fine-tuning and, without `scores`, for the perturbed copies.
+        fit_settings: settings for fine-tuning and, without `scores`, for the perturbed copies.
         scores: per hidden layer, one importance per neuron (higher = keep); by default
-            `perturbation_scores(network, data=..., train_config=..., **score_kwargs)`.
+            `perturbation_scores(network, data=..., fit_settings=..., **score_kwargs)`.
         score_kwargs: `factors`, `folds`, `epochs`, `seed` for `perturbation_scores`.
     """
     network = _check_network(network)
@@ -338,7 +338,7 @@ def reductive_prune(
             f"unknown target perturbation settings {unknown}; expected {sorted(_SCORE_KWARGS)}"
         )
     if scores is None:
-        scores = perturbation_scores(network, data=data, train_config=train_config, **score_kwargs)
+        scores = perturbation_scores(network, data=data, fit_settings=fit_settings, **score_kwargs)
     elif score_kwargs:
         raise TabslimInputError(
             f"settings {sorted(score_kwargs)} only apply when the scores are computed here, "
@@ -347,7 +347,7 @@ def reductive_prune(
     checked = _check_scores(scores, network.spec.hidden)
 
     view = _view(data)
-    current, metrics = fine_tune(network, view, fine_tune_epochs, train_config)
+    current, metrics = fine_tune(network, view, fine_tune_epochs, fit_settings)
     current_error = validation_error(metrics, data.task)
     remaining = [list(range(w)) for w in network.spec.hidden]
     fraction = start_fraction
@@ -373,7 +373,7 @@ def reductive_prune(
             local = [[k for k, i in enumerate(layer_kept) if (layer, i) not in chosen]
                      for layer, layer_kept in enumerate(remaining)]  # fmt: skip
             candidate, metrics = fine_tune(
-                remove_neurons(current, local), view, fine_tune_epochs, train_config
+                remove_neurons(current, local), view, fine_tune_epochs, fit_settings
             )
             tried[key] = (candidate, validation_error(metrics, data.task))
         candidate, error = tried[key]

@@ -7,8 +7,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from lightning_modules.errors import TabslimInputError
+from pruning.choices import CRITERIA, DEFAULT_CRITERION, DEFAULT_EPOCHS, DEFAULT_RATIOS
+from search.samplers import SAMPLERS
 
 EXIT_BAD_INPUT = 2
+TASKS = ("auto", "classification", "binary", "multiclass", "regression")
+
+
+def _listed(values: Sequence[object]) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 def _positive_int(text: str) -> int:
@@ -36,9 +43,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--data", metavar="FILE", help="a CSV or Parquet file to train on")
     source.add_argument("--dataset", metavar="NAME", help="a bundled dataset instead of a file")
     source.add_argument("--target", metavar="COLUMN", help="the column to predict")
-    source.add_argument(
-        "--task", choices=["auto", "classification", "binary", "multiclass", "regression"]
-    )
+    source.add_argument("--task", choices=TASKS)
     parser.add_argument(
         "--config", metavar="FILE", help="YAML config (default: configs/default.yaml)"
     )
@@ -174,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser(
         "search",
         help="search per-layer widths for smaller, faster networks (multi-objective Optuna)",
-        description="Train the baseline, then candidates with narrower layers from scratch; "
-        "keep the Pareto front of validation metric, size and latency in MLflow and register the "
+        description="Train the baseline, then candidates: narrower shapes trained from scratch "
+        "and pruning plans applied to the trained baseline and fine-tuned; keep the Pareto front of validation metric, size and latency in MLflow and register the "
         "smallest model within the accuracy floor as '<study>@champion'. Running it again with "
         "the same study continues it: finished trials are kept and never trained twice.",
     )
@@ -194,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         "postgresql://user:pw@host/db (default: mlruns/optuna.journal)",
     )  # fmt: skip
     search.add_argument("--workers", type=_positive_int, metavar="N", help="local worker processes")
-    search.add_argument("--sampler", metavar="NAME", help="tpe, nsga2, random, gp or qmc")
+    search.add_argument(
+        "--sampler", metavar="NAME", help=f"Optuna sampler: {', '.join(SAMPLERS)} (default: tpe)"
+    )
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(handler=_search)
 
@@ -225,17 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage", metavar="URL", help="Optuna storage (default: mlruns/optuna.journal)"
     )
     sensitivity.add_argument(
-        "--ratios", default="0.25,0.5,0.75,0.9", metavar="R,R,...",
+        "--ratios", default=_listed(DEFAULT_RATIOS), metavar="R,R,...",
         help="shares of a layer's neurons to remove, each in (0, 1); a layer always keeps at "
-        "least one neuron (default: 0.25,0.5,0.75,0.9)",
+        "least one neuron (default: %(default)s)",
     )  # fmt: skip
     sensitivity.add_argument(
-        "--criterion", default="l1", metavar="NAME",
-        help="neuron importance criterion deciding which neurons go (default: l1)",
+        "--criterion", default=DEFAULT_CRITERION, metavar="NAME",
+        help=f"neuron importance criterion deciding which neurons go: {', '.join(CRITERIA)} "
+        "(default: %(default)s)",
     )  # fmt: skip
     sensitivity.add_argument(
-        "--epochs", default="0,1", metavar="E,E,...",
-        help="fine-tuning epochs after pruning, each tried separately (default: 0,1)",
+        "--epochs", default=_listed(DEFAULT_EPOCHS), metavar="E,E,...",
+        help="fine-tuning epochs after pruning, each tried separately (default: %(default)s)",
     )  # fmt: skip
     sensitivity.add_argument(
         "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: the study's)"

@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lightning_modules.datasets import BUNDLED
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import ACTIVATIONS
+from pruning.choices import CONTROL_CRITERION, CRITERIA, Schedule, check_criterion
 from pruning.removal import kept_count
+from search.latency import Runtime
+from search.samplers import SHARED_PARAMETERS_ONLY, Sampler
 
-Runtime = Literal["torch", "onnxruntime"]
-Schedule = Literal["one_shot", "iterative"]
 Approach = Literal["scratch", "prune"]
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -162,11 +163,8 @@ class PruneConfig(_Section):
 
     keep_ratio: Range = Field(default_factory=lambda: Range(low=0.05, high=1.0, step=0.05))
     criteria: list[str] = Field(
-        default_factory=lambda: [
-            "l1", "l2", "bn_scale", "activation_mean", "apoz", "taylor", "target_perturbation"
-        ],
-        min_length=1,
-    )  # fmt: skip
+        default_factory=lambda: [c for c in CRITERIA if c != CONTROL_CRITERION], min_length=1
+    )
     schedules: list[Schedule] = Field(
         default_factory=lambda: list(get_args(Schedule)), min_length=1
     )
@@ -178,8 +176,6 @@ class PruneConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> PruneConfig:
-        from pruning.criteria import check_criterion
-
         for name in self.criteria:
             check_criterion(name)
         ratio = self.keep_ratio
@@ -194,7 +190,6 @@ class PruneConfig(_Section):
         return self
 
 
-Sampler = Literal["tpe", "nsga2", "random", "gp", "qmc"]
 SizeObjective = Literal["parameters", "bytes", "flops"]
 
 
@@ -241,7 +236,7 @@ class Config(_Section):
                 f"search.space.layers has {len(layers)} entries, but model.hidden has only "
                 f"{len(self.model.hidden)} layers"
             )
-        if self.search.sampler in ("nsga2", "gp", "qmc") and len(self.search.approaches) > 1:
+        if self.search.sampler in SHARED_PARAMETERS_ONLY and len(self.search.approaches) > 1:
             # Scratch and prune trials share no parameter, and these samplers model only shared
             # ones: they would silently sample at random (bench/search_quality.py saw it).
             raise ValueError(

@@ -1,7 +1,7 @@
-"""One trial: sample widths, train from scratch, measure, and return the three objectives.
+"""One trial: draw a candidate, train it (from scratch, or prune the baseline and fine-tune),
+measure it, and return the three objectives.
 
-Every step is a small function of its own; `run_trial` only strings them together, so that a
-prune trial (next approach) can plug in beside `scratch`.
+Each step is a small function; `run_trial` only strings them together.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLP, MLPSpec, build
 from lightning_modules.stopping import StopBelowThreshold
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, FitResult, fit
+from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, fit
 from pruning.plan import PruningPlan, apply_plan
+from search.adapters import fit_settings, run_metrics
 from search.config import Config
 from search.measure import measure
 from search.pyfunc_model import load_network, save_network
-from search.space import Sample, apply, sample, sample_approach, sample_plan
-from search.study import ATTR
-from search.train_job import train_config
+from search.space import ScratchShape, apply_shape, draw_approach, draw_plan, draw_shape
+from search.study_settings import StudySettings
 
 # A trial stops early when, after the grace period, its best validation metric is this far past
 # the floor: the floor's own margin again, plus 2% of the baseline (clearly out of reach).
@@ -53,30 +53,63 @@ class SearchContext:
         return HIGHER_IS_BETTER[self.metric]
 
 
-def floor(study_attrs: dict[str, Any]) -> float | None:
-    """The worst acceptable validation metric, or None before the baseline has finished."""
-    baseline = study_attrs.get("baseline_metric")
-    if baseline is None:
+@dataclass(frozen=True)
+class Candidate:
+    """What a trial will train: a scratch shape or a pruning plan, and its repeat key."""
+
+    approach: str
+    shape: ScratchShape | None = None
+    plan: PruningPlan | None = None
+
+    @property
+    def key(self) -> str:
+        """Identifies what would be trained, to recognise a repeat of an earlier trial."""
+        drawn = self.shape if self.shape is not None else self.plan
+        assert drawn is not None
+        return drawn.key()
+
+
+@dataclass
+class Trained:
+    """A candidate after training: the network, its spec and metrics, and the epochs run.
+
+    `epochs` counts training epochs for both approaches: from scratch until early stopping, or
+    every fine-tuning epoch of a pruning plan.
+    """
+
+    network: MLP
+    spec: MLPSpec
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    epochs: int
+    seconds: float
+    stopped_below_floor: bool = False
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def draw_candidate(trial: optuna.Trial, ctx: SearchContext) -> Candidate:
+    """The baseline's own shape for the baseline trial; otherwise an approach and its draw."""
+    search = ctx.config.search
+    is_baseline = bool(trial.user_attrs.get("baseline", False))
+    approach = "scratch" if is_baseline else draw_approach(trial, search.approaches)
+    if approach == "scratch":
+        return Candidate(approach, shape=draw_shape(trial, search.space, ctx.baseline.hidden))
+    return Candidate(approach, plan=draw_plan(trial, search.prune, len(ctx.baseline.hidden)))
+
+
+def _find_repeat(study: optuna.Study, key: str, number: int) -> optuna.trial.FrozenTrial | None:
+    """A finished trial that trained exactly this candidate; training it again would waste time."""
+    for done in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if done.number != number and done.user_attrs.get("candidate_key") == key:
+            return done
+    return None
+
+
+def _stopper(ctx: SearchContext, settings: StudySettings) -> StopBelowThreshold | None:
+    limit = settings.floor()
+    if limit is None or settings.baseline_metric is None:
         return None
-    drop = study_attrs["max_metric_drop"]
-    return baseline - drop if study_attrs["higher_is_better"] else baseline + drop
-
-
-def floor_violation(value: float, study_attrs: dict[str, Any]) -> float:
-    """Optuna's constraint value: <= 0 when `value` is within the floor."""
-    limit = floor(study_attrs)
-    if limit is None:
-        return 0.0
-    return limit - value if study_attrs["higher_is_better"] else value - limit
-
-
-def _stopper(ctx: SearchContext, study_attrs: dict[str, Any]) -> StopBelowThreshold | None:
-    limit = floor(study_attrs)
-    if limit is None:
-        return None
-    margin = study_attrs["max_metric_drop"] + _HOPELESS_FRACTION * abs(
-        study_attrs["baseline_metric"]
-    )
+    margin = settings.max_metric_drop + _HOPELESS_FRACTION * abs(settings.baseline_metric)
     threshold = limit - margin if ctx.higher_is_better else limit + margin
     max_epochs = ctx.config.training.max_epochs
     return StopBelowThreshold(
@@ -87,119 +120,133 @@ def _stopper(ctx: SearchContext, study_attrs: dict[str, Any]) -> StopBelowThresh
     )
 
 
-def _find_repeat(study: optuna.Study, key: str, number: int) -> optuna.trial.FrozenTrial | None:
-    """A finished trial that trained exactly this sample; training it again would waste time."""
-    for done in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if done.number != number and done.user_attrs.get("sample_key") == key:
-            return done
-    return None
-
-
-def train_scratch(ctx: SearchContext, spec: MLPSpec, drawn: Sample, extra: list[Any]) -> FitResult:
+def train_scratch(
+    ctx: SearchContext, shape: ScratchShape, stopper: StopBelowThreshold | None
+) -> Trained:
     """Approach 1 of Klemetti et al.: the smaller shape, trained from scratch."""
-    config = train_config(ctx.config)
-    config = dataclasses.replace(
-        config,
-        lr=drawn.training.get("lr", config.lr),
-        weight_decay=drawn.training.get("weight_decay", config.weight_decay),
+    spec = apply_shape(ctx.baseline, shape)
+    settings = fit_settings(ctx.config)
+    settings = dataclasses.replace(
+        settings,
+        lr=shape.training.get("lr", settings.lr),
+        weight_decay=shape.training.get("weight_decay", settings.weight_decay),
     )
-    return fit(build(spec, seed=config.seed), ctx.data, config, extra_callbacks=extra)
+    result = fit(
+        build(spec, seed=settings.seed),
+        ctx.data,
+        settings,
+        extra_callbacks=[stopper] if stopper else [],
+    )
+    assert isinstance(result.network, MLP)
+    return Trained(
+        network=result.network,
+        spec=spec,
+        val_metrics=result.val_metrics,
+        test_metrics=result.test_metrics,
+        epochs=result.epochs,
+        seconds=result.seconds,
+        stopped_below_floor=bool(stopper and stopper.stopped_epoch is not None),
+    )
 
 
-def load_baseline(ctx: SearchContext, study_attrs: dict[str, Any]) -> MLP:
+def load_baseline(ctx: SearchContext, settings: StudySettings) -> MLP:
     """The study's trained baseline: trained once (trial 0), read from disk by every worker."""
     if ctx.trained_baseline is None:
-        number = study_attrs.get("baseline_trial")
-        if number is None:
+        if settings.baseline_trial is None:
             raise RuntimeError("a prune trial needs the baseline, which has not finished yet")
-        _, network, _ = load_network(ctx.trials_dir / f"trial-{number}")
+        _, network, _ = load_network(ctx.trials_dir / f"trial-{settings.baseline_trial}")
         assert isinstance(network, MLP)
         ctx.trained_baseline = network
     return ctx.trained_baseline
 
 
-def prune_baseline(ctx: SearchContext, plan: PruningPlan, study_attrs: dict[str, Any]) -> FitResult:
+def prune_baseline(ctx: SearchContext, plan: PruningPlan, settings: StudySettings) -> Trained:
     """Approach 2 of Klemetti et al.: prune the trained baseline structurally, then fine-tune."""
     started = time.perf_counter()
-    config = train_config(ctx.config)
-    network, val_metrics = apply_plan(
-        load_baseline(ctx, study_attrs), plan, data=ctx.data, train_config=config, seed=config.seed
+    fit_with = fit_settings(ctx.config)
+    result = apply_plan(
+        load_baseline(ctx, settings), plan, data=ctx.data, fit_settings=fit_with, seed=fit_with.seed
     )
-    return FitResult(
-        network=network,
-        val_metrics=val_metrics,
-        test_metrics=evaluate_network(network, ctx.data, "test"),
-        epochs=plan.fine_tune_epochs,
-        best_epoch=-1,
+    return Trained(
+        network=result.network,
+        spec=result.network.spec,
+        val_metrics=result.val_metrics,
+        test_metrics=evaluate_network(result.network, ctx.data, "test"),
+        epochs=result.epochs,
         seconds=time.perf_counter() - started,
+        details=result.details,
     )
 
 
-def measure_network(ctx: SearchContext, result: FitResult) -> dict[str, float]:
+def measure_network(ctx: SearchContext, trained: Trained) -> dict[str, float]:
     """Validation and test metrics, size and latency, as one flat dict of floats."""
     search, wanted = ctx.config.search, ctx.config.measure
     batch_sizes = tuple(sorted({*wanted.batch_sizes, search.latency.batch_size}))
     runtimes = tuple(dict.fromkeys([*wanted.runtimes, search.latency.runtime]))
     measured = measure(
-        result.network, batch_sizes=batch_sizes, runtimes=runtimes, threads=wanted.threads
+        trained.network, batch_sizes=batch_sizes, runtimes=runtimes, threads=wanted.threads
     )
-    metrics = {f"val_{k}": v for k, v in result.val_metrics.items()}
-    metrics |= {f"test_{k}": v for k, v in result.test_metrics.items()}
-    metrics |= measured.to_metrics()
-    metrics |= {"train_seconds": result.seconds, "epochs": float(result.epochs)}
-    return metrics
+    return run_metrics(
+        trained.val_metrics,
+        trained.test_metrics,
+        measured,
+        train_seconds=trained.seconds,
+        epochs=trained.epochs,
+    )
+
+
+def _record(
+    trial: optuna.Trial, settings: StudySettings, values: tuple[float, float, float], **attrs: Any
+) -> tuple[float, float, float]:
+    """Store the trial's outcome (user attributes and the floor constraint); return its values."""
+    for name, value in attrs.items():
+        trial.set_user_attr(name, value)
+    trial.set_constraint("metric_floor", settings.violation(values[0]))
+    return values
 
 
 def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, float]:
-    """The objective: (validation metric, size, latency) of one sampled network."""
-    attrs = dict(trial.study.user_attrs[ATTR])
+    """The objective: (validation metric, size, latency) of one drawn candidate."""
+    settings = StudySettings.read(trial.study)
     is_baseline = bool(trial.user_attrs.get("baseline", False))
-    approach = "scratch" if is_baseline else sample_approach(trial, ctx.config.search.approaches)
-    drawn: Sample | None = None
-    plan: PruningPlan | None = None
-    if approach == "scratch":
-        drawn = sample(trial, ctx.config.search.space, ctx.baseline.hidden)
-        key = drawn.key()
-        trial.set_user_attr("hidden", list(drawn.hidden))
-    else:
-        plan = sample_plan(trial, ctx.config.search.prune, len(ctx.baseline.hidden))
-        key = plan.key()
-        trial.set_user_attr("plan", plan.to_dict())
-    trial.set_user_attr("approach", approach)
-    trial.set_user_attr("sample_key", key)
-    repeat = _find_repeat(trial.study, key, trial.number)
+    candidate = draw_candidate(trial, ctx)
+    trial.set_user_attr("approach", candidate.approach)
+    trial.set_user_attr("candidate_key", candidate.key)
+    if candidate.plan is not None:
+        trial.set_user_attr("plan", candidate.plan.to_dict())
+    repeat = _find_repeat(trial.study, candidate.key, trial.number)
     if repeat is not None and repeat.values is not None:
-        for name in ("repeat_of", "metrics", "spec", "hidden"):
-            value = repeat.number if name == "repeat_of" else repeat.user_attrs[name]
-            trial.set_user_attr(name, value)
-        trial.set_constraint("metric_floor", floor_violation(repeat.values[0], attrs))
-        return (repeat.values[0], repeat.values[1], repeat.values[2])
+        copied = {name: repeat.user_attrs[name] for name in ("metrics", "spec", "hidden")}
+        values = (repeat.values[0], repeat.values[1], repeat.values[2])
+        return _record(trial, settings, values, repeat_of=repeat.number, **copied)
 
-    stopper = None
-    if drawn is not None:
-        spec = apply(ctx.baseline, drawn)
-        stopper = None if is_baseline else _stopper(ctx, attrs)
-        result = train_scratch(ctx, spec, drawn, [stopper] if stopper else [])
+    if candidate.shape is not None:
+        stopper = None if is_baseline else _stopper(ctx, settings)
+        trained = train_scratch(ctx, candidate.shape, stopper)
     else:
-        assert plan is not None
-        result = prune_baseline(ctx, plan, attrs)
-        assert isinstance(result.network, MLP)
-        spec = result.network.spec
-        trial.set_user_attr("hidden", list(spec.hidden))
-    metrics = measure_network(ctx, result)
+        assert candidate.plan is not None
+        trained = prune_baseline(ctx, candidate.plan, settings)
+    metrics = measure_network(ctx, trained)
     value = metrics[f"val_{ctx.metric}"]
-    values = (value, metrics[attrs["size"]], metrics[attrs["latency"]])
+    values = (value, metrics[settings.size], metrics[settings.latency])
     if not all(math.isfinite(v) for v in values):
         raise RuntimeError(f"trial {trial.number} produced non-finite objectives {values}")
-
     save_network(
-        ctx.trials_dir / f"trial-{trial.number}", spec, result.network, ctx.data.preprocessor
+        ctx.trials_dir / f"trial-{trial.number}",
+        trained.spec,
+        trained.network,
+        ctx.data.preprocessor,
     )
-    trial.set_user_attr("spec", spec.to_dict())
-    trial.set_user_attr("metrics", metrics)
-    trial.set_user_attr("stopped_below_floor", bool(stopper and stopper.stopped_epoch is not None))
     if is_baseline:
-        attrs |= {"baseline_trial": trial.number, "baseline_metric": value}
-        trial.study.set_user_attr(ATTR, attrs)
-    trial.set_constraint("metric_floor", floor_violation(value, attrs))
-    return values
+        settings = settings.with_baseline(trial.number, value)
+        settings.write(trial.study)
+    return _record(
+        trial,
+        settings,
+        values,
+        hidden=list(trained.spec.hidden),
+        spec=trained.spec.to_dict(),
+        metrics=metrics,
+        stopped_below_floor=trained.stopped_below_floor,
+        **({"prune_details": trained.details} if trained.details else {}),
+    )

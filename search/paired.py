@@ -13,8 +13,8 @@ import pandas as pd
 from lightning_modules.networks import MLPSpec, build, count_parameters
 from lightning_modules.training import fit
 from search import pareto
+from search.adapters import fit_settings
 from search.objective import SearchContext
-from search.train_job import train_config
 
 # Study attribute caching finished pairs, so that a resumed study does not train them again.
 PAIRED_ATTR = "tabslim_paired"
@@ -30,7 +30,7 @@ def paired_comparison(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
             continue
         spec = MLPSpec.from_dict(trial.user_attrs["spec"])
         if str(trial.number) not in cache:
-            config = train_config(ctx.config)
+            config = fit_settings(ctx.config)
             twin = fit(build(spec, seed=config.seed), ctx.data, config)
             cache[str(trial.number)] = {
                 "val": twin.val_metrics[metric],

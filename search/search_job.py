@@ -21,22 +21,17 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
 from search import pareto, tracking
+from search.adapters import baseline_spec, data_params, load_data, set_training_threads
 from search.config import Config
 from search.objective import SearchContext, run_trial
 from search.paired import paired_comparison
+from search.report import format_report
+from search.samplers import make_sampler
 from search.space import baseline_params
-from search.study import (
-    ATTR,
-    DEFAULT_STORAGE,
-    fingerprint,
-    make_sampler,
-    open_storage,
-    open_study,
-)
+from search.study import DEFAULT_STORAGE, open_storage, open_study
+from search.study_settings import StudySettings
 from search.study_tracking import StudyMirror
-from search.train_job import baseline_spec, data_params, load_data, set_training_threads
 
 # A failing candidate (say, a width that diverges) is recorded as FAIL; the search goes on.
 _TRIAL_ERRORS = (RuntimeError, FloatingPointError)
@@ -71,16 +66,16 @@ def build_context(config: Config, data: TabularDataModule | None = None) -> Sear
     )
 
 
-def study_attrs(ctx: SearchContext) -> dict[str, Any]:
-    metric = PRIMARY_METRIC[ctx.data.task]
-    attrs = fingerprint(ctx.config, ctx.data.task, metric, HIGHER_IS_BETTER[metric])
-    attrs["data"] = ctx.data.source
-    attrs["target"] = ctx.data.target
-    # Not compared on resume (see study.UNCOMPARED): what later commands (report, sensitivity,
-    # prune trials in other workers) need to rebuild the data and find the trained networks.
-    attrs["config"] = ctx.config.model_dump(mode="json")
-    attrs["trials_dir"] = str(ctx.trials_dir.resolve())
-    return attrs
+def study_settings(ctx: SearchContext) -> StudySettings:
+    """The settings a new study gets; the config and trials folder let later commands (report,
+    sensitivity, prune trials in other workers) rebuild the data and find the networks."""
+    return StudySettings.for_search(
+        ctx.config,
+        task=ctx.data.task,
+        data=ctx.data.source,
+        target=ctx.data.target,
+        trials_dir=str(ctx.trials_dir.resolve()),
+    )
 
 
 def _quiet() -> None:
@@ -132,17 +127,17 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     set_training_threads(config, config.search.workers)
     name = study_name(config)
     storage = open_storage(config.search.storage)
-    study, _ = open_study(name, storage, storage_label(config), config, study_attrs(ctx))
+    study = open_study(name, storage, storage_label(config), config, study_settings(ctx))
     experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     ctx.trials_dir.mkdir(parents=True, exist_ok=True)
     params = tracking.flatten("", config.model_dump(exclude={"tracking"}))
-    params |= data_params(config, ctx.data)
+    params |= data_params(ctx.data)
     params |= {"study": name, "storage": storage_label(config)}
     mirror = StudyMirror(
         study=study,
         experiment_id=experiment_id,
         trials_dir=ctx.trials_dir,
-        sample=ctx.data.raw_sample(),
+        input_example=ctx.data.example_rows(),
         keep_models=config.search.keep_models,
         params=params,
     )
@@ -162,7 +157,7 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     objective = functools.partial(run_trial, ctx=ctx)
     status = "FINISHED"
     try:
-        if ATTR not in study.user_attrs or "baseline_trial" not in study.user_attrs[ATTR]:
+        if StudySettings.read(study).baseline_trial is None:
             _run_baseline(study, ctx, objective, after_trial)
         remaining = target - _complete(study)
         if remaining > 0:
@@ -183,7 +178,7 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
         trials=_complete(study),
         front_size=int(table["pareto"].sum()) if len(table) else 0,
         champion_uri=champion,
-        report=pareto.format_report(table, metric=PRIMARY_METRIC[ctx.data.task]),
+        report=format_report(table, metric=ctx.metric),
         parent_run_id=mirror.parent_run_id,
     )
 

@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 from mlflow.entities import Metric, Param, RunTag
@@ -26,13 +25,15 @@ from optuna.trial import TrialState
 
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLP
+from pruning.choices import DEFAULT_EPOCHS
 from pruning.criteria import check_criterion
-from pruning.sensitivity import DEFAULT_EPOCHS, SensitivityResult, check_epochs, check_ratios, scan
+from pruning.sensitivity import SensitivityResult, check_epochs, check_ratios, scan
 from search import tracking
+from search.adapters import fit_settings, load_data
 from search.config import Config, override, validate
 from search.pyfunc_model import PREPROCESSOR_FILE, SPEC_FILE, WEIGHTS_FILE, load_network
-from search.study import ATTR, DEFAULT_STORAGE, open_storage
-from search.train_job import load_data, train_config
+from search.study import find_study
+from search.study_settings import StudySettings
 
 KIND = "sensitivity"
 
@@ -47,44 +48,32 @@ class SensitivityOutcome:
     seconds: float
 
 
-def load_study(name: str, storage_url: str | None) -> optuna.Study:
-    """The study `name`, or a one-line error naming the storage; never creates a storage."""
-    label = storage_url or str(DEFAULT_STORAGE)
-    if (storage_url is None or "://" not in storage_url) and not Path(label).exists():
-        raise TabslimInputError(f"no study '{name}': the storage {label} does not exist")
-    storage = open_storage(storage_url)
-    names = [
-        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-    ]
-    if name not in names:
-        known = ", ".join(names) if names else "none"
-        raise TabslimInputError(f"no study '{name}' in {label}; studies there: {known}")
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def _study_config(study: optuna.Study, tracking_uri: str | None) -> tuple[Config, dict[str, Any]]:
+def _study_config(
+    study: optuna.Study, tracking_uri: str | None
+) -> tuple[Config, StudySettings]:
     name = study.study_name
-    attrs = dict(study.user_attrs.get(ATTR, {}))
-    if "config" not in attrs or "trials_dir" not in attrs:
+    settings = StudySettings.read(study)
+    if settings.config is None or settings.trials_dir is None:
         raise TabslimInputError(
             f"study '{name}' holds no tabslim config; it was not made by `tabslim search`"
         )
-    config = validate(attrs["config"], f"stored with study '{name}'")
+    config = validate(settings.config, f"stored with study '{name}'")
     if tracking_uri is not None:
         config = override(config, "from the command line", **{"tracking.uri": tracking_uri})
-    return config, attrs
+    return config, settings
 
 
-def _baseline_dir(study: optuna.Study, attrs: dict[str, Any]) -> Path:
+def _baseline_dir(study: optuna.Study, settings: StudySettings) -> Path:
     name = study.study_name
-    number = attrs.get("baseline_trial")
+    number = settings.baseline_trial
     finished = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     if number is None or number not in finished:
         raise TabslimInputError(
             f"the baseline of study '{name}' has not finished; run `tabslim search --study "
             f"{name}` until it has"
         )
-    directory = Path(attrs["trials_dir"]) / f"trial-{number}"
+    assert settings.trials_dir is not None, "checked by _study_config"
+    directory = Path(settings.trials_dir) / f"trial-{number}"
     for file in (SPEC_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE):
         if not (directory / file).is_file():
             raise TabslimInputError(
@@ -92,15 +81,6 @@ def _baseline_dir(study: optuna.Study, attrs: dict[str, Any]) -> Path:
                 "does not exist"
             )
     return directory
-
-
-def _parent_run(client: MlflowClient, experiment_id: str, name: str) -> str | None:
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`tabslim.study` = '{name}' and tags.`tabslim.kind` = 'study'",
-        max_results=1,
-    )
-    return found[0].info.run_id if found else None
 
 
 def _metric_name(layer: int, ratio: float, epochs: int) -> str:
@@ -126,9 +106,9 @@ def run_sensitivity(
     check_criterion(criterion)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    study = load_study(study_name, storage_url)
-    config, attrs = _study_config(study, tracking_uri)
-    directory = _baseline_dir(study, attrs)
+    study = find_study(study_name, storage_url)
+    config, settings = _study_config(study, tracking_uri)
+    directory = _baseline_dir(study, settings)
     data = load_data(config)
     spec, network, _ = load_network(directory)
     assert isinstance(network, MLP)
@@ -141,7 +121,7 @@ def run_sensitivity(
         )
     experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     client = MlflowClient()
-    parent = _parent_run(client, experiment_id, study_name)
+    parent = tracking.find_study_run(client, experiment_id, study_name)
 
     started = time.time()
     result = scan(
@@ -150,11 +130,11 @@ def run_sensitivity(
         ratios=ratios,
         criterion=criterion,
         fine_tune_epochs=epochs,
-        train_config=train_config(config),
+        fit_settings=fit_settings(config),
         seed=config.training.seed,
     )
     seconds = time.time() - started
-    run_id = _log(client, experiment_id, parent, study_name, result, attrs, seconds, started)
+    run_id = _log(client, experiment_id, parent, study_name, result, settings, seconds, started)
     return SensitivityOutcome(
         study=study_name,
         result=result,
@@ -171,7 +151,7 @@ def _log(
     parent: str | None,
     study_name: str,
     result: SensitivityResult,
-    attrs: dict[str, Any],
+    settings: StudySettings,
     seconds: float,
     started: float,
 ) -> str:
@@ -194,7 +174,7 @@ def _log(
             "criterion": result.criterion,
             "fine_tune_epochs": ",".join(map(str, result.epochs)),
             "metric": f"val_{result.metric}",
-            "baseline_trial": str(attrs["baseline_trial"]),
+            "baseline_trial": str(settings.baseline_trial),
             "widths": "-".join(str(int(w)) for w in widths),
             "layer_order": order,
         }

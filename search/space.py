@@ -1,7 +1,8 @@
-"""The search space as data, and sampling as a small pure function of (trial, space).
+"""The search space as data, and drawing a candidate as a small pure function of (trial, space).
 
-A sample is a plain dict of the network's hidden widths plus any training hyperparameters, so it
-can be checked without running a study and logged as it is.
+A scratch trial draws a `ScratchShape` (hidden widths plus any training hyperparameters), a prune
+trial a `PruningPlan`; both are plain data, checked without running a study and logged as they
+are.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ TRAINING_KNOBS = ("lr", "weight_decay", "dropout")
 
 
 @dataclass(frozen=True)
-class Sample:
-    """What one trial trains: hidden widths, and training values that differ from the config."""
+class ScratchShape:
+    """What a scratch trial trains: hidden widths, and training values unlike the config's."""
 
     hidden: tuple[int, ...]
     multipliers: tuple[float, ...]
@@ -53,7 +54,9 @@ def _suggest(trial: optuna.Trial, name: str, bounds: Range) -> float:
     return trial.suggest_float(name, bounds.low, bounds.high, step=bounds.step, log=bounds.log)
 
 
-def sample(trial: optuna.Trial, space: SpaceConfig, baseline_hidden: tuple[int, ...]) -> Sample:
+def draw_shape(
+    trial: optuna.Trial, space: SpaceConfig, baseline_hidden: tuple[int, ...]
+) -> ScratchShape:
     """Draw one candidate: a multiplier per hidden layer, optional removals and training knobs."""
     multipliers = []
     for i, bounds in enumerate(layer_ranges(space, len(baseline_hidden))):
@@ -76,7 +79,7 @@ def sample(trial: optuna.Trial, space: SpaceConfig, baseline_hidden: tuple[int, 
         for name in TRAINING_KNOBS
         if (bounds := getattr(space, name)) is not None
     }
-    return Sample(hidden=hidden, multipliers=tuple(multipliers), training=training)
+    return ScratchShape(hidden=hidden, multipliers=tuple(multipliers), training=training)
 
 
 def baseline_params(space: SpaceConfig, n_layers: int) -> dict[str, Any]:
@@ -87,7 +90,7 @@ def baseline_params(space: SpaceConfig, n_layers: int) -> dict[str, Any]:
     return params
 
 
-def apply(baseline: MLPSpec, drawn: Sample) -> MLPSpec:
+def apply_shape(baseline: MLPSpec, drawn: ScratchShape) -> MLPSpec:
     """The baseline spec with the sampled widths and dropout."""
     spec = baseline.with_hidden(drawn.hidden)
     if "dropout" in drawn.training:
@@ -95,14 +98,14 @@ def apply(baseline: MLPSpec, drawn: Sample) -> MLPSpec:
     return spec
 
 
-def sample_approach(trial: optuna.Trial, approaches: Sequence[str]) -> str:
+def draw_approach(trial: optuna.Trial, approaches: Sequence[str]) -> str:
     """Which approach a trial takes; a parameter only when there is a choice."""
     if len(approaches) == 1:
         return approaches[0]
     return str(trial.suggest_categorical("approach", list(approaches)))
 
 
-def sample_plan(trial: optuna.Trial, space: PruneConfig, n_layers: int) -> PruningPlan:
+def draw_plan(trial: optuna.Trial, space: PruneConfig, n_layers: int) -> PruningPlan:
     """Draw one pruning plan: keep ratios, layer order, criterion, schedule, fine-tuning."""
     ratios = tuple(
         round(_suggest(trial, f"keep_ratio_{i}", space.keep_ratio), 6) for i in range(n_layers)

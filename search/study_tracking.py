@@ -21,9 +21,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from search import pareto
+from search import pareto, tracking
+from search.hypervolume import hypervolume
+from search.plots import plot_front_html, plot_front_png
 from search.pyfunc_model import load_network, log_model
-from search.study import ATTR
+from search.report import format_report
+from search.study_settings import StudySettings, is_feasible
 
 CHAMPION = "champion"
 _DONE = (TrialState.COMPLETE, TrialState.FAIL)
@@ -39,14 +42,14 @@ class StudyMirror:
 
     Args:
         trials_dir: where trials saved their networks (spec, preprocessing, weights).
-        sample: a few raw rows, logged with each model as its input example.
+        input_example: a few raw rows, logged with each model as its input example.
         keep_models: "pareto" logs models of front members only, "all" of every trial.
     """
 
     study: optuna.Study
     experiment_id: str
     trials_dir: Path
-    sample: Any
+    input_example: Any
     keep_models: str = "pareto"
     params: dict[str, Any] = field(default_factory=dict)
     client: MlflowClient = field(default_factory=MlflowClient)
@@ -59,13 +62,9 @@ class StudyMirror:
     def start(self) -> str:
         """Find or create the study's parent run, and learn which trials are mirrored already."""
         name = self.study.study_name
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`tabslim.study` = '{name}' and tags.`tabslim.kind` = 'study'",
-            max_results=1,
-        )
-        if found:
-            self.parent_run_id = found[0].info.run_id
+        found = tracking.find_study_run(self.client, self.experiment_id, name)
+        if found is not None:
+            self.parent_run_id = found
             self.client.update_run(self.parent_run_id, status="RUNNING")
         else:
             run = self.client.create_run(
@@ -106,7 +105,7 @@ class StudyMirror:
 
     def _mirror(self, trial: FrozenTrial, on_front: bool) -> None:
         attrs = trial.user_attrs
-        feasible = all(v <= 0 for v in (trial.constraints or {}).values())
+        feasible = is_feasible(trial)
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial.number}",
@@ -161,7 +160,7 @@ class StudyMirror:
         spec, network, preprocessor = load_network(directory)
         run_id = self._runs[trial.number]
         with mlflow.start_run(run_id=run_id, nested=True):
-            info = log_model(spec, network, preprocessor, self.sample)
+            info = log_model(spec, network, preprocessor, self.input_example)
         self.client.set_tag(run_id, "tabslim.model_uri", info.model_uri)
         self._models[trial.number] = info.model_uri
         return str(info.model_uri)
@@ -174,10 +173,10 @@ class StudyMirror:
         Returns the champion's model URI, or None when no trial met the floor.
         """
         self.sync()
-        attrs = self.study.user_attrs.get(ATTR, {})
+        settings = StudySettings.read(self.study)
         table = pareto.trial_table(self.study)
         run_id = self.parent_run_id
-        metric = attrs.get("metric", "metric")
+        metric = settings.metric
         front_table = table[table["pareto"]] if len(table) else table
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -186,20 +185,17 @@ class StudyMirror:
             self.client.log_artifact(run_id, str(folder / "trials.csv"))
             self.client.log_artifact(run_id, str(folder / "pareto_front.csv"))
             if len(table):
-                plots = {
-                    "pareto_front.html": pareto.plot_front_html,
-                    "pareto_front.png": pareto.plot_front_png,
-                }
+                plots = {"pareto_front.html": plot_front_html, "pareto_front.png": plot_front_png}
                 for name, plot in plots.items():
                     plot(
                         table,
                         folder / name,
                         metric=metric,
-                        floor=pareto.metric_floor(self.study),
+                        floor=settings.floor(),
                         title=f"{self.study.study_name}: {len(table)} trials",
                     )
                     self.client.log_artifact(run_id, str(folder / name))
-            report = pareto.format_report(table, metric=metric)
+            report = format_report(table, metric=metric)
             (folder / "report.txt").write_text(report + "\n")
             self.client.log_artifact(run_id, str(folder / "report.txt"))
             for name, extra in (tables or {}).items():
@@ -208,7 +204,7 @@ class StudyMirror:
         summary = {
             "trials_complete": float(len(table)),
             "front_size": float(len(front_table)),
-            "hypervolume": pareto.hypervolume(self.study),
+            "hypervolume": hypervolume(self.study),
         }
         for row in front_table.itertuples():
             summary[f"front_trial_{row.trial}_test_{metric}"] = float(row.test_metric)

@@ -64,3 +64,13 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
             out.update(flatten(f"{prefix}.{key}" if prefix else str(key), item))
         return out
     return {prefix: value}
+
+
+def find_study_run(client: MlflowClient, experiment_id: str, study: str) -> str | None:
+    """The id of the parent run that mirrors `study` in the experiment, or None."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`tabslim.study` = '{study}' and tags.`tabslim.kind` = 'study'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None

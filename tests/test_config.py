@@ -74,7 +74,7 @@ def test_training_threads_are_fixed_per_process() -> None:
 
     import torch
 
-    from search.train_job import set_training_threads
+    from search.adapters import set_training_threads
 
     before = torch.get_num_threads()
     try:

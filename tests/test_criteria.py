@@ -298,9 +298,9 @@ def test_target_perturbation_is_dispatched_with_seed_and_options(
     monkeypatch.setitem(sys.modules, "pruning.target_perturbation", stand_in)
     network = _hand_network()
 
-    scores = layer_scores(network, "target_perturbation", seed=5, data="d", train_config="c")
+    scores = layer_scores(network, "target_perturbation", seed=5, data="d", fit_settings="c")
 
-    assert calls == [{"network": network, "seed": 5, "data": "d", "train_config": "c"}]
+    assert calls == [{"network": network, "seed": 5, "data": "d", "fit_settings": "c"}]
     assert [s.tolist() for s in scores] == [[0, 1, 2, 3], [0, 1, 2]]
 
 

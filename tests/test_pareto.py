@@ -10,17 +10,10 @@ import pandas as pd
 import pytest
 from optuna.study import StudyDirection
 
-from search.pareto import (
-    TABLE_COLUMNS,
-    format_report,
-    front,
-    hypervolume,
-    metric_floor,
-    plot_front_html,
-    plot_front_png,
-    recommend,
-    trial_table,
-)
+from search.hypervolume import hypervolume
+from search.pareto import TABLE_COLUMNS, front, metric_floor, recommend, trial_table
+from search.plots import plot_front_html, plot_front_png
+from search.report import format_report
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -16,9 +16,10 @@ from search import pareto
 from search.cli import main
 from search.config import Config, validate
 from search.objective import run_trial
-from search.search_job import build_context, run_search, study_attrs
+from search.search_job import build_context, run_search, study_settings
 from search.space import baseline_params
-from search.study import ATTR, directions
+from search.study import directions
+from search.study_settings import StudySettings
 
 TINY = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())
 
@@ -40,16 +41,16 @@ def test_objective_trains_measures_and_constrains(tmp_path: Path) -> None:
     config = _config(tmp_path)
     ctx = build_context(config)
     ctx.trials_dir = tmp_path / "trials"
-    attrs = study_attrs(ctx)
-    study = optuna.create_study(directions=directions(attrs["higher_is_better"]))
-    study.set_user_attr(ATTR, attrs)
+    settings = study_settings(ctx)
+    study = optuna.create_study(directions=directions(settings.higher_is_better))
+    settings.write(study)
     study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})
     study.enqueue_trial({"approach": "scratch", "multiplier_0": 0.25, "multiplier_1": 0.5})
     study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=2)
 
     baseline, small = study.trials
-    assert study.user_attrs[ATTR]["baseline_trial"] == 0
-    assert study.user_attrs[ATTR]["baseline_metric"] == baseline.values[0]
+    stored = StudySettings.read(study)
+    assert stored.baseline_trial == 0 and stored.baseline_metric == baseline.values[0]
     assert baseline.user_attrs["hidden"] == [32, 16] and small.user_attrs["hidden"] == [8, 8]
     assert small.values[1] < baseline.values[1]  # fewer parameters
     metrics = small.user_attrs["metrics"]
@@ -65,9 +66,9 @@ def test_a_repeated_sample_is_not_trained_again(tmp_path: Path) -> None:
     config = _config(tmp_path)
     ctx = build_context(config)
     ctx.trials_dir = tmp_path / "trials"
-    attrs = study_attrs(ctx)
+    settings = study_settings(ctx)
     study = optuna.create_study(directions=directions(True))
-    study.set_user_attr(ATTR, attrs)
+    settings.write(study)
     for _ in range(2):
         study.enqueue_trial({"approach": "scratch", "multiplier_0": 0.5, "multiplier_1": 0.5})
     study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=2)
@@ -253,9 +254,9 @@ def test_prune_trial_prunes_the_trained_baseline_and_fine_tunes(tmp_path: Path) 
     config = _config(tmp_path)
     ctx = build_context(config)
     ctx.trials_dir = tmp_path / "trials"
-    attrs = study_attrs(ctx)
+    settings = study_settings(ctx)
     study = optuna.create_study(directions=directions(True))
-    study.set_user_attr(ATTR, attrs)
+    settings.write(study)
     study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})
     study.enqueue_trial(PRUNE_PARAMS)
     study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=2)
@@ -265,7 +266,8 @@ def test_prune_trial_prunes_the_trained_baseline_and_fine_tunes(tmp_path: Path) 
     assert pruned.user_attrs["plan"]["order"] == [1, 0]
     assert pruned.user_attrs["plan"]["criterion"] == "l1"
     assert pruned.values[1] < baseline.values[1]
-    assert pruned.user_attrs["metrics"]["epochs"] == 1
+    # Epochs trained, as for scratch trials: one step epoch after each of 2 layers, 1 final.
+    assert pruned.user_attrs["metrics"]["epochs"] == 3
     assert "metric_floor" in pruned.constraints
     # The pruned network on disk rebuilds from its spec alone.
     assert (ctx.trials_dir / "trial-1" / "spec.json").read_text().count('"hidden"') == 1

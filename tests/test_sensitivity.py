@@ -18,14 +18,14 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLP, Block, MLPSpec, build
-from lightning_modules.training import TrainConfig, fit
+from lightning_modules.training import FitSettings, fit
 from pruning.sensitivity import COLUMNS, SensitivityResult, check_ratios, layer_order, scan
 from search.cli import build_parser, main
 from search.config import validate
 from search.search_job import run_search
-from search.study import ATTR
+from search.study_settings import ATTR
 
-CONFIG = TrainConfig(max_epochs=8, lr=1e-2, patience=8, accelerator="cpu")
+CONFIG = FitSettings(max_epochs=8, lr=1e-2, patience=8, accelerator="cpu")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,14 +59,14 @@ def crafted(data: TabularDataModule, trained: MLP) -> SensitivityResult:
     with torch.no_grad():
         block.linear.weight[4:] = 0
         network.head.weight[:, 4:] = 0
-    return scan(network, data, ratios=(0.25, 0.5, 0.6), fine_tune_epochs=(0,), train_config=CONFIG)
+    return scan(network, data, ratios=(0.25, 0.5, 0.6), fine_tune_epochs=(0,), fit_settings=CONFIG)
 
 
 def test_scan_table_has_a_row_per_layer_ratio_and_epochs(
     data: TabularDataModule, trained: MLP
 ) -> None:
     before = {k: v.clone() for k, v in trained.state_dict().items()}
-    result = scan(trained, data, ratios=(0.5, 0.9), fine_tune_epochs=(0, 1), train_config=CONFIG)
+    result = scan(trained, data, ratios=(0.5, 0.9), fine_tune_epochs=(0, 1), fit_settings=CONFIG)
     table = result.table
     assert list(table.columns) == COLUMNS
     assert len(table) == 2 * 2 * 2
@@ -109,7 +109,7 @@ def test_drop_is_positive_when_worse_for_a_lower_is_better_metric() -> None:
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(5)]).assign(amount=10 * x[:, 0] + y)
     data = TabularDataModule.from_frame(frame, "amount", batch_size=64)
     network = build(MLPSpec(hidden=(8,), **data.network_inputs()), seed=0)
-    result = scan(network, data, ratios=(0.9,), fine_tune_epochs=(0,), train_config=CONFIG)
+    result = scan(network, data, ratios=(0.9,), fine_tune_epochs=(0,), fit_settings=CONFIG)
     assert result.metric == "rmse" and not result.higher_is_better
     row = result.table.iloc[0]
     assert row["drop"] == pytest.approx(row["metric"] - row["baseline_metric"])
@@ -125,9 +125,9 @@ def test_empty_or_repeated_ratios_are_refused(data: TabularDataModule, trained: 
     with pytest.raises(TabslimInputError, match="at least one ratio"):
         check_ratios(())
     with pytest.raises(TabslimInputError, match="must not repeat"):
-        scan(trained, data, ratios=(0.5, 0.5), train_config=CONFIG)
+        scan(trained, data, ratios=(0.5, 0.5), fit_settings=CONFIG)
     with pytest.raises(TabslimInputError, match="unknown pruning criterion 'nope'"):
-        scan(trained, data, criterion="nope", train_config=CONFIG)
+        scan(trained, data, criterion="nope", fit_settings=CONFIG)
 
 
 @pytest.mark.parametrize("epochs", [(0,), (0, 1)])

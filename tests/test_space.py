@@ -6,7 +6,7 @@ import pytest
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLPSpec
 from search.config import Range, SpaceConfig, validate
-from search.space import apply, baseline_params, round_width, sample
+from search.space import apply_shape, baseline_params, draw_shape, round_width
 
 BASELINE = (256, 256, 128)
 
@@ -24,7 +24,7 @@ def test_fixed_multipliers_give_rounded_widths() -> None:
     trial = optuna.trial.FixedTrial(
         {"multiplier_0": 0.5, "multiplier_1": 0.05, "multiplier_2": 0.3}
     )
-    drawn = sample(trial, space, BASELINE)
+    drawn = draw_shape(trial, space, BASELINE)
     assert drawn.hidden == (128, 16, 40)
     assert drawn.multipliers == (0.5, 0.05, 0.3)
     assert drawn.training == {}
@@ -34,16 +34,16 @@ def test_fixed_multipliers_give_rounded_widths() -> None:
 def test_baseline_params_reproduce_the_baseline() -> None:
     space = SpaceConfig(remove_layers=True)
     trial = optuna.trial.FixedTrial(baseline_params(space, 3))
-    assert sample(trial, space, BASELINE).hidden == BASELINE
+    assert draw_shape(trial, space, BASELINE).hidden == BASELINE
 
 
 def test_removing_every_layer_keeps_the_first() -> None:
     space = SpaceConfig(remove_layers=True)
     params: dict[str, object] = {f"multiplier_{i}": 0.5 for i in range(3)}
     params |= {f"keep_layer_{i}": False for i in range(3)}
-    assert sample(optuna.trial.FixedTrial(params), space, BASELINE).hidden == (128,)
+    assert draw_shape(optuna.trial.FixedTrial(params), space, BASELINE).hidden == (128,)
     params["keep_layer_2"] = True
-    assert sample(optuna.trial.FixedTrial(params), space, BASELINE).hidden == (64,)
+    assert draw_shape(optuna.trial.FixedTrial(params), space, BASELINE).hidden == (64,)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -56,7 +56,7 @@ def test_samples_stay_within_bounds_and_never_below_one(seed: int) -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     for _ in range(20):
         trial = study.ask()
-        drawn = sample(trial, space, (64, 16, 4))
+        drawn = draw_shape(trial, space, (64, 16, 4))
         assert drawn.multipliers[0] in (0.25, 0.5, 0.75)
         assert all(0.001 <= m <= 0.5 for m in drawn.multipliers[1:])
         assert all(w >= 1 for w in drawn.hidden)
@@ -66,9 +66,9 @@ def test_samples_stay_within_bounds_and_never_below_one(seed: int) -> None:
 def test_training_knobs_are_sampled_and_applied() -> None:
     space = SpaceConfig(lr=Range(low=1e-4, high=1e-2, log=True), dropout=Range(low=0.0, high=0.3))
     trial = optuna.trial.FixedTrial({"multiplier_0": 1.0, "lr": 0.003, "dropout": 0.2})
-    drawn = sample(trial, space, (32,))
+    drawn = draw_shape(trial, space, (32,))
     assert drawn.training == {"lr": 0.003, "dropout": 0.2}
-    spec = apply(MLPSpec(d_num=4, d_out=2, hidden=(32,), dropout=0.1), drawn)
+    spec = apply_shape(MLPSpec(d_num=4, d_out=2, hidden=(32,), dropout=0.1), drawn)
     assert spec.dropout == 0.2 and spec.hidden == (32,)
     assert drawn.key() == "32|dropout=0.2,lr=0.003"
 
@@ -133,18 +133,18 @@ def test_bad_pruning_settings_are_clear_errors(prune: dict[str, object], message
 
 def test_prune_plans_are_sampled_as_data() -> None:
     from search.config import PruneConfig
-    from search.space import sample_plan
+    from search.space import draw_plan
 
     params = {
         "keep_ratio_0": 0.5, "keep_ratio_1": 0.25, "keep_ratio_2": 1.0,
         "prune_priority_0": 0.2, "prune_priority_1": 0.7, "prune_priority_2": 0.5,
         "prune_schedule": "iterative", "prune_criterion": "taylor", "fine_tune_epochs": 4,
     }  # fmt: skip
-    plan = sample_plan(optuna.trial.FixedTrial(params), PruneConfig(), 3)
+    plan = draw_plan(optuna.trial.FixedTrial(params), PruneConfig(), 3)
     assert plan.keep_ratios == (0.5, 0.25, 1.0)
     assert plan.order == (1, 2, 0)  # highest priority first
     assert (plan.criterion, plan.schedule, plan.fine_tune_epochs) == ("taylor", "iterative", 4)
-    fixed = sample_plan(optuna.trial.FixedTrial(params), PruneConfig(order=[2, 0, 1]), 3)
+    fixed = draw_plan(optuna.trial.FixedTrial(params), PruneConfig(order=[2, 0, 1]), 3)
     assert fixed.order == (2, 0, 1)
 
 

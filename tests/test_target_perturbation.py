@@ -10,7 +10,7 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLP, MLPSpec, build
-from lightning_modules.training import TrainConfig
+from lightning_modules.training import FitSettings
 from pruning.target_perturbation import (
     _ScaledOutput,
     _train_copy,
@@ -18,7 +18,7 @@ from pruning.target_perturbation import (
     reductive_prune,
 )
 
-CONFIG = TrainConfig(max_epochs=2, lr=5e-3, accelerator="cpu")
+CONFIG = FitSettings(max_epochs=2, lr=5e-3, accelerator="cpu")
 
 
 def _data(task: str, n: int = 240) -> TabularDataModule:
@@ -75,7 +75,7 @@ def test_scores_are_one_nonpositive_value_per_neuron_and_deterministic(task: str
     data = _data(task)
     network = _network(data)
     before = {k: v.clone() for k, v in network.state_dict().items()}
-    kwargs = {"data": data, "train_config": CONFIG, "factors": (1.1,), "epochs": 1, "seed": 3}
+    kwargs = {"data": data, "fit_settings": CONFIG, "factors": (1.1,), "epochs": 1, "seed": 3}
     scores = perturbation_scores(network, **kwargs)  # type: ignore[arg-type]
     assert [s.shape for s in scores] == [(16,), (8,)]
     assert all(bool(torch.isfinite(s).all()) and bool((s <= 0).all()) for s in scores)
@@ -115,7 +115,7 @@ def test_a_worse_step_is_rolled_back_and_the_fraction_halved() -> None:
     start_error = evaluate_network(network, data)["rmse"]
     assert start_error < 1e-4
     result = reductive_prune(
-        network, data=data, train_config=CONFIG, scores=CRAFTED_SCORES, start_fraction=0.5
+        network, data=data, fit_settings=CONFIG, scores=CRAFTED_SCORES, start_fraction=0.5
     )
     steps = [(h["fraction"], h["removed"], h["hidden"], h["accepted"]) for h in result.history]
     assert steps == [
@@ -145,7 +145,7 @@ def test_the_loop_stops(settings: dict[str, float], n_steps: int, reason: str) -
     result = reductive_prune(
         network,
         data=data,
-        train_config=CONFIG,
+        fit_settings=CONFIG,
         scores=CRAFTED_SCORES,
         start_fraction=0.5,
         **settings,  # type: ignore[arg-type]
@@ -157,7 +157,7 @@ def test_the_loop_stops(settings: dict[str, float], n_steps: int, reason: str) -
 def test_nothing_to_remove_when_every_layer_has_one_neuron() -> None:
     data, network = _exact_regressor()
     tiny = build(network.spec.with_hidden((1, 1)))
-    result = reductive_prune(tiny, data=data, train_config=CONFIG, scores=[torch.zeros(1)] * 2)
+    result = reductive_prune(tiny, data=data, fit_settings=CONFIG, scores=[torch.zeros(1)] * 2)
     assert result.history == [] and result.stop_reason == "nothing_to_remove"
 
 
@@ -170,13 +170,13 @@ def test_the_test_split_is_never_read() -> None:
             data.tensors["test"][name] = torch.full_like(tensor, -1)  # not a class
     network = _network(data, hidden=(8, 4))
     scores = perturbation_scores(
-        network, data=data, train_config=CONFIG, factors=(0.9,), folds=2, epochs=1
+        network, data=data, fit_settings=CONFIG, factors=(0.9,), folds=2, epochs=1
     )
     assert all(bool(torch.isfinite(s).all()) for s in scores)
     result = reductive_prune(
         network,
         data=data,
-        train_config=CONFIG,
+        fit_settings=CONFIG,
         scores=scores,
         start_fraction=0.5,
         max_steps=2,
@@ -201,7 +201,7 @@ def test_the_test_split_is_never_read() -> None:
 def test_bad_score_settings_are_rejected(bad: dict[str, object]) -> None:
     data = _data("regression")
     with pytest.raises(TabslimInputError):
-        perturbation_scores(_network(data), data=data, train_config=CONFIG, **bad)  # type: ignore[arg-type]
+        perturbation_scores(_network(data), data=data, fit_settings=CONFIG, **bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -222,10 +222,10 @@ def test_bad_score_settings_are_rejected(bad: dict[str, object]) -> None:
 def test_bad_prune_settings_are_rejected(bad: dict[str, object]) -> None:
     data, network = _exact_regressor()
     with pytest.raises(TabslimInputError):
-        reductive_prune(network, data=data, train_config=CONFIG, **bad)  # type: ignore[arg-type]
+        reductive_prune(network, data=data, fit_settings=CONFIG, **bad)  # type: ignore[arg-type]
 
 
 def test_only_mlps_are_accepted() -> None:
     data = _data("regression")
     with pytest.raises(TabslimInputError, match="MLP"):
-        perturbation_scores(torch.nn.Linear(5, 1), data=data, train_config=CONFIG)  # type: ignore[arg-type]
+        perturbation_scores(torch.nn.Linear(5, 1), data=data, fit_settings=CONFIG)  # type: ignore[arg-type]

@@ -6,12 +6,12 @@ import torch
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.networks import MLPSpec, build
-from lightning_modules.training import TrainConfig, fit, metric_names
+from lightning_modules.training import FitSettings, fit, metric_names
 
 
 def _fit(data: TabularDataModule, epochs: int = 3, seed: int = 0, hidden=(16, 8)):  # type: ignore[no-untyped-def]
     spec = MLPSpec(hidden=hidden, **data.network_inputs())
-    return fit(build(spec, seed=seed), data, TrainConfig(max_epochs=epochs, seed=seed, lr=5e-3))
+    return fit(build(spec, seed=seed), data, FitSettings(max_epochs=epochs, seed=seed, lr=5e-3))
 
 
 def test_classifier_learns_and_reports_the_task_metrics(small_table: pd.DataFrame) -> None:
@@ -53,7 +53,7 @@ def test_early_stopping_keeps_the_best_epoch(small_table: pd.DataFrame) -> None:
     data = TabularDataModule.from_frame(small_table, "label", batch_size=32)
     spec = MLPSpec(hidden=(64, 64), dropout=0.0, **data.network_inputs())
     # A high learning rate and no decay overfit fast, so validation loss turns upwards.
-    result = fit(build(spec), data, TrainConfig(max_epochs=60, lr=0.05, patience=3))
+    result = fit(build(spec), data, FitSettings(max_epochs=60, lr=0.05, patience=3))
     assert result.epochs < 60
     assert 0 <= result.best_epoch < result.epochs
     # The final evaluation is of the restored best weights, not of the last epoch's.

@@ -1,0 +1,41 @@
+"""The names pruning understands, and the sensitivity scan's defaults, as plain constants.
+
+Config validation and the CLI's help read these without importing torch or Lightning, so that
+`tabslim --help` stays fast; the modules that implement each name import them from here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from lightning_modules.errors import TabslimInputError
+
+CRITERIA: tuple[str, ...] = (
+    "l1",
+    "l2",
+    "bn_scale",
+    "activation_mean",
+    "apoz",
+    "taylor",
+    "random",
+    "target_perturbation",
+)
+# The control: a search should not spend trials on it unless asked.
+CONTROL_CRITERION = "random"
+
+Schedule = Literal["one_shot", "iterative"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+
+# `tabslim sensitivity`: shares of a layer removed, fine-tuning budgets, and the criterion.
+DEFAULT_RATIOS: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9)
+DEFAULT_EPOCHS: tuple[int, ...] = (0, 1)
+DEFAULT_CRITERION = "l1"
+
+
+def check_criterion(name: str) -> str:
+    """`name` if it is a known criterion, else a one-line error listing the known ones."""
+    if name not in CRITERIA:
+        raise TabslimInputError(
+            f"unknown pruning criterion {name!r}; expected one of {list(CRITERIA)}"
+        )
+    return name

@@ -1,0 +1,100 @@
+"""From the validated config to what the other packages take, shared by every command.
+
+`lightning_modules` and `pruning` know nothing of the YAML config; these functions translate it
+(data module, baseline spec, fit settings, thread count) and assemble the flat metric dicts
+that trials and runs record.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from lightning_modules.data import TabularDataModule
+from lightning_modules.networks import MLPSpec
+from lightning_modules.training import FitSettings
+from search.config import Config
+from search.measure import Measurement
+
+
+def load_data(config: Config) -> TabularDataModule:
+    """The configured table, checked, split and preprocessed (raises on bad input)."""
+    data = config.data
+    kwargs = {
+        "task": None if data.task == "auto" else data.task,
+        "val_fraction": data.val_fraction,
+        "test_fraction": data.test_fraction,
+        "batch_size": config.training.batch_size,
+        "seed": data.seed,
+    }
+    if data.path is not None:
+        return TabularDataModule.from_path(data.path, data.target, **kwargs)
+    assert data.dataset is not None, "config validation guarantees a source"
+    return TabularDataModule.from_bundled(data.dataset, **kwargs)
+
+
+def baseline_spec(config: Config, data: TabularDataModule) -> MLPSpec:
+    """The configured baseline network, with inputs and outputs that fit `data`."""
+    model = config.model
+    return MLPSpec(
+        hidden=tuple(model.hidden),
+        d_embedding=model.d_embedding,
+        dropout=model.dropout,
+        activation=model.activation,
+        batch_norm=model.batch_norm,
+        **data.network_inputs(),
+    )
+
+
+def fit_settings(config: Config, *, progress_bar: bool = False) -> FitSettings:
+    """The `training` section as `fit` takes it."""
+    training = config.training
+    return FitSettings(
+        max_epochs=training.max_epochs,
+        lr=training.lr,
+        weight_decay=training.weight_decay,
+        patience=training.patience,
+        seed=training.seed,
+        accelerator=training.accelerator,
+        progress_bar=progress_bar,
+    )
+
+
+def set_training_threads(config: Config, workers: int = 1) -> int:
+    """Fix torch's CPU thread count for training; returns it.
+
+    One thread by default: a tabular MLP gains little from more, and on a busy machine (other
+    workers, other jobs) OpenMP threads that wait on each other made a small fit 10-30x slower
+    here. 0 shares all cores among the workers.
+    """
+    wanted = config.training.threads
+    threads = wanted if wanted > 0 else max(1, (os.cpu_count() or 1) // workers)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def data_params(data: TabularDataModule) -> dict[str, object]:
+    """What the run was trained on, as MLflow parameters."""
+    return {
+        "data.source": data.source,
+        "data.target": data.target,
+        "data.task": data.task,
+        "data.rows_train": len(data.train_frame),
+        "data.rows_val": len(data.val_frame),
+        "data.rows_test": len(data.test_frame),
+    }
+
+
+def run_metrics(
+    val_metrics: dict[str, float],
+    test_metrics: dict[str, float],
+    measured: Measurement,
+    **extra: float,
+) -> dict[str, float]:
+    """One flat dict: `val_*` and `test_*` task metrics, size and latency, and `extra`."""
+    metrics = {f"val_{k}": v for k, v in val_metrics.items()}
+    metrics |= {f"test_{k}": v for k, v in test_metrics.items()}
+    metrics |= measured.to_metrics()
+    metrics |= {k: float(v) for k, v in extra.items()}
+    return metrics

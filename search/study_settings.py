@@ -1,0 +1,155 @@
+"""What a tabslim study was made with, and what follows from it: the floor and feasibility.
+
+The settings live on the Optuna study (one user attribute, so every worker and every later
+command reads the same thing). They are written once when the study is created and once more
+when the baseline finishes; a resumed run must match the comparable part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
+from search.config import Config
+
+# The study user attribute that holds the settings.
+ATTR = "tabslim"
+SIZE_METRICS = {"parameters": "parameters", "bytes": "size_bytes", "flops": "flops"}
+# Fields that make two runs of one study comparable; the rest is bookkeeping or results.
+COMPARED = (
+    "task",
+    "metric",
+    "higher_is_better",
+    "size",
+    "latency",
+    "max_metric_drop",
+    "baseline_hidden",
+    "space",
+    "approaches",
+    "prune",
+    "data",
+    "target",
+)
+
+
+def latency_metric(config: Config) -> str:
+    """The metric name of the latency objective, e.g. `latency_onnxruntime_b1024_median_ms`."""
+    latency = config.search.latency
+    return f"latency_{latency.runtime}_b{latency.batch_size}_median_ms"
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """A study's objectives, floor and provenance.
+
+    Args:
+        metric: the task metric judged on validation rows, e.g. "accuracy" or "rmse".
+        size, latency: the metric names of the second and third objectives.
+        max_metric_drop: how far below the baseline (above, for rmse) a feasible trial may be.
+        config: the validated config, JSON-ready, so that later commands rebuild the data.
+        trials_dir: where trials saved their networks.
+        baseline_trial, baseline_metric: set once the baseline has finished.
+    """
+
+    task: str = ""
+    metric: str = "metric"
+    higher_is_better: bool = True
+    size: str = "parameters"
+    latency: str = ""
+    max_metric_drop: float = 0.0
+    baseline_hidden: list[int] = field(default_factory=list)
+    space: dict[str, Any] = field(default_factory=dict)
+    approaches: list[str] = field(default_factory=list)
+    prune: dict[str, Any] | None = None
+    data: str | None = None
+    target: str | None = None
+    config: dict[str, Any] | None = None
+    trials_dir: str | None = None
+    baseline_trial: int | None = None
+    baseline_metric: float | None = None
+
+    @classmethod
+    def for_search(
+        cls, config: Config, *, task: str, data: str, target: str, trials_dir: str
+    ) -> StudySettings:
+        """The settings a search with `config` on data of `task` gives its study."""
+        search = config.search
+        metric = PRIMARY_METRIC[task]
+        return cls(
+            task=task,
+            metric=metric,
+            higher_is_better=HIGHER_IS_BETTER[metric],
+            size=SIZE_METRICS[search.size],
+            latency=latency_metric(config),
+            max_metric_drop=search.max_metric_drop,
+            baseline_hidden=list(config.model.hidden),
+            space=search.space.model_dump(),
+            approaches=list(search.approaches),
+            prune=search.prune.model_dump() if "prune" in search.approaches else None,
+            data=data,
+            target=target,
+            config=config.model_dump(mode="json"),
+            trials_dir=trials_dir,
+        )
+
+    @classmethod
+    def read(cls, study: optuna.Study) -> StudySettings:
+        """The settings stored on `study`; fields a study lacks take their defaults."""
+        stored = dict(study.user_attrs.get(ATTR) or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in stored.items() if k in known})
+
+    def write(self, study: optuna.Study) -> None:
+        study.set_user_attr(ATTR, dataclasses.asdict(self))
+
+    def with_baseline(self, trial_number: int, metric: float) -> StudySettings:
+        return dataclasses.replace(self, baseline_trial=trial_number, baseline_metric=metric)
+
+    @property
+    def objective_names(self) -> list[str]:
+        """The three objectives by name, in the study's order: metric, size, latency."""
+        return [f"val_{self.metric}", self.size, self.latency]
+
+    def floor(self) -> float | None:
+        """The worst acceptable validation metric, or None before the baseline has finished.
+
+        For a lower-is-better metric (e.g. rmse) this is a ceiling: baseline + max_metric_drop.
+        """
+        if self.baseline_metric is None:
+            return None
+        drop = self.max_metric_drop
+        return self.baseline_metric - drop if self.higher_is_better else self.baseline_metric + drop
+
+    def violation(self, value: float) -> float:
+        """Optuna's constraint value for a validation metric: <= 0 when within the floor."""
+        limit = self.floor()
+        if limit is None:
+            return 0.0
+        return limit - value if self.higher_is_better else value - limit
+
+    def delta(self, value: float) -> float:
+        """`value` minus the baseline metric, NaN before the baseline has finished."""
+        return float("nan") if self.baseline_metric is None else value - self.baseline_metric
+
+    def check_matches(self, stored: StudySettings, where: str) -> None:
+        """Raise a one-line error if `stored` (an existing study) differs in a compared field."""
+        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(stored)
+        for key in COMPARED:
+            if json.dumps(mine[key], sort_keys=True) != json.dumps(theirs[key], sort_keys=True):
+                raise TabslimInputError(
+                    f"{where} was made with a different {key} ({json.dumps(theirs[key])} there, "
+                    f"{json.dumps(mine[key])} in this config); use another --study name to "
+                    "search a new space"
+                )
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Within every constraint (Optuna's rule: each value <= 0); no constraint is feasible."""
+    return all(v <= 0.0 for v in (trial.constraints or {}).values())
