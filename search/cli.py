@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         help="search per-layer widths for smaller, faster networks (multi-objective Optuna)",
         description="Train the baseline, then candidates: narrower shapes trained from scratch "
-        "and pruning plans applied to the trained baseline and fine-tuned; keep the Pareto front of validation metric, size and latency in MLflow and register the "
-        "smallest model within the accuracy floor as '<study>@champion'. Running it again with "
+        "and pruning plans applied to the trained baseline and fine-tuned; keep the Pareto front "
+        "of validation metric, size and latency in MLflow and register the smallest model "
+        "within the accuracy floor as '<study>@champion'. Running it again with "
         "the same study continues it: finished trials are kept and never trained twice.",
     )
     _add_common(search)
