@@ -11,12 +11,8 @@ from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLP, MLPSpec, build
 from lightning_modules.training import FitSettings
-from pruning.target_perturbation import (
-    _ScaledOutput,
-    _train_copy,
-    perturbation_scores,
-    reductive_prune,
-)
+from pruning.reductive import reductive_prune
+from pruning.target_perturbation import _ScaledOutput, _train_copy, perturbation_scores
 
 CONFIG = FitSettings(max_epochs=2, lr=5e-3, accelerator="cpu")
 
