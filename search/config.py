@@ -196,6 +196,9 @@ SizeObjective = Literal["parameters", "bytes", "flops"]
 class LatencyObjective(_Section):
     runtime: Runtime = "onnxruntime"
     batch_size: int = Field(default=1024, ge=1)
+    # Timing budget per trial: a trial times only this latency, so that measuring stays small
+    # beside training (bench/trial_overhead.py); `tabslim train` times every measure setting.
+    seconds: float = Field(default=0.05, gt=0, le=10)
 
 
 class SearchConfig(_Section):

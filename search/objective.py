@@ -179,12 +179,14 @@ def prune_baseline(ctx: SearchContext, plan: PruningPlan, settings: StudySetting
 
 
 def measure_network(ctx: SearchContext, trained: Trained) -> dict[str, float]:
-    """Validation and test metrics, size and latency, as one flat dict of floats."""
-    search, wanted = ctx.config.search, ctx.config.measure
-    batch_sizes = tuple(sorted({*wanted.batch_sizes, search.latency.batch_size}))
-    runtimes = tuple(dict.fromkeys([*wanted.runtimes, search.latency.runtime]))
+    """Validation and test metrics, size and the latency objective, as one flat dict of floats."""
+    latency = ctx.config.search.latency
     measured = measure(
-        trained.network, batch_sizes=batch_sizes, runtimes=runtimes, threads=wanted.threads
+        trained.network,
+        batch_sizes=(latency.batch_size,),
+        runtimes=(latency.runtime,),
+        threads=ctx.config.measure.threads,
+        max_seconds=latency.seconds,
     )
     return run_metrics(
         trained.val_metrics,
