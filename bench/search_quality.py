@@ -120,7 +120,7 @@ def _candidate_key(trial: optuna.Trial, ctx: SearchContext) -> str:
         approach = draw_approach(trial, search.approaches)
     if approach == "scratch":
         return draw_shape(trial, search.space, ctx.baseline.hidden).key()
-    return draw_plan(trial, search.prune, len(ctx.baseline.hidden)).key()
+    return draw_plan(trial, search.prune, len(ctx.baseline.hidden), search.space).key()
 
 
 @dataclass

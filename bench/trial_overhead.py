@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optuna  # noqa: E402
 
-from search import objective, study_tracking  # noqa: E402
 from search import measure as measure_module  # noqa: E402
+from search import objective, study_tracking  # noqa: E402
 from search.config import load_config, override  # noqa: E402
 from search.search_job import run_search  # noqa: E402
 

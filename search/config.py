@@ -131,8 +131,26 @@ def _check_multiplier(where: str, bounds: Range) -> None:
         )
 
 
+Scheme = Literal["scale_shape", "per_layer"]
+
+
 class SpaceConfig(_Section):
-    multiplier: Range = Field(default_factory=lambda: Range(low=0.05, high=1.0, step=0.05))
+    """How a candidate's widths are drawn.
+
+    `scale_shape` (default) draws one overall width scale on a log scale and a shape factor per
+    layer, and both approaches share them (a prune trial keeps that share of each layer), so a
+    sampler learns from scratch and prune trials alike. Drawing each layer's multiplier
+    uniformly instead (`per_layer`, with `multiplier` steps) puts 0.3% of the space where every
+    layer is under 0.15x, so few trials ever try the small networks.
+    """
+
+    scheme: Scheme = "scale_shape"
+    scale: Range = Field(default_factory=lambda: Range(low=0.02, high=1.0, log=True))
+    shape: Range = Field(default_factory=lambda: Range(low=0.5, high=2.0, log=True))
+    # Uniform shapes (every layer times this) trained from scratch first, after the baseline.
+    ladder: list[float] = Field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625])
+    # per_layer: each layer's draw range; scale_shape: the bounds each multiplier is clipped to.
+    multiplier: Range = Field(default_factory=lambda: Range(low=0.02, high=1.0, log=True))
     # Per hidden layer, first to last; overrides `multiplier` for the layers it covers.
     layers: list[Range] = Field(default_factory=list)
     remove_layers: bool = False
@@ -144,6 +162,18 @@ class SpaceConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> SpaceConfig:
         _check_multiplier("search.space.multiplier", self.multiplier)
+        _check_multiplier("search.space.scale", self.scale)
+        if self.shape.low <= 0 or self.shape.low > 1 or self.shape.high < 1:
+            raise ValueError(
+                "search.space.shape must contain 1 (the uniform shape) and be above 0, but got "
+                f"[{self.shape.low}, {self.shape.high}]"
+            )
+        outside = [m for m in self.ladder if not self.scale.low <= m <= self.scale.high]
+        if outside:
+            raise ValueError(
+                f"search.space.ladder value {outside[0]} lies outside search.space.scale "
+                f"[{self.scale.low}, {self.scale.high}]"
+            )
         for i, bounds in enumerate(self.layers):
             _check_multiplier(f"search.space.layers.{i}", bounds)
         for name in ("lr", "weight_decay"):
@@ -239,13 +269,17 @@ class Config(_Section):
                 f"search.space.layers has {len(layers)} entries, but model.hidden has only "
                 f"{len(self.model.hidden)} layers"
             )
-        if self.search.sampler in SHARED_PARAMETERS_ONLY and len(self.search.approaches) > 1:
-            # Scratch and prune trials share no parameter, and these samplers model only shared
-            # ones: they would silently sample at random (bench/search_quality.py saw it).
+        if (
+            self.search.sampler in SHARED_PARAMETERS_ONLY
+            and len(self.search.approaches) > 1
+            and self.search.space.scheme == "per_layer"
+        ):
+            # Per layer, scratch and prune trials share no parameter, and these samplers model
+            # only shared ones: they would silently sample at random (bench/search_quality.py).
             raise ValueError(
                 f"search.sampler {self.search.sampler!r} cannot model a study of both "
-                "approaches (their parameters differ); use tpe or random, or set "
-                "search.approaches to one approach"
+                "approaches with search.space.scheme per_layer (their parameters differ); use "
+                "scheme scale_shape, tpe or random, or set search.approaches to one approach"
             )
         n_layers = len(self.model.hidden)
         order = self.search.prune.order

@@ -24,12 +24,13 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     import optuna
 
     if name == "tpe":
-        # multivariate: the layer widths interact; group: scratch and prune trials sample
-        # different parameters; constant_liar: parallel workers spread out.
+        # multivariate: the layer widths interact; group: scratch and prune trials share the
+        # width parameters but not the rest; constant_liar: parallel workers spread out. Five
+        # startup trials: the baseline and the uniform ladder already cover the sizes.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8
+                seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
             )
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)

@@ -54,14 +54,30 @@ def _suggest(trial: optuna.Trial, name: str, bounds: Range) -> float:
     return trial.suggest_float(name, bounds.low, bounds.high, step=bounds.step, log=bounds.log)
 
 
+def draw_multipliers(trial: optuna.Trial, space: SpaceConfig, n_layers: int) -> list[float]:
+    """One width multiplier per hidden layer, as the space's scheme draws them.
+
+    `scale_shape`: multiplier_i = scale x shape_i, clipped to the layer's range. Both approaches
+    call this with the same parameter names, so a prune trial's keep ratios and a scratch trial's
+    multipliers are one thing to the sampler.
+    """
+    ranges = layer_ranges(space, n_layers)
+    if space.scheme == "per_layer":
+        # Rounded: a step grid in floats gives 0.15000000000000002, which reads badly in MLflow.
+        return [round(_suggest(trial, f"multiplier_{i}", r), 6) for i, r in enumerate(ranges)]
+    scale = _suggest(trial, "width_scale", space.scale)
+    shapes = [_suggest(trial, f"width_shape_{i}", space.shape) for i in range(n_layers)]
+    return [
+        round(min(max(scale * shape, r.low), r.high), 6)
+        for shape, r in zip(shapes, ranges, strict=True)
+    ]
+
+
 def draw_shape(
     trial: optuna.Trial, space: SpaceConfig, baseline_hidden: tuple[int, ...]
 ) -> ScratchShape:
-    """Draw one candidate: a multiplier per hidden layer, optional removals and training knobs."""
-    multipliers = []
-    for i, bounds in enumerate(layer_ranges(space, len(baseline_hidden))):
-        # Rounded: a step grid in floats gives 0.15000000000000002, which reads badly in MLflow.
-        multipliers.append(round(_suggest(trial, f"multiplier_{i}", bounds), 6))
+    """Draw one scratch candidate: widths per hidden layer, optional removals, training knobs."""
+    multipliers = draw_multipliers(trial, space, len(baseline_hidden))
     kept = list(range(len(baseline_hidden)))
     if space.remove_layers and len(baseline_hidden) > 1:
         kept = [
@@ -82,12 +98,32 @@ def draw_shape(
     return ScratchShape(hidden=hidden, multipliers=tuple(multipliers), training=training)
 
 
-def baseline_params(space: SpaceConfig, n_layers: int) -> dict[str, Any]:
-    """The trial parameters that reproduce the baseline: every multiplier 1, every layer kept."""
-    params: dict[str, Any] = {f"multiplier_{i}": 1.0 for i in range(n_layers)}
+def uniform_params(space: SpaceConfig, n_layers: int, multiplier: float) -> dict[str, Any]:
+    """The trial parameters of the shape that multiplies every layer by `multiplier`."""
+    if space.scheme == "per_layer":
+        params: dict[str, Any] = {f"multiplier_{i}": multiplier for i in range(n_layers)}
+    else:
+        params = {"width_scale": multiplier} | {f"width_shape_{i}": 1.0 for i in range(n_layers)}
     if space.remove_layers and n_layers > 1:
         params |= {f"keep_layer_{i}": True for i in range(n_layers)}
     return params
+
+
+def baseline_params(space: SpaceConfig, n_layers: int) -> dict[str, Any]:
+    """The trial parameters that reproduce the baseline: every multiplier 1, every layer kept."""
+    return uniform_params(space, n_layers, 1.0)
+
+
+def ladder_params(space: SpaceConfig, n_layers: int, approaches: Sequence[str]) -> list[dict]:
+    """The uniform ladder (`space.ladder`), as scratch trials to queue after the baseline.
+
+    A naive sweep that shrinks every layer alike is what a user would try by hand; queuing it
+    first means the search never does worse than that sweep, and the sampler starts from it.
+    """
+    if "scratch" not in approaches:
+        return []
+    choice = {"approach": "scratch"} if len(approaches) > 1 else {}
+    return [choice | uniform_params(space, n_layers, m) for m in space.ladder]
 
 
 def apply_shape(baseline: MLPSpec, drawn: ScratchShape) -> MLPSpec:
@@ -105,11 +141,20 @@ def draw_approach(trial: optuna.Trial, approaches: Sequence[str]) -> str:
     return str(trial.suggest_categorical("approach", list(approaches)))
 
 
-def draw_plan(trial: optuna.Trial, space: PruneConfig, n_layers: int) -> PruningPlan:
-    """Draw one pruning plan: keep ratios, layer order, criterion, schedule, fine-tuning."""
-    ratios = tuple(
-        round(_suggest(trial, f"keep_ratio_{i}", space.keep_ratio), 6) for i in range(n_layers)
-    )
+def draw_plan(
+    trial: optuna.Trial, space: PruneConfig, n_layers: int, widths: SpaceConfig | None = None
+) -> PruningPlan:
+    """Draw one pruning plan: keep ratios, layer order, criterion, schedule, fine-tuning.
+
+    With `widths` in the `scale_shape` scheme, the keep ratios are the shared width multipliers
+    (clipped to `space.keep_ratio`); otherwise each layer draws its own `keep_ratio_i`.
+    """
+    ratio = space.keep_ratio
+    if widths is not None and widths.scheme == "scale_shape":
+        drawn = draw_multipliers(trial, widths, n_layers)
+        ratios = tuple(round(min(max(m, ratio.low), ratio.high, 1.0), 6) for m in drawn)
+    else:
+        ratios = tuple(round(_suggest(trial, f"keep_ratio_{i}", ratio), 6) for i in range(n_layers))
     if space.order is not None:
         order = tuple(space.order)
     else:

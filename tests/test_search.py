@@ -309,3 +309,21 @@ def test_one_study_mixes_both_approaches_and_pairs_pruned_front_members(tmp_path
     assert row["scratch_minus_prune_test"] == pytest.approx(
         row["scratch_test_accuracy"] - row["prune_test_accuracy"]
     )
+
+
+def test_the_default_scheme_trains_the_uniform_ladder_right_after_the_baseline(
+    tmp_path: Path,
+) -> None:
+    space = TINY["search"]["space"] | {"scheme": "scale_shape", "ladder": [0.5, 0.25]}
+    config = _config(
+        tmp_path, study="ladder", storage=str(tmp_path / "j.journal"), n_trials=4, space=space
+    )
+    run_search(config, progress=False)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal"))
+    )
+    trials = optuna.load_study(study_name="ladder", storage=storage).trials
+    assert [t.user_attrs["hidden"] for t in trials[:3]] == [[32, 16], [16, 8], [8, 4]]
+    assert [t.user_attrs["approach"] for t in trials[1:3]] == ["scratch", "scratch"]
+    # The fourth is the sampler's own: scratch or prune, drawn from the shared parameters.
+    assert "width_scale" in trials[3].params

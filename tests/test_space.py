@@ -20,7 +20,7 @@ def test_round_width(width: float, multiple: int, expected: int) -> None:
 
 
 def test_fixed_multipliers_give_rounded_widths() -> None:
-    space = SpaceConfig()
+    space = SpaceConfig(scheme="per_layer")
     trial = optuna.trial.FixedTrial(
         {"multiplier_0": 0.5, "multiplier_1": 0.05, "multiplier_2": 0.3}
     )
@@ -38,7 +38,7 @@ def test_baseline_params_reproduce_the_baseline() -> None:
 
 
 def test_removing_every_layer_keeps_the_first() -> None:
-    space = SpaceConfig(remove_layers=True)
+    space = SpaceConfig(scheme="per_layer", remove_layers=True)
     params: dict[str, object] = {f"multiplier_{i}": 0.5 for i in range(3)}
     params |= {f"keep_layer_{i}": False for i in range(3)}
     assert draw_shape(optuna.trial.FixedTrial(params), space, BASELINE).hidden == (128,)
@@ -49,6 +49,7 @@ def test_removing_every_layer_keeps_the_first() -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_samples_stay_within_bounds_and_never_below_one(seed: int) -> None:
     space = SpaceConfig(
+        scheme="per_layer",
         multiplier=Range(low=0.001, high=0.5, step=None),
         layers=[Range(low=0.25, high=0.75, step=0.25)],
         width_multiple=8,
@@ -64,7 +65,11 @@ def test_samples_stay_within_bounds_and_never_below_one(seed: int) -> None:
 
 
 def test_training_knobs_are_sampled_and_applied() -> None:
-    space = SpaceConfig(lr=Range(low=1e-4, high=1e-2, log=True), dropout=Range(low=0.0, high=0.3))
+    space = SpaceConfig(
+        scheme="per_layer",
+        lr=Range(low=1e-4, high=1e-2, log=True),
+        dropout=Range(low=0.0, high=0.3),
+    )
     trial = optuna.trial.FixedTrial({"multiplier_0": 1.0, "lr": 0.003, "dropout": 0.2})
     drawn = draw_shape(trial, space, (32,))
     assert drawn.training == {"lr": 0.003, "dropout": 0.2}
@@ -150,7 +155,64 @@ def test_prune_plans_are_sampled_as_data() -> None:
 
 @pytest.mark.parametrize("sampler", ["nsga2", "gp", "qmc"])
 def test_samplers_that_cannot_model_both_approaches_are_refused(sampler: str) -> None:
+    per_layer = {"sampler": sampler, "space": {"scheme": "per_layer"}}
     with pytest.raises(TabslimInputError, match=f"search.sampler '{sampler}' cannot model"):
-        validate({"search": {"sampler": sampler}}, "'c.yaml'")
-    single = validate({"search": {"sampler": sampler, "approaches": ["scratch"]}}, "'c.yaml'")
+        validate({"search": per_layer}, "'c.yaml'")
+    single = validate({"search": per_layer | {"approaches": ["scratch"]}}, "'c.yaml'")
     assert single.search.sampler == sampler
+    # The default scheme shares the width parameters between approaches, which they model.
+    shared = validate({"search": {"sampler": sampler}}, "'c.yaml'")
+    assert shared.search.space.scheme == "scale_shape"
+
+
+def test_scale_and_shape_multiply_and_clip_to_the_layer_range() -> None:
+    space = SpaceConfig(layers=[Range(low=0.1, high=0.5)])
+    params = {"width_scale": 0.4, "width_shape_0": 2.0, "width_shape_1": 0.5, "width_shape_2": 1.0}
+    drawn = draw_shape(optuna.trial.FixedTrial(params), space, BASELINE)
+    # 0.4 x 2.0 = 0.8 is clipped to layer 0's high of 0.5; 0.4 x 0.5 = 0.2; 0.4 x 1.0 = 0.4.
+    assert drawn.multipliers == (0.5, 0.2, 0.4)
+    assert drawn.hidden == (128, 48, 48)
+
+
+def test_the_small_networks_are_a_large_part_of_the_default_space() -> None:
+    # Per-layer uniform draws on 0.05-1.0 put 0.3% of the mass where every layer is under 0.15x;
+    # a log-scale overall width puts a good share there.
+    space = SpaceConfig()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    small = 0
+    for _ in range(400):
+        trial = study.ask()
+        small += max(draw_shape(trial, space, BASELINE).multipliers) < 0.15
+        study.tell(trial, 0.0)
+    assert small / 400 > 0.2
+
+
+def test_prune_trials_draw_their_keep_ratios_from_the_shared_width_parameters() -> None:
+    from search.config import PruneConfig
+    from search.space import draw_plan
+
+    params = {
+        "width_scale": 0.25, "width_shape_0": 1.0, "width_shape_1": 2.0, "width_shape_2": 0.5,
+        "prune_priority_0": 0.2, "prune_priority_1": 0.7, "prune_priority_2": 0.5,
+        "prune_schedule": "one_shot", "prune_criterion": "l1", "fine_tune_epochs": 1,
+    }  # fmt: skip
+    plan = draw_plan(optuna.trial.FixedTrial(params), PruneConfig(), 3, SpaceConfig())
+    assert plan.keep_ratios == (0.25, 0.5, 0.125)
+    shape = draw_shape(optuna.trial.FixedTrial(params), SpaceConfig(), BASELINE)
+    assert shape.multipliers == plan.keep_ratios
+
+
+def test_the_ladder_is_uniform_scratch_shapes() -> None:
+    from search.space import ladder_params
+
+    space = SpaceConfig(ladder=[0.5, 0.25])
+    queued = ladder_params(space, 3, ["scratch", "prune"])
+    assert [q["approach"] for q in queued] == ["scratch", "scratch"]
+    shapes = [draw_shape(optuna.trial.FixedTrial(q), space, BASELINE).hidden for q in queued]
+    assert shapes == [(128, 128, 64), (64, 64, 32)]
+    assert ladder_params(space, 3, ["prune"]) == []
+
+
+def test_a_ladder_outside_the_scale_is_refused() -> None:
+    with pytest.raises(TabslimInputError, match="ladder value 0.01 lies outside"):
+        validate({"search": {"space": {"ladder": [0.5, 0.01]}}}, "'c.yaml'")
