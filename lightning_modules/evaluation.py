@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from torch import nn
 
 from lightning_modules.data import TabularDataModule
@@ -17,3 +19,36 @@ def evaluate_network(
     metrics = evaluate(module, trainer, data, split)
     network.cpu().eval()
     return metrics
+
+
+def row_scores(network: nn.Module, data: TabularDataModule, split: str) -> np.ndarray:
+    """Per row of `split`, what the task metric averages: 1.0/0.0 for a correct/wrong class,
+    or the squared error on the target's original scale for regression. Shape (rows,).
+
+    Paired comparisons resample these rows, so that two networks are judged on the same rows.
+    """
+    tensors = data.tensors[split]
+    network = network.cpu().eval()
+    with torch.inference_mode():
+        output = network(tensors["x_num"], tensors["x_cat"])
+    if data.task == "regression":
+        prep = data.preprocessor
+        error = (output - tensors["y"]).squeeze(1).double() * prep.target_std
+        return (error**2).numpy()
+    return (output.argmax(dim=1) == tensors["y"]).double().numpy()
+
+
+def constant_prediction_metric(data: TabularDataModule, split: str = "val") -> float:
+    """The task metric of the best constant guess fitted on training rows, on `split`.
+
+    Classification: the share of `split` rows in the most frequent training class (accuracy of
+    always predicting it). Regression: the RMSE of always predicting the training mean. A trained
+    network that does no better has learned nothing.
+    """
+    y_train, y = data.tensors["train"]["y"], data.tensors[split]["y"]
+    if data.task == "regression":
+        # Targets are standardised on the training rows, so the training mean is 0 here.
+        rmse = float(torch.sqrt(torch.mean(y.double() ** 2))) * data.preprocessor.target_std
+        return rmse
+    majority = int(torch.bincount(y_train).argmax())
+    return float((y == majority).double().mean())

@@ -114,9 +114,9 @@ def _search(args: argparse.Namespace) -> int:
         f"at {config.tracking.uri}"
     )
     if outcome.champion_uri is None:
-        print("no trial met the accuracy floor, so no champion was registered")
+        print(f"no champion was registered: {outcome.champion_note or 'nothing finished'}")
     else:
-        print(f"champion: {outcome.champion_uri}")
+        print(f"champion: {outcome.champion_uri} ({outcome.champion_note})")
     return 0
 
 

@@ -244,6 +244,9 @@ class SearchConfig(_Section):
     # Absolute, in the task metric's units: 0.005 is half a point of accuracy.
     max_metric_drop: float = Field(default=0.005, ge=0)
     keep_models: Literal["pareto", "all"] = "pareto"
+    # confident: the smallest trial whose paired 95% interval on validation lies within the
+    # floor (the baseline when none does); smallest: the smallest whose point estimate does.
+    champion: Literal["confident", "smallest"] = "confident"
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     approaches: list[Approach] = Field(
         default_factory=lambda: list(get_args(Approach)), min_length=1

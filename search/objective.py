@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.evaluation import evaluate_network
+from lightning_modules.evaluation import evaluate_network, row_scores
 from lightning_modules.networks import MLP, MLPSpec, build
 from lightning_modules.stopping import StopBelowThreshold
 from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, fit
@@ -27,6 +28,7 @@ from search.measure import measure
 from search.pyfunc_model import load_network, save_network
 from search.space import ScratchShape, apply_shape, draw_approach, draw_plan, draw_shape
 from search.study_settings import StudySettings
+from search.uncertainty import paired_delta
 
 # A trial stops early when, after the grace period, its best validation metric is this far past
 # the floor: the floor's own margin again, plus 2% of the baseline (clearly out of reach).
@@ -43,6 +45,8 @@ class SearchContext:
     trials_dir: Path
     # The trained baseline, loaded once per process for prune trials.
     trained_baseline: MLP | None = None
+    # The baseline's per-row scores by split, loaded once per process for paired deltas.
+    baseline_rows: dict[str, np.ndarray] | None = None
 
     @property
     def metric(self) -> str:
@@ -200,6 +204,29 @@ def measure_network(ctx: SearchContext, trained: Trained) -> dict[str, float]:
     )
 
 
+ROWS_FILE = "row_scores.npz"
+SPLITS = ("val", "test")
+
+
+def paired_metrics(
+    ctx: SearchContext, settings: StudySettings, rows: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Candidate minus baseline on the same validation and test rows, with 95% intervals."""
+    if ctx.baseline_rows is None:
+        if settings.baseline_trial is None:
+            return {}
+        path = ctx.trials_dir / f"trial-{settings.baseline_trial}" / ROWS_FILE
+        with np.load(path) as stored:
+            ctx.baseline_rows = {split: stored[split] for split in SPLITS}
+    metrics: dict[str, float] = {}
+    for split in SPLITS:
+        delta = paired_delta(
+            rows[split], ctx.baseline_rows[split], ctx.metric, seed=ctx.config.search.seed
+        )
+        metrics |= delta.to_metrics(split)
+    return metrics
+
+
 def _record(
     trial: optuna.Trial, settings: StudySettings, values: tuple[float, float, float], **attrs: Any
 ) -> tuple[float, float, float]:
@@ -232,16 +259,17 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         assert candidate.plan is not None
         trained = prune_baseline(ctx, candidate.plan, settings)
     metrics = measure_network(ctx, trained)
+    rows = {split: row_scores(trained.network, ctx.data, split) for split in SPLITS}
+    directory = ctx.trials_dir / f"trial-{trial.number}"
+    if is_baseline:
+        ctx.baseline_rows = rows
+    metrics |= paired_metrics(ctx, settings, rows)
     value = metrics[f"val_{ctx.metric}"]
     values = (value, metrics[settings.size], metrics[settings.latency])
     if not all(math.isfinite(v) for v in values):
         raise RuntimeError(f"trial {trial.number} produced non-finite objectives {values}")
-    save_network(
-        ctx.trials_dir / f"trial-{trial.number}",
-        trained.spec,
-        trained.network,
-        ctx.data.preprocessor,
-    )
+    save_network(directory, trained.spec, trained.network, ctx.data.preprocessor)
+    np.savez(directory / ROWS_FILE, val=rows["val"], test=rows["test"])
     if is_baseline:
         settings = settings.with_baseline(trial.number, value)
         settings.write(trial.study)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -22,7 +23,9 @@ from search.study_settings import StudySettings, is_feasible
 
 __all__ = [
     "TABLE_COLUMNS",
+    "Champion",
     "baseline_trial",
+    "champion",
     "complete_trials",
     "front",
     "metric_floor",
@@ -44,11 +47,17 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "param_ratio",
     "latency_ms",
     "latency_ratio",
+    "delta_low",
+    "delta_high",
+    "test_delta",
+    "test_delta_low",
+    "test_delta_high",
     "feasible",
+    "confident",
     "pareto",
 )
 _TEXT_COLUMNS = ("approach", "hidden")
-_BOOL_COLUMNS = ("baseline", "feasible", "pareto")
+_BOOL_COLUMNS = ("baseline", "feasible", "confident", "pareto")
 _DTYPES: dict[str, str] = (
     dict.fromkeys(TABLE_COLUMNS, "float64")
     | {"trial": "int64"}
@@ -76,6 +85,52 @@ def recommend(study: optuna.Study) -> FrozenTrial | None:
         return None
     # The lexicographic minimum of a set is never dominated within it, so this is on the front.
     return min(feasible, key=_order_key(higher_is_better(study)))
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The trial to register and why; `trial` is None when nothing can be registered."""
+
+    trial: FrozenTrial | None
+    rule: str
+    note: str
+
+
+def champion(study: optuna.Study, rule: str | None = None) -> Champion:
+    """The model to recommend, by `rule` (default: the study's).
+
+    - "smallest": `recommend`, the smallest trial within the floor on validation.
+    - "confident": the smallest feasible trial whose paired 95% validation interval lies within
+      the floor; the baseline when no trial qualifies, and the note says so.
+    """
+    settings = StudySettings.read(study)
+    rule = rule or settings.champion
+    if rule == "smallest":
+        chosen = recommend(study)
+        note = "smallest trial within the floor on validation" if chosen else "no trial finished"
+        return Champion(chosen, rule, note)
+    trials = complete_trials(study)
+    confident = [
+        t
+        for t in trials
+        if is_feasible(t) and "repeat_of" not in t.user_attrs and _is_confident(t, settings)
+    ]
+    base = baseline_trial(study, trials)
+    smaller = [t for t in confident if base is None or t.number != base.number]
+    if smaller:
+        chosen = min(smaller, key=_order_key(higher_is_better(study)))
+        return Champion(chosen, rule, "smallest trial whose 95% interval lies within the floor")
+    note = (
+        "no trial's 95% validation interval lies within the floor, so the champion is the "
+        "baseline"
+    )
+    return Champion(base, rule, note if base is not None else "the baseline has not finished")
+
+
+def _is_confident(trial: FrozenTrial, settings: StudySettings) -> bool:
+    metrics = trial.user_attrs.get("metrics") or {}
+    low, high = metrics.get("val_delta_ci_low"), metrics.get("val_delta_ci_high")
+    return low is not None and high is not None and settings.is_confident(low, high)
 
 
 def metric_floor(study: optuna.Study) -> float | None:
@@ -118,7 +173,13 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
                 "param_ratio": ratio(parameters, base_params),
                 "latency_ms": t.values[LATENCY],
                 "latency_ratio": ratio(t.values[LATENCY], base_latency),
+                "delta_low": float(metrics.get("val_delta_ci_low", _NAN)),
+                "delta_high": float(metrics.get("val_delta_ci_high", _NAN)),
+                "test_delta": float(metrics.get("test_delta", _NAN)),
+                "test_delta_low": float(metrics.get("test_delta_ci_low", _NAN)),
+                "test_delta_high": float(metrics.get("test_delta_ci_high", _NAN)),
                 "feasible": is_feasible(t),
+                "confident": _is_confident(t, settings),
                 "pareto": t.number in on_front,
             }
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,8 @@ class StudySettings:
     trials_dir: str | None = None
     baseline_trial: int | None = None
     baseline_metric: float | None = None
+    # How the champion is picked ("confident" or "smallest"); may change between runs.
+    champion: str = "confident"
 
     @classmethod
     def for_search(
@@ -97,6 +100,7 @@ class StudySettings:
             target=target,
             config=config.model_dump(mode="json"),
             trials_dir=trials_dir,
+            champion=search.champion,
         )
 
     @classmethod
@@ -137,6 +141,16 @@ class StudySettings:
     def delta(self, value: float) -> float:
         """`value` minus the baseline metric, NaN before the baseline has finished."""
         return float("nan") if self.baseline_metric is None else value - self.baseline_metric
+
+    def is_confident(self, low: float, high: float) -> bool:
+        """Whether a paired interval of candidate - baseline lies wholly within the floor.
+
+        Above -max_metric_drop for a higher-is-better metric, below +max_metric_drop otherwise.
+        """
+        if not (math.isfinite(low) and math.isfinite(high)):
+            return False
+        drop = self.max_metric_drop
+        return low > -drop if self.higher_is_better else high < drop
 
     def check_matches(self, stored: StudySettings, where: str) -> None:
         """Raise a one-line error if `stored` (an existing study) differs in a compared field."""

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from optuna.distributions import FloatDistribution
+
+from search.cli import main
+from search.pareto import champion
+from search.report import study_text
+from search.study import directions
+from search.study_settings import StudySettings
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SETTINGS = StudySettings(
+    task="multiclass",
+    metric="accuracy",
+    higher_is_better=True,
+    latency="latency_onnxruntime_b1024_median_ms",
+    max_metric_drop=0.005,
+    baseline_trial=0,
+    baseline_metric=0.97,
+)
+
+
+def _study(trials: list[tuple[float, float, tuple[float, float]]]) -> optuna.Study:
+    """Baseline first, then (metric, parameters, (delta low, delta high)) per trial."""
+    study = optuna.create_study(directions=directions(True))
+    SETTINGS.write(study)
+    rows = [(0.97, 1000.0, (0.0, 0.0)), *trials]
+    for number, (metric, size, (low, high)) in enumerate(rows):
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[metric, size, 1.0],
+                params={"width_scale": size / 1000},
+                distributions={"width_scale": FloatDistribution(0.001, 1.0)},
+                user_attrs={
+                    "approach": "scratch",
+                    "baseline": number == 0,
+                    "hidden": [int(size)],
+                    "metrics": {
+                        "parameters": size,
+                        "val_delta_ci_low": low,
+                        "val_delta_ci_high": high,
+                    },
+                },
+                constraints={"metric_floor": SETTINGS.violation(metric)},
+            )
+        )
+    return study
+
+
+def test_confident_picks_the_smallest_trial_whose_interval_clears_the_floor() -> None:
+    study = _study(
+        [
+            (0.968, 100.0, (-0.02, 0.015)),  # feasible, but its interval crosses the floor
+            (0.975, 300.0, (-0.004, 0.014)),  # clears it
+            (0.980, 500.0, (-0.001, 0.02)),  # clears it too, but larger
+        ]
+    )
+    assert champion(study, "smallest").trial.number == 1  # type: ignore[union-attr]
+    chosen = champion(study, "confident")
+    assert chosen.trial is not None and chosen.trial.number == 2
+    assert "95% interval lies within the floor" in chosen.note
+
+
+def test_confident_picks_the_baseline_when_no_trial_qualifies_and_says_so() -> None:
+    study = _study([(0.968, 100.0, (-0.02, 0.015)), (0.971, 300.0, (-0.011, 0.013))])
+    chosen = champion(study)  # the study's rule, confident by default
+    assert chosen.trial is not None and chosen.trial.number == 0
+    assert "champion is the baseline" in chosen.note
+    text = study_text(study)
+    assert "champion (confident): trial 0" in text
+    # Half-widths 0.0175 and 0.012 against a floor of 0.005: the rows cannot resolve it.
+    assert "+/-0.0148" in text and "too small to resolve the floor" in text
+
+
+def test_a_baseline_that_did_not_learn_stops_the_search_and_registers_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())
+    # As a new user found it: digits at lr 10000 scores 0.10, which is chance.
+    config["training"]["lr"] = 10000.0
+    config["data"]["dataset"] = "digits"
+    path = tmp_path / "lr.yaml"
+    path.write_text(yaml.safe_dump(config))
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    code = main(
+        ["search", "--config", str(path), "--tracking-uri", uri, "--quiet",
+         "--storage", str(tmp_path / "j.journal"), "--study", "diverged"]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "the baseline did" in err[0] and "training.lr (10000)" in err[0]
+    mlflow.set_tracking_uri(uri)
+    assert mlflow.MlflowClient().search_registered_models() == []
+    (parent,) = mlflow.search_runs(
+        experiment_names=["tabslim"],
+        filter_string="tags.`tabslim.kind` = 'study'",
+        output_format="list",
+    )
+    assert parent.info.status == "FAILED"
