@@ -23,7 +23,8 @@ CRITERIA: tuple[str, ...] = (
 # The control: a search should not spend trials on it unless asked.
 CONTROL_CRITERION = "random"
 
-Schedule = Literal["one_shot", "iterative"]
+# adaptive: the accept/rollback loop of Gurbych and Prymachenko chooses the keep ratios.
+Schedule = Literal["one_shot", "iterative", "adaptive"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 # `tabslim sensitivity`: shares of a layer removed, fine-tuning budgets, and the criterion.

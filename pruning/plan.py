@@ -32,7 +32,10 @@ class PruningPlan:
         keep_ratios: per hidden layer, the share of its neurons that stays, in (0, 1].
         order: the hidden layers in the order they are pruned (a permutation of their indices).
         schedule: "one_shot" prunes layer after layer with no training in between; "iterative"
-            fine-tunes `step_epochs` after each layer, so later scores see the recovered network.
+            fine-tunes `step_epochs` after each layer, so later scores see the recovered network;
+            "adaptive" runs the accept/rollback loop (`pruning.reductive`) on the validation
+            split, which chooses every layer's keep ratio itself: the keep ratios only set how
+            much its first step removes, and the order does not apply.
         fine_tune_epochs: epochs of fine-tuning after the last layer.
     """
 
@@ -113,6 +116,8 @@ def apply_plan(
 ) -> PlanResult:
     """Prune a copy of `network` by `plan` and fine-tune it; never touches `network`."""
     check_plan_fits(plan, network.spec.hidden)
+    if plan.schedule == "adaptive":
+        return _apply_adaptive(network, plan, data=data, fit_settings=fit_settings, seed=seed)
     epochs = 0
     current = copy.deepcopy(network).eval()
     calibration = calibration_batch(data, seed=seed)
@@ -148,3 +153,54 @@ def layer_priorities_to_order(priorities: Sequence[float]) -> tuple[int, ...]:
     samplers can model (TPE, GP), while a categorical over n! permutations is not.
     """
     return tuple(sorted(range(len(priorities)), key=lambda i: (-priorities[i], i)))
+
+
+# The adaptive loop's first step removes 1 - mean keep ratio of all neurons, within these bounds:
+# a first step past half the network is rolled back almost always, and one below 5% rounds to
+# no neuron in a small network.
+_ADAPTIVE_FIRST_STEP = (0.05, 0.5)
+
+
+def _apply_adaptive(
+    network: MLP,
+    plan: PruningPlan,
+    *,
+    data: TabularDataModule,
+    fit_settings: FitSettings,
+    seed: int,
+) -> PlanResult:
+    """The accept/rollback loop with the plan's criterion, then the final fine-tuning."""
+    from pruning.reductive import reductive_prune
+
+    scores = layer_scores(
+        network,
+        plan.criterion,
+        calibration=calibration_batch(data, seed=seed),
+        seed=seed,
+        data=data,
+        fit_settings=fit_settings,
+    )
+    low, high = _ADAPTIVE_FIRST_STEP
+    first_step = min(max(1.0 - sum(plan.keep_ratios) / len(plan.keep_ratios), low), high)
+    loop = reductive_prune(
+        network,
+        data=data,
+        fit_settings=fit_settings,
+        start_fraction=first_step,
+        scores=scores,
+        recalibrate=True,
+    )
+    tuned, metrics = fine_tune(loop.network, data, plan.fine_tune_epochs, fit_settings)
+    accepted = sum(bool(step["accepted"]) for step in loop.history)
+    details = {
+        "kept": [len(kept) for kept in loop.kept],
+        "keep_ratios": [
+            round(len(kept) / width, 4)
+            for kept, width in zip(loop.kept, network.spec.hidden, strict=True)
+        ],
+        "steps_accepted": accepted,
+        "steps_rolled_back": len(loop.history) - accepted,
+        "first_step": round(first_step, 4),
+        "stop_reason": loop.stop_reason,
+    }
+    return PlanResult(tuned, metrics, plan.fine_tune_epochs, details)

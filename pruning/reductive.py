@@ -18,6 +18,7 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLP
 from lightning_modules.training import FitSettings
+from pruning.batch_norm import recalibrate_batch_norm
 from pruning.fine_tune import fine_tune
 from pruning.removal import remove_neurons
 from pruning.target_perturbation import (
@@ -132,6 +133,7 @@ def _try_removal(
     data: TabularDataModule,
     fine_tune_epochs: int,
     fit_settings: FitSettings,
+    recalibrate: bool,
 ) -> tuple[MLP, float]:
     """`current` without `chosen` (indices of the input network), fine-tuned, and its error."""
     # Positions in `current`, whose layer l holds the input's neurons `remaining[l]`.
@@ -139,9 +141,10 @@ def _try_removal(
         [k for k, i in enumerate(layer_kept) if (layer, i) not in chosen]
         for layer, layer_kept in enumerate(remaining)
     ]
-    candidate, metrics = fine_tune(
-        remove_neurons(current, local), data, fine_tune_epochs, fit_settings
-    )
+    smaller = remove_neurons(current, local)
+    if recalibrate:
+        recalibrate_batch_norm(smaller, data)
+    candidate, metrics = fine_tune(smaller, data, fine_tune_epochs, fit_settings)
     return candidate, validation_error(metrics, data.task)
 
 
@@ -155,6 +158,7 @@ def reductive_prune(
     max_steps: int = 20,
     fine_tune_epochs: int = 0,
     scores: Sequence[torch.Tensor] | None = None,
+    recalibrate: bool = False,
     **score_kwargs: Any,
 ) -> ReductiveResult:
     """Remove the neurons that deviate most, a fraction at a time, while validation allows.
@@ -175,6 +179,8 @@ def reductive_prune(
         fit_settings: settings for fine-tuning and, without `scores`, for the perturbed copies.
         scores: per hidden layer, one importance per neuron (higher = keep); by default
             `perturbation_scores(network, data=..., fit_settings=..., **score_kwargs)`.
+        recalibrate: re-estimate BatchNorm statistics on the training rows after each removal
+            (the paper's loop does not; the product's plans do, see `pruning.batch_norm`).
         score_kwargs: `factors`, `folds`, `epochs`, `seed` for `perturbation_scores`.
     """
     network = check_mlp(network)
@@ -210,7 +216,7 @@ def reductive_prune(
         key = frozenset(chosen)
         if key not in tried:
             tried[key] = _try_removal(
-                current, remaining, chosen, view, fine_tune_epochs, fit_settings
+                current, remaining, chosen, view, fine_tune_epochs, fit_settings, recalibrate
             )
         candidate, error = tried[key]
         accepted = error <= current_error + TIE_TOLERANCE * abs(current_error)

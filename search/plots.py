@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Annotation
 from matplotlib.transforms import Bbox
 
-from search.report import fmt, ratio_text
+from search.report import delta_text, fmt, ratio_text
 
 __all__ = ["plot_front_html", "plot_front_png"]
 
@@ -100,13 +100,34 @@ def plot_front_html(
     return path
 
 
+def _error_bars(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Distances from each metric down and up to its paired 95% interval (0 where none).
+
+    The interval is of candidate - baseline on the same rows, so on the metric's axis it spans
+    metric - (delta - low) .. metric + (high - delta).
+    """
+    lower = (rows["metric_delta"] - rows["delta_low"]).to_numpy(dtype=float)
+    upper = (rows["delta_high"] - rows["metric_delta"]).to_numpy(dtype=float)
+    return np.clip(np.nan_to_num(lower), 0, None), np.clip(np.nan_to_num(upper), 0, None)
+
+
 def _plotly_trials(
     part: pd.DataFrame, approach: str, index: int, colour: str, metric: str
 ) -> go.Scatter:
     on_front = part["pareto"].to_numpy(dtype=bool)
+    lower, upper = _error_bars(part)
     return go.Scatter(
         x=part["parameters"],
         y=part["metric"],
+        error_y={
+            "type": "data",
+            "symmetric": False,
+            "array": upper,
+            "arrayminus": lower,
+            "thickness": 1,
+            "width": 3,
+            "color": "rgba(80,80,80,0.6)",
+        },
         mode="markers",
         name=approach or "unknown",
         hovertext=[_hover(row, metric) for row in part.itertuples(index=False)],
@@ -147,6 +168,19 @@ def plot_front_png(
         return path
     members = table[table["pareto"]].sort_values("parameters")
     _scatter_trials(fig, ax, table)
+    lower, upper = _error_bars(members)
+    if np.isfinite(lower).any():
+        ax.errorbar(
+            members["parameters"],
+            members["metric"],
+            yerr=[lower, upper],
+            fmt="none",
+            ecolor="0.35",
+            elinewidth=1,
+            capsize=3,
+            zorder=2.5,
+            label="95% interval (paired)",
+        )
     if len(members) > 1:
         ax.step(
             members["parameters"],
@@ -289,8 +323,10 @@ def _hover(row: Any, metric: str) -> str:
             f"widths {row.hidden or '-'}",
             f"params {fmt(row.parameters, ',.0f')} ({ratio_text(row.param_ratio)})",
             f"latency {fmt(row.latency_ms, '.3g')} ms ({ratio_text(row.latency_ratio)})",
-            f"val {metric} {fmt(row.metric, '.4f')} ({fmt(row.metric_delta, '+.4f')})",
-            f"test {metric} {fmt(row.test_metric, '.4f')}",
+            f"val {metric} {fmt(row.metric, '.4f')}, delta "
+            f"{delta_text(row.metric_delta, row.delta_low, row.delta_high)}",
+            f"test {metric} {fmt(row.test_metric, '.4f')}, delta "
+            f"{delta_text(row.test_delta, row.test_delta_low, row.test_delta_high)}",
             "feasible" if row.feasible else "infeasible",
         ]
     )
