@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import pandas as pd
 import torch
 
 from lightning_modules.data import TabularDataModule
@@ -10,9 +9,9 @@ from pruning.removal import remove_neurons
 
 
 def test_recalibration_sets_the_training_rows_statistics_and_nothing_else(
-    small_table: pd.DataFrame,
+    small_data: TabularDataModule,
 ) -> None:
-    data = TabularDataModule.from_frame(small_table, "label")
+    data = small_data
     network = build(MLPSpec(hidden=(16, 8), **data.network_inputs()), seed=0)
     network.eval()
     pruned = remove_neurons(network, [list(range(0, 16, 2)), None])

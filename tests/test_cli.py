@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +93,13 @@ def test_mlflow_models_predict_cli_serves_raw_csv(trained: dict[str, object]) ->
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert out.read_text().count("prediction") >= 1
+    served = pd.DataFrame(json.loads(out.read_text())["predictions"])
+    # The served model answers exactly as the one loaded in this process, row for row.
+    expected = mlflow.pyfunc.load_model(f"models:/{logged.model_id}").predict(pd.read_csv(rows))
+    assert len(served) == 4
+    pd.testing.assert_frame_equal(
+        served[list(expected.columns)], expected, check_dtype=False, atol=1e-6
+    )
 
 
 def _store_fingerprint(uri: str) -> tuple[str, int]:
@@ -154,7 +162,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_mlflow_untouched(
         lines = err.strip().splitlines()
         assert len(lines) == 1, (args, err)
         assert lines[0].startswith("tabslim: error: ")
-        assert pytest.importorskip("re").search(message, lines[0]), (message, lines[0])
+        assert re.search(message, lines[0]), (message, lines[0])
         assert "Traceback" not in err
     assert _store_fingerprint(uri) == before
 

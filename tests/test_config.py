@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from lightning_modules.datasets import BUNDLED
 from lightning_modules.errors import TabslimInputError
 from search.config import DEFAULT_CONFIG, Config, load_config, override, validate
 
@@ -11,7 +12,7 @@ from search.config import DEFAULT_CONFIG, Config, load_config, override, validat
 def test_default_config_names_a_bundled_dataset() -> None:
     config = load_config()
     assert DEFAULT_CONFIG.name == "default.yaml"
-    assert config.data.dataset is not None and config.data.path is None
+    assert config.data.dataset in BUNDLED and config.data.path is None
     assert config == load_config(DEFAULT_CONFIG)
 
 

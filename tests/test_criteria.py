@@ -4,10 +4,8 @@ import copy
 import math
 import sys
 import types
-from collections.abc import Iterator
 from typing import Any
 
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,15 +20,8 @@ from pruning.criteria import CRITERIA, calibration_batch, check_criterion, layer
 LOCAL = [c for c in CRITERIA if c != "target_perturbation"]
 DATA = ["activation_mean", "apoz", "taylor"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # The tensors here are tiny; on a busy 2-core machine a second intra-op thread only adds
-    # waiting, up to a second per forward pass.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The tensors here are tiny: one torch thread (see conftest).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hand_network(activation: str = "relu") -> MLP:
@@ -209,6 +200,8 @@ def test_taylor_works_with_frozen_parameters() -> None:
     network = _random_network((6, 5))
     batch = _random_batch(network, 16)
     expected = layer_scores(network, "taylor", calibration=batch)
+    assert [s.shape for s in expected] == [(6,), (5,)]
+    assert all(bool((s > 0).any()) for s in expected)  # real gradients, not zeros
     network.requires_grad_(False)
     scores = layer_scores(network, "taylor", calibration=batch)
     assert all(torch.equal(a, b) for a, b in zip(scores, expected, strict=True))
@@ -227,6 +220,7 @@ def test_random_scores_are_reproducible_by_seed_and_differ_across_seeds() -> Non
     first = layer_scores(network, "random", seed=3)
     again = layer_scores(build(network.spec, seed=99), "random", seed=3)
     other = layer_scores(network, "random", seed=4)
+    assert [s.shape for s in first] == [(8,), (4,)]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
 
@@ -304,8 +298,10 @@ def test_target_perturbation_is_dispatched_with_seed_and_options(
     assert [s.tolist() for s in scores] == [[0, 1, 2, 3], [0, 1, 2]]
 
 
-def test_calibration_batch_is_a_seeded_sample_of_training_rows(small_table: pd.DataFrame) -> None:
-    data = TabularDataModule.from_frame(small_table, "label", seed=0)
+def test_calibration_batch_is_a_seeded_sample_of_training_rows(
+    small_data: TabularDataModule,
+) -> None:
+    data = small_data
     train = data.tensors["train"]
 
     batch = calibration_batch(data, size=50, seed=1)

@@ -13,24 +13,40 @@ from lightning_modules.datasets import BUNDLED, TARGET, load_bundled
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.preprocessing import Preprocessor, infer_task
 
+# name: (rows, feature columns, task, network outputs)
+BUNDLED_TABLES = {
+    "breast_cancer": (569, 30, "binary", 2),
+    "digits": (1797, 64, "multiclass", 10),
+    "wine": (178, 13, "multiclass", 3),
+    "diabetes": (442, 10, "regression", 1),
+    "synthetic_classification": (2000, 15, "multiclass", 3),
+    "synthetic_regression": (2000, 15, "regression", 1),
+}
 
-@pytest.mark.parametrize(
-    "name, task",
-    [
-        ("digits", "multiclass"),
-        ("breast_cancer", "binary"),
-        ("wine", "multiclass"),
-        ("diabetes", "regression"),
-        ("synthetic_classification", "multiclass"),
-        ("synthetic_regression", "regression"),
-    ],
-)
-def test_bundled_datasets_load_with_their_task(name: str, task: str) -> None:
+
+def test_every_bundled_dataset_is_checked_below() -> None:
+    assert set(BUNDLED_TABLES) == set(BUNDLED)
+
+
+@pytest.mark.parametrize("name", list(BUNDLED_TABLES))
+def test_bundled_dataset_loads_its_rows_target_and_task_into_disjoint_splits(name: str) -> None:
+    rows, features, task, d_out = BUNDLED_TABLES[name]
+    frame = load_bundled(name)
+    assert frame.shape == (rows, features + 1)
+    assert frame.columns[-1] == TARGET and frame[TARGET].notna().all()
     data = TabularDataModule.from_bundled(name)
     assert data.task == task
-    n = len(data.train_frame) + len(data.val_frame) + len(data.test_frame)
-    assert n == len(load_bundled(name))
-    assert set(BUNDLED) >= {name}
+    assert data.network_inputs()["d_out"] == d_out
+    assert data.preprocessor.feature_columns == list(frame.columns[:-1])
+    parts = [data.train_frame, data.val_frame, data.test_frame]
+    n_held_out = round(0.15 * rows)  # the default validation and test fractions
+    assert [len(part) for part in parts] == [rows - 2 * n_held_out, n_held_out, n_held_out]
+    # No row is in two splits, and together the splits are the table, row for row.
+    train, val, test = (set(part.index) for part in parts)
+    assert not (train & val or train & test or val & test)
+    assert pd.concat(parts).sort_index().equals(frame)
+    for split, part in zip(("train", "val", "test"), parts, strict=True):
+        assert len(data.tensors[split]["y"]) == len(part)
 
 
 def test_synthetic_table_has_categories_and_gaps_and_is_seeded() -> None:
@@ -53,10 +69,9 @@ def test_preprocessing_is_fitted_on_the_training_split_only(small_table: pd.Data
 
 
 def test_missing_values_get_an_indicator_and_the_training_median(
-    small_table: pd.DataFrame,
+    small_table: pd.DataFrame, small_data: TabularDataModule
 ) -> None:
-    data = TabularDataModule.from_frame(small_table, "label")
-    prep = data.preprocessor
+    prep = small_data.preprocessor
     assert prep.indicators == ["f0"]
     rows = small_table.head(3).copy()
     rows.loc[0, "f0"] = np.nan
@@ -68,8 +83,10 @@ def test_missing_values_get_an_indicator_and_the_training_median(
     assert float(x[0, 0]) == pytest.approx(expected, abs=1e-5)
 
 
-def test_unseen_category_maps_to_the_reserved_index(small_table: pd.DataFrame) -> None:
-    prep = TabularDataModule.from_frame(small_table, "label").preprocessor
+def test_unseen_category_maps_to_the_reserved_index(
+    small_table: pd.DataFrame, small_data: TabularDataModule
+) -> None:
+    prep = small_data.preprocessor
     rows = small_table.head(2).copy()
     rows["shop"] = ["west", "north"]
     codes = prep.transform(rows)["x_cat"][:, 0]
@@ -78,8 +95,10 @@ def test_unseen_category_maps_to_the_reserved_index(small_table: pd.DataFrame) -
     assert prep.cat_cardinalities == (len(prep.categorical["shop"]) + 1,)
 
 
-def test_preprocessor_round_trips_through_json(small_table: pd.DataFrame) -> None:
-    prep = TabularDataModule.from_frame(small_table, "label").preprocessor
+def test_preprocessor_round_trips_through_json(
+    small_table: pd.DataFrame, small_data: TabularDataModule
+) -> None:
+    prep = small_data.preprocessor
     again = Preprocessor.from_dict(json.loads(json.dumps(prep.to_dict())))
     a, b = prep.transform(small_table), again.transform(small_table)
     assert torch.equal(a["x_num"], b["x_num"]) and torch.equal(a["x_cat"], b["x_cat"])
@@ -191,7 +210,6 @@ def test_rows_without_a_target_are_left_out(small_table: pd.DataFrame) -> None:
     assert n == len(frame) - 10
 
 
-def test_bundled_target_column_name() -> None:
-    assert TARGET in load_bundled("wine").columns
-    with pytest.raises(TabslimInputError, match="unknown bundled dataset"):
+def test_unknown_bundled_dataset_names_the_known_ones() -> None:
+    with pytest.raises(TabslimInputError, match="unknown bundled dataset 'iris'; .*'wine'"):
         load_bundled("iris")

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,15 +22,8 @@ CASES = [
     ((8, 5, 3), "all", "gelu"),
 ]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # The tensors here are tiny; on a busy 2-core machine a second intra-op thread only adds
-    # waiting, up to a second per forward pass.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The tensors here are tiny: one torch thread (see conftest).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_like(

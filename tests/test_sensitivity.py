@@ -3,9 +3,11 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -26,7 +28,6 @@ from search.search_job import run_search
 from search.study_settings import ATTR
 
 CONFIG = FitSettings(max_epochs=8, lr=1e-2, patience=8, accelerator="cpu")
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +131,21 @@ def test_empty_or_repeated_ratios_are_refused(data: TabularDataModule, trained: 
         scan(trained, data, criterion="nope", fit_settings=CONFIG)
 
 
-@pytest.mark.parametrize("epochs", [(0,), (0, 1)])
-def test_heatmap_is_a_png(crafted: SensitivityResult, tmp_path: Path, epochs: tuple[int]) -> None:
+@pytest.mark.parametrize(
+    ("epochs", "width"), [((0,), 825), ((0, 1), 1320)], ids=["one-budget", "two-budgets"]
+)
+def test_heatmap_has_a_panel_per_fine_tuning_budget(
+    crafted: SensitivityResult,
+    tmp_path: Path,
+    read_png: Callable[[Path], np.ndarray],
+    epochs: tuple[int, ...],
+    width: int,
+) -> None:
     table = pd.concat([crafted.table.assign(epochs=e) for e in epochs], ignore_index=True)
     result = SensitivityResult(table, crafted.order, "accuracy", True, "l1")
-    path = result.heatmap_png(tmp_path / "plots" / "sensitivity.png")
-    assert path.read_bytes()[:8] == PNG
+    image = read_png(result.heatmap_png(tmp_path / "plots" / "sensitivity.png"))
+    # At 150 dpi: 3 inches high for 2 layers; 2.2 inches plus 1.1 per ratio in every panel.
+    assert image.shape[:2] == (450, width)
 
 
 # --- the CLI on a tiny real study ----------------------------------------------------------
@@ -159,7 +169,9 @@ def _sensitivity_runs(uri: str) -> list[mlflow.entities.Run]:
 
 
 def test_cli_scans_the_baseline_and_logs_a_nested_run(
-    study: dict[str, object], capsys: pytest.CaptureFixture[str]
+    study: dict[str, object],
+    capsys: pytest.CaptureFixture[str],
+    read_png: Callable[[str | Path], np.ndarray],
 ) -> None:
     root, uri = study["root"], study["uri"]
     assert isinstance(root, Path) and isinstance(uri, str)
@@ -186,8 +198,8 @@ def test_cli_scans_the_baseline_and_logs_a_nested_run(
     }
     table = pd.read_csv(client.download_artifacts(run.info.run_id, "sensitivity.csv"))
     assert list(table.columns) == COLUMNS and len(table) == 2 * 2 * 2
-    png = client.download_artifacts(run.info.run_id, "sensitivity.png")
-    assert Path(png).read_bytes()[:8] == PNG
+    png = read_png(client.download_artifacts(run.info.run_id, "sensitivity.png"))
+    assert png.shape[:2] == (450, 990)  # two panels (0 and 1 epochs) of two ratios
 
 
 def test_cli_defaults_are_four_ratios_l1_and_zero_and_one_epoch() -> None:

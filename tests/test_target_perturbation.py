@@ -168,6 +168,7 @@ def test_the_test_split_is_never_read() -> None:
     scores = perturbation_scores(
         network, data=data, fit_settings=CONFIG, factors=(0.9,), folds=2, epochs=1
     )
+    assert [s.shape for s in scores] == [(8,), (4,)]
     assert all(bool(torch.isfinite(s).all()) for s in scores)
     result = reductive_prune(
         network,
@@ -178,6 +179,9 @@ def test_the_test_split_is_never_read() -> None:
         max_steps=2,
         fine_tune_epochs=1,
     )
+    # Both steps ran (accepted or rolled back, there is always a neuron left to try) and were
+    # scored on finite validation rows: the NaN test rows never entered an error.
+    assert len(result.history) == 2 and result.stop_reason == "max_steps"
     assert np.isfinite(result.val_error)
     assert all(np.isfinite(h["val_error"]) for h in result.history)
     assert set(data.tensors) == {"train", "val", "test"}  # the caller's module is untouched

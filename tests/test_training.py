@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import torch
 
 from lightning_modules.data import TabularDataModule
+from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLPSpec, build
 from lightning_modules.training import FitSettings, fit, metric_names
 
@@ -60,8 +63,21 @@ def test_early_stopping_keeps_the_best_epoch(small_table: pd.DataFrame) -> None:
     assert result.epochs - result.best_epoch >= 3
 
 
-@pytest.mark.parametrize("name", ["synthetic_classification", "synthetic_regression"])
-def test_categorical_tables_train_end_to_end(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "task", "loss"),
+    [
+        ("synthetic_classification", "multiclass", "log_loss"),
+        ("synthetic_regression", "regression", "rmse"),
+    ],
+)
+def test_categorical_tables_train_end_to_end(name: str, task: str, loss: str) -> None:
     data = TabularDataModule.from_bundled(name, batch_size=256)
+    assert data.task == task
+    assert len(data.preprocessor.cat_cardinalities) == 3  # color, size and city are embedded
+    spec = MLPSpec(hidden=(16, 8), **data.network_inputs())
+    untrained = evaluate_network(build(spec, seed=0), data)  # where `_fit` starts from
     result = _fit(data, epochs=2)
-    assert all(torch.isfinite(torch.tensor(v)) for v in result.val_metrics.values())
+    assert set(result.val_metrics) == set(metric_names(task))
+    assert all(math.isfinite(v) for v in result.val_metrics.values())
+    # Two epochs are few, but the validation loss falls below the untrained network's.
+    assert result.val_metrics[loss] < untrained[loss]
