@@ -117,6 +117,13 @@ def _search(args: argparse.Namespace) -> int:
         print(f"no champion was registered: {outcome.champion_note or 'nothing finished'}")
     else:
         print(f"champion: {outcome.champion_uri} ({outcome.champion_note})")
+    if config.tracking.uri.startswith("sqlite:///"):
+        # MLflow 3.17's UI opens experiments in its GenAI view unless the URL asks otherwise.
+        print(
+            f"look at it: mlflow ui --backend-store-uri {config.tracking.uri}, then open "
+            f"http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs"
+            "?workflowType=machine_learning"
+        )
     return 0
 
 

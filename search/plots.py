@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation
-from matplotlib.transforms import Bbox
+from matplotlib.transforms import Bbox, BboxBase
 
 from search.report import delta_text, fmt, ratio_text
 
@@ -31,7 +31,12 @@ _MPL_MARKERS = {"scratch": "o", "prune": "D"}
 _MPL_EXTRA = ("s", "^", "P", "X")
 # Where a front label may sit relative to its point, in points, tried in this order; negative
 # x offsets are counted from the label's right edge (see `_place_labels`).
-_LABEL_OFFSETS = [(dx, dy) for dy in (5, -13, 17, -25, 29, -37, 41, -49) for dx in (5, -5)]
+_LABEL_OFFSETS = [
+    (dx, sign * (5 + 12 * step) - (8 if sign < 0 else 0))
+    for step in range(10)
+    for sign in (1, -1)
+    for dx in (5, -5)
+]
 
 
 def plot_front_html(
@@ -260,7 +265,8 @@ def _place_labels(fig: Figure, ax: Axes, members: pd.DataFrame) -> list[Annotati
     """Label each front member with its widths, at the first offset where no label overlaps.
 
     The layout is fixed first (a draw), so that label boxes can be measured in pixels; the
-    labels stay out of the layout, so placing them does not move the axes again.
+    labels stay out of the layout, so placing them does not move the axes again. A label with
+    no free place inside the figure is hidden, and a note says how many were.
     """
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
@@ -276,28 +282,39 @@ def _place_labels(fig: Figure, ax: Axes, members: pd.DataFrame) -> list[Annotati
             zorder=5,
         )
         label.set_in_layout(False)
-        box = _first_free(label, renderer, placed)
-        placed.append(box)
+        box = _first_free(label, renderer, placed, fig.bbox)
+        if box is None:
+            label.set_visible(False)
+        else:
+            placed.append(box)
         labels.append(label)
+    hidden = sum(not label.get_visible() for label in labels)
+    if hidden:
+        fig.text(
+            0.01, 0.01, f"{hidden} crowded labels left out; widths are in pareto_front.csv",
+            fontsize=7, color="0.4",
+        )  # fmt: skip
     return labels
 
 
-def _first_free(label: Annotation, renderer: Any, placed: Iterable[Bbox]) -> Bbox:
-    """Move `label` to the first offset whose box overlaps none of `placed`; return its box."""
+def _first_free(
+    label: Annotation, renderer: Any, placed: Iterable[Bbox], inside: BboxBase
+) -> Bbox | None:
+    """Move `label` to the first offset whose box, padded, overlaps none of `placed` and lies
+    within `inside`; return its box, or None when every offset is taken."""
     taken = list(placed)
-    box = label.get_window_extent(renderer)
     dpi = renderer.dpi
-    width_points = box.width * 72.0 / dpi
+    width_points = label.get_window_extent(renderer).width * 72.0 / dpi
     for dx, dy in _LABEL_OFFSETS:
         label.xyann = (dx if dx > 0 else dx - width_points, dy)
         box = label.get_window_extent(renderer)
-        if not any(box.overlaps(other) for other in taken):
+        # Two pixels of air: boxes that only touch read as one label ("3-53-6").
+        padded = box.expanded(1.0 + 4.0 / max(box.width, 1.0), 1.0 + 4.0 / max(box.height, 1.0))
+        fits = inside.containsx(box.x0) and inside.containsx(box.x1)
+        fits = fits and inside.containsy(box.y0) and inside.containsy(box.y1)
+        if fits and not any(padded.overlaps(other) for other in taken):
             return box
-    # Crowded beyond every offset: stack it above the highest label.
-    label.xyann = _LABEL_OFFSETS[0]
-    lift = max(other.y1 for other in taken) - label.get_window_extent(renderer).y0
-    label.xyann = (_LABEL_OFFSETS[0][0], _LABEL_OFFSETS[0][1] + lift * 72.0 / dpi + 2)
-    return label.get_window_extent(renderer)
+    return None
 
 
 def _colour_column(table: pd.DataFrame) -> tuple[str, str]:

@@ -6,34 +6,77 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import optuna
 import pandas as pd
 
 from search import pareto
 from search.study import find_study
 from search.study_settings import StudySettings
 
-__all__ = ["fmt", "format_report", "ratio_text", "study_report"]
+__all__ = [
+    "delta_text",
+    "floor_resolution",
+    "fmt",
+    "format_report",
+    "front_markdown",
+    "ratio_text",
+    "study_report",
+    "study_text",
+]
 
 
 def study_report(name: str, storage_url: str | None) -> str:
     """The report of study `name` in `storage_url` (default: the journal under mlruns/)."""
     study = find_study(name, storage_url)
-    metric = StudySettings.read(study).metric
-    return format_report(pareto.trial_table(study), metric=metric)
+    return study_text(study)
+
+
+def study_text(study: optuna.Study) -> str:
+    """The front table, the floor beside the intervals' width, and the champion."""
+    settings = StudySettings.read(study)
+    table = pareto.trial_table(study)
+    lines = [format_report(table, metric=settings.metric)]
+    if len(table) and settings.baseline_metric is not None:
+        lines.append(floor_resolution(table, settings.max_metric_drop, settings.metric))
+        picked = pareto.champion(study)
+        if picked.trial is not None:
+            lines.append(f"champion ({picked.rule}): trial {picked.trial.number}, {picked.note}")
+        else:
+            lines.append(f"champion ({picked.rule}): none, {picked.note}")
+    return "\n".join(lines)
+
+
+def floor_resolution(table: pd.DataFrame, max_drop: float, metric: str) -> str:
+    """The floor next to the median half-width of the trials' paired validation intervals,
+    and plainly whether the validation rows can tell a candidate within the floor."""
+    others = table[~table["baseline"]]
+    widths = ((others["delta_high"] - others["delta_low"]) / 2).dropna()
+    if widths.empty:
+        return f"floor: {metric} within {max_drop:g} of the baseline"
+    half = float(widths.median())
+    line = (
+        f"floor: {metric} within {max_drop:g} of the baseline; the median 95% interval of a "
+        f"trial's validation delta is +/-{half:.4f}"
+    )
+    if half > max_drop:
+        line += (
+            ": the validation set is too small to resolve the floor, so 'within the floor' is "
+            "not a promise here (use more rows, or a larger search.max_metric_drop)"
+        )
+    return line
 
 
 def format_report(table: pd.DataFrame, *, metric: str) -> str:
-    """Aligned text table of the baseline and the front members of `trial_table` output."""
+    """Aligned text table of the baseline and the front members of `trial_table` output.
+
+    Deltas are candidate minus baseline on the same rows, with paired 95% bootstrap intervals.
+    """
     if table.empty:
         return "No finished trials yet: run a search first, then report again."
-    base = table[table["baseline"]]
-    members = table[table["pareto"] & ~table["baseline"]]
+    base, members = _split(table)
     shown = pd.concat([base, members])
-    n_front = int(table["pareto"].sum())
-    header = (
-        f"{metric}: {n_front} Pareto-front model{'s' if n_front != 1 else ''} "
-        f"of {len(table)} finished trial{'s' if len(table) != 1 else ''}"
-        + (" (baseline first)" if len(base) else " (no baseline finished yet)")
+    header = _summary(table, metric) + (
+        " (baseline first)" if len(base) else " (no baseline finished yet)"
     )
     names = (
         "trial",
@@ -43,11 +86,12 @@ def format_report(table: pd.DataFrame, *, metric: str) -> str:
         "param ratio",
         "latency ratio",
         f"val {metric}",
-        "delta",
+        "val delta [95% CI]",
         f"test {metric}",
+        "test delta [95% CI]",
     )
     # Text columns read best left-aligned, numbers right-aligned so their digits line up.
-    left = (False, True, True, False, False, False, False, False, False)
+    left = (False, True, True, False, False, False, False, False, False, False)
     cells = [_cells(row) for row in shown.itertuples(index=False)]
     widths = [max(len(r[i]) for r in [names, *cells]) for i in range(len(names))]
     lines = [header, _join(names, widths, left)]
@@ -55,6 +99,55 @@ def format_report(table: pd.DataFrame, *, metric: str) -> str:
     if members.empty:
         lines.append("No feasible candidate besides the baseline yet.")
     return "\n".join(lines)
+
+
+def front_markdown(table: pd.DataFrame, *, metric: str, max_rows: int = 40) -> str:
+    """The baseline and the front of `trial_table` output as a markdown table.
+
+    It is a run's description in the MLflow UI, so it stays short: at most `max_rows` front
+    members (the smallest; the rest are in `pareto_front.csv`), and only the columns that
+    decide between them.
+    """
+    if table.empty:
+        return "No finished trials yet."
+    base, members = _split(table)
+    lines = [
+        f"**{_summary(table, metric)}**; a delta is the candidate's {metric} minus the "
+        "baseline's on the same rows, with its paired 95% bootstrap interval.",
+        "",
+        f"| trial | approach | widths | param ratio | latency ratio | val delta {metric} "
+        "[95% CI] | test delta [95% CI] |",
+        "| ---: | :--- | :--- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in pd.concat([base, members.head(max_rows)]).itertuples(index=False):
+        cells = (
+            str(row.trial),
+            "baseline" if row.baseline else str(row.approach),
+            str(row.hidden) or "-",
+            ratio_text(row.param_ratio),
+            ratio_text(row.latency_ratio),
+            delta_text(row.metric_delta, row.delta_low, row.delta_high),
+            delta_text(row.test_delta, row.test_delta_low, row.test_delta_high),
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(members) > max_rows:
+        lines += ["", f"{len(members) - max_rows} more front members in `pareto_front.csv`."]
+    if members.empty:
+        lines += ["", "No feasible candidate besides the baseline yet."]
+    return "\n".join(lines)
+
+
+def _split(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The baseline row (none while it runs) and the other front members."""
+    return table[table["baseline"]], table[table["pareto"] & ~table["baseline"]]
+
+
+def _summary(table: pd.DataFrame, metric: str) -> str:
+    n_front = int(table["pareto"].sum())
+    return (
+        f"{metric}: {n_front} Pareto-front model{'s' if n_front != 1 else ''} "
+        f"of {len(table)} finished trial{'s' if len(table) != 1 else ''}"
+    )
 
 
 def _cells(row: Any) -> tuple[str, ...]:
@@ -66,9 +159,17 @@ def _cells(row: Any) -> tuple[str, ...]:
         ratio_text(row.param_ratio),
         ratio_text(row.latency_ratio),
         fmt(row.metric, ".4f"),
-        fmt(row.metric_delta, "+.4f"),
+        delta_text(row.metric_delta, row.delta_low, row.delta_high),
         fmt(row.test_metric, ".4f"),
+        delta_text(row.test_delta, row.test_delta_low, row.test_delta_high),
     )
+
+
+def delta_text(delta: float, low: float, high: float) -> str:
+    """"-0.0037 [-0.0111, +0.0037]", or just the delta when there is no interval."""
+    if math.isnan(low) or math.isnan(high):
+        return fmt(delta, "+.4f")
+    return f"{delta:+.4f} [{low:+.4f}, {high:+.4f}]"
 
 
 def fmt(value: Any, spec: str, suffix: str = "") -> str:

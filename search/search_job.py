@@ -21,14 +21,16 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from lightning_modules.data import TabularDataModule
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.evaluation import constant_prediction_metric
 from search import pareto, tracking
 from search.adapters import baseline_spec, data_params, load_data, set_training_threads
 from search.config import Config
 from search.objective import SearchContext, run_trial
 from search.paired import paired_comparison
-from search.report import format_report
+from search.report import study_text
 from search.samplers import make_sampler
-from search.space import baseline_params
+from search.space import baseline_params, ladder_params
 from search.study import DEFAULT_STORAGE, open_storage, open_study
 from search.study_settings import StudySettings
 from search.study_tracking import StudyMirror
@@ -116,8 +118,10 @@ class SearchOutcome:
     trials: int
     front_size: int
     champion_uri: str | None
+    champion_note: str
     report: str
     parent_run_id: str
+    experiment_id: str
 
 
 def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
@@ -140,6 +144,7 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
         input_example=ctx.data.example_rows(),
         keep_models=config.search.keep_models,
         params=params,
+        dataset=tracking.training_dataset(ctx.data, config.data),
     )
     mirror.start()
     target = config.search.n_trials
@@ -159,18 +164,23 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     try:
         if StudySettings.read(study).baseline_trial is None:
             _run_baseline(study, ctx, objective, after_trial)
+        check_baseline_learned(study, ctx)
         remaining = target - _complete(study)
         if remaining > 0:
             _optimize(study, config, objective, after_trial, remaining)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except TabslimInputError:
+        status = "FAILED"
+        raise
     finally:
         bar.close()
         tables = {}
         if config.search.paired and status == "FINISHED":
             tables["paired_comparison.csv"] = paired_comparison(study, ctx)
-        champion = mirror.finish(status=status, tables=tables)
+        # A failed baseline leaves nothing to recommend: no champion is registered.
+        champion = mirror.finish(status=status, tables=tables, register=status != "FAILED")
     table = pareto.trial_table(study)
     return SearchOutcome(
         study=name,
@@ -178,8 +188,10 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
         trials=_complete(study),
         front_size=int(table["pareto"].sum()) if len(table) else 0,
         champion_uri=champion,
-        report=format_report(table, metric=ctx.metric),
+        champion_note=mirror.champion_note,
+        report=study_text(study),
         parent_run_id=mirror.parent_run_id,
+        experiment_id=experiment_id,
     )
 
 
@@ -191,7 +203,41 @@ def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callb
         user_attrs={"baseline": True},
         skip_if_exists=True,
     )
-    study.optimize(objective, n_trials=1, callbacks=[callback])
+    # A baseline that diverges is caught here and reported by `check_baseline_learned`.
+    study.optimize(objective, n_trials=1, callbacks=[callback], catch=_TRIAL_ERRORS)
+    search = ctx.config.search
+    room = max(0, search.n_trials - _complete(study))
+    for params in ladder_params(search.space, n_layers, search.approaches)[:room]:
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
+def check_baseline_learned(study: optuna.Study, ctx: SearchContext) -> None:
+    """Raise a one-line error when the baseline learned nothing: every candidate would be judged
+    against it, and the search would register a champion at chance level."""
+    settings = StudySettings.read(study)
+    training = ctx.config.training
+    hint = (
+        f"check training.lr ({training.lr:g}), training.max_epochs ({training.max_epochs}) and "
+        "the data, then search again under a new --study name"
+    )
+    if settings.baseline_metric is None:
+        raise TabslimInputError(
+            f"the baseline of study '{study.study_name}' did not finish training (its loss or "
+            f"metrics were not finite); {hint}"
+        )
+    value, chance = settings.baseline_metric, constant_prediction_metric(ctx.data, "val")
+    # Metrics come back as float32: 27/270 rows is 0.10000000149 there, and 0.1 here.
+    tolerance = 1e-6 * max(1.0, abs(chance))
+    if ctx.higher_is_better and value <= chance + tolerance:
+        raise TabslimInputError(
+            f"the baseline did not learn: its validation {ctx.metric} {value:.4f} is no better "
+            f"than always predicting the most frequent class ({chance:.4f}); {hint}"
+        )
+    if not ctx.higher_is_better and value >= chance - tolerance:
+        raise TabslimInputError(
+            f"the baseline did not learn: its validation {ctx.metric} {value:.4g} is no better "
+            f"than always predicting the training mean ({chance:.4g}); {hint}"
+        )
 
 
 def _optimize(

@@ -17,7 +17,7 @@ from typing import Any
 import mlflow
 import optuna
 import pandas as pd
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
@@ -25,7 +25,7 @@ from search import pareto, tracking
 from search.hypervolume import hypervolume
 from search.plots import plot_front_html, plot_front_png
 from search.pyfunc_model import load_network, log_model
-from search.report import format_report
+from search.report import front_markdown, study_text
 from search.study_settings import StudySettings, is_feasible
 
 CHAMPION = "champion"
@@ -44,6 +44,7 @@ class StudyMirror:
         trials_dir: where trials saved their networks (spec, preprocessing, weights).
         input_example: a few raw rows, logged with each model as its input example.
         keep_models: "pareto" logs models of front members only, "all" of every trial.
+        dataset: the training data, linked to the parent run and to every trial's run.
     """
 
     study: optuna.Study
@@ -52,12 +53,14 @@ class StudyMirror:
     input_example: Any
     keep_models: str = "pareto"
     params: dict[str, Any] = field(default_factory=dict)
+    dataset: DatasetInput | None = None
     client: MlflowClient = field(default_factory=MlflowClient)
     parent_run_id: str = ""
     _runs: dict[int, str] = field(default_factory=dict)
     _pareto: dict[int, bool] = field(default_factory=dict)
     _models: dict[int, str] = field(default_factory=dict)
     _champion_trial: int = -1
+    champion_note: str = ""
 
     def start(self) -> str:
         """Find or create the study's parent run, and learn which trials are mirrored already."""
@@ -76,6 +79,8 @@ class StudyMirror:
             params = [Param(k, str(v)[:6000]) for k, v in self.params.items()]
             for start in range(0, len(params), 100):
                 self.client.log_batch(self.parent_run_id, params=params[start : start + 100])
+        if self.dataset is not None:
+            tracking.log_dataset(self.client, self.parent_run_id, self.dataset)
         for run in self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`tabslim.study` = '{name}' and tags.`tabslim.kind` = 'trial'",
@@ -99,8 +104,6 @@ class StudyMirror:
             if self._pareto.get(number) != on_front:
                 self.client.set_tag(run_id, "pareto", _tag(on_front))
                 self._pareto[number] = on_front
-            if on_front and number not in self._models:
-                self._log_model(self.study.trials[number])
         return len(front)
 
     def _mirror(self, trial: FrozenTrial, on_front: bool) -> None:
@@ -126,6 +129,8 @@ class StudyMirror:
             },
         )
         run_id = run.info.run_id
+        if self.dataset is not None:
+            self.client.log_inputs(run_id, datasets=[self.dataset])
         # Floats from a step grid print as 0.15000000000000002; six digits read better.
         params = {
             k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in trial.params.items()
@@ -148,8 +153,9 @@ class StudyMirror:
         self.client.set_terminated(run_id, status=status, end_time=end)
         self._runs[trial.number] = run_id
         self._pareto[trial.number] = on_front
-        wanted = on_front or self.keep_models == "all"
-        if trial.state == TrialState.COMPLETE and wanted:
+        # Front members get their models at `finish`: the front moves with every trial, and a
+        # logged model costs about as much as training a small candidate.
+        if trial.state == TrialState.COMPLETE and self.keep_models == "all":
             self._log_model(trial)
 
     def _log_model(self, trial: FrozenTrial) -> str | None:
@@ -166,13 +172,21 @@ class StudyMirror:
         return str(info.model_uri)
 
     def finish(
-        self, *, status: str = "FINISHED", tables: dict[str, pd.DataFrame] | None = None
+        self,
+        *,
+        status: str = "FINISHED",
+        tables: dict[str, pd.DataFrame] | None = None,
+        register: bool = True,
     ) -> str | None:
         """Log the front, its plots and test metrics on the parent; register the champion.
 
-        Returns the champion's model URI, or None when no trial met the floor.
+        Returns the champion's model URI, or None when none was registered (`register` off,
+        e.g. because the baseline did not learn, or nothing finished).
         """
         self.sync()
+        for trial in pareto.front(self.study):
+            if trial.number not in self._models:
+                self._log_model(trial)
         settings = StudySettings.read(self.study)
         table = pareto.trial_table(self.study)
         run_id = self.parent_run_id
@@ -195,7 +209,7 @@ class StudyMirror:
                         title=f"{self.study.study_name}: {len(table)} trials",
                     )
                     self.client.log_artifact(run_id, str(folder / name))
-            report = format_report(table, metric=metric)
+            report = study_text(self.study)
             (folder / "report.txt").write_text(report + "\n")
             self.client.log_artifact(run_id, str(folder / "report.txt"))
             for name, extra in (tables or {}).items():
@@ -208,7 +222,7 @@ class StudyMirror:
         }
         for row in front_table.itertuples():
             summary[f"front_trial_{row.trial}_test_{metric}"] = float(row.test_metric)
-        champion_uri = self._register_champion(table)
+        champion_uri = self._register_champion() if register else None
         if champion_uri is not None:
             chosen = table[table["trial"] == self._champion_trial].iloc[0]
             summary |= {
@@ -217,16 +231,27 @@ class StudyMirror:
                 "champion_latency_ratio": float(chosen["latency_ratio"]),
                 f"champion_val_{metric}": float(chosen["metric"]),
                 f"champion_test_{metric}": float(chosen["test_metric"]),
+                "champion_val_delta_ci_low": float(chosen["delta_low"]),
+                "champion_val_delta_ci_high": float(chosen["delta_high"]),
+                "champion_test_delta": float(chosen["test_delta"]),
+                "champion_test_delta_ci_low": float(chosen["test_delta_low"]),
+                "champion_test_delta_ci_high": float(chosen["test_delta_high"]),
             }
+            summary = {k: v for k, v in summary.items() if v == v}  # MLflow refuses NaN
         self.client.log_batch(run_id, metrics=[Metric(k, v, _now(), 0) for k, v in summary.items()])
+        # The run's Description in the UI: the front at a glance, before opening any artifact.
+        self.client.set_tag(run_id, "mlflow.note.content", front_markdown(table, metric=metric))
         self.client.set_terminated(run_id, status=status)
         return champion_uri
 
-    def _register_champion(self, table: Any) -> str | None:
-        chosen = pareto.recommend(self.study)
+    def _register_champion(self) -> str | None:
+        picked = pareto.champion(self.study)
+        self.champion_note = picked.note
+        chosen = picked.trial
         if chosen is None:
             return None
         self._champion_trial = chosen.number
+        self.client.set_tag(self.parent_run_id, "champion_rule", picked.rule)
         model_uri = self._models.get(chosen.number) or self._log_model(chosen)
         if model_uri is None:
             return None

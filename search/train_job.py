@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 import mlflow
+from mlflow.tracking import MlflowClient
 
 from lightning_modules.networks import build
 from lightning_modules.training import fit
@@ -34,6 +35,7 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
     """Train, measure and log the baseline. All input is checked before MLflow is touched."""
     data = load_data(config)
     spec = baseline_spec(config, data)
+    dataset = tracking.training_dataset(data, config.data)
     set_training_threads(config)
     experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
@@ -42,6 +44,7 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
         params.update(data_params(data))
         params["model.widths"] = "-".join(map(str, spec.hidden))
         mlflow.log_params(params)
+        tracking.log_dataset(MlflowClient(), run.info.run_id, dataset)
         result = fit(
             build(spec, seed=config.training.seed),
             data,

@@ -1,15 +1,25 @@
 from __future__ import annotations
 
+import base64
+import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.text import Annotation
 from optuna.study import StudyDirection
 
+from search import plots
 from search.hypervolume import hypervolume
 from search.pareto import TABLE_COLUMNS, front, metric_floor, recommend, trial_table
 from search.plots import plot_front_html, plot_front_png
@@ -252,36 +262,155 @@ def test_metric_floor_is_baseline_minus_allowed_drop() -> None:
     assert metric_floor(_accuracy_study()) == pytest.approx(0.965)
 
 
-def test_plot_front_html_is_offline_and_names_trials(tmp_path: Path) -> None:
+def _plotly_figure(html: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The traces and the layout that the page hands to `Plotly.newPlot(div, data, layout)`."""
+    decoder = json.JSONDecoder()
+    at = html.index("Plotly.newPlot(") + len("Plotly.newPlot(")
+    parts = []
+    for _ in range(3):
+        while html[at] in " \t\n,":
+            at += 1
+        part, at = decoder.raw_decode(html, at)
+        parts.append(part)
+    _, data, layout = parts
+    return data, layout
+
+
+def _numbers(values: list[float] | dict[str, str]) -> list[float]:
+    """A plotly array: a JSON list, or numpy's bytes in base64 (`{"dtype", "bdata"}`)."""
+    if isinstance(values, list):
+        return [float(v) for v in values]
+    raw = base64.b64decode(values["bdata"])
+    return np.frombuffer(raw, dtype=values["dtype"]).astype(float).tolist()
+
+
+def test_plot_front_html_is_offline_and_holds_every_trial_the_front_and_the_floor(
+    tmp_path: Path,
+) -> None:
     study = _accuracy_study()
     path = plot_front_html(
         trial_table(study), tmp_path / "front.html", metric="accuracy", floor=metric_floor(study)
     )
     html = path.read_text(encoding="utf-8")
-    assert "plotly" in html
-    assert '<script src="https://cdn.plot.ly' not in html  # plotly.js is inline
-    for number in range(5):
-        assert f"trial {number} (" in html
-    assert "64-32" in html
+    # plotly.js itself is inline (megabytes of it), not fetched from a CDN.
+    assert "<script src=" not in html and re.search(r"plotly\.js v\d", html)
+    assert len(html) > 1_000_000
+    data, layout = _plotly_figure(html)
+    traces = {trace["name"]: trace for trace in data}
+    assert list(traces) == ["prune", "scratch", "Pareto front", "baseline"]
+    # Trials by approach, at (parameters, validation metric), smallest first as in the table.
+    assert _numbers(traces["prune"]["x"]) == [1_000, 6_000]
+    assert _numbers(traces["scratch"]["x"]) == [2_500, 5_000, 10_000]
+    assert _numbers(traces["scratch"]["y"]) == [0.968, 0.966, 0.970]
+    hover = [text for trace in data for text in trace.get("hovertext", [])]
+    assert sorted(int(text.split()[1]) for text in hover if text.startswith("trial")) == [
+        0, 0, 1, 2, 3, 4,  # the baseline twice: among the trials and as the star
+    ]  # fmt: skip
+    trial_1 = next(text for text in hover if text.startswith("trial 1 "))
+    assert trial_1.startswith("trial 1 (scratch, front)<br>widths 64-32<br>params 2,500 (0.25x)")
+    assert "test accuracy 0.9610" in trial_1
+    # The front is trials 1 and 4, joined by a step line; the baseline is trial 0.
+    front_line = traces["Pareto front"]
+    assert front_line["line"]["shape"] == "hv"
+    assert _numbers(front_line["x"]) == [2_500, 6_000]
+    assert _numbers(front_line["y"]) == [0.968, 0.972]
+    assert _numbers(traces["baseline"]["x"]) == [10_000]
+    (shape,) = layout["shapes"]
+    assert shape["y0"] == shape["y1"] == pytest.approx(0.965)
+    assert [a["text"] for a in layout["annotations"]] == ["floor 0.9650"]
+    assert layout["title"]["text"] == "accuracy vs parameters (5 trials, 2 on front)"
 
 
-def test_plot_front_png_writes_a_png(tmp_path: Path) -> None:
+def _pixels(image: np.ndarray, colour: str) -> int:
+    """How many pixels have `colour` (a matplotlib name), give or take antialiasing."""
+    rgb = np.array(to_rgb(colour))
+    return int((np.abs(image[..., :3] - rgb).max(axis=2) < 0.02).sum())
+
+
+def test_plot_front_png_draws_the_baseline_star_and_the_floor(
+    tmp_path: Path, read_png: Callable[[Path], np.ndarray]
+) -> None:
     study = _accuracy_study()
     path = plot_front_png(
         trial_table(study), tmp_path / "front.png", metric="accuracy", floor=metric_floor(study)
     )
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = read_png(path)
+    assert image.shape[:2] == (750, 1200)  # 8 x 5 inches at 150 dpi
+    assert _pixels(image, "gold") > 100  # the baseline's star, and its legend entry
+    assert _pixels(image, "crimson") > 100  # the dashed floor line
 
 
-def test_plots_survive_an_empty_table_and_a_missing_baseline(tmp_path: Path) -> None:
+def test_plots_survive_an_empty_table_and_a_missing_baseline(
+    tmp_path: Path, read_png: Callable[[Path], np.ndarray]
+) -> None:
     empty = trial_table(_study(ACCURACY))
-    assert plot_front_png(empty, tmp_path / "empty.png", metric="accuracy").stat().st_size > 0
-    assert plot_front_html(empty, tmp_path / "empty.html", metric="accuracy").stat().st_size > 0
+    image = read_png(plot_front_png(empty, tmp_path / "empty.png", metric="accuracy"))
+    assert image.shape[:2] == (750, 1200)
+    html = plot_front_html(empty, tmp_path / "empty.html", metric="accuracy").read_text()
+    data, layout = _plotly_figure(html)
+    assert data == [] and "shapes" not in layout
+    assert layout["title"]["text"] == "accuracy vs parameters (0 trials, 0 on front)"
+
     study = _study({k: v for k, v in ACCURACY.items() if k != "baseline_trial"})
     _add(study, 0.968, 2_500, 1.0)
     _add(study, 0.972, 6_000, 1.8)
     table = trial_table(study)
-    assert plot_front_png(table, tmp_path / "nobase.png", metric="accuracy").exists()
+    image = read_png(plot_front_png(table, tmp_path / "nobase.png", metric="accuracy"))
+    # No baseline star and no floor line without a baseline or a floor.
+    assert _pixels(image, "gold") == 0 and _pixels(image, "crimson") == 0
+    html = plot_front_html(table, tmp_path / "nobase.html", metric="accuracy").read_text()
+    data, _ = _plotly_figure(html)
+    assert [trace["name"] for trace in data] == ["scratch", "Pareto front"]
+
+
+@pytest.mark.parametrize("n_members", [8, 20])
+def test_plot_front_png_labels_of_a_crowded_front_do_not_overlap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n_members: int
+) -> None:
+    # Nearly equal sizes and metrics: every point lands on the same few pixels; 20 labels are
+    # more than the offsets to try, so some are stacked above the others.
+    study = _study(ACCURACY)
+    _add(study, 0.969, 10_000, 2.0, hidden=(256, 128), baseline=True)
+    for i in range(n_members):
+        _add(study, 0.970 + 1e-5 * i, 1_000 + i, 1.0, hidden=(64 + i, 32))
+    table = trial_table(study)
+    assert int(table["pareto"].sum()) == n_members
+    placed: list[tuple[Figure, list[Annotation]]] = []
+    place_labels = plots._place_labels
+
+    def recording(fig: Figure, ax: Axes, members: pd.DataFrame) -> list[Annotation]:
+        labels = place_labels(fig, ax, members)
+        placed.append((fig, labels))
+        return labels
+
+    monkeypatch.setattr(plots, "_place_labels", recording)
+    plot_front_png(table, tmp_path / "crowded.png", metric="accuracy", floor=metric_floor(study))
+    ((fig, labels),) = placed
+    assert [label.get_text() for label in labels] == [f"{64 + i}-32" for i in range(n_members)]
+    assert [label.xy for label in labels] == [
+        (1_000 + i, pytest.approx(0.970 + 1e-5 * i)) for i in range(n_members)
+    ]
+    # Measured as saved, at 150 dpi.
+    fig.set_dpi(150)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    shown = [label for label in labels if label.get_visible()]
+    boxes = [label.get_window_extent(renderer) for label in shown]
+    overlapping = [(i, j) for (i, a), (j, b) in combinations(enumerate(boxes), 2) if a.overlaps(b)]
+    assert overlapping == []
+    # Every label shown lies inside the saved figure; a crowd too large is left out, and said.
+    assert all(fig.bbox.x0 <= b.x0 and b.x1 <= fig.bbox.x1 for b in boxes)
+    assert all(fig.bbox.y0 <= b.y0 and b.y1 <= fig.bbox.y1 for b in boxes)
+    hidden = len(labels) - len(shown)
+    notes = [t.get_text() for t in fig.texts]
+    assert notes == ([f"{hidden} crowded labels left out; widths are in pareto_front.csv"]
+                     if hidden else [])  # fmt: skip
+    assert len(shown) >= min(n_members, 8)
+    # The check has teeth: all at the first offset, the labels would pile up.
+    for label in labels:
+        label.xyann = plots._LABEL_OFFSETS[0]
+    piled = [label.get_window_extent(renderer) for label in labels]
+    assert all(a.overlaps(b) for a, b in pairwise(piled))
 
 
 def test_format_report_lists_the_baseline_first_then_front_members() -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from pathlib import Path
 
 import mlflow
@@ -12,10 +13,13 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from lightning_modules.datasets import load_bundled
+from lightning_modules.evaluation import evaluate_network
+from lightning_modules.networks import MLPSpec
 from search import pareto
 from search.cli import main
 from search.config import Config, validate
-from search.objective import run_trial
+from search.objective import SearchContext, run_trial
+from search.pyfunc_model import load_network
 from search.search_job import build_context, run_search, study_settings
 from search.space import baseline_params
 from search.study import directions
@@ -35,6 +39,41 @@ def _write(tmp_path: Path, config: Config) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     return path
+
+
+def _assert_rebuilds(trial: optuna.trial.FrozenTrial, ctx: SearchContext) -> None:
+    """The trial's folder rebuilds the network it measured, from its spec and weights alone.
+
+    The trial recorded its test metrics from the network in memory; the network rebuilt from
+    `spec.json` and the state_dict must score the same on the same rows.
+    """
+    spec, network, _ = load_network(ctx.trials_dir / f"trial-{trial.number}")
+    assert spec == MLPSpec.from_dict(trial.user_attrs["spec"])
+    assert list(spec.hidden) == trial.user_attrs["hidden"]
+    rebuilt = evaluate_network(network, ctx.data, "test")
+    recorded = trial.user_attrs["metrics"]
+    assert set(rebuilt) == {"accuracy", "balanced_accuracy", "roc_auc", "log_loss"}
+    for name, value in rebuilt.items():
+        assert value == pytest.approx(recorded[f"test_{name}"], abs=1e-6), name
+
+
+def _report_rows(report: str) -> list[list[str]]:
+    """The cells of each model row of `format_report` output (the header lines left out)."""
+    return [line.split() for line in report.splitlines()[2:] if line.split()[0].isdigit()]
+
+
+def _front_rows(study: optuna.Study) -> list[list[str]]:
+    """(trial, approach, widths) of the baseline, then of the other front members by size."""
+    baseline = next(t for t in study.trials if t.user_attrs.get("baseline"))
+    members = [t for t in pareto.front(study) if t.number != baseline.number]
+    return [
+        [str(t.number), "baseline" if t is baseline else t.user_attrs["approach"], _widths(t)]
+        for t in [baseline, *members]
+    ]
+
+
+def _widths(trial: optuna.trial.FrozenTrial) -> str:
+    return "-".join(map(str, trial.user_attrs["hidden"]))
 
 
 def test_objective_trains_measures_and_constrains(tmp_path: Path) -> None:
@@ -59,7 +98,7 @@ def test_objective_trains_measures_and_constrains(tmp_path: Path) -> None:
     assert {"val_accuracy", "test_accuracy", "size_bytes", "flops"} <= set(metrics)
     floor = baseline.values[0] - 0.2
     assert small.constraints["metric_floor"] == pytest.approx(floor - small.values[0])
-    assert (ctx.trials_dir / "trial-1" / "weights.pt").is_file()
+    _assert_rebuilds(small, ctx)
 
 
 def test_a_repeated_sample_is_not_trained_again(tmp_path: Path) -> None:
@@ -131,6 +170,7 @@ def test_mlflow_mirrors_trials_with_current_pareto_tags(searched: dict[str, obje
     parent_id = parents[0].info.run_id
     assert all(r.data.tags["mlflow.parentRunId"] == parent_id for r in trials)
     front = {t.number for t in pareto.front(study)}
+    assert front  # the baseline at least is feasible
     for run in trials:
         number = int(run.data.tags["tabslim.trial"])
         assert run.data.tags["pareto"] == ("true" if number in front else "false")
@@ -170,11 +210,13 @@ def test_report_prints_the_front_relative_to_the_baseline(
     code = main(["report", "--study", "tiny", "--storage", str(root / "optuna.journal")])
     out = capsys.readouterr().out
     assert code == 0
-    assert "param ratio" in out and "1.00x" in out
     study = searched["study"]
     assert isinstance(study, optuna.Study)
-    for trial in pareto.front(study):
-        assert f"{'-'.join(map(str, trial.user_attrs['hidden']))}" in out
+    assert out.splitlines()[1].split()[:5] == ["trial", "approach", "widths", "params", "param"]
+    rows = _report_rows(out)
+    assert [row[:3] for row in rows] == _front_rows(study)
+    # The baseline's own ratios are 1 and its delta 0.
+    assert rows[0][4:6] == ["1.00x", "1.00x"] and rows[0][7] == "+0.0000"
 
 
 def _journal_digest(path: Path) -> str:
@@ -205,7 +247,7 @@ def test_bad_search_input_exits_2_and_leaves_the_study_alone(
         assert main(["search", *args, "--quiet"]) == 2, args
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("tabslim: error: ")
-        assert pytest.importorskip("re").search(message, err), err
+        assert re.search(message, err), err
         assert "secret" not in err
     assert _journal_digest(journal) == before
     assert main(["report", "--study", "nope", "--storage", str(journal)]) == 2
@@ -269,8 +311,7 @@ def test_prune_trial_prunes_the_trained_baseline_and_fine_tunes(tmp_path: Path) 
     # Epochs trained, as for scratch trials: one step epoch after each of 2 layers, 1 final.
     assert pruned.user_attrs["metrics"]["epochs"] == 3
     assert "metric_floor" in pruned.constraints
-    # The pruned network on disk rebuilds from its spec alone.
-    assert (ctx.trials_dir / "trial-1" / "spec.json").read_text().count('"hidden"') == 1
+    _assert_rebuilds(pruned, ctx)
 
 
 def test_one_study_mixes_both_approaches_and_pairs_pruned_front_members(tmp_path: Path) -> None:
@@ -290,7 +331,17 @@ def test_one_study_mixes_both_approaches_and_pairs_pruned_front_members(tmp_path
     study = optuna.load_study(study_name="mixed", storage=storage)
     approaches = [t.user_attrs["approach"] for t in study.trials]
     assert approaches == ["scratch", "prune", "scratch"]
-    assert "prune" in outcome.report or "scratch" in outcome.report
+    # The report: the baseline, then the front, which holds the pruned (6, 3) for sure.
+    n_front = len(pareto.front(study))
+    header = outcome.report.splitlines()[0]
+    assert header.startswith(f"accuracy: {n_front} Pareto-front model")
+    assert header.endswith(" of 3 finished trials (baseline first)")
+    rows = _report_rows(outcome.report)
+    assert [row[:3] for row in rows] == _front_rows(study)
+    # Parameters 13*32+32 + 2*32 + 32*16+16 + 2*16 + 16*3+3 = 1,123 and, for (6, 3), 135.
+    assert rows[0][3:6] == ["1,123", "1.00x", "1.00x"] and rows[0][7] == "+0.0000"
+    pruned_row = next(row for row in rows if row[0] == "1")
+    assert pruned_row[:5] == ["1", "prune", "6-3", "135", "0.12x"]
     table = pareto.trial_table(study)
     assert set(table["approach"]) == {"scratch", "prune"}
     mlflow.set_tracking_uri(config.tracking.uri)
