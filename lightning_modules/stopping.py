@@ -6,6 +6,18 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 
+def fit_epoch_value(trainer: pl.Trainer, monitor: str) -> float | None:
+    """The monitored value after a training epoch's validation; None outside `fit` epochs.
+
+    Only epochs of `fit` count: the sanity check before it and the evaluations after it must
+    not move a callback's best.
+    """
+    if trainer.sanity_checking or trainer.state.fn != "fit":
+        return None
+    value = trainer.callback_metrics.get(monitor)
+    return None if value is None else float(value)
+
+
 class StopBelowThreshold(Callback):
     """Stops `fit` once the best validation value so far is still on the wrong side of a threshold.
 
@@ -30,12 +42,9 @@ class StopBelowThreshold(Callback):
         self.stopped_epoch: int | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
+        current = fit_epoch_value(trainer, self.monitor)
+        if current is None:
             return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
-        current = float(value)
         if self.best is None:
             self.best = current
         else:

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_modules.data import TabularDataModule
+from lightning_modules.stopping import fit_epoch_value
 
 # The metric that judges a model, and whether larger is better, per task.
 PRIMARY_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
@@ -205,13 +206,9 @@ class KeepBestWeights(Callback):
         self._state: dict[str, torch.Tensor] | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Only epochs of `fit` count; the evaluations that follow it must not move the best.
-        if trainer.sanity_checking or trainer.state.fn != "fit":
+        current = fit_epoch_value(trainer, self.monitor)
+        if current is None:
             return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
-        current = float(value)
         better = self.best is None or (
             current < self.best if self.mode == "min" else current > self.best
         )

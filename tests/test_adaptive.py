@@ -1,35 +1,12 @@
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import torch
+from test_target_perturbation import _exact_regressor  # the network whose steps are known
 
-from lightning_modules.data import TabularDataModule
-from lightning_modules.networks import MLP, MLPSpec, build
 from lightning_modules.training import FitSettings
 from pruning.plan import PruningPlan, apply_plan
 
 SETTINGS = FitSettings(max_epochs=1, lr=1e-3, accelerator="cpu")
-
-
-def _exact_regressor() -> tuple[TabularDataModule, MLP]:
-    """y = 3 f0, computed exactly as relu(f0) - relu(-f0) by two vital neurons per layer.
-
-    Layer 0 also has two dead neurons (zero in and out): by l1 they score 0 and go first, and
-    removing them changes no output; removing any vital neuron makes the error large.
-    """
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"f0": rng.normal(size=200), "f1": rng.normal(size=200)})
-    frame["y"] = 3 * frame["f0"]
-    data = TabularDataModule.from_frame(frame, "y", task="regression", batch_size=32)
-    spec = MLPSpec(hidden=(4, 2), dropout=0.0, batch_norm=False, **data.network_inputs())
-    network = build(spec)
-    state = {k: torch.zeros_like(v) for k, v in network.state_dict().items()}
-    state["blocks.0.linear.weight"][:2, 0] = torch.tensor([1.0, -1.0])
-    state["blocks.1.linear.weight"][:, :2] = torch.eye(2)
-    state["head.weight"][0, :] = torch.tensor([1.0, -1.0])
-    network.load_state_dict(state)
-    return data, network.eval()
 
 
 def test_the_adaptive_schedule_rolls_back_a_worse_step_and_chooses_the_keep_ratios() -> None:
