@@ -34,8 +34,9 @@ class PruningPlan:
         schedule: "one_shot" prunes layer after layer with no training in between; "iterative"
             fine-tunes `step_epochs` after each layer, so later scores see the recovered network;
             "adaptive" runs the accept/rollback loop (`pruning.reductive`) on the validation
-            split, which chooses every layer's keep ratio itself: the keep ratios only set how
-            much its first step removes, and the order does not apply.
+            split, fine-tuning `step_epochs` per step, which chooses every layer's keep ratio
+            itself: the keep ratios only set how much its first step removes, and the order
+            does not apply.
         fine_tune_epochs: epochs of fine-tuning after the last layer.
     """
 
@@ -182,11 +183,14 @@ def _apply_adaptive(
     )
     low, high = _ADAPTIVE_FIRST_STEP
     first_step = min(max(1.0 - sum(plan.keep_ratios) / len(plan.keep_ratios), low), high)
+    # Each step fine-tunes `step_epochs` before it is judged, as the paper retrains after each
+    # removal: judged as pruned, almost every step is a little worse and rolled back.
     loop = reductive_prune(
         network,
         data=data,
         fit_settings=fit_settings,
         start_fraction=first_step,
+        fine_tune_epochs=plan.step_epochs,
         scores=scores,
         recalibrate=True,
     )
@@ -203,4 +207,6 @@ def _apply_adaptive(
         "first_step": round(first_step, 4),
         "stop_reason": loop.stop_reason,
     }
-    return PlanResult(tuned, metrics, plan.fine_tune_epochs, details)
+    # Every evaluated step fine-tuned, and so did the loop's reference (the unpruned network).
+    epochs = (len(loop.history) + 1) * plan.step_epochs + plan.fine_tune_epochs
+    return PlanResult(tuned, metrics, epochs, details)

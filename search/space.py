@@ -168,5 +168,5 @@ def draw_plan(
         criterion=str(trial.suggest_categorical("prune_criterion", space.criteria)),
         schedule=schedule,
         fine_tune_epochs=int(trial.suggest_categorical("fine_tune_epochs", space.fine_tune_epochs)),
-        step_epochs=space.step_epochs if schedule == "iterative" else 0,
+        step_epochs=space.step_epochs if schedule in ("iterative", "adaptive") else 0,
     )

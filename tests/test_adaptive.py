@@ -14,7 +14,7 @@ def test_the_adaptive_schedule_rolls_back_a_worse_step_and_chooses_the_keep_rati
     # Mean keep ratio 0.5: the first step removes half of the 6 neurons.
     plan = PruningPlan(
         keep_ratios=(0.5, 0.5), order=(0, 1), criterion="l1", schedule="adaptive",
-        fine_tune_epochs=0,
+        fine_tune_epochs=0, step_epochs=0,
     )  # fmt: skip
     result = apply_plan(network, plan, data=data, fit_settings=SETTINGS)
     # Step 1 takes both dead neurons and a vital one: worse, rolled back. Step 2 (a quarter)
