@@ -247,6 +247,9 @@ class SearchConfig(_Section):
     # confident: the smallest trial whose paired 95% interval on validation lies within the
     # floor (the baseline when none does); smallest: the smallest whose point estimate does.
     champion: Literal["confident", "smallest"] = "confident"
+    # Train each front member again under this many more seeds before the champion is picked;
+    # it must keep its mean validation delta within the floor (search/confirm.py).
+    confirm: int = Field(default=0, ge=0, le=20)
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     approaches: list[Approach] = Field(
         default_factory=lambda: list(get_args(Approach)), min_length=1

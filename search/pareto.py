@@ -64,6 +64,8 @@ _DTYPES: dict[str, str] = (
     | dict.fromkeys(_TEXT_COLUMNS, "str")
     | dict.fromkeys(_BOOL_COLUMNS, "bool")
 )
+# The study attribute where `search.confirm` keeps, per trial, whether it passed confirmation.
+CONFIRMATION_ATTR = "tabslim_confirmation"
 # Positions in `FrozenTrial.values`, fixed by the study's directions.
 METRIC, SIZE, LATENCY = 0, 1, 2
 _NAN = float("nan")
@@ -117,12 +119,19 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
     ]
     base = baseline_trial(study, trials)
     smaller = [t for t in confident if base is None or t.number != base.number]
+    confirmed = study.user_attrs.get(CONFIRMATION_ATTR)
+    how = "smallest trial whose 95% interval lies within the floor"
+    if confirmed is not None:
+        # `search.confirm` retrained the front: only members whose mean held count.
+        smaller = [t for t in smaller if confirmed.get(str(t.number), {}).get("passed")]
+        how += ", confirmed under more seeds"
     if smaller:
         chosen = min(smaller, key=_order_key(higher_is_better(study)))
-        return Champion(chosen, rule, "smallest trial whose 95% interval lies within the floor")
+        return Champion(chosen, rule, how)
     note = (
-        "no trial's 95% validation interval lies within the floor, so the champion is the "
-        "baseline"
+        "no trial's 95% validation interval lies within the floor"
+        + (" and held under more seeds" if confirmed is not None else "")
+        + ", so the champion is the baseline"
     )
     return Champion(base, rule, note if base is not None else "the baseline has not finished")
 

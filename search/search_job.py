@@ -26,6 +26,7 @@ from lightning_modules.evaluation import constant_prediction_metric
 from search import pareto, tracking
 from search.adapters import baseline_spec, data_params, load_data, set_training_threads
 from search.config import Config
+from search.confirm import confirm_front
 from search.objective import SearchContext, run_trial
 from search.paired import paired_comparison
 from search.report import study_text
@@ -179,6 +180,8 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
         tables = {}
         if config.search.paired and status == "FINISHED":
             tables["paired_comparison.csv"] = paired_comparison(study, ctx)
+        if config.search.confirm and status == "FINISHED":
+            tables["confirmation.csv"] = confirm_front(study, ctx, config.search.confirm)
         # A failed baseline leaves nothing to recommend: no champion is registered.
         champion = mirror.finish(status=status, tables=tables, register=status != "FAILED")
     table = pareto.trial_table(study)

@@ -10,6 +10,7 @@ from optuna.distributions import FloatDistribution
 
 from search.cli import main
 from search.pareto import champion
+from search.pareto import front as pareto_front
 from search.report import study_text
 from search.study import directions
 from search.study_settings import StudySettings
@@ -103,3 +104,34 @@ def test_a_baseline_that_did_not_learn_stops_the_search_and_registers_nothing(
         output_format="list",
     )
     assert parent.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_confirmation_retrains_the_front_under_more_seeds_before_the_champion(
+    tmp_path: Path,
+) -> None:
+    from search.config import validate
+    from search.search_job import run_search
+
+    raw = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())
+    raw["search"] |= {"confirm": 2, "study": "confirmed", "storage": str(tmp_path / "j.journal")}
+    raw["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    outcome = run_search(validate(raw, "test"), progress=False)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal"))
+    )
+    study = optuna.load_study(study_name="confirmed", storage=storage)
+    summary = study.user_attrs["tabslim_confirmation"]
+    members = [t.number for t in pareto_front(study) if not t.user_attrs.get("baseline")]
+    assert sorted(map(int, summary)) == sorted(members) and members
+    assert all(entry["runs"] == 3 for entry in summary.values())
+    runs = study.user_attrs["tabslim_confirm_runs"]
+    assert sorted(runs) == sorted(f"{n}:{seed}" for n in members for seed in (1, 2))
+    # The champion passed confirmation, or is the baseline when none did.
+    chosen = champion(study)
+    assert chosen.trial is not None
+    passed = [int(n) for n, entry in summary.items() if entry["passed"]]
+    assert chosen.trial.number in passed or chosen.trial.user_attrs.get("baseline")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    artifacts = mlflow.MlflowClient().list_artifacts(outcome.parent_run_id)
+    assert "confirmation.csv" in {a.path for a in artifacts}
