@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         _markdown(
             [
-                "dataset", "criterion", "baseline test acc", "baseline val log loss",
-                "adaptive widths", "weights removed", "val log loss after",
-                "steps accepted/rolled back per seed", "adaptive test acc",
-                "fixed keep, same size, test acc", "scratch, same widths, test acc",
+                "dataset", "criterion", "baseline test metric", "baseline val error",
+                "adaptive widths", "weights removed", "val error after",
+                "steps accepted/rolled back per seed", "adaptive test",
+                "fixed keep, same size, test", "scratch, same widths, test",
             ],
             rows,
         )  # fmt: skip

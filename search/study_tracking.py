@@ -137,6 +137,11 @@ class StudyMirror:
         }
         params["approach"] = str(attrs.get("approach", ""))
         params["widths"] = "-".join(map(str, attrs.get("hidden", [])))
+        # What an adaptive schedule chose by itself: kept widths, steps accepted and rolled back.
+        for key, value in (attrs.get("prune_details") or {}).items():
+            params[f"prune.{key}"] = (
+                "-".join(map(str, value)) if isinstance(value, list) else str(value)
+            )
         finished = trial.datetime_complete or trial.datetime_start
         timestamp = int(finished.timestamp() * 1000) if finished else _now()
         metrics = [Metric(k, float(v), timestamp, 0) for k, v in attrs.get("metrics", {}).items()]
