@@ -148,7 +148,7 @@ class SpaceConfig(_Section):
     scale: Range = Field(default_factory=lambda: Range(low=0.02, high=1.0, log=True))
     shape: Range = Field(default_factory=lambda: Range(low=0.5, high=2.0, log=True))
     # Uniform shapes (every layer times this) trained from scratch first, after the baseline.
-    ladder: list[float] = Field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625])
+    ladder: list[float] = Field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625, 0.03125])
     # per_layer: each layer's draw range; scale_shape: the bounds each multiplier is clipped to.
     multiplier: Range = Field(default_factory=lambda: Range(low=0.02, high=1.0, log=True))
     # Per hidden layer, first to last; overrides `multiplier` for the layers it covers.
