@@ -70,6 +70,18 @@ class PruningPlan:
         data = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruningPlan:
+        """The plan `to_dict` wrote (lists back to tuples)."""
+        return cls(
+            keep_ratios=tuple(float(r) for r in data["keep_ratios"]),
+            order=tuple(int(i) for i in data["order"]),
+            criterion=str(data["criterion"]),
+            schedule=str(data.get("schedule", "one_shot")),
+            fine_tune_epochs=int(data.get("fine_tune_epochs", 1)),
+            step_epochs=int(data.get("step_epochs", 1)),
+        )
+
     def key(self) -> str:
         """Identifies what would be trained, to recognise a repeat of an earlier trial."""
         ratios = ",".join(f"{r:.4g}" for r in self.keep_ratios)

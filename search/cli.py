@@ -80,7 +80,8 @@ def _train(args: argparse.Namespace) -> int:
     from search.train_job import run_train
 
     config = _config_from(args)
-    outcome = run_train(config, progress_bar=not args.quiet)
+    # Lightning's per-step bar is for a terminal; in a log file it is thousands of lines.
+    outcome = run_train(config, progress_bar=not args.quiet and sys.stdout.isatty())
     tracking = config.tracking
     print(f"run {outcome.run_id} in experiment '{tracking.experiment}' at {tracking.uri}")
     for name, value in sorted(outcome.metrics.items()):

@@ -44,8 +44,7 @@ def _retrain(
     fitting = dataclasses.replace(fit_settings(ctx.config), seed=seed)
     params = trial.params
     if trial.user_attrs.get("approach") == "prune":
-        stored = trial.user_attrs["plan"]
-        plan = PruningPlan(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+        plan = PruningPlan.from_dict(trial.user_attrs["plan"])
         result = apply_plan(
             load_baseline(ctx, settings), plan, data=ctx.data, fit_settings=fitting, seed=seed
         )

@@ -53,7 +53,7 @@ def hypervolume(study: optuna.Study, *, latency_ref: float = 1.25) -> float:
     """Hypervolume of the feasible trials, relative to the baseline; 0.0 without a baseline.
 
     Each trial becomes the minimised point (metric loss vs baseline, size ratio, latency ratio)
-    and the reference point is (max_metric_drop, 1.0, latency_ref), or a tiny metric margin when
+    and the reference point is (the allowed drop, 1.0, latency_ref), or a tiny metric margin when
     no drop is allowed: only trials better than the floor, smaller than the baseline and faster
     than `latency_ref` times its latency add volume.
 
@@ -86,6 +86,6 @@ def hypervolume(study: optuna.Study, *, latency_ref: float = 1.25) -> float:
                 values[:, LATENCY] / base.values[LATENCY],
             ]
         )
-    drop = settings.max_metric_drop
+    drop = settings.allowed_drop()
     # NaN ratios compare False against the reference and drop out.
     return dominated_volume(points, np.array([drop if drop > 0 else _EPS, 1.0, latency_ref]))

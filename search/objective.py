@@ -114,7 +114,7 @@ def _stopper(ctx: SearchContext, settings: StudySettings) -> StopBelowThreshold 
     limit = settings.floor()
     if limit is None or settings.baseline_metric is None:
         return None
-    margin = settings.max_metric_drop + _HOPELESS_FRACTION * abs(settings.baseline_metric)
+    margin = settings.allowed_drop() + _HOPELESS_FRACTION * abs(settings.baseline_metric)
     threshold = limit - margin if ctx.higher_is_better else limit + margin
     max_epochs = ctx.config.training.max_epochs
     return StopBelowThreshold(

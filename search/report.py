@@ -36,8 +36,11 @@ def study_text(study: optuna.Study) -> str:
     settings = StudySettings.read(study)
     table = pareto.trial_table(study)
     lines = [format_report(table, metric=settings.metric)]
-    if len(table) and settings.baseline_metric is not None:
-        lines.append(floor_resolution(table, settings.max_metric_drop, settings.metric))
+    stopped = study.user_attrs.get("tabslim_stopped")  # search_job.STOPPED_ATTR
+    if stopped:
+        lines.append(f"the search stopped, and no champion was registered: {stopped}")
+    elif len(table) and settings.baseline_metric is not None:
+        lines.append(floor_resolution(table, settings.allowed_drop(), settings.metric))
         picked = pareto.champion(study)
         if picked.trial is not None:
             lines.append(f"champion ({picked.rule}): trial {picked.trial.number}, {picked.note}")

@@ -214,33 +214,43 @@ def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callb
         study.enqueue_trial(params, skip_if_exists=True)
 
 
+STOPPED_ATTR = "tabslim_stopped"
+
+
 def check_baseline_learned(study: optuna.Study, ctx: SearchContext) -> None:
     """Raise a one-line error when the baseline learned nothing: every candidate would be judged
-    against it, and the search would register a champion at chance level."""
+    against it, and the search would register a champion at chance level. The reason is kept
+    on the study, so that `tabslim report` says why it stopped."""
     settings = StudySettings.read(study)
     training = ctx.config.training
-    hint = (
-        f"check training.lr ({training.lr:g}), training.max_epochs ({training.max_epochs}) and "
-        "the data, then search again under a new --study name"
+    causes = (
+        f"a learning rate too high or too low (training.lr {training.lr:g}), too few epochs "
+        f"(training.max_epochs {training.max_epochs}), or columns that do not predict the "
+        "target can cause this; search again under a new --study name"
     )
+    reason = None
     if settings.baseline_metric is None:
-        raise TabslimInputError(
+        reason = (
             f"the baseline of study '{study.study_name}' did not finish training (its loss or "
-            f"metrics were not finite); {hint}"
+            f"metrics were not finite); {causes}"
         )
-    value, chance = settings.baseline_metric, constant_prediction_metric(ctx.data, "val")
-    # Metrics come back as float32: 27/270 rows is 0.10000000149 there, and 0.1 here.
-    tolerance = 1e-6 * max(1.0, abs(chance))
-    if ctx.higher_is_better and value <= chance + tolerance:
-        raise TabslimInputError(
-            f"the baseline did not learn: its validation {ctx.metric} {value:.4f} is no better "
-            f"than always predicting the most frequent class ({chance:.4f}); {hint}"
-        )
-    if not ctx.higher_is_better and value >= chance - tolerance:
-        raise TabslimInputError(
-            f"the baseline did not learn: its validation {ctx.metric} {value:.4g} is no better "
-            f"than always predicting the training mean ({chance:.4g}); {hint}"
-        )
+    else:
+        value, chance = settings.baseline_metric, constant_prediction_metric(ctx.data, "val")
+        # Metrics come back as float32: 27/270 rows is 0.10000000149 there, and 0.1 here.
+        tolerance = 1e-6 * max(1.0, abs(chance))
+        if ctx.higher_is_better and value <= chance + tolerance:
+            reason = (
+                f"the baseline did not learn: its validation {ctx.metric} {value:.4f} is no "
+                f"better than always predicting the most frequent class ({chance:.4f}); {causes}"
+            )
+        elif not ctx.higher_is_better and value >= chance - tolerance:
+            reason = (
+                f"the baseline did not learn: its validation {ctx.metric} {value:.4g} is no "
+                f"better than always predicting the training mean ({chance:.4g}); {causes}"
+            )
+    if reason is not None:
+        study.set_user_attr(STOPPED_ATTR, reason)
+        raise TabslimInputError(reason)
 
 
 def _optimize(

@@ -53,7 +53,8 @@ class StudySettings:
     Args:
         metric: the task metric judged on validation rows, e.g. "accuracy" or "rmse".
         size, latency: the metric names of the second and third objectives.
-        max_metric_drop: how far below the baseline (above, for rmse) a feasible trial may be.
+        max_metric_drop: how far below the baseline a feasible trial may be: absolute for
+            accuracy, a share of the baseline's error for rmse (see `allowed_drop`).
         config: the validated config, JSON-ready, so that later commands rebuild the data.
         trials_dir: where trials saved their networks.
         baseline_trial, baseline_metric: set once the baseline has finished.
@@ -121,14 +122,25 @@ class StudySettings:
         """The three objectives by name, in the study's order: metric, size, latency."""
         return [f"val_{self.metric}", self.size, self.latency]
 
+    def allowed_drop(self) -> float:
+        """How far a feasible metric may fall behind the baseline's, in the metric's units.
+
+        `max_metric_drop` is absolute for a higher-is-better metric (0.005 is half a point of
+        accuracy) and relative to the baseline for an error (0.005 is 0.5% of its RMSE): an
+        absolute RMSE margin would mean nothing across targets of different scales.
+        """
+        if self.higher_is_better or self.baseline_metric is None:
+            return self.max_metric_drop
+        return self.max_metric_drop * abs(self.baseline_metric)
+
     def floor(self) -> float | None:
         """The worst acceptable validation metric, or None before the baseline has finished.
 
-        For a lower-is-better metric (e.g. rmse) this is a ceiling: baseline + max_metric_drop.
+        For a lower-is-better metric (e.g. rmse) this is a ceiling above the baseline.
         """
         if self.baseline_metric is None:
             return None
-        drop = self.max_metric_drop
+        drop = self.allowed_drop()
         return self.baseline_metric - drop if self.higher_is_better else self.baseline_metric + drop
 
     def violation(self, value: float) -> float:
@@ -145,23 +157,41 @@ class StudySettings:
     def is_confident(self, low: float, high: float) -> bool:
         """Whether a paired interval of candidate - baseline lies wholly within the floor.
 
-        Above -max_metric_drop for a higher-is-better metric, below +max_metric_drop otherwise.
+        Above -drop for a higher-is-better metric, below +drop otherwise (`allowed_drop`).
         """
         if not (math.isfinite(low) and math.isfinite(high)):
             return False
-        drop = self.max_metric_drop
+        drop = self.allowed_drop()
         return low > -drop if self.higher_is_better else high < drop
 
     def check_matches(self, stored: StudySettings, where: str) -> None:
-        """Raise a one-line error if `stored` (an existing study) differs in a compared field."""
+        """Raise a one-line error if `stored` (an existing study) differs in a compared field.
+
+        The message names the innermost key that differs (`space.ladder`), not the whole field.
+        """
         mine, theirs = dataclasses.asdict(self), dataclasses.asdict(stored)
         for key in COMPARED:
-            if json.dumps(mine[key], sort_keys=True) != json.dumps(theirs[key], sort_keys=True):
+            found = _first_difference(key, theirs[key], mine[key])
+            if found is not None:
+                path, there, here = found
                 raise TabslimInputError(
-                    f"{where} was made with a different {key} ({json.dumps(theirs[key])} there, "
-                    f"{json.dumps(mine[key])} in this config); use another --study name to "
-                    "search a new space"
+                    f"{where} was made with a different {path} ({json.dumps(there)} there, "
+                    f"{json.dumps(here)} in this config); use another --study name to search "
+                    "a new space"
                 )
+
+
+def _first_difference(path: str, there: Any, here: Any) -> tuple[str, Any, Any] | None:
+    """The dotted path of the first nested value that differs, with both values, or None."""
+    if isinstance(there, dict) and isinstance(here, dict):
+        for key in sorted(set(there) | set(here)):
+            found = _first_difference(f"{path}.{key}", there.get(key), here.get(key))
+            if found is not None:
+                return found
+        return None
+    if json.dumps(there, sort_keys=True) != json.dumps(here, sort_keys=True):
+        return path, there, here
+    return None
 
 
 def is_feasible(trial: FrozenTrial) -> bool:

@@ -95,7 +95,7 @@ def test_a_baseline_that_did_not_learn_stops_the_search_and_registers_nothing(
     )  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert len(err) == 1 and "the baseline did" in err[0] and "training.lr (10000)" in err[0]
+    assert len(err) == 1 and "the baseline did" in err[0] and "training.lr 10000" in err[0]
     mlflow.set_tracking_uri(uri)
     assert mlflow.MlflowClient().search_registered_models() == []
     (parent,) = mlflow.search_runs(
@@ -104,6 +104,11 @@ def test_a_baseline_that_did_not_learn_stops_the_search_and_registers_nothing(
         output_format="list",
     )
     assert parent.info.status == "FAILED"
+    # The report says why the search stopped, rather than naming a champion.
+    assert main(["report", "--study", "diverged", "--storage", str(tmp_path / "j.journal")]) == 0
+    out = capsys.readouterr().out
+    assert "the search stopped, and no champion was registered: the baseline did" in out
+    assert "champion (" not in out
 
 
 @pytest.mark.slow
@@ -135,3 +140,13 @@ def test_confirmation_retrains_the_front_under_more_seeds_before_the_champion(
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     artifacts = mlflow.MlflowClient().list_artifacts(outcome.parent_run_id)
     assert "confirmation.csv" in {a.path for a in artifacts}
+
+
+def test_the_floor_of_an_error_metric_is_relative_to_the_baseline() -> None:
+    # 0.005 of RMSE means nothing for a target in the hundreds; 0.5% of the baseline's does.
+    rmse = StudySettings(metric="rmse", higher_is_better=False, max_metric_drop=0.005)
+    assert rmse.with_baseline(0, 42.0).floor() == pytest.approx(42.21)
+    assert rmse.with_baseline(0, 42.0).is_confident(-1.0, 0.2)
+    assert not rmse.with_baseline(0, 42.0).is_confident(-1.0, 0.25)
+    accuracy = StudySettings(metric="accuracy", higher_is_better=True, max_metric_drop=0.005)
+    assert accuracy.with_baseline(0, 0.9).floor() == pytest.approx(0.895)

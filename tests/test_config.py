@@ -16,6 +16,14 @@ def test_default_config_names_a_bundled_dataset() -> None:
     assert config == load_config(DEFAULT_CONFIG)
 
 
+def test_the_built_in_defaults_are_the_default_config() -> None:
+    # A two-line config must not change what it does not name: the keys it omits take the
+    # values of configs/default.yaml (a new user copies that file's keys one at a time).
+    assert Config() == load_config(DEFAULT_CONFIG)
+    partial = validate({"search": {"max_metric_drop": 0.5}}, "x")
+    assert partial.training == load_config(DEFAULT_CONFIG).training
+
+
 def test_omitted_sections_take_defaults() -> None:
     assert validate({}, "x") == Config()
     assert validate(None, "x").training.max_epochs == Config().training.max_epochs

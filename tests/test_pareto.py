@@ -24,6 +24,7 @@ from search.hypervolume import hypervolume
 from search.pareto import TABLE_COLUMNS, front, metric_floor, recommend, trial_table
 from search.plots import plot_front_html, plot_front_png
 from search.report import format_report
+from search.study_settings import StudySettings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -43,7 +44,7 @@ RMSE = {
     "higher_is_better": False,
     "size": "size_bytes",
     "latency": "latency_onnxruntime_b1024_median_ms",
-    "max_metric_drop": 0.5,
+    "max_metric_drop": 0.05,  # relative for rmse: 5% of the baseline's 10.0, so 0.5
     "baseline_trial": 0,
     "baseline_metric": 10.0,
 }
@@ -70,13 +71,8 @@ def _add(
     constraint: float | None = None,
 ) -> None:
     """Add a COMPLETE trial whose constraint is computed as the objective does, from the floor."""
-    settings = study.user_attrs["tabslim"]
     if constraint is None:
-        drop = settings["max_metric_drop"]
-        if settings["higher_is_better"]:
-            constraint = (settings["baseline_metric"] - drop) - metric
-        else:
-            constraint = metric - (settings["baseline_metric"] + drop)
+        constraint = StudySettings.read(study).violation(metric)
     user_attrs: dict[str, Any] = {
         "approach": approach,
         "hidden": list(hidden),
