@@ -100,6 +100,8 @@ class StudyResult:
     champion: FrozenTrial | None
     champion_note: str
     baseline_params: float
+    # The study's smallest trial within the floor on test: the same oracle choice as the sweep's.
+    oracle: FrozenTrial | None = None
 
 
 def _config(dataset: str, root: Path, max_epochs: int | None) -> Config:
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                         StudyResult(
                             dataset, seed, sampler, hypervolume(study), picked.trial,
                             picked.note, base.values[1] if base else float("nan"),
+                            _sweep_best(study, drop, higher),
                         )
                     )  # fmt: skip
             assert first is not None
@@ -253,10 +256,10 @@ def _report(
     print(
         "| dataset | seed | sampler | champion | param ratio | val delta [95% CI] | "
         "test delta [95% CI] | within floor on test | sweep best param ratio (test delta) | "
-        "champion smaller than sweep best |"
+        "champion smaller than sweep best | study best on test, param ratio (test delta) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    within_count = smaller_count = 0
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    within_count = smaller_count = oracle_smaller = oracle_equal = 0
     for r in results:
         _, best, settings, drop, higher = sweep_by[r.dataset]
         chosen = r.champion
@@ -265,6 +268,7 @@ def _report(
         within_count += within
         params = chosen.values[1] / r.baseline_params if chosen else float("nan")
         best_ratio = best.values[1] / r.baseline_params if best else float("nan")
+        oracle_ratio = r.oracle.values[1] / r.baseline_params if r.oracle else float("nan")
         smaller = chosen is not None and best is not None and chosen.values[1] < best.values[1]
         smaller_count += smaller and within
         name = "baseline" if chosen and chosen.user_attrs.get("baseline") else str(
@@ -274,12 +278,21 @@ def _report(
             f"| {r.dataset} | {r.seed} | {r.sampler} | {name} | {_fmt(params)} | "
             f"{_interval(chosen, 'val')} | {_interval(chosen, 'test')} | "
             f"{'yes' if within else 'no'} | {_fmt(best_ratio)} "
-            f"({_fmt(_metric(best, 'test_delta'), '+.4f')}) | {'yes' if smaller else 'no'} |"
+            f"({_fmt(_metric(best, 'test_delta'), '+.4f')}) | {'yes' if smaller else 'no'} | "
+            f"{_fmt(oracle_ratio)} ({_fmt(_metric(r.oracle, 'test_delta'), '+.4f')}) |"
+        )
+        oracle_smaller += r.oracle is not None and best is not None and (
+            r.oracle.values[1] < best.values[1]
+        )
+        oracle_equal += r.oracle is not None and best is not None and (
+            r.oracle.values[1] == best.values[1]
         )
     n = len(results)
     print(
         f"\nchampion within the floor on test: {within_count} of {n} studies (goal >= 90%); "
-        f"smaller than the sweep's best and within the floor: {smaller_count} of {n}"
+        f"smaller than the sweep's best and within the floor: {smaller_count} of {n}; "
+        f"the study's own best on test smaller than the sweep's best: {oracle_smaller} of {n} "
+        f"(the same network: {oracle_equal})"
     )
 
 
