@@ -2,7 +2,8 @@
 
 For each bundled dataset the default job (configs/default.yaml: MLP 256-256-128, both
 approaches, the scale x shape space with its uniform ladder) runs as `tabslim search` would:
-baseline first, then the ladder, then the sampler's own trials, on in-memory studies that differ
+baseline first, then the ladder and its refinement where it crossed the floor, then the
+sampler's own trials, on in-memory studies that differ
 only in sampler and seed. The data split and training seed stay fixed, so a candidate trains
 identically whoever proposes it; results are cached by candidate key within a dataset, and
 the output says how many trials were trained and how many reused.
@@ -51,7 +52,7 @@ from search.config import Config, load_config, override  # noqa: E402
 from search.hypervolume import hypervolume  # noqa: E402
 from search.objective import SearchContext, draw_candidate, run_trial  # noqa: E402
 from search.samplers import make_sampler  # noqa: E402
-from search.search_job import build_context, study_settings  # noqa: E402
+from search.search_job import build_context, refine_after_ladder, study_settings  # noqa: E402
 from search.space import baseline_params, ladder_params, uniform_params  # noqa: E402
 from search.study import directions  # noqa: E402
 from search.study_settings import StudySettings  # noqa: E402
@@ -135,6 +136,7 @@ def _run(
         study.enqueue_trial(params)
     while len(study.get_trials(states=(TrialState.COMPLETE,))) < trials:
         study.optimize(objective, n_trials=1, catch=_ERRORS)
+        refine_after_ladder(study, ctx)
     return study
 
 

@@ -118,7 +118,8 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
         if is_feasible(t) and "repeat_of" not in t.user_attrs and _is_confident(t, settings)
     ]
     base = baseline_trial(study, trials)
-    smaller = [t for t in confident if base is None or t.number != base.number]
+    # Smaller than the baseline: a pruning plan that keeps every neuron is the baseline again.
+    smaller = [t for t in confident if base is None or t.values[SIZE] < base.values[SIZE]]
     confirmed = study.user_attrs.get(CONFIRMATION_ATTR)
     how = "smallest trial whose 95% interval lies within the floor"
     if confirmed is not None:

@@ -31,9 +31,9 @@ from search.objective import SearchContext, run_trial
 from search.paired import paired_comparison
 from search.report import study_text
 from search.samplers import make_sampler
-from search.space import baseline_params, ladder_params
+from search.space import baseline_params, ladder_params, refine_ladder, uniform_params
 from search.study import DEFAULT_STORAGE, open_storage, open_study
-from search.study_settings import StudySettings
+from search.study_settings import StudySettings, is_feasible
 from search.study_tracking import StudyMirror
 
 # A failing candidate (say, a width that diverges) is recorded as FAIL; the search goes on.
@@ -155,6 +155,7 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     )  # fmt: skip
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        refine_after_ladder(study, ctx)
         front_size = mirror.sync()
         bar.n = min(_complete(study), target)
         bar.set_postfix(front=front_size, refresh=False)
@@ -215,6 +216,36 @@ def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callb
 
 
 STOPPED_ATTR = "tabslim_stopped"
+REFINED_ATTR = "tabslim_ladder_refined"
+
+
+def refine_after_ladder(study: optuna.Study, ctx: SearchContext) -> None:
+    """Once every ladder trial has finished, queue the uniform shapes `refine_ladder` names.
+
+    Runs in the main process after each trial (workers' trials included, through the storage),
+    once per study: the study attribute remembers that it happened.
+    """
+    search = ctx.config.search
+    n_layers = len(ctx.baseline.hidden)
+    ladder = ladder_params(search.space, n_layers, search.approaches)
+    if not ladder or study.user_attrs.get(REFINED_ATTR):
+        return
+    wanted = [{k: v for k, v in params.items() if k != "approach"} for params in ladder]
+    done: dict[float, bool] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        params = {k: v for k, v in trial.params.items() if k != "approach"}
+        if params in wanted:
+            # The ladder's uniform multiplier: the scale, or (per layer) the first multiplier.
+            scale = params["width_scale"] if "width_scale" in params else params["multiplier_0"]
+            done[float(scale)] = is_feasible(trial)
+    room = search.n_trials - _complete(study)
+    if len(done) < len(ladder) or room <= 0:
+        return
+    study.set_user_attr(REFINED_ATTR, True)
+    rungs = list(done.items())
+    choice = {"approach": "scratch"} if len(search.approaches) > 1 else {}
+    for multiplier in refine_ladder(rungs, search.space)[:room]:
+        study.enqueue_trial(choice | uniform_params(search.space, n_layers, multiplier))
 
 
 def check_baseline_learned(study: optuna.Study, ctx: SearchContext) -> None:

@@ -134,6 +134,31 @@ def apply_shape(baseline: MLPSpec, drawn: ScratchShape) -> MLPSpec:
     return spec
 
 
+def refine_ladder(rungs: Sequence[tuple[float, bool]], space: SpaceConfig) -> list[float]:
+    """Two more uniform multipliers where the ladder crossed the floor, smallest first.
+
+    Args:
+        rungs: (multiplier, within the floor) of each finished ladder trial.
+
+    Between the smallest rung within the floor and the next rung down, which was not, lie the
+    smallest uniform networks that may still be: two geometric steps between them. When even
+    the smallest rung was within the floor, the ladder goes on halving (down to `space.scale`'s
+    low end). When no rung was, there is nothing small to refine and the sampler takes over.
+    """
+    within = [m for m, ok in rungs if ok]
+    if not within:
+        return []
+    smallest = min(within)
+    below = [m for m, ok in rungs if not ok and m < smallest]
+    if below:
+        step = max(below) / smallest
+        points = [smallest * step ** (2 / 3), smallest * step ** (1 / 3)]
+    else:
+        points = [smallest / 4, smallest / 2]
+    low = space.scale.low
+    return sorted({round(max(p, low), 6) for p in points if p < smallest and smallest > low})
+
+
 def draw_approach(trial: optuna.Trial, approaches: Sequence[str]) -> str:
     """Which approach a trial takes; a parameter only when there is a choice."""
     if len(approaches) == 1:

@@ -60,6 +60,7 @@ def test_confident_picks_the_smallest_trial_whose_interval_clears_the_floor() ->
             (0.968, 100.0, (-0.02, 0.015)),  # feasible, but its interval crosses the floor
             (0.975, 300.0, (-0.004, 0.014)),  # clears it
             (0.980, 500.0, (-0.001, 0.02)),  # clears it too, but larger
+            (0.990, 1000.0, (0.01, 0.03)),  # clears it, but as large as the baseline
         ]
     )
     assert champion(study, "smallest").trial.number == 1  # type: ignore[union-attr]

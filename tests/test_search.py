@@ -379,5 +379,14 @@ def test_the_default_scheme_trains_the_uniform_ladder_right_after_the_baseline(
     trials = optuna.load_study(study_name="ladder", storage=storage).trials
     assert [t.user_attrs["hidden"] for t in trials[:3]] == [[32, 16], [16, 8], [8, 4]]
     assert [t.user_attrs["approach"] for t in trials[1:3]] == ["scratch", "scratch"]
-    # The fourth is the sampler's own: scratch or prune, drawn from the shared parameters.
-    assert "width_scale" in trials[3].params
+    # The fourth refines the ladder where it crossed the floor: a uniform shape again.
+    from search.space import refine_ladder
+    from search.study_settings import is_feasible
+
+    rungs = [(t.params["width_scale"], is_feasible(t)) for t in trials[1:3]]
+    expected = refine_ladder(rungs, config.search.space)
+    assert expected, rungs  # the tiny search holds at 0.5 at least
+    assert trials[3].params == {
+        "approach": "scratch", "width_scale": expected[0], "width_shape_0": 1.0,
+        "width_shape_1": 1.0,
+    }  # fmt: skip

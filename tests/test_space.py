@@ -216,3 +216,24 @@ def test_the_ladder_is_uniform_scratch_shapes() -> None:
 def test_a_ladder_outside_the_scale_is_refused() -> None:
     with pytest.raises(TabslimInputError, match="ladder value 0.01 lies outside"):
         validate({"search": {"space": {"ladder": [0.5, 0.01]}}}, "'c.yaml'")
+
+
+@pytest.mark.parametrize(
+    ("rungs", "expected"),
+    [
+        # Crossed between 0.125 (within) and 0.0625 (not): two steps in between.
+        ([(0.5, True), (0.25, True), (0.125, True), (0.0625, False)], [0.078745, 0.099213]),
+        # Even the smallest rung held: keep halving.
+        ([(0.5, True), (0.25, True)], [0.0625, 0.125]),
+        # Nothing small held: the sampler takes over.
+        ([(0.5, False), (0.25, False)], []),
+        # Halving stops at the scale's low end (0.02), once.
+        ([(0.03, True)], [0.02]),
+    ],
+)
+def test_the_ladder_is_refined_where_it_crossed_the_floor(
+    rungs: list[tuple[float, bool]], expected: list[float]
+) -> None:
+    from search.space import refine_ladder
+
+    assert refine_ladder(rungs, SpaceConfig()) == pytest.approx(expected, abs=1e-6)
