@@ -89,6 +89,39 @@ def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str)
     return task
 
 
+# A text column with this many distinct values or more, each in one row only, is an identifier.
+_ID_MIN_ROWS = 20
+
+
+def table_notes(frame: pd.DataFrame, target: str) -> list[str]:
+    """What a user would want to hear about the table before training: one line each.
+
+    Nothing here stops training; these are columns and rows that train without error but
+    likely not as meant (an ID becomes an embedding with a category per row).
+    """
+    notes = []
+    missing = int(frame[target].isna().sum())
+    if missing:
+        notes.append(f"{missing} rows have no target value and are left out")
+    for column in frame.columns:
+        if column == target:
+            continue
+        values = frame[column].dropna()
+        if values.nunique() == 1:
+            notes.append(f"column '{column}' has a single value; it carries nothing, drop it")
+        elif (
+            not pd.api.types.is_numeric_dtype(values)
+            and len(values) >= _ID_MIN_ROWS
+            and values.nunique() == len(values)
+        ):
+            notes.append(
+                f"column '{column}' has a different value in every row, like an identifier; "
+                "it becomes an embedding with one category per row, so drop it unless it means "
+                "something"
+            )
+    return notes
+
+
 def split(
     frame: pd.DataFrame,
     target: str,
@@ -176,6 +209,7 @@ class TabularDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.task = check_table(frame, target, task, source)
+        self.notes = table_notes(frame, target)
         known = frame[frame[target].notna()].reset_index(drop=True)
         classes = None if self.task == "regression" else sorted(known[target].unique().tolist())
         self.train_frame, self.val_frame, self.test_frame = split(

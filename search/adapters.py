@@ -8,6 +8,7 @@ that trials and runs record.
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
@@ -19,7 +20,11 @@ from search.measure import Measurement
 
 
 def load_data(config: Config) -> TabularDataModule:
-    """The configured table, checked, split and preprocessed (raises on bad input)."""
+    """The configured table, checked, split and preprocessed (raises on bad input).
+
+    Notes about the table (rows without a target, identifier-like or constant columns) go to
+    stderr, one line each.
+    """
     data = config.data
     kwargs = {
         "task": None if data.task == "auto" else data.task,
@@ -29,9 +34,14 @@ def load_data(config: Config) -> TabularDataModule:
         "seed": data.seed,
     }
     if data.path is not None:
-        return TabularDataModule.from_path(data.path, data.target, **kwargs)
-    assert data.dataset is not None, "config validation guarantees a source"
-    return TabularDataModule.from_bundled(data.dataset, **kwargs)
+        module = TabularDataModule.from_path(data.path, data.target, **kwargs)
+    else:
+        assert data.dataset is not None, "config validation guarantees a source"
+        module = TabularDataModule.from_bundled(data.dataset, **kwargs)
+    for note in module.notes:
+        # One line each on stderr, before anything trains: not errors, but worth a look.
+        print(f"tabslim: note: {note}", file=sys.stderr)
+    return module
 
 
 def baseline_spec(config: Config, data: TabularDataModule) -> MLPSpec:

@@ -213,3 +213,21 @@ def test_rows_without_a_target_are_left_out(small_table: pd.DataFrame) -> None:
 def test_unknown_bundled_dataset_names_the_known_ones() -> None:
     with pytest.raises(TabslimInputError, match="unknown bundled dataset 'iris'; .*'wine'"):
         load_bundled("iris")
+
+
+def test_the_table_notes_say_what_trains_without_error_but_not_as_meant(
+    small_table: pd.DataFrame,
+) -> None:
+    from lightning_modules.data import table_notes
+
+    assert table_notes(small_table, "label") == []
+    table = small_table.assign(
+        customer=[f"c{i}" for i in range(len(small_table))], region="north"
+    )
+    table.loc[:3, "label"] = None
+    assert table_notes(table, "label") == [
+        "4 rows have no target value and are left out",
+        "column 'customer' has a different value in every row, like an identifier; it becomes "
+        "an embedding with one category per row, so drop it unless it means something",
+        "column 'region' has a single value; it carries nothing, drop it",
+    ]
