@@ -87,6 +87,9 @@ class TabularModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network"])
+        # Manual optimisation: a training step receives a group of batches and steps the
+        # optimiser once per batch (see `TRAIN_BATCHES_PER_STEP`).
+        self.automatic_optimization = False
         self.network = network
         self.task = task
         self.val_metrics = _metrics(task, n_classes).clone(prefix="val_")
@@ -162,14 +165,27 @@ class TabularModule(pl.LightningModule):
         self._train_loss_sum, self._train_rows = None, 0
 
     def on_train_epoch_end(self) -> None:
+        # Manual optimisation steps no scheduler by itself; the cosine decay is per epoch.
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and not isinstance(scheduler, list):
+            scheduler.step()  # type: ignore[call-arg]
         # Monitoring callbacks (EarlyStopping, checkpoints) run their on_train_epoch_end after
         # this hook, so they still see this epoch's train_loss; other callbacks run theirs before.
         if self._train_loss_sum is not None:
             mean = self._train_loss_sum / self._train_rows
             self.log("train_loss", mean, on_step=False, on_epoch=True, batch_size=1)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """One optimiser step per batch of the group (a single batch dict counts as a group)."""
+        optimizer = self.optimizers()
+        assert not isinstance(optimizer, list), "TabularModule has one optimiser"
+        loss = torch.zeros(())
+        for part in batch if isinstance(batch, list) else [batch]:
+            loss = self._step(part, "train")
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+        return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")
