@@ -49,6 +49,27 @@ def _metric(rows: np.ndarray, metric: str, axis: int = -1) -> np.ndarray:
     return np.sqrt(mean) if metric == "rmse" else mean
 
 
+def _paired_proportions(
+    candidate: np.ndarray, baseline: np.ndarray, delta: float, seed: int
+) -> PairedDelta:
+    """The same paired bootstrap for 0/1 rows, drawn as counts instead of row indices.
+
+    A resample's accuracy difference depends only on how many rows it draws where the candidate
+    alone is right (+1) and where the baseline alone is (-1), and those counts follow a
+    multinomial: drawing them directly costs O(resamples), not O(resamples x rows), which
+    matters for a trial on tens of thousands of validation rows.
+    """
+    n = len(candidate)
+    gains = int(np.sum(candidate > baseline))
+    losses = int(np.sum(candidate < baseline))
+    shares = [gains / n, losses / n, 1.0 - (gains + losses) / n]
+    counts = np.random.default_rng(seed).multinomial(n, shares, size=_RESAMPLES)
+    differences = (counts[:, 0] - counts[:, 1]) / n
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(differences, [alpha, 1 - alpha])
+    return PairedDelta(delta, float(low), float(high))
+
+
 def paired_delta(
     candidate: np.ndarray, baseline: np.ndarray, metric: str, *, seed: int = 0
 ) -> PairedDelta:
@@ -71,6 +92,12 @@ def paired_delta(
     if len(candidate) == 1:
         # One row resamples to itself: there is no spread to estimate.
         return PairedDelta(delta, delta, delta)
+    if (
+        metric != "rmse"
+        and np.isin(candidate, (0.0, 1.0)).all()
+        and np.isin(baseline, (0.0, 1.0)).all()
+    ):
+        return _paired_proportions(candidate, baseline, delta, seed)
 
     def statistic(c: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return _metric(c, metric, axis) - _metric(b, metric, axis)
