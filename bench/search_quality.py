@@ -22,7 +22,8 @@ choice no search can make) is compared with the champion. Goal: the champion is 
 equal test accuracy.
 
 Run: `.venv/bin/python bench/search_quality.py [--trials 20] [--seeds 0,1,2]
-[--datasets digits,breast_cancer] [--samplers tpe,random] [--max-epochs N]`. It prints
+[--datasets digits,breast_cancer,my_table.csv:target] [--samplers tpe,random]
+[--max-epochs N]`. It prints
 markdown tables; it asserts nothing.
 """
 
@@ -106,8 +107,13 @@ class StudyResult:
 
 
 def _config(dataset: str, root: Path, max_epochs: int | None) -> Config:
+    """The default job on a bundled dataset, or on `FILE.csv:TARGET` (a table of your own)."""
+    source: dict[str, Any] = {"data.dataset": dataset}
+    if ":" in dataset:
+        path, target = dataset.rsplit(":", 1)
+        source = {"data.path": path, "data.target": target}
     changes: dict[str, Any] = {
-        "data.dataset": dataset,
+        **source,
         "tracking.uri": f"sqlite:///{root}/mlflow.db",
         "training.max_epochs": max_epochs,
     }
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             config = _config(dataset, Path(tmp), args.max_epochs)
             set_training_threads(config)
             ctx = build_context(config)
-            ctx.trials_dir = Path(tmp) / dataset
+            ctx.trials_dir = Path(tmp) / Path(dataset.split(":")[0]).stem
             objective = CachedObjective(ctx)
             settings = study_settings(ctx)
             drop, higher = settings.max_metric_drop, settings.higher_is_better
