@@ -113,21 +113,26 @@ def table_notes(frame: pd.DataFrame, target: str) -> list[str]:
         values = frame[column].dropna()
         if values.nunique() == 1:
             constant.append(str(column))
-        elif (
-            not pd.api.types.is_numeric_dtype(values)
-            and len(values) >= _ID_MIN_ROWS
-            and values.nunique() == len(values)
+        elif len(values) >= _ID_MIN_ROWS and values.nunique() == len(values) and (
+            not pd.api.types.is_numeric_dtype(values) or _is_row_counter(values)
         ):
             identifiers.append(str(column))
     if identifiers:
         notes.append(
-            f"{_columns(identifiers)} a different value in every row, like an identifier; "
-            "it becomes an embedding with one category per row, so drop it unless it means "
-            "something"
+            f"{_columns(identifiers)} a different value in every row, like an identifier "
+            "(text becomes an embedding with one category per row, a row number a feature "
+            "that means nothing); drop it unless it means something"
         )
     if constant:
         notes.append(f"{_columns(constant)} a single value; it carries nothing, drop it")
     return notes
+
+
+def _is_row_counter(values: pd.Series) -> bool:
+    """Whole numbers that count rows (0, 1, 2, ... or a shuffled run of them): a row index."""
+    if not pd.api.types.is_integer_dtype(values):
+        return False
+    return int(values.max()) - int(values.min()) == len(values) - 1
 
 
 def _columns(names: list[str]) -> str:

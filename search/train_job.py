@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from lightning_modules.data import TabularDataModule
+from lightning_modules.evaluation import constant_prediction_metric
 from lightning_modules.networks import build
-from lightning_modules.training import fit
+from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, fit
 from search import tracking
 from search.adapters import (
     baseline_spec,
@@ -22,6 +25,22 @@ from search.adapters import (
 from search.config import Config
 from search.measure import measure
 from search.pyfunc_model import log_model
+
+
+def _note_if_no_better_than_constant(data: TabularDataModule, val: dict[str, float]) -> None:
+    """A note on stderr when the network learned nothing a constant guess does not know."""
+    metric = PRIMARY_METRIC[data.task]
+    value, constant = val[metric], constant_prediction_metric(data, "val")
+    higher = HIGHER_IS_BETTER[metric]
+    tolerance = 1e-6 * max(1.0, abs(constant))  # metrics come back as float32
+    if (value <= constant + tolerance) if higher else (value >= constant - tolerance):
+        guess = "the most frequent class" if higher else "the training mean"
+        print(
+            f"tabslim: note: the trained network's validation {metric} {value:.4g} is no better "
+            f"than always predicting {guess} ({constant:.4g}); check training.lr and "
+            "training.max_epochs, and whether the columns predict the target",
+            file=sys.stderr,
+        )
 
 
 @dataclass
@@ -50,6 +69,7 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
             data,
             fit_settings(config, progress_bar=progress_bar),
         )
+        _note_if_no_better_than_constant(data, result.val_metrics)
         started = time.perf_counter()
         measured = measure(
             result.network,

@@ -182,3 +182,23 @@ def test_console_script_help_and_a_bad_input(tmp_path: Path) -> None:
         [str(BIN / "tabslim"), "train", "--max-epochs", "0"], capture_output=True, text=True
     )
     assert usage.returncode == 2 and "expected a positive integer" in usage.stderr
+
+
+def test_train_notes_a_network_no_better_than_a_constant_guess(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A target that no column predicts, 95% one class: the network can only learn the majority.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    frame["y"] = np.where(rng.random(400) < 0.95, "no", "yes")
+    path = tmp_path / "noise.csv"
+    frame.to_csv(path, index=False)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    code = main(
+        ["train", "--data", str(path), "--target", "y", "--tracking-uri", uri, "--quiet",
+         "--max-epochs", "3"]
+    )  # fmt: skip
+    assert code == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "tabslim: note:" in line]
+    assert len(notes) == 1
+    assert "no better than always predicting the most frequent class" in notes[0]

@@ -222,12 +222,14 @@ def test_the_table_notes_say_what_trains_without_error_but_not_as_meant(
 
     assert table_notes(small_table, "label") == []
     table = small_table.assign(
-        customer=[f"c{i}" for i in range(len(small_table))], region="north", unit="kg"
+        customer=[f"c{i}" for i in range(len(small_table))], region="north", unit="kg",
+        row_id=np.random.default_rng(0).permutation(len(small_table)) + 1000,
     )
     table.loc[:3, "label"] = None
     assert table_notes(table, "label") == [
         "4 rows have no target value and are left out",
-        "column 'customer' has a different value in every row, like an identifier; it becomes "
-        "an embedding with one category per row, so drop it unless it means something",
+        "2 columns ('customer', 'row_id') have a different value in every row, like an "
+        "identifier (text becomes an embedding with one category per row, a row number a "
+        "feature that means nothing); drop it unless it means something",
         "2 columns ('region', 'unit') have a single value; it carries nothing, drop it",
     ]
