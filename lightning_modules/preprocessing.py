@@ -9,13 +9,15 @@ with a model without pickling.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lightning_modules.errors import TabslimInputError
+
+if TYPE_CHECKING:
+    import torch
 
 TASKS = ("binary", "multiclass", "regression")
 # An integer target with at most this many distinct values is taken as classes.
@@ -112,7 +114,17 @@ class Preprocessor:
         return [*self.numeric, *self.categorical]
 
     def transform(self, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
-        """Raw rows -> {"x_num": (N, d_num) float32, "x_cat": (N, n_cat) int64}."""
+        """Raw rows -> {"x_num": (N, d_num) float32, "x_cat": (N, n_cat) int64} tensors."""
+        import torch
+
+        # torch.tensor copies: pandas hands out read-only arrays under copy-on-write.
+        return {name: torch.tensor(array) for name, array in self.transform_arrays(frame).items()}
+
+    def transform_arrays(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Raw rows -> {"x_num": (N, d_num) float32, "x_cat": (N, n_cat) int64} arrays.
+
+        NumPy only, so that a served model needs no torch (ONNX Runtime takes these as they are).
+        """
         missing = [c for c in self.feature_columns if c not in frame.columns]
         if missing:
             raise TabslimInputError(
@@ -132,11 +144,12 @@ class Preprocessor:
             raw = frame[column].astype("string").fillna(_MISSING)
             codes.append(raw.map(lookup).fillna(0).to_numpy(dtype=np.int64))
         x_cat = np.stack(codes, axis=1) if codes else np.zeros((len(frame), 0), dtype=np.int64)
-        # torch.tensor copies: pandas hands out read-only arrays under copy-on-write.
-        return {"x_num": torch.tensor(x_num), "x_cat": torch.tensor(x_cat)}
+        return {"x_num": x_num, "x_cat": x_cat}
 
     def encode_target(self, y: pd.Series) -> torch.Tensor:
         """Class labels -> int64 indices; regression values -> standardised float32 (N, 1)."""
+        import torch
+
         if self.task == "regression":
             scaled = (y.to_numpy(dtype=float) - self.target_mean) / self.target_std
             return torch.tensor(scaled, dtype=torch.float32).unsqueeze(1)
@@ -145,10 +158,17 @@ class Preprocessor:
 
     def decode(self, output: torch.Tensor) -> dict[str, np.ndarray]:
         """Network outputs -> predictions in the target's own terms (and class probabilities)."""
+        return self.decode_arrays(output.detach().cpu().numpy())
+
+    def decode_arrays(self, output: np.ndarray) -> dict[str, np.ndarray]:
+        """`decode` for a NumPy output (N, d_out), as ONNX Runtime returns it."""
         if self.task == "regression":
-            values = output.squeeze(1).double().numpy() * self.target_std + self.target_mean
+            values = output[:, 0].astype(np.float64) * self.target_std + self.target_mean
             return {"prediction": values}
-        probabilities = torch.softmax(output.float(), dim=1).numpy()
+        logits = output.astype(np.float32)
+        # Softmax, shifted by the row maximum so that exp cannot overflow.
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
         labels = np.asarray(self.classes, dtype=object)[probabilities.argmax(axis=1)]
         return {"prediction": labels, "probabilities": probabilities}
 

@@ -5,6 +5,6 @@ Logging a file instead of a Python object means nothing is cloudpickled into the
 
 from mlflow.models import set_model
 
-from search.pyfunc_model import TabslimModel
+from search.served_model import TabslimModel
 
 set_model(TabslimModel())

@@ -1,7 +1,8 @@
 """The MLflow model tabslim logs: raw pandas rows in, predictions out, preprocessing inside.
 
 What is stored is plain data: the network spec and preprocessing as JSON, the weights as a
-tensor-only state_dict (loaded with weights_only=True). Nothing pickles a module.
+tensor-only state_dict (loaded with weights_only=True), and the ONNX graph the model serves
+with (`search.served_model`). Nothing pickles a module.
 """
 
 from __future__ import annotations
@@ -14,16 +15,33 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import onnxruntime as ort
 import pandas as pd
 import torch
 from mlflow.models import ModelSignature, infer_signature
-from mlflow.pyfunc import PythonModel
 from torch import nn
 
 from lightning_modules.networks import MLPSpec, load
 from lightning_modules.preprocessing import Preprocessor
+from search.export import export_onnx
+from search.served_model import (
+    ONNX_FILE,
+    PREPROCESSOR_FILE,
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    OnnxPredictor,
+    prediction_frame,
+)
 
-SPEC_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE = "spec.json", "preprocessor.json", "weights.pt"
+__all__ = [
+    "PREPROCESSOR_FILE",
+    "SPEC_FILE",
+    "WEIGHTS_FILE",
+    "load_network",
+    "log_model",
+    "predict_frame",
+    "save_network",
+]
 _PACKAGES = Path(__file__).resolve().parent.parent
 _ENTRY = Path(__file__).resolve().parent / "pyfunc_entry.py"
 
@@ -50,26 +68,11 @@ def load_network(directory: Path) -> tuple[MLPSpec, nn.Module, Preprocessor]:
 def predict_frame(
     network: nn.Module, preprocessor: Preprocessor, rows: pd.DataFrame
 ) -> pd.DataFrame:
-    """Predictions for raw rows: a `prediction` column, plus `proba_<class>` for classifiers."""
+    """Predictions of the torch network for raw rows, in the served model's columns."""
     inputs = preprocessor.transform(rows)
     with torch.inference_mode():
-        output = network(inputs["x_num"], inputs["x_cat"])
-    decoded = preprocessor.decode(output)
-    result = pd.DataFrame({"prediction": decoded["prediction"]})
-    if "probabilities" in decoded:
-        for i, label in enumerate(preprocessor.classes):
-            result[f"proba_{label}"] = decoded["probabilities"][:, i]
-    return result
-
-
-class TabslimModel(PythonModel):
-    """pyfunc wrapper; the network and preprocessing are loaded from the model's artifacts."""
-
-    def load_context(self, context: Any) -> None:
-        _, self.network, self.preprocessor = load_network(Path(context.artifacts["network"]))
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        return predict_frame(self.network, self.preprocessor, pd.DataFrame(model_input))
+        output = network.cpu().eval()(inputs["x_num"], inputs["x_cat"])
+    return prediction_frame(preprocessor.decode(output), preprocessor.classes)
 
 
 def _signature(output: pd.DataFrame) -> ModelSignature:
@@ -97,11 +100,13 @@ def log_model(
     """Log the network as an MLflow pyfunc model in the active run; returns its ModelInfo."""
     network = network.cpu().eval()
     example = sample.reset_index(drop=True)
-    output = predict_frame(network, preprocessor, example)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # MLflow hints about integer columns in the input example; inputs are not enforced.
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent.*")
         directory = save_network(Path(tmp) / "network", spec, network, preprocessor)
+        # The graph the model serves with, verified against torch by the export itself.
+        export_onnx(network, directory / ONNX_FILE)
+        output = OnnxPredictor(directory).predict(example)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(_ENTRY),
@@ -110,16 +115,12 @@ def log_model(
             code_paths=[str(_PACKAGES / "search"), str(_PACKAGES / "lightning_modules")],
             signature=_signature(output),
             input_example=example,
-            # Listing requirements skips MLflow's inference, which loads the model in a subprocess.
+            # Serving imports neither torch nor Lightning (search/served_model.py). Listing the
+            # requirements also skips MLflow's inference, which loads the model in a subprocess.
             pip_requirements=[
-                f"torch=={torch.__version__.split('+')[0]}",
+                f"onnxruntime=={ort.__version__}",
                 f"pandas=={pd.__version__}",
                 f"numpy=={np.__version__}",
                 f"mlflow=={mlflow.__version__}",
-                "pytorch-lightning",
-                "torchmetrics",
-                "scikit-learn",
-                "pydantic",
-                "pyyaml",
             ],
         )

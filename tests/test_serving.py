@@ -1,0 +1,154 @@
+"""The logged model serves what was measured: ONNX Runtime, with no torch, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from search.cli import main
+from search.pyfunc_model import predict_frame
+
+BIN = Path(sys.executable).parent
+
+
+def _rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Raw rows as a user sends them: a category never seen in training, and gaps."""
+    rows = table.drop(columns=["label"]).head(6).reset_index(drop=True)
+    rows.loc[0, "shop"] = "west"  # unseen
+    rows.loc[1, "f0"] = np.nan
+    rows.loc[2, "shop"] = None
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("serve")
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=300, n_features=6, n_informative=4, random_state=0)
+    table = pd.DataFrame(x, columns=[f"f{i}" for i in range(6)])
+    table["shop"] = np.random.default_rng(0).choice(["north", "south", "east"], size=len(table))
+    table.loc[table.index % 10 == 0, "f0"] = np.nan
+    table["label"] = np.where(y == 1, "yes", "no")
+    path = root / "table.csv"
+    table.to_csv(path, index=False)
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    assert main(
+        ["train", "--data", str(path), "--target", "label", "--tracking-uri", uri, "--quiet",
+         "--max-epochs", "3"]
+    ) == 0  # fmt: skip
+    mlflow.set_tracking_uri(uri)
+    (run,) = mlflow.search_runs(experiment_names=["tabslim"], output_format="list")
+    (model,) = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
+    return uri, model.model_uri, _rows(table)
+
+
+def test_the_served_model_is_the_onnx_graph_and_agrees_with_torch(
+    trained: tuple[str, str, pd.DataFrame],
+) -> None:
+    uri, model_uri, rows = trained
+    mlflow.set_tracking_uri(uri)
+    served = mlflow.pyfunc.load_model(model_uri).predict(rows)
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    network_dir = next(local.rglob("model.onnx")).parent
+    assert {p.name for p in network_dir.iterdir()} >= {"spec.json", "weights.pt", "model.onnx"}
+    from search.pyfunc_model import load_network
+
+    _, network, preprocessor = load_network(network_dir)
+    reference = predict_frame(network, preprocessor, rows)
+    assert list(served.columns) == ["prediction", "proba_no", "proba_yes"]
+    assert served["prediction"].tolist() == reference["prediction"].tolist()
+    np.testing.assert_allclose(
+        served[["proba_no", "proba_yes"]], reference[["proba_no", "proba_yes"]], atol=1e-5
+    )
+
+
+def test_serving_needs_no_torch(trained: tuple[str, str, pd.DataFrame], tmp_path: Path) -> None:
+    uri, model_uri, rows = trained
+    rows_path = tmp_path / "rows.json"
+    rows.to_json(rows_path, orient="split")
+    # `sys.modules["torch"] = None` makes every `import torch` fail, as if it were not installed.
+    script = (
+        "import sys; sys.modules['torch'] = None; sys.modules['pytorch_lightning'] = None\n"
+        "import mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri({uri!r})\n"
+        f"rows = pd.read_json({str(rows_path)!r}, orient='split')\n"
+        f"print(mlflow.pyfunc.load_model({model_uri!r}).predict(rows).to_json(orient='split'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert printed["columns"] == ["prediction", "proba_no", "proba_yes"]
+    assert len(printed["data"]) == len(rows)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_over_http_as_in_process(
+    trained: tuple[str, str, pd.DataFrame], tmp_path: Path
+) -> None:
+    uri, model_uri, rows = trained
+    mlflow.set_tracking_uri(uri)
+    expected = mlflow.pyfunc.load_model(model_uri).predict(rows)
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        # The server starts `uvicorn` by name: the venv's bin must be on PATH.
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": uri,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "mlflow models serve did not start in 120 s"
+                time.sleep(0.5)
+        body = json.dumps(
+            {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            predictions = pd.DataFrame(json.load(answer)["predictions"])
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    assert predictions["prediction"].tolist() == expected["prediction"].tolist()
+    np.testing.assert_allclose(
+        predictions[["proba_no", "proba_yes"]], expected[["proba_no", "proba_yes"]], atol=1e-6
+    )
