@@ -219,7 +219,7 @@ def plot_front_png(
     ax.set_title(title or f"{metric} vs parameters ({len(table)} trials, {len(members)} on front)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    _place_labels(fig, ax, members)
+    _place_labels(fig, ax, members, floor=floor)
     fig.savefig(path, dpi=dpi)
     return path
 
@@ -261,7 +261,9 @@ def _scatter_trials(fig: Figure, ax: Axes, table: pd.DataFrame) -> None:
         fig.colorbar(mappable, ax=ax, label=colour_label)
 
 
-def _place_labels(fig: Figure, ax: Axes, members: pd.DataFrame) -> list[Annotation]:
+def _place_labels(
+    fig: Figure, ax: Axes, members: pd.DataFrame, *, floor: float | None = None
+) -> list[Annotation]:
     """Label each front member with its widths, at the first offset where no label overlaps.
 
     The layout is fixed first (a draw), so that label boxes can be measured in pixels; the
@@ -270,7 +272,8 @@ def _place_labels(fig: Figure, ax: Axes, members: pd.DataFrame) -> list[Annotati
     """
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    placed: list[Bbox] = []
+    placed = _obstacles(ax, members, floor)
+    n_obstacles = len(placed)
     labels = []
     for row in members.itertuples(index=False):
         label = ax.annotate(
@@ -282,7 +285,10 @@ def _place_labels(fig: Figure, ax: Axes, members: pd.DataFrame) -> list[Annotati
             zorder=5,
         )
         label.set_in_layout(False)
-        box = _first_free(label, renderer, placed, fig.bbox)
+        # Clear of markers, error bars and the floor line where possible; of labels always.
+        box = _first_free(label, renderer, placed, fig.bbox) or _first_free(
+            label, renderer, placed[n_obstacles:], fig.bbox
+        )
         if box is None:
             label.set_visible(False)
         else:
@@ -295,6 +301,30 @@ def _place_labels(fig: Figure, ax: Axes, members: pd.DataFrame) -> list[Annotati
             fontsize=7, color="0.4",
         )  # fmt: skip
     return labels
+
+
+def fig_dpi(ax: Axes) -> float:
+    figure = ax.get_figure()
+    assert figure is not None
+    return float(figure.dpi)
+
+
+def _obstacles(ax: Axes, members: pd.DataFrame, floor: float | None) -> list[Bbox]:
+    """Pixel boxes a label should not cover: front markers, their error bars, the floor line."""
+    to_pixels = ax.transData.transform
+    half = 4.0 * fig_dpi(ax) / 72.0  # about a marker's radius, in pixels
+    lower, upper = _error_bars(members)
+    boxes = []
+    for (x, y), low, high in zip(
+        members[["parameters", "metric"]].to_numpy(dtype=float), lower, upper, strict=True
+    ):
+        (px, py), (_, bottom), (_, top) = to_pixels([(x, y), (x, y - low), (x, y + high)])
+        boxes.append(Bbox.from_extents(px - half, py - half, px + half, py + half))
+        boxes.append(Bbox.from_extents(px - 1, bottom - 1, px + 1, top + 1))
+    if floor is not None and len(members):
+        level = to_pixels([(float(members["parameters"].iloc[0]), floor)])[0][1]
+        boxes.append(Bbox.from_extents(ax.bbox.x0, level - 1, ax.bbox.x1, level + 1))
+    return boxes
 
 
 def _first_free(

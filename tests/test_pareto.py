@@ -374,8 +374,8 @@ def test_plot_front_png_labels_of_a_crowded_front_do_not_overlap(
     placed: list[tuple[Figure, list[Annotation]]] = []
     place_labels = plots._place_labels
 
-    def recording(fig: Figure, ax: Axes, members: pd.DataFrame) -> list[Annotation]:
-        labels = place_labels(fig, ax, members)
+    def recording(fig: Figure, ax: Axes, members: pd.DataFrame, **kwargs: Any) -> list[Annotation]:
+        labels = place_labels(fig, ax, members, **kwargs)
         placed.append((fig, labels))
         return labels
 
@@ -442,3 +442,38 @@ def test_table_dtypes_suit_filtering() -> None:
     table = trial_table(_accuracy_study())
     assert table["baseline"].dtype == bool
     assert pd.api.types.is_float_dtype(table["metric"])
+
+
+def test_front_labels_keep_clear_of_markers_error_bars_and_the_floor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = _study(ACCURACY)
+    _add(study, 0.97, 100_000, 2.0, hidden=(256, 128), baseline=True)
+    spread = [(0.966, 2_000, 1.0), (0.969, 5_000, 1.2), (0.972, 12_000, 1.4), (0.974, 14_000, 1.6)]
+    for i, (metric, size, latency) in enumerate(spread):
+        interval = {"val_delta_ci_low": metric - 0.97 - 0.01, "val_delta_ci_high": metric - 0.96}
+        _add(study, metric, size, latency, hidden=(16 + i, 8),
+             metrics={"parameters": size, **interval})  # fmt: skip
+    table = trial_table(study)
+    placed: list[tuple[Figure, Axes, list[Annotation], list[Any]]] = []
+    place_labels = plots._place_labels
+
+    def recording(fig: Figure, ax: Axes, members: pd.DataFrame, **kwargs: Any) -> list[Annotation]:
+        labels = place_labels(fig, ax, members, **kwargs)
+        placed.append((fig, ax, labels, plots._obstacles(ax, members, kwargs.get("floor"))))
+        return labels
+
+    monkeypatch.setattr(plots, "_place_labels", recording)
+    plot_front_png(table, tmp_path / "spread.png", metric="accuracy", floor=metric_floor(study))
+    ((fig, ax, labels, obstacles),) = placed
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    # Markers and error bars of the four members, and the floor line.
+    assert len(obstacles) == 2 * len(spread) + 1
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    assert all(label.get_visible() for label in labels)
+    assert not [(b, o) for b in boxes for o in obstacles if b.overlaps(o)]
+    # The check has teeth: at the first offset, some label would cover a bar, marker or line.
+    for label in labels:
+        label.xyann = plots._LABEL_OFFSETS[0]
+    first = [label.get_window_extent(renderer) for label in labels]
+    assert [(b, o) for b in first for o in obstacles if b.overlaps(o)]
