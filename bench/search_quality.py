@@ -50,13 +50,13 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from search import pareto  # noqa: E402
 from search.adapters import set_training_threads  # noqa: E402
 from search.config import Config, load_config, override  # noqa: E402
-from search.hypervolume import hypervolume  # noqa: E402
+from search.hypervolume import dominated_volume, hypervolume  # noqa: E402
 from search.objective import SearchContext, draw_candidate, run_trial  # noqa: E402
 from search.samplers import make_sampler  # noqa: E402
 from search.search_job import build_context, refine_after_ladder, study_settings  # noqa: E402
 from search.space import baseline_params, ladder_params, uniform_params  # noqa: E402
 from search.study import directions  # noqa: E402
-from search.study_settings import StudySettings  # noqa: E402
+from search.study_settings import StudySettings, is_feasible  # noqa: E402
 
 REFERENCE = "random"
 _COPIED = ("approach", "hidden", "plan", "candidate_key", "spec", "metrics", "prune_details")
@@ -104,6 +104,8 @@ class StudyResult:
     baseline_params: float
     # The study's smallest trial within the floor on test: the same oracle choice as the sweep's.
     oracle: FrozenTrial | None = None
+    # The same volume with the size axis on a log scale (see `_log_size_hypervolume`).
+    log_hypervolume: float = float("nan")
 
 
 def _config(dataset: str, root: Path, max_epochs: int | None) -> Config:
@@ -167,6 +169,31 @@ def _metric(trial: FrozenTrial | None, name: str) -> float:
     return float((trial.user_attrs.get("metrics") or {}).get(name, float("nan")))
 
 
+def _log_size_hypervolume(study: optuna.Study, decades: float = 3.0) -> float:
+    """The clipped hypervolume, but with the size ratio on a log scale (1x down to 10^-decades).
+
+    Not the issue's metric: a supplementary figure. In the linear box, going from 0.02x to 0.01x
+    adds almost nothing once a network is small; on a log axis it adds as much as 0.2x to 0.1x.
+    """
+    settings = StudySettings.read(study)
+    trials = pareto.complete_trials(study)
+    base = pareto.baseline_trial(study, trials)
+    if base is None or settings.baseline_metric is None:
+        return 0.0
+    sign = 1.0 if settings.higher_is_better else -1.0
+    points = [
+        (
+            max(sign * (settings.baseline_metric - t.values[0]), 0.0),
+            decades + np.log10(max(t.values[1] / base.values[1], 10.0**-decades)),
+            t.values[2] / base.values[2],
+        )
+        for t in trials
+        if is_feasible(t)
+    ]
+    reference = np.array([settings.allowed_drop() or 1e-9, decades, 1.25])
+    return dominated_volume(np.array(points, dtype=float).reshape(-1, 3), reference)
+
+
 def _sweep_best(study: optuna.Study, drop: float, higher: bool) -> FrozenTrial | None:
     """The smallest sweep network whose test delta is within the floor (an oracle choice)."""
     within = [
@@ -221,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                         StudyResult(
                             dataset, seed, sampler, hypervolume(study), picked.trial,
                             picked.note, base.values[1] if base else float("nan"),
-                            _sweep_best(study, drop, higher),
+                            _sweep_best(study, drop, higher), _log_size_hypervolume(study),
                         )
                     )  # fmt: skip
             assert first is not None
@@ -259,6 +286,20 @@ def _report(
         print(
             f"\nmedian tpe/random hypervolume ratio: {statistics.median(finite):.2f} "
             f"(tpe ahead in {sum(r > 1 for r in finite)} of {len(finite)}; goal >= 1.2)\n"
+        )
+    logs = {(r.dataset, r.seed, r.sampler): r.log_hypervolume for r in results}
+    log_ratios = [
+        logs[(d, seed, "tpe")] / logs[(d, seed, REFERENCE)]
+        for d, seed in sorted({(r.dataset, r.seed) for r in results})
+        if (d, seed, "tpe") in logs and logs.get((d, seed, REFERENCE))
+    ]
+    if log_ratios:
+        print(
+            "supplementary, size axis on a log scale: median tpe/random ratio "
+            f"{statistics.median(log_ratios):.2f} (tpe ahead in "
+            f"{sum(r > 1 for r in log_ratios)} of {len(log_ratios)}); per pair "
+            + ", ".join(f"{r:.2f}" for r in log_ratios)
+            + "\n"
         )
     sweep_by = {row[0]: row for row in sweeps}
     print(
