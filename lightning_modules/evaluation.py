@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.training import FitSettings, TabularModule, evaluate, make_trainer
+from lightning_modules.training import (
+    HIGHER_IS_BETTER,
+    PRIMARY_METRIC,
+    FitSettings,
+    TabularModule,
+    evaluate,
+    make_trainer,
+)
 
 
 def evaluate_network(
@@ -52,3 +59,22 @@ def constant_prediction_metric(data: TabularDataModule, split: str = "val") -> f
         return rmse
     majority = int(torch.bincount(y_train).argmax())
     return float((y == majority).double().mean())
+
+
+def no_better_than_constant(
+    data: TabularDataModule, value: float, split: str = "val"
+) -> str | None:
+    """When `value`, the task metric on `split`, is no better than the best constant guess:
+    that guess and its metric, e.g. "always predicting the most frequent class (0.1000)".
+    None when the network did better."""
+    metric = PRIMARY_METRIC[data.task]
+    constant = constant_prediction_metric(data, split)
+    # Metrics come back as float32: 27/270 rows is 0.10000000149 there, and 0.1 here.
+    tolerance = 1e-6 * max(1.0, abs(constant))
+    if HIGHER_IS_BETTER[metric]:
+        no_better = value <= constant + tolerance
+        guess = "the most frequent class"
+    else:
+        no_better = value >= constant - tolerance
+        guess = "the training mean"
+    return f"always predicting {guess} ({constant:.4g})" if no_better else None

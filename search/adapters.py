@@ -22,8 +22,8 @@ from search.measure import Measurement
 def load_data(config: Config) -> TabularDataModule:
     """The configured table, checked, split and preprocessed (raises on bad input).
 
-    Notes about the table (rows without a target, identifier-like or constant columns) go to
-    stderr, one line each.
+    Its notes (rows without a target, identifier-like or constant columns) are in `.notes`;
+    `print_notes` shows them.
     """
     data = config.data
     kwargs = {
@@ -38,10 +38,17 @@ def load_data(config: Config) -> TabularDataModule:
     else:
         assert data.dataset is not None, "config validation guarantees a source"
         module = TabularDataModule.from_bundled(data.dataset, **kwargs)
-    for note in module.notes:
-        # One line each on stderr, before anything trains: not errors, but worth a look.
-        print(f"tabslim: note: {note}", file=sys.stderr)
     return module
+
+
+def print_notes(data: TabularDataModule) -> None:
+    """The table's notes on stderr, one line each: not errors, but worth a look.
+
+    Commands call this once their input is accepted, so that a bad-input error stays the only
+    line, and worker processes, which load the same table, stay quiet.
+    """
+    for note in data.notes:
+        print(f"tabslim: note: {note}", file=sys.stderr)
 
 
 def baseline_spec(config: Config, data: TabularDataModule) -> MLPSpec:

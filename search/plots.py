@@ -303,7 +303,7 @@ def _place_labels(
     return labels
 
 
-def fig_dpi(ax: Axes) -> float:
+def _fig_dpi(ax: Axes) -> float:
     figure = ax.get_figure()
     assert figure is not None
     return float(figure.dpi)
@@ -312,7 +312,7 @@ def fig_dpi(ax: Axes) -> float:
 def _obstacles(ax: Axes, members: pd.DataFrame, floor: float | None) -> list[Bbox]:
     """Pixel boxes a label should not cover: front markers, their error bars, the floor line."""
     to_pixels = ax.transData.transform
-    half = 4.0 * fig_dpi(ax) / 72.0  # about a marker's radius, in pixels
+    half = 4.0 * _fig_dpi(ax) / 72.0  # about a marker's radius, in pixels
     lower, upper = _error_bars(members)
     boxes = []
     for (x, y), low, high in zip(

@@ -11,7 +11,7 @@ import pandas as pd
 
 from search import pareto
 from search.study import find_study
-from search.study_settings import StudySettings
+from search.study_settings import STOPPED_ATTR, StudySettings
 
 __all__ = [
     "delta_text",
@@ -36,7 +36,7 @@ def study_text(study: optuna.Study) -> str:
     settings = StudySettings.read(study)
     table = pareto.trial_table(study)
     lines = [format_report(table, metric=settings.metric)]
-    stopped = study.user_attrs.get("tabslim_stopped")  # search_job.STOPPED_ATTR
+    stopped = study.user_attrs.get(STOPPED_ATTR)
     if stopped:
         lines.append(f"the search stopped, and no champion was registered: {stopped}")
     elif len(table) and settings.baseline_metric is not None:

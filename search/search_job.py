@@ -22,9 +22,15 @@ from tqdm import tqdm
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.evaluation import constant_prediction_metric
+from lightning_modules.evaluation import no_better_than_constant
 from search import pareto, tracking
-from search.adapters import baseline_spec, data_params, load_data, set_training_threads
+from search.adapters import (
+    baseline_spec,
+    data_params,
+    load_data,
+    print_notes,
+    set_training_threads,
+)
 from search.config import Config
 from search.confirm import confirm_front
 from search.objective import SearchContext, run_trial
@@ -33,7 +39,7 @@ from search.report import study_text
 from search.samplers import make_sampler
 from search.space import baseline_params, ladder_params, refine_ladder, uniform_params
 from search.study import DEFAULT_STORAGE, open_storage, open_study
-from search.study_settings import StudySettings, is_feasible
+from search.study_settings import STOPPED_ATTR, StudySettings, is_feasible
 from search.study_tracking import StudyMirror
 
 # A failing candidate (say, a width that diverges) is recorded as FAIL; the search goes on.
@@ -134,6 +140,7 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     storage = open_storage(config.search.storage)
     study = open_study(name, storage, storage_label(config), config, study_settings(ctx))
     experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
+    print_notes(ctx.data)
     ctx.trials_dir.mkdir(parents=True, exist_ok=True)
     params = tracking.flatten("", config.model_dump(exclude={"tracking"}))
     params |= data_params(ctx.data)
@@ -215,7 +222,6 @@ def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callb
         study.enqueue_trial(params, skip_if_exists=True)
 
 
-STOPPED_ATTR = "tabslim_stopped"
 REFINED_ATTR = "tabslim_ladder_refined"
 
 
@@ -265,20 +271,11 @@ def check_baseline_learned(study: optuna.Study, ctx: SearchContext) -> None:
             f"the baseline of study '{study.study_name}' did not finish training (its loss or "
             f"metrics were not finite); {causes}"
         )
-    else:
-        value, chance = settings.baseline_metric, constant_prediction_metric(ctx.data, "val")
-        # Metrics come back as float32: 27/270 rows is 0.10000000149 there, and 0.1 here.
-        tolerance = 1e-6 * max(1.0, abs(chance))
-        if ctx.higher_is_better and value <= chance + tolerance:
-            reason = (
-                f"the baseline did not learn: its validation {ctx.metric} {value:.4f} is no "
-                f"better than always predicting the most frequent class ({chance:.4f}); {causes}"
-            )
-        elif not ctx.higher_is_better and value >= chance - tolerance:
-            reason = (
-                f"the baseline did not learn: its validation {ctx.metric} {value:.4g} is no "
-                f"better than always predicting the training mean ({chance:.4g}); {causes}"
-            )
+    elif (guess := no_better_than_constant(ctx.data, settings.baseline_metric)) is not None:
+        reason = (
+            f"the baseline did not learn: its validation {ctx.metric} "
+            f"{settings.baseline_metric:.4g} is no better than {guess}; {causes}"
+        )
     if reason is not None:
         study.set_user_attr(STOPPED_ATTR, reason)
         raise TabslimInputError(reason)

@@ -22,6 +22,8 @@ from search.config import Config
 
 # The study user attribute that holds the settings.
 ATTR = "tabslim"
+# Why a search stopped before its trials (a baseline that learned nothing), for the report.
+STOPPED_ATTR = "tabslim_stopped"
 SIZE_METRICS = {"parameters": "parameters", "bytes": "size_bytes", "flops": "flops"}
 # Fields that make two runs of one study comparable; the rest is bookkeeping or results.
 COMPARED = (

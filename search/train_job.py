@@ -10,15 +10,16 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.evaluation import constant_prediction_metric
+from lightning_modules.evaluation import no_better_than_constant
 from lightning_modules.networks import build
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, fit
+from lightning_modules.training import PRIMARY_METRIC, fit
 from search import tracking
 from search.adapters import (
     baseline_spec,
     data_params,
     fit_settings,
     load_data,
+    print_notes,
     run_metrics,
     set_training_threads,
 )
@@ -30,15 +31,12 @@ from search.pyfunc_model import log_model
 def _note_if_no_better_than_constant(data: TabularDataModule, val: dict[str, float]) -> None:
     """A note on stderr when the network learned nothing a constant guess does not know."""
     metric = PRIMARY_METRIC[data.task]
-    value, constant = val[metric], constant_prediction_metric(data, "val")
-    higher = HIGHER_IS_BETTER[metric]
-    tolerance = 1e-6 * max(1.0, abs(constant))  # metrics come back as float32
-    if (value <= constant + tolerance) if higher else (value >= constant - tolerance):
-        guess = "the most frequent class" if higher else "the training mean"
+    guess = no_better_than_constant(data, val[metric])
+    if guess is not None:
         print(
-            f"tabslim: note: the trained network's validation {metric} {value:.4g} is no better "
-            f"than always predicting {guess} ({constant:.4g}); check training.lr and "
-            "training.max_epochs, and whether the columns predict the target",
+            f"tabslim: note: the trained network's validation {metric} {val[metric]:.4g} is no "
+            f"better than {guess}; check training.lr and training.max_epochs, and whether the "
+            "columns predict the target",
             file=sys.stderr,
         )
 
@@ -57,6 +55,7 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
     dataset = tracking.training_dataset(data, config.data)
     set_training_threads(config)
     experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
+    print_notes(data)
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
         mlflow.set_tags({"tabslim.kind": "train", "tabslim.approach": "baseline"})
         params = tracking.flatten("", config.model_dump(exclude={"tracking"}))

@@ -202,3 +202,18 @@ def test_train_notes_a_network_no_better_than_a_constant_guess(
     notes = [line for line in capsys.readouterr().err.splitlines() if "tabslim: note:" in line]
     assert len(notes) == 1
     assert "no better than always predicting the most frequent class" in notes[0]
+
+
+def test_notes_never_join_a_bad_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # digits has constant columns, a note; the storage fails after the table has loaded.
+    code = main(
+        ["search", "--dataset", "digits", "--quiet", "--tracking-uri",
+         f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage",
+         "postgresql://nobody:secret@127.0.0.1:1/none"]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("tabslim: error: cannot open storage")
+    assert "secret" not in err[0]

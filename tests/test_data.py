@@ -233,3 +233,18 @@ def test_the_table_notes_say_what_trains_without_error_but_not_as_meant(
         "feature that means nothing); drop it unless it means something",
         "2 columns ('region', 'unit') have a single value; it carries nothing, drop it",
     ]
+
+
+def test_a_metric_no_better_than_a_constant_guess_is_named_as_such() -> None:
+    from lightning_modules.evaluation import constant_prediction_metric, no_better_than_constant
+
+    classes = TabularDataModule.from_bundled("digits")
+    chance = constant_prediction_metric(classes)
+    assert no_better_than_constant(classes, chance) == (
+        f"always predicting the most frequent class ({chance:.4g})"
+    )
+    assert no_better_than_constant(classes, chance + 0.01) is None
+    values = TabularDataModule.from_bundled("diabetes")
+    mean_rmse = constant_prediction_metric(values)
+    assert "the training mean" in str(no_better_than_constant(values, mean_rmse * 1.01))
+    assert no_better_than_constant(values, mean_rmse * 0.9) is None  # lower RMSE is better
