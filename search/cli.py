@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from lightning_modules.errors import TabslimInputError
 from pruning.choices import CRITERIA, DEFAULT_CRITERION, DEFAULT_EPOCHS, DEFAULT_RATIOS
 from search.samplers import SAMPLERS
+from search.secrets import install_log_redaction, redact
+
+STORAGE_ENV = "TABSLIM_STORAGE"
 
 EXIT_BAD_INPUT = 2
 TASKS = ("auto", "classification", "binary", "multiclass", "regression")
@@ -83,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
     # Lightning's per-step bar is for a terminal; in a log file it is thousands of lines.
     outcome = run_train(config, progress_bar=not args.quiet and sys.stdout.isatty())
     tracking = config.tracking
-    print(f"run {outcome.run_id} in experiment '{tracking.experiment}' at {tracking.uri}")
+    print(f"run {outcome.run_id} in experiment '{tracking.experiment}' at {redact(tracking.uri)}")
     for name, value in sorted(outcome.metrics.items()):
         print(f"  {name:<44} {value:.6g}")
     print(f"model: {outcome.model_uri}  (mlflow.pyfunc.load_model(uri).predict(raw_rows))")
@@ -112,7 +117,7 @@ def _search(args: argparse.Namespace) -> int:
     print(
         f"study '{outcome.study}' in {outcome.storage}: {outcome.trials} trials, "
         f"front of {outcome.front_size}; MLflow parent run {outcome.parent_run_id} "
-        f"at {config.tracking.uri}"
+        f"at {redact(config.tracking.uri)}"
     )
     if outcome.champion_uri is None:
         print(f"no champion was registered: {outcome.champion_note or 'nothing finished'}")
@@ -163,7 +168,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
         if outcome.parent_run_id
         else "no parent run for the study in this store"
     )
-    print(f"MLflow run {outcome.run_id} ({where}) at {outcome.tracking_uri}")
+    print(f"MLflow run {outcome.run_id} ({where}) at {redact(outcome.tracking_uri)}")
     return 0
 
 
@@ -202,11 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive_float, metavar="S", help="stop starting trials after S seconds"
     )
     search.add_argument("--study", metavar="NAME", help="study name (default: tabslim-<data>)")
-    search.add_argument(
-        "--storage", metavar="URL",
-        help="Optuna storage: a journal file path or a database URL, e.g. "
-        "postgresql://user:pw@host/db (default: mlruns/optuna.journal)",
-    )  # fmt: skip
+    _storage_flag(
+        search,
+        "Optuna storage: a journal file path or a database URL, e.g. "
+        "postgresql+psycopg://user@host/db with the password in PGPASSWORD or ~/.pgpass",
+    )
     search.add_argument("--workers", type=_positive_int, metavar="N", help="local worker processes")
     search.add_argument(
         "--sampler", metavar="NAME", help=f"Optuna sampler: {', '.join(SAMPLERS)} (default: tpe)"
@@ -221,9 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ratio, latency ratio and validation metric delta.",
     )
     report.add_argument("--study", required=True, metavar="NAME")
-    report.add_argument(
-        "--storage", metavar="URL", help="Optuna storage (default: mlruns/optuna.journal)"
-    )
+    _storage_flag(report, "Optuna storage")
     report.set_defaults(handler=_report)
 
     sensitivity = commands.add_parser(
@@ -237,9 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "split and baseline network are stored with it), not a bare model.",
     )
     sensitivity.add_argument("--study", required=True, metavar="NAME")
-    sensitivity.add_argument(
-        "--storage", metavar="URL", help="Optuna storage (default: mlruns/optuna.journal)"
-    )
+    _storage_flag(sensitivity, "Optuna storage")
     sensitivity.add_argument(
         "--ratios", default=_listed(DEFAULT_RATIOS), metavar="R,R,...",
         help="shares of a layer's neurons to remove, each in (0, 1); a layer always keeps at "
@@ -261,17 +262,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _storage_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    # An environment variable keeps a URL with a password off the command line (and `ps`).
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        default=os.environ.get(STORAGE_ENV) or None,
+        help=f"{what} (default: ${STORAGE_ENV}, else mlruns/optuna.journal)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    install_log_redaction()
     try:
         return handler(args)
     except TabslimInputError as error:
-        print(f"tabslim: error: {error}", file=sys.stderr)
+        print(f"tabslim: error: {redact(str(error))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("tabslim: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # noqa: BLE001 - a bug's traceback, but without the URLs' passwords
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from search.objective import SearchContext, run_trial
 from search.paired import paired_comparison
 from search.report import study_text
 from search.samplers import make_sampler
+from search.secrets import redact, without_passwords
 from search.space import baseline_params, ladder_params, refine_ladder, uniform_params
 from search.study import DEFAULT_STORAGE, open_storage, open_study
 from search.study_settings import STOPPED_ATTR, StudySettings, is_feasible
@@ -54,7 +55,8 @@ def study_name(config: Config) -> str:
 
 
 def storage_label(config: Config) -> str:
-    return config.search.storage or str(DEFAULT_STORAGE)
+    """The storage as shown to people: its password, if any, as ***."""
+    return redact(config.search.storage or str(DEFAULT_STORAGE))
 
 
 def trials_root(config: Config) -> Path:
@@ -142,7 +144,7 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     print_notes(ctx.data)
     ctx.trials_dir.mkdir(parents=True, exist_ok=True)
-    params = tracking.flatten("", config.model_dump(exclude={"tracking"}))
+    params = tracking.flatten("", without_passwords(config.model_dump(exclude={"tracking"})))
     params |= data_params(ctx.data)
     params |= {"study": name, "storage": storage_label(config)}
     mirror = StudyMirror(

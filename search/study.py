@@ -18,6 +18,7 @@ from optuna.study import StudyDirection
 from lightning_modules.errors import TabslimInputError
 from search.config import Config
 from search.samplers import make_sampler
+from search.secrets import redact
 from search.study_settings import StudySettings
 
 DEFAULT_STORAGE = Path("mlruns") / "optuna.journal"
@@ -34,27 +35,20 @@ def open_storage(url: str | None) -> BaseStorage:
         return JournalStorage(JournalFileBackend(str(path)))
     try:
         # Heartbeats let a resumed study mark the trials of a killed worker as failed.
-        return RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=60, grace_period=180)
     except ImportError as error:
         missing = getattr(error.__cause__, "name", None) or "a database driver"
         raise TabslimInputError(
-            f"storage {_redact(url)} needs the Python package {missing!r}, which is not installed"
+            f"storage {redact(repr(url))} needs the Python package {missing!r}, "
+            "which is not installed"
         ) from None
     except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds; one line for all
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TabslimInputError(f"cannot open storage {_redact(url)}: {reason}") from None
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url or "://" not in url:
-        return repr(url)
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    if ":" not in credentials:
-        return repr(url)
-    user = credentials.split(":", 1)[0]
-    return repr(f"{scheme}://{user}:***@{host}")
+        raise TabslimInputError(
+            f"cannot open storage {redact(repr(url))}: {redact(reason)}"
+        ) from None
 
 
 def directions(higher_is_better: bool) -> list[StudyDirection]:

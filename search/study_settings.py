@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
 from search.config import Config
+from search.secrets import without_passwords
 
 # The study user attribute that holds the settings.
 ATTR = "tabslim"
@@ -101,7 +102,8 @@ class StudySettings:
             prune=search.prune.model_dump() if "prune" in search.approaches else None,
             data=data,
             target=target,
-            config=config.model_dump(mode="json"),
+            # Stored without URL passwords: a study's attributes are readable by all its users.
+            config=without_passwords(config.model_dump(mode="json")),
             trials_dir=trials_dir,
             champion=search.champion,
         )

@@ -26,6 +26,7 @@ from search.adapters import (
 from search.config import Config
 from search.measure import measure
 from search.pyfunc_model import log_model
+from search.secrets import without_passwords
 
 
 def _note_if_no_better_than_constant(data: TabularDataModule, val: dict[str, float]) -> None:
@@ -58,7 +59,7 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
     print_notes(data)
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
         mlflow.set_tags({"tabslim.kind": "train", "tabslim.approach": "baseline"})
-        params = tracking.flatten("", config.model_dump(exclude={"tracking"}))
+        params = tracking.flatten("", without_passwords(config.model_dump(exclude={"tracking"})))
         params.update(data_params(data))
         params["model.widths"] = "-".join(map(str, spec.hidden))
         mlflow.log_params(params)
