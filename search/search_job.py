@@ -182,7 +182,8 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     except KeyboardInterrupt:
         status = "KILLED"
         raise
-    except TabslimInputError:
+    except BaseException:
+        # Bad input, a bug, a lost storage: the parent run says FAILED, never FINISHED.
         status = "FAILED"
         raise
     finally:
@@ -192,8 +193,9 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
             tables["paired_comparison.csv"] = paired_comparison(study, ctx)
         if config.search.confirm and status == "FINISHED":
             tables["confirmation.csv"] = confirm_front(study, ctx, config.search.confirm)
-        # A failed baseline leaves nothing to recommend: no champion is registered.
-        champion = mirror.finish(status=status, tables=tables, register=status != "FAILED")
+        # Only a finished search registers a champion: a failed baseline leaves nothing to
+        # recommend, and an interrupted study's front is not the one its config asked for.
+        champion = mirror.finish(status=status, tables=tables, register=status == "FINISHED")
     table = pareto.trial_table(study)
     return SearchOutcome(
         study=name,

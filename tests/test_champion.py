@@ -116,6 +116,37 @@ def test_a_baseline_that_did_not_learn_stops_the_search_and_registers_nothing(
     assert "champion (" not in out
 
 
+def test_a_search_that_breaks_is_failed_registers_nothing_and_shows_no_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import search.search_job
+
+    secret = "Tb-Pw-31337"
+
+    def broken(*args: object) -> None:
+        # A bug after the baseline, whose message quotes a URL with a password.
+        raise RuntimeError(f"lost postgresql://ann:{secret}@db/s")
+
+    monkeypatch.setattr(search.search_job, "check_baseline_learned", broken)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    code = main(
+        ["search", "--config", str(Path(__file__).parent / "tiny_search.yaml"), "--quiet",
+         "--tracking-uri", uri, "--storage", str(tmp_path / "j.journal"), "--study", "broken"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "RuntimeError: lost postgresql://ann:***@db/s" in err
+    assert secret not in err
+    mlflow.set_tracking_uri(uri)
+    assert mlflow.MlflowClient().search_registered_models() == []
+    (parent,) = mlflow.search_runs(
+        experiment_names=["tabslim"],
+        filter_string="tags.`tabslim.kind` = 'study'",
+        output_format="list",
+    )
+    assert parent.info.status == "FAILED"
+
+
 @pytest.mark.slow
 def test_confirmation_retrains_the_front_under_more_seeds_before_the_champion(
     tmp_path: Path,
