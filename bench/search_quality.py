@@ -17,9 +17,13 @@ Per study (dataset x seed x sampler):
 
 Beside them, a naive uniform sweep at the same number of trained networks: the baseline plus
 trials-1 shapes that multiply every layer alike (geometric from 0.9 down to the space's scale
-low), each trained from scratch. Its smallest network within the floor *on test* (an oracle
-choice no search can make) is compared with the champion. Goal: the champion is smaller at
-equal test accuracy.
+low), each trained from scratch. Its champion, by the same rule on validation, is compared with
+the search's; so is its smallest network within the floor *on test* (an oracle choice no search
+can make). Goal: the champion is smaller at equal test accuracy.
+
+`--samplers` may also name `random-search`: the random sampler without the ladder (plain random
+search). The hypervolume table also prints the box's volume over random's: no sampler can beat
+random by more than that.
 
 Run: `.venv/bin/python bench/search_quality.py [--trials 20] [--seeds 0,1,2]
 [--datasets digits,breast_cancer,my_table.csv:target] [--samplers tpe,random]
@@ -59,6 +63,9 @@ from search.study import directions  # noqa: E402
 from search.study_settings import StudySettings, is_feasible  # noqa: E402
 
 REFERENCE = "random"
+# Plain random search: the random sampler from the first trial after the baseline, without the
+# ladder and its refinement, which are part of the default search's strategy.
+RANDOM_SEARCH = "random-search"
 _COPIED = ("approach", "hidden", "plan", "candidate_key", "spec", "metrics", "prune_details")
 _ERRORS = (RuntimeError, FloatingPointError)
 
@@ -106,6 +113,8 @@ class StudyResult:
     oracle: FrozenTrial | None = None
     # The same volume with the size axis on a log scale (see `_log_size_hypervolume`).
     log_hypervolume: float = float("nan")
+    # The clipped box's volume: the most hypervolume any study could reach.
+    box: float = float("nan")
 
 
 def _config(dataset: str, root: Path, max_epochs: int | None) -> Config:
@@ -135,16 +144,19 @@ def _run(
 ) -> optuna.Study:
     """One search as `tabslim search` runs it: baseline, the ladder, then the sampler's trials."""
     ctx = objective.ctx
-    study = _study(ctx, settings, sampler, seed)
+    with_ladder = sampler != RANDOM_SEARCH
+    study = _study(ctx, settings, sampler if with_ladder else "random", seed)
     n_layers = len(ctx.baseline.hidden)
     search = ctx.config.search
     study.enqueue_trial(baseline_params(search.space, n_layers), user_attrs={"baseline": True})
     study.optimize(objective, n_trials=1)
-    for params in ladder_params(search.space, n_layers, search.approaches)[: trials - 1]:
-        study.enqueue_trial(params)
+    if with_ladder:
+        for params in ladder_params(search.space, n_layers, search.approaches)[: trials - 1]:
+            study.enqueue_trial(params)
     while len(study.get_trials(states=(TrialState.COMPLETE,))) < trials:
         study.optimize(objective, n_trials=1, catch=_ERRORS)
-        refine_after_ladder(study, ctx)
+        if with_ladder:
+            refine_after_ladder(study, ctx)
     return study
 
 
@@ -227,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     samplers = args.samplers.split(",")
     started = time.perf_counter()
     results: list[StudyResult] = []
-    sweep_rows = []
+    sweep_rows: list[SweepResult] = []
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets.split(","):
             config = _config(dataset, Path(tmp), args.max_epochs)
@@ -249,11 +261,17 @@ def main(argv: list[str] | None = None) -> int:
                             dataset, seed, sampler, hypervolume(study), picked.trial,
                             picked.note, base.values[1] if base else float("nan"),
                             _sweep_best(study, drop, higher), _log_size_hypervolume(study),
+                            StudySettings.read(study).allowed_drop() * 1.0 * 1.25,
                         )
                     )  # fmt: skip
             assert first is not None
             sweep = _sweep(objective, first, args.trials)
-            sweep_rows.append((dataset, _sweep_best(sweep, drop, higher), first, drop, higher))
+            sweep_rows.append(
+                SweepResult(
+                    dataset, _sweep_best(sweep, drop, higher), pareto.champion(sweep).trial,
+                    first, drop, higher,
+                )
+            )  # fmt: skip
             print(
                 f"{dataset}: {objective.trained} networks trained, {objective.reused} reused",
                 flush=True,
@@ -262,87 +280,127 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@dataclass
+class SweepResult:
+    dataset: str
+    # Its smallest network within the floor on test (an oracle choice no search can make).
+    oracle: FrozenTrial | None
+    # Its champion by the search's own rule (confident by default), chosen on validation.
+    champion: FrozenTrial | None
+    settings: StudySettings
+    drop: float
+    higher: bool
+
+
+def _ratio_cells(results: list[StudyResult], samplers: list[str], value: str) -> list[float]:
+    """Print one row per (dataset, seed) of `value` per sampler; return the tpe/random ratios."""
+    table = {(r.dataset, r.seed, r.sampler): getattr(r, value) for r in results}
+    extra = RANDOM_SEARCH in samplers and "tpe" in samplers
+    header = " | ".join(f"HV {s}" for s in samplers)
+    print(
+        f"| dataset | seed | {header} | tpe / random | most any sampler could reach / random |"
+        + (" tpe / random-search |" if extra else "")
+    )
+    print("|---|---|" + "---|" * (len(samplers) + 2 + extra))
+    ratios = []
+    for dataset, seed in sorted({(r.dataset, r.seed) for r in results}):
+        ref = table.get((dataset, seed, REFERENCE), float("nan"))
+        ratio = table.get((dataset, seed, "tpe"), float("nan")) / ref if ref else float("inf")
+        ratios.append(ratio)
+        # The clipped box: no trial can add volume outside (allowed drop, 1x size, 1.25x time).
+        box = next(r.box for r in results if r.dataset == dataset)
+        bound = box / ref if ref and value == "hypervolume" else float("nan")
+        cells = " | ".join(
+            _fmt(table.get((dataset, seed, s), float("nan")), ".4f") for s in samplers
+        )
+        row = f"| {dataset} | {seed} | {cells} | {_fmt(ratio, '.2f')} | {_fmt(bound, '.2f')} |"
+        if extra:
+            plain = table.get((dataset, seed, RANDOM_SEARCH), float("nan"))
+            versus = table[(dataset, seed, "tpe")] / plain if plain else float("inf")
+            row += f" {_fmt(versus, '.2f')} |"
+        print(row)
+    return ratios
+
+
+def _summary(ratios: list[float], what: str) -> None:
+    finite = [r for r in ratios if r == r]
+    if finite:
+        print(
+            f"\n{what}: median tpe/random ratio {statistics.median(finite):.2f} "
+            f"(tpe ahead in {sum(r > 1 for r in finite)} of {len(finite)}; goal >= 1.2)\n"
+        )
+
+
 def _report(
     results: list[StudyResult],
-    sweeps: list[tuple[str, FrozenTrial | None, StudySettings, float, bool]],
+    sweeps: list[SweepResult],
     samplers: list[str],
     seconds: float,
     trials: int,
 ) -> None:
     print(f"\n{trials} trials per study, {seconds:.0f} s in all\n")
-    hv = {(r.dataset, r.seed, r.sampler): r.hypervolume for r in results}
-    print("| dataset | seed | " + " | ".join(f"HV {s}" for s in samplers) + " | tpe / random |")
-    print("|---|---|" + "---|" * len(samplers) + "---|")
-    ratios = []
-    for dataset, seed in sorted({(r.dataset, r.seed) for r in results}):
-        values = [hv[(dataset, seed, s)] for s in samplers]
-        ref = hv.get((dataset, seed, REFERENCE), float("nan"))
-        ratio = hv.get((dataset, seed, "tpe"), float("nan")) / ref if ref else float("inf")
-        ratios.append(ratio)
-        cells = " | ".join(_fmt(v, ".4f") for v in values)
-        print(f"| {dataset} | {seed} | {cells} | {_fmt(ratio, '.2f')} |")
-    finite = [r for r in ratios if r == r]
-    if finite:
-        print(
-            f"\nmedian tpe/random hypervolume ratio: {statistics.median(finite):.2f} "
-            f"(tpe ahead in {sum(r > 1 for r in finite)} of {len(finite)}; goal >= 1.2)\n"
-        )
-    logs = {(r.dataset, r.seed, r.sampler): r.log_hypervolume for r in results}
-    log_ratios = [
-        logs[(d, seed, "tpe")] / logs[(d, seed, REFERENCE)]
-        for d, seed in sorted({(r.dataset, r.seed) for r in results})
-        if (d, seed, "tpe") in logs and logs.get((d, seed, REFERENCE))
-    ]
-    if log_ratios:
-        print(
-            "supplementary, size axis on a log scale: median tpe/random ratio "
-            f"{statistics.median(log_ratios):.2f} (tpe ahead in "
-            f"{sum(r > 1 for r in log_ratios)} of {len(log_ratios)}); per pair "
-            + ", ".join(f"{r:.2f}" for r in log_ratios)
-            + "\n"
-        )
-    sweep_by = {row[0]: row for row in sweeps}
+    _summary(_ratio_cells(results, samplers, "hypervolume"), "clipped hypervolume")
+    _summary(
+        _ratio_cells(results, samplers, "log_hypervolume"),
+        "supplementary, size axis on a log scale",
+    )
+    sweep_by = {row.dataset: row for row in sweeps}
     print(
         "| dataset | seed | sampler | champion | param ratio | val delta [95% CI] | "
-        "test delta [95% CI] | within floor on test | sweep best param ratio (test delta) | "
-        "champion smaller than sweep best | study best on test, param ratio (test delta) |"
+        "test delta [95% CI] | within floor on test | sweep's champion, param ratio "
+        "(test delta) | smaller than the sweep's champion | sweep's best on test, param ratio "
+        "(test delta) | study's best on test, param ratio (test delta) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    within_count = smaller_count = oracle_smaller = oracle_equal = 0
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    counts = dict.fromkeys(("within", "smaller", "larger", "oracle_smaller", "oracle_equal"), 0)
     for r in results:
-        _, best, settings, drop, higher = sweep_by[r.dataset]
+        sweep = sweep_by[r.dataset]
         chosen = r.champion
         test = _metric(chosen, "test_delta")
-        within = _within(test, drop, higher)
-        within_count += within
-        params = chosen.values[1] / r.baseline_params if chosen else float("nan")
-        best_ratio = best.values[1] / r.baseline_params if best else float("nan")
-        oracle_ratio = r.oracle.values[1] / r.baseline_params if r.oracle else float("nan")
-        smaller = chosen is not None and best is not None and chosen.values[1] < best.values[1]
-        smaller_count += smaller and within
-        name = "baseline" if chosen and chosen.user_attrs.get("baseline") else str(
-            chosen.number if chosen else "-"
+        within = _within(test, sweep.drop, sweep.higher)
+        counts["within"] += within
+        rival = sweep.champion
+        rival_within = _within(_metric(rival, "test_delta"), sweep.drop, sweep.higher)
+        smaller = chosen is not None and rival is not None and chosen.values[1] < rival.values[1]
+        # Like for like: both picked by the same rule on validation, both within the floor on test.
+        counts["smaller"] += smaller and within and rival_within
+        counts["larger"] += (
+            chosen is not None and rival is not None and chosen.values[1] > rival.values[1]
+        )
+        best, oracle = sweep.oracle, r.oracle
+        counts["oracle_smaller"] += (
+            oracle is not None and best is not None and (oracle.values[1] < best.values[1])
+        )
+        counts["oracle_equal"] += (
+            oracle is not None and best is not None and (oracle.values[1] == best.values[1])
         )
         print(
-            f"| {r.dataset} | {r.seed} | {r.sampler} | {name} | {_fmt(params)} | "
-            f"{_interval(chosen, 'val')} | {_interval(chosen, 'test')} | "
-            f"{'yes' if within else 'no'} | {_fmt(best_ratio)} "
-            f"({_fmt(_metric(best, 'test_delta'), '+.4f')}) | {'yes' if smaller else 'no'} | "
-            f"{_fmt(oracle_ratio)} ({_fmt(_metric(r.oracle, 'test_delta'), '+.4f')}) |"
-        )
-        oracle_smaller += r.oracle is not None and best is not None and (
-            r.oracle.values[1] < best.values[1]
-        )
-        oracle_equal += r.oracle is not None and best is not None and (
-            r.oracle.values[1] == best.values[1]
+            f"| {r.dataset} | {r.seed} | {r.sampler} | {_name(chosen)} | "
+            f"{_fmt(_size(chosen, r))} | {_interval(chosen, 'val')} | "
+            f"{_interval(chosen, 'test')} | {'yes' if within else 'no'} | "
+            f"{_name(rival)}: {_fmt(_size(rival, r))} "
+            f"({_fmt(_metric(rival, 'test_delta'), '+.4f')}) | {'yes' if smaller else 'no'} | "
+            f"{_fmt(_size(best, r))} ({_fmt(_metric(best, 'test_delta'), '+.4f')}) | "
+            f"{_fmt(_size(oracle, r))} ({_fmt(_metric(oracle, 'test_delta'), '+.4f')}) |"
         )
     n = len(results)
     print(
-        f"\nchampion within the floor on test: {within_count} of {n} studies (goal >= 90%); "
-        f"smaller than the sweep's best and within the floor: {smaller_count} of {n}; "
-        f"the study's own best on test smaller than the sweep's best: {oracle_smaller} of {n} "
-        f"(the same network: {oracle_equal})"
+        f"\nchampion within the floor on test: {counts['within']} of {n} studies (goal >= 90%); "
+        f"smaller than the sweep's champion (same rule), both within the floor on test: "
+        f"{counts['smaller']} of {n} (larger: {counts['larger']}); "
+        f"the study's own best on test smaller than the sweep's best on test: "
+        f"{counts['oracle_smaller']} of {n} (the same network: {counts['oracle_equal']})"
     )
+
+
+def _name(trial: FrozenTrial | None) -> str:
+    if trial is None:
+        return "-"
+    return "baseline" if trial.user_attrs.get("baseline") else str(trial.number)
+
+
+def _size(trial: FrozenTrial | None, result: StudyResult) -> float:
+    return trial.values[1] / result.baseline_params if trial else float("nan")
 
 
 def _interval(trial: FrozenTrial | None, split: str) -> str:
