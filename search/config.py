@@ -239,6 +239,8 @@ class SearchConfig(_Section):
     seed: int = Field(default=0, ge=0)
     storage: str | None = Field(default=None, description="default: mlruns/optuna.journal")
     workers: int = Field(default=1, ge=1)
+    # A trial whose process died (kill -9, a lost node) is failed and queued again this often.
+    max_retries: int = Field(default=2, ge=0)
     size: SizeObjective = "parameters"
     latency: LatencyObjective = Field(default_factory=LatencyObjective)
     # Accuracy: absolute, 0.005 is half a point. RMSE: relative, 0.005 is 0.5% of the baseline's.

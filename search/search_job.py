@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from search.adapters import (
 )
 from search.config import Config
 from search.confirm import confirm_front
+from search.liveness import ProcessLock, owned_by, process_lock, recover_dead_trials
 from search.objective import SearchContext, run_trial
 from search.paired import paired_comparison
 from search.report import study_text
@@ -106,16 +108,34 @@ def _worker(config_json: str, index: int) -> None:
     config = Config.model_validate_json(config_json)
     set_training_threads(config, config.search.workers)
     ctx = build_context(config)
-    storage = open_storage(config.search.storage)
+    storage = open_storage(config.search.storage, max_retries=config.search.max_retries)
     # Each worker its own seed, so that they do not propose the same candidates.
     sampler = make_sampler(config.search.sampler, config.search.seed + index)
     study = optuna.load_study(study_name=study_name(config), storage=storage, sampler=sampler)
+    with process_lock(config.search.storage, DEFAULT_STORAGE) as lock:
+        run_owned_trials(study, config, ctx, lock)
+
+
+def run_owned_trials(
+    study: optuna.Study, config: Config, ctx: SearchContext, lock: ProcessLock | None
+) -> None:
+    """Run trials until the study has `n_trials` complete, recovering dead trials as it goes."""
+    locks = lock.folder if lock else None
+    owner = lock.owner if lock else f"{os.uname().nodename}-{os.getpid()}"
+    recover_dead_trials(study, locks, config.search.max_retries)
+
+    def recover(study: optuna.Study, trial: FrozenTrial) -> None:
+        recover_dead_trials(study, locks, config.search.max_retries)
+
     study.optimize(
-        functools.partial(run_trial, ctx=ctx),
+        owned_by(owner, functools.partial(run_trial, ctx=ctx)),
         n_trials=config.search.n_trials,
         timeout=config.search.timeout,
         catch=_TRIAL_ERRORS,
-        callbacks=[MaxTrialsCallback(config.search.n_trials, states=(TrialState.COMPLETE,))],
+        callbacks=[
+            MaxTrialsCallback(config.search.n_trials, states=(TrialState.COMPLETE,)),
+            recover,
+        ],
         gc_after_trial=True,
     )
 
@@ -139,8 +159,21 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     ctx = build_context(config)
     set_training_threads(config, config.search.workers)
     name = study_name(config)
-    storage = open_storage(config.search.storage)
+    storage = open_storage(config.search.storage, max_retries=config.search.max_retries)
     study = open_study(name, storage, storage_label(config), config, study_settings(ctx))
+    with process_lock(config.search.storage, DEFAULT_STORAGE) as lock:
+        return _coordinate(study, ctx, lock, progress)
+
+
+def _coordinate(
+    study: optuna.Study, ctx: SearchContext, lock: ProcessLock | None, progress: bool
+) -> SearchOutcome:
+    """The coordinator: baseline, its own trials, local workers, MLflow, the champion."""
+    config, name = ctx.config, study.study_name
+    locks = lock.folder if lock else None
+    owner = lock.owner if lock else f"{os.uname().nodename}-{os.getpid()}"
+    # Trials a killed run left RUNNING are failed and queued again before anything else.
+    recover_dead_trials(study, locks, config.search.max_retries)
     experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     print_notes(ctx.data)
     ctx.trials_dir.mkdir(parents=True, exist_ok=True)
@@ -163,14 +196,15 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
         disable=not progress, dynamic_ncols=True,
     )  # fmt: skip
 
-    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    def after_trial(study: optuna.Study, trial: FrozenTrial | None) -> None:
+        recover_dead_trials(study, locks, config.search.max_retries)
         refine_after_ladder(study, ctx)
         front_size = mirror.sync()
         bar.n = min(_complete(study), target)
         bar.set_postfix(front=front_size, refresh=False)
         bar.refresh()
 
-    objective = functools.partial(run_trial, ctx=ctx)
+    objective = owned_by(owner, functools.partial(run_trial, ctx=ctx))
     status = "FINISHED"
     try:
         if StudySettings.read(study).baseline_trial is None:

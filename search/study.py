@@ -17,6 +17,7 @@ from optuna.study import StudyDirection
 
 from lightning_modules.errors import TabslimInputError
 from search.config import Config
+from search.liveness import retry_callback
 from search.samplers import make_sampler
 from search.secrets import redact
 from search.study_settings import StudySettings
@@ -24,10 +25,14 @@ from search.study_settings import StudySettings
 DEFAULT_STORAGE = Path("mlruns") / "optuna.journal"
 
 
-def open_storage(url: str | None) -> BaseStorage:
+def open_storage(url: str | None, *, max_retries: int = 2) -> BaseStorage:
     """An Optuna storage from a URL or a journal file path (default: mlruns/optuna.journal).
 
     Raises TabslimInputError naming the URL when the storage cannot be reached.
+
+    Args:
+        max_retries: how often a trial whose process died is queued again (RDB heartbeats;
+            a journal's dead trials are recovered by `search.liveness`).
     """
     if url is None or "://" not in url:
         path = Path(url) if url is not None else DEFAULT_STORAGE
@@ -37,7 +42,12 @@ def open_storage(url: str | None) -> BaseStorage:
         # Heartbeats let a resumed study mark the trials of a killed worker as failed.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, heartbeat_interval=60, grace_period=180)
+            return RDBStorage(
+                url,
+                heartbeat_interval=60,
+                grace_period=180,
+                heartbeat_stale_trial_callback=retry_callback(max_retries),
+            )
     except ImportError as error:
         missing = getattr(error.__cause__, "name", None) or "a database driver"
         raise TabslimInputError(

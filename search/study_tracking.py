@@ -87,6 +87,11 @@ class StudyMirror:
             max_results=50000,
         ):
             number = int(run.data.tags["tabslim.trial"])
+            if run.info.status == "RUNNING" or number in self._runs:
+                # A mirror cut off half-way by a killed coordinator, or a second copy of one:
+                # deleted, so that `sync` logs the trial again, once and whole.
+                self.client.delete_run(run.info.run_id)
+                continue
             self._runs[number] = run.info.run_id
             self._pareto[number] = run.data.tags.get("pareto") == "true"
             if "tabslim.model_uri" in run.data.tags:
