@@ -54,10 +54,11 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from search import pareto  # noqa: E402
 from search.adapters import set_training_threads  # noqa: E402
 from search.config import Config, load_config, override  # noqa: E402
+from search.context import build_context, study_settings  # noqa: E402
 from search.hypervolume import dominated_volume, hypervolume  # noqa: E402
 from search.objective import SearchContext, draw_candidate, run_trial  # noqa: E402
 from search.samplers import make_sampler  # noqa: E402
-from search.search_job import build_context, refine_after_ladder, study_settings  # noqa: E402
+from search.search_job import refine_after_ladder  # noqa: E402
 from search.space import baseline_params, ladder_params, uniform_params  # noqa: E402
 from search.study import directions  # noqa: E402
 from search.study_settings import StudySettings, is_feasible  # noqa: E402

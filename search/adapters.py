@@ -7,9 +7,11 @@ that trials and runs record.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 
+import pandas as pd
 import torch
 
 from lightning_modules.data import TabularDataModule
@@ -115,3 +117,13 @@ def run_metrics(
     metrics |= measured.to_metrics()
     metrics |= {k: float(v) for k, v in extra.items()}
     return metrics
+
+
+def data_fingerprint(data: TabularDataModule) -> str:
+    """A digest of the table as split (rows, values, split membership): the same file read on
+    another node gives the same digest, a changed row or another split seed does not."""
+    digest = hashlib.sha256()
+    for frame in (data.train_frame, data.val_frame, data.test_frame):
+        digest.update(str(list(frame.columns)).encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return digest.hexdigest()

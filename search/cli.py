@@ -133,6 +133,19 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from search.worker_job import run_worker
+
+    outcome = run_worker(
+        args.study, args.storage, tracking_uri=args.tracking_uri, data_path=args.data
+    )
+    print(
+        f"worker on study '{outcome.study}' (sampler seed {outcome.seed}): ran {outcome.ran} "
+        f"trials; the study has {outcome.complete} of {outcome.target} complete"
+    )
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from search.report import study_report
 
@@ -218,6 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(handler=_search)
+
+    worker = commands.add_parser(
+        "worker",
+        help="join a study that `tabslim search` started, and run its trials",
+        description="Join an existing study and run its trials until it has its n_trials. "
+        "Everything comes from what the study stores (config, data path, split, baseline); "
+        "start workers on as many nodes as you like, against a storage they all reach "
+        "(PostgreSQL). The coordinator (`tabslim search`) mirrors their trials to MLflow.",
+    )
+    worker.add_argument("--study", required=True, metavar="NAME")
+    _storage_flag(worker, "the study's Optuna storage")
+    worker.add_argument(
+        "--tracking-uri", metavar="URI",
+        help="the study's MLflow tracking server (http://HOST:PORT), through which trials' "
+        "networks travel when nodes share no disk (default: the study's)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--data", metavar="FILE",
+        help="the study's table on this node (default: the path the study records); refused "
+        "when its contents differ",
+    )  # fmt: skip
+    worker.set_defaults(handler=_worker)
 
     report = commands.add_parser(
         "report",

@@ -38,7 +38,7 @@ COLUMNS = [
 
 
 def _retrain(
-    trial: optuna.trial.FrozenTrial, ctx: SearchContext, settings: StudySettings, seed: int
+    trial: optuna.trial.FrozenTrial, study: optuna.Study, ctx: SearchContext, seed: int
 ) -> dict[str, float]:
     """The trial's candidate trained again with `seed`: its val and test metric."""
     fitting = dataclasses.replace(fit_settings(ctx.config), seed=seed)
@@ -46,7 +46,11 @@ def _retrain(
     if trial.user_attrs.get("approach") == "prune":
         plan = PruningPlan.from_dict(trial.user_attrs["plan"])
         result = apply_plan(
-            load_baseline(ctx, settings), plan, data=ctx.data, fit_settings=fitting, seed=seed
+            load_baseline(ctx, StudySettings.read(study), study),
+            plan,
+            data=ctx.data,
+            fit_settings=fitting,
+            seed=seed,
         )
         network: MLP = result.network
         val = result.val_metrics[ctx.metric]
@@ -78,7 +82,7 @@ def confirm_front(study: optuna.Study, ctx: SearchContext, k: int) -> pd.DataFra
         for seed in range(first_seed, first_seed + k):
             key = f"{trial.number}:{seed}"
             if key not in runs:
-                runs[key] = _retrain(trial, ctx, settings, seed)
+                runs[key] = _retrain(trial, study, ctx, seed)
                 study.set_user_attr(RUNS_ATTR, runs)
             vals.append(runs[key]["val"])
             tests.append(runs[key]["test"])

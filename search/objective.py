@@ -25,6 +25,7 @@ from pruning.plan import PruningPlan, apply_plan
 from search.adapters import fit_settings, run_metrics
 from search.config import Config
 from search.measure import measure
+from search.network_store import RemoteNetworks, fetch, publish
 from search.pyfunc_model import load_network, save_network
 from search.space import ScratchShape, apply_shape, draw_approach, draw_plan, draw_shape
 from search.study_settings import StudySettings
@@ -47,6 +48,12 @@ class SearchContext:
     trained_baseline: MLP | None = None
     # The baseline's per-row scores by split, loaded once per process for paired deltas.
     baseline_rows: dict[str, np.ndarray] | None = None
+    # The MLflow server that holds every trial's network when nodes share no disk.
+    remote: RemoteNetworks | None = None
+
+    def network_dir(self, study: optuna.Study, number: int) -> Path:
+        """Trial `number`'s saved network on this node (downloaded first if need be)."""
+        return fetch(study, number, self.trials_dir, self.remote)
 
     @property
     def metric(self) -> str:
@@ -156,23 +163,29 @@ def train_scratch(
     )
 
 
-def load_baseline(ctx: SearchContext, settings: StudySettings) -> MLP:
-    """The study's trained baseline: trained once (trial 0), read from disk by every worker."""
+def load_baseline(ctx: SearchContext, settings: StudySettings, study: optuna.Study) -> MLP:
+    """The study's trained baseline: trained once (trial 0), read back by every worker."""
     if ctx.trained_baseline is None:
         if settings.baseline_trial is None:
             raise RuntimeError("a prune trial needs the baseline, which has not finished yet")
-        _, network, _ = load_network(ctx.trials_dir / f"trial-{settings.baseline_trial}")
+        _, network, _ = load_network(ctx.network_dir(study, settings.baseline_trial))
         assert isinstance(network, MLP)
         ctx.trained_baseline = network
     return ctx.trained_baseline
 
 
-def prune_baseline(ctx: SearchContext, plan: PruningPlan, settings: StudySettings) -> Trained:
+def prune_baseline(
+    ctx: SearchContext, plan: PruningPlan, settings: StudySettings, study: optuna.Study
+) -> Trained:
     """Approach 2 of Klemetti et al.: prune the trained baseline structurally, then fine-tune."""
     started = time.perf_counter()
     fit_with = fit_settings(ctx.config)
     result = apply_plan(
-        load_baseline(ctx, settings), plan, data=ctx.data, fit_settings=fit_with, seed=fit_with.seed
+        load_baseline(ctx, settings, study),
+        plan,
+        data=ctx.data,
+        fit_settings=fit_with,
+        seed=fit_with.seed,
     )
     return Trained(
         network=result.network,
@@ -209,13 +222,13 @@ SPLITS = ("val", "test")
 
 
 def paired_metrics(
-    ctx: SearchContext, settings: StudySettings, rows: dict[str, np.ndarray]
+    ctx: SearchContext, settings: StudySettings, rows: dict[str, np.ndarray], study: optuna.Study
 ) -> dict[str, float]:
     """Candidate minus baseline on the same validation and test rows, with 95% intervals."""
     if ctx.baseline_rows is None:
         if settings.baseline_trial is None:
             return {}
-        path = ctx.trials_dir / f"trial-{settings.baseline_trial}" / ROWS_FILE
+        path = ctx.network_dir(study, settings.baseline_trial) / ROWS_FILE
         with np.load(path) as stored:
             ctx.baseline_rows = {split: stored[split] for split in SPLITS}
     metrics: dict[str, float] = {}
@@ -257,19 +270,20 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         trained = train_scratch(ctx, candidate.shape, stopper)
     else:
         assert candidate.plan is not None
-        trained = prune_baseline(ctx, candidate.plan, settings)
+        trained = prune_baseline(ctx, candidate.plan, settings, trial.study)
     metrics = measure_network(ctx, trained)
     rows = {split: row_scores(trained.network, ctx.data, split) for split in SPLITS}
     directory = ctx.trials_dir / f"trial-{trial.number}"
     if is_baseline:
         ctx.baseline_rows = rows
-    metrics |= paired_metrics(ctx, settings, rows)
+    metrics |= paired_metrics(ctx, settings, rows, trial.study)
     value = metrics[f"val_{ctx.metric}"]
     values = (value, metrics[settings.size], metrics[settings.latency])
     if not all(math.isfinite(v) for v in values):
         raise RuntimeError(f"trial {trial.number} produced non-finite objectives {values}")
     save_network(directory, trained.spec, trained.network, ctx.data.preprocessor)
     np.savez(directory / ROWS_FILE, val=rows["val"], test=rows["test"])
+    publish(trial, directory, ctx.remote)
     if is_baseline:
         settings = settings.with_baseline(trial.number, value)
         settings.write(trial.study)

@@ -169,7 +169,7 @@ def _cells(row: Any) -> tuple[str, ...]:
 
 
 def delta_text(delta: float, low: float, high: float) -> str:
-    """"-0.0037 [-0.0111, +0.0037]", or just the delta when there is no interval."""
+    """ "-0.0037 [-0.0111, +0.0037]", or just the delta when there is no interval."""
     if math.isnan(low) or math.isnan(high):
         return fmt(delta, "+.4f")
     return f"{delta:+.4f} [{low:+.4f}, {high:+.4f}]"

@@ -8,12 +8,9 @@ study, mirroring finished trials to MLflow as they land.
 from __future__ import annotations
 
 import functools
-import logging
 import multiprocessing
 import os
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -21,123 +18,39 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import no_better_than_constant
 from search import pareto, tracking
 from search.adapters import (
-    baseline_spec,
     data_params,
-    load_data,
     print_notes,
     set_training_threads,
 )
 from search.config import Config
 from search.confirm import confirm_front
+from search.context import (
+    TRIAL_ERRORS,
+    build_context,
+    quiet,
+    storage_label,
+    study_name,
+    study_settings,
+)
 from search.liveness import ProcessLock, owned_by, process_lock, recover_dead_trials
+from search.network_store import RemoteNetworks, is_server
 from search.objective import SearchContext, run_trial
 from search.paired import paired_comparison
 from search.report import study_text
-from search.samplers import make_sampler
-from search.secrets import redact, without_passwords
+from search.secrets import without_passwords
 from search.space import baseline_params, ladder_params, refine_ladder, uniform_params
 from search.study import DEFAULT_STORAGE, open_storage, open_study
-from search.study_settings import STOPPED_ATTR, StudySettings, is_feasible
+from search.study_settings import STOPPED_ATTR, TARGET_ATTR, StudySettings, is_feasible
 from search.study_tracking import StudyMirror
-
-# A failing candidate (say, a width that diverges) is recorded as FAIL; the search goes on.
-_TRIAL_ERRORS = (RuntimeError, FloatingPointError)
-
-
-def study_name(config: Config) -> str:
-    if config.search.study is not None:
-        return config.search.study
-    source = config.data.dataset or Path(config.data.path or "data").stem
-    return f"tabslim-{source}"
-
-
-def storage_label(config: Config) -> str:
-    """The storage as shown to people: its password, if any, as ***."""
-    return redact(config.search.storage or str(DEFAULT_STORAGE))
-
-
-def trials_root(config: Config) -> Path:
-    """Where trials keep their networks: beside the MLflow SQLite store (default mlruns/)."""
-    uri = config.tracking.uri
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).parent / "studies"
-    return Path("mlruns") / "studies"
-
-
-def build_context(config: Config, data: TabularDataModule | None = None) -> SearchContext:
-    data = data if data is not None else load_data(config)
-    return SearchContext(
-        config=config,
-        data=data,
-        baseline=baseline_spec(config, data),
-        trials_dir=trials_root(config) / study_name(config),
-    )
-
-
-def study_settings(ctx: SearchContext) -> StudySettings:
-    """The settings a new study gets; the config and trials folder let later commands (report,
-    sensitivity, prune trials in other workers) rebuild the data and find the networks."""
-    return StudySettings.for_search(
-        ctx.config,
-        task=ctx.data.task,
-        data=ctx.data.source,
-        target=ctx.data.target,
-        trials_dir=str(ctx.trials_dir.resolve()),
-    )
-
-
-def _quiet() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*is out of range for distribution.*")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+from search.worker_job import local_worker
 
 
 def _complete(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-
-def _worker(config_json: str, index: int) -> None:
-    """A worker process: rebuilds the context from the config and runs trials on the study."""
-    _quiet()
-    config = Config.model_validate_json(config_json)
-    set_training_threads(config, config.search.workers)
-    ctx = build_context(config)
-    storage = open_storage(config.search.storage, max_retries=config.search.max_retries)
-    # Each worker its own seed, so that they do not propose the same candidates.
-    sampler = make_sampler(config.search.sampler, config.search.seed + index)
-    study = optuna.load_study(study_name=study_name(config), storage=storage, sampler=sampler)
-    with process_lock(config.search.storage, DEFAULT_STORAGE) as lock:
-        run_owned_trials(study, config, ctx, lock)
-
-
-def run_owned_trials(
-    study: optuna.Study, config: Config, ctx: SearchContext, lock: ProcessLock | None
-) -> None:
-    """Run trials until the study has `n_trials` complete, recovering dead trials as it goes."""
-    locks = lock.folder if lock else None
-    owner = lock.owner if lock else f"{os.uname().nodename}-{os.getpid()}"
-    recover_dead_trials(study, locks, config.search.max_retries)
-
-    def recover(study: optuna.Study, trial: FrozenTrial) -> None:
-        recover_dead_trials(study, locks, config.search.max_retries)
-
-    study.optimize(
-        owned_by(owner, functools.partial(run_trial, ctx=ctx)),
-        n_trials=config.search.n_trials,
-        timeout=config.search.timeout,
-        catch=_TRIAL_ERRORS,
-        callbacks=[
-            MaxTrialsCallback(config.search.n_trials, states=(TrialState.COMPLETE,)),
-            recover,
-        ],
-        gc_after_trial=True,
-    )
 
 
 @dataclass
@@ -155,7 +68,7 @@ class SearchOutcome:
 
 def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     """Run (or continue) the study the config describes. Input is checked before anything runs."""
-    _quiet()
+    quiet()
     ctx = build_context(config)
     set_training_threads(config, config.search.workers)
     name = study_name(config)
@@ -174,6 +87,8 @@ def _coordinate(
     owner = lock.owner if lock else f"{os.uname().nodename}-{os.getpid()}"
     # Trials a killed run left RUNNING are failed and queued again before anything else.
     recover_dead_trials(study, locks, config.search.max_retries)
+    # Workers run until the study has what its latest `tabslim search` asked for.
+    study.set_user_attr(TARGET_ATTR, config.search.n_trials)
     experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     print_notes(ctx.data)
     ctx.trials_dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +105,9 @@ def _coordinate(
         dataset=tracking.training_dataset(ctx.data, config.data),
     )
     mirror.start()
+    if is_server(config.tracking.uri):
+        # Nodes share no disk: trials' networks travel as artifacts of the parent run.
+        ctx.remote = mirror.remote = RemoteNetworks(config.tracking.uri, mirror.parent_run_id)
     target = config.search.n_trials
     bar = tqdm(
         total=target, initial=min(_complete(study), target), desc=name, unit="trial",
@@ -212,7 +130,8 @@ def _coordinate(
         check_baseline_learned(study, ctx)
         remaining = target - _complete(study)
         if remaining > 0:
-            _optimize(study, config, objective, after_trial, remaining)
+            parent = mirror.parent_run_id if ctx.remote else None
+            _optimize(study, config, objective, after_trial, remaining, parent)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -253,7 +172,7 @@ def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callb
         skip_if_exists=True,
     )
     # A baseline that diverges is caught here and reported by `check_baseline_learned`.
-    study.optimize(objective, n_trials=1, callbacks=[callback], catch=_TRIAL_ERRORS)
+    study.optimize(objective, n_trials=1, callbacks=[callback], catch=TRIAL_ERRORS)
     search = ctx.config.search
     room = max(0, search.n_trials - _complete(study))
     for params in ladder_params(search.space, n_layers, search.approaches)[:room]:
@@ -320,7 +239,12 @@ def check_baseline_learned(study: optuna.Study, ctx: SearchContext) -> None:
 
 
 def _optimize(
-    study: optuna.Study, config: Config, objective: Any, callback: Any, remaining: int
+    study: optuna.Study,
+    config: Config,
+    objective: Any,
+    callback: Any,
+    remaining: int,
+    parent_run_id: str | None,
 ) -> None:
     search = config.search
     workers = search.workers
@@ -329,7 +253,9 @@ def _optimize(
         context = multiprocessing.get_context("spawn")
         for index in range(1, workers):
             process = context.Process(
-                target=_worker, args=(config.model_dump_json(), index), daemon=False
+                target=local_worker,
+                args=(config.model_dump_json(), index, parent_run_id),
+                daemon=False,
             )
             process.start()
             processes.append(process)
@@ -338,7 +264,7 @@ def _optimize(
             objective,
             n_trials=remaining,
             timeout=search.timeout,
-            catch=_TRIAL_ERRORS,
+            catch=TRIAL_ERRORS,
             callbacks=[MaxTrialsCallback(search.n_trials, states=(TrialState.COMPLETE,)), callback],
             gc_after_trial=True,
         )

@@ -48,9 +48,7 @@ class SensitivityOutcome:
     seconds: float
 
 
-def _study_config(
-    study: optuna.Study, tracking_uri: str | None
-) -> tuple[Config, StudySettings]:
+def _study_config(study: optuna.Study, tracking_uri: str | None) -> tuple[Config, StudySettings]:
     name = study.study_name
     settings = StudySettings.read(study)
     if settings.config is None or settings.trials_dir is None:

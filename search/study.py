@@ -20,7 +20,7 @@ from search.config import Config
 from search.liveness import retry_callback
 from search.samplers import make_sampler
 from search.secrets import redact
-from search.study_settings import StudySettings
+from search.study_settings import StudySettings, check_same_data
 
 DEFAULT_STORAGE = Path("mlruns") / "optuna.journal"
 
@@ -96,7 +96,10 @@ def open_study(
             f"{[d.name.lower() for d in existing.directions]}, but this config needs "
             f"{[d.name.lower() for d in wanted]}; use another --study name"
         )
-    settings.check_matches(StudySettings.read(existing), f"study '{name}' in {storage_label}")
+    stored = StudySettings.read(existing)
+    settings.check_matches(stored, f"study '{name}' in {storage_label}")
+    if settings.data_fingerprint is not None:
+        check_same_data(stored, settings.data_fingerprint, str(settings.data), name)
     return existing
 
 

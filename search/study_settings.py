@@ -25,6 +25,8 @@ from search.secrets import without_passwords
 ATTR = "tabslim"
 # Why a search stopped before its trials (a baseline that learned nothing), for the report.
 STOPPED_ATTR = "tabslim_stopped"
+# How many complete trials the latest `tabslim search` asked for: what workers run up to.
+TARGET_ATTR = "tabslim_n_trials"
 SIZE_METRICS = {"parameters": "parameters", "bytes": "size_bytes", "flops": "flops"}
 # Fields that make two runs of one study comparable; the rest is bookkeeping or results.
 COMPARED = (
@@ -60,6 +62,8 @@ class StudySettings:
             accuracy, a share of the baseline's error for rmse (see `allowed_drop`).
         config: the validated config, JSON-ready, so that later commands rebuild the data.
         trials_dir: where trials saved their networks.
+        data_fingerprint: a digest of the split table, so that a worker or a resumed run
+            refuses other data (see `check_same_data`).
         baseline_trial, baseline_metric: set once the baseline has finished.
     """
 
@@ -77,6 +81,7 @@ class StudySettings:
     target: str | None = None
     config: dict[str, Any] | None = None
     trials_dir: str | None = None
+    data_fingerprint: str | None = None
     baseline_trial: int | None = None
     baseline_metric: float | None = None
     # How the champion is picked ("confident" or "smallest"); may change between runs.
@@ -84,7 +89,14 @@ class StudySettings:
 
     @classmethod
     def for_search(
-        cls, config: Config, *, task: str, data: str, target: str, trials_dir: str
+        cls,
+        config: Config,
+        *,
+        task: str,
+        data: str,
+        target: str,
+        trials_dir: str,
+        data_fingerprint: str | None = None,
     ) -> StudySettings:
         """The settings a search with `config` on data of `task` gives its study."""
         search = config.search
@@ -105,6 +117,7 @@ class StudySettings:
             # Stored without URL passwords: a study's attributes are readable by all its users.
             config=without_passwords(config.model_dump(mode="json")),
             trials_dir=trials_dir,
+            data_fingerprint=data_fingerprint,
             champion=search.champion,
         )
 
@@ -201,3 +214,13 @@ def _first_difference(path: str, there: Any, here: Any) -> tuple[str, Any, Any] 
 def is_feasible(trial: FrozenTrial) -> bool:
     """Within every constraint (Optuna's rule: each value <= 0); no constraint is feasible."""
     return all(v <= 0.0 for v in (trial.constraints or {}).values())
+
+
+def check_same_data(settings: StudySettings, fingerprint: str, data: str, study: str) -> None:
+    """Raise a one-line error when `data` differs from what `study` was made with."""
+    if settings.data_fingerprint is not None and settings.data_fingerprint != fingerprint:
+        raise TabslimInputError(
+            f"the data {data} differs from the data study '{study}' was made with "
+            f"(fingerprint {fingerprint[:12]} here, {settings.data_fingerprint[:12]} there); "
+            "pass the same table, or start a new study"
+        )

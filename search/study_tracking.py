@@ -21,8 +21,10 @@ from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from lightning_modules.errors import TabslimInputError
 from search import pareto, tracking
 from search.hypervolume import hypervolume
+from search.network_store import RemoteNetworks, fetch
 from search.plots import plot_front_html, plot_front_png
 from search.pyfunc_model import load_network, log_model
 from search.report import front_markdown, study_text
@@ -54,6 +56,8 @@ class StudyMirror:
     keep_models: str = "pareto"
     params: dict[str, Any] = field(default_factory=dict)
     dataset: DatasetInput | None = None
+    # Set once the parent run exists, when the tracking URI is a server: see network_store.
+    remote: RemoteNetworks | None = None
     client: MlflowClient = field(default_factory=MlflowClient)
     parent_run_id: str = ""
     _runs: dict[int, str] = field(default_factory=dict)
@@ -170,9 +174,10 @@ class StudyMirror:
 
     def _log_model(self, trial: FrozenTrial) -> str | None:
         number = trial.user_attrs.get("repeat_of", trial.number)
-        directory = self.trials_dir / f"trial-{number}"
-        if not directory.is_dir():
-            return None
+        try:
+            directory = fetch(self.study, number, self.trials_dir, self.remote)
+        except TabslimInputError:
+            return None  # a trial of a study made before networks were kept
         spec, network, preprocessor = load_network(directory)
         run_id = self._runs[trial.number]
         with mlflow.start_run(run_id=run_id, nested=True):

@@ -18,9 +18,10 @@ from lightning_modules.networks import MLPSpec
 from search import pareto
 from search.cli import main
 from search.config import Config, validate
+from search.context import build_context, study_settings
 from search.objective import SearchContext, run_trial
 from search.pyfunc_model import load_network
-from search.search_job import build_context, run_search, study_settings
+from search.search_job import run_search
 from search.space import baseline_params
 from search.study import directions
 from search.study_settings import StudySettings
