@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -33,6 +34,7 @@ __all__ = [
     "owned_by",
     "recover_dead_trials",
     "retry_callback",
+    "wait_for_running",
 ]
 
 OWNER_ATTR = "tabslim_owner"
@@ -146,6 +148,15 @@ def recover_dead_trials(
                 retry(study, storage.get_trial(trial._trial_id))  # noqa: SLF001
                 recovered.append(trial.number)
     return recovered
+
+
+def wait_for_running(
+    study: optuna.Study, locks: Path | None, max_retries: int, *, poll: float = 1.0
+) -> None:
+    """Return once no trial is RUNNING; dead processes' trials are recovered meanwhile."""
+    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        recover_dead_trials(study, locks, max_retries)
+        time.sleep(poll)
 
 
 def owned_by(owner: str, objective: Callable[[optuna.Trial], Any]) -> Callable[..., Any]:

@@ -11,6 +11,7 @@ import functools
 import multiprocessing
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -36,7 +37,13 @@ from search.context import (
     study_name,
     study_settings,
 )
-from search.liveness import ProcessLock, owned_by, process_lock, recover_dead_trials
+from search.liveness import (
+    ProcessLock,
+    owned_by,
+    process_lock,
+    recover_dead_trials,
+    wait_for_running,
+)
 from search.network_store import RemoteNetworks, is_server
 from search.objective import SearchContext, run_trial
 from search.paired import paired_comparison
@@ -131,7 +138,7 @@ def _coordinate(
         remaining = target - _complete(study)
         if remaining > 0:
             parent = mirror.parent_run_id if ctx.remote else None
-            _optimize(study, config, objective, after_trial, remaining, parent)
+            _optimize(study, config, objective, after_trial, remaining, parent, locks)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -245,6 +252,7 @@ def _optimize(
     callback: Any,
     remaining: int,
     parent_run_id: str | None,
+    locks: Path | None,
 ) -> None:
     search = config.search
     workers = search.workers
@@ -268,6 +276,9 @@ def _optimize(
             callbacks=[MaxTrialsCallback(search.n_trials, states=(TrialState.COMPLETE,)), callback],
             gc_after_trial=True,
         )
+        # Trials other nodes' workers still run land after this one's last: wait for them, so
+        # that the front, MLflow and the champion see every trial.
+        wait_for_running(study, locks, search.max_retries)
     finally:
         for process in processes:
             process.join()

@@ -94,7 +94,7 @@ class WorkerOutcome:
 
 
 # How often a worker that started before the baseline finished looks again.
-_BASELINE_POLL_SECONDS = 5.0
+_BASELINE_POLL_SECONDS = 2.0
 
 
 def run_worker(

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from loopback import postgres_server
 from matplotlib.image import imread
 from sklearn.datasets import make_classification
 
@@ -86,3 +87,10 @@ def read_png() -> Callable[[str | Path], np.ndarray]:
 def _ink(image: np.ndarray) -> float:
     """The share of pixels that are not (nearly) white."""
     return float((image[..., :3] < 0.9).any(axis=2).mean())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One real PostgreSQL server on loopback for the whole session; logins need a password."""
+    with postgres_server() as url:
+        yield url

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from loopback import free_port
+
 from search.config import validate
 from search.study import open_storage, open_study
 from search.study_settings import StudySettings
 
 DASHBOARD = Path(sys.executable).parent / "optuna-dashboard"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_the_dashboard_names_the_three_objectives(tmp_path: Path) -> None:
@@ -30,7 +25,7 @@ def test_the_dashboard_names_the_three_objectives(tmp_path: Path) -> None:
         config, task="multiclass", data="wine", target="target", trials_dir=str(tmp_path)
     )
     open_study("named", open_storage(str(journal)), str(journal), config, settings)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(DASHBOARD), str(journal), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,

@@ -222,7 +222,9 @@ def test_the_table_notes_say_what_trains_without_error_but_not_as_meant(
 
     assert table_notes(small_table, "label") == []
     table = small_table.assign(
-        customer=[f"c{i}" for i in range(len(small_table))], region="north", unit="kg",
+        customer=[f"c{i}" for i in range(len(small_table))],
+        region="north",
+        unit="kg",
         row_id=np.random.default_rng(0).permutation(len(small_table)) + 1000,
     )
     table.loc[:3, "label"] = None

@@ -16,7 +16,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from loopback import free_port
 from mlflow.entities import DatasetInput
 from mlflow.tracking import MlflowClient
 
@@ -327,17 +327,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=15)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def ui(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow ui` on the store; yields its base URL, and always stops it."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("ui-server") / "mlflow-ui.log"
     # One worker and no job runner: the defaults start a dozen processes, which on two shared
     # cores tripled the start-up time; nothing here needs server-side jobs.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from loopback import free_port
 
 from search.cli import main
 from search.pyfunc_model import predict_frame
@@ -97,12 +97,6 @@ def test_serving_needs_no_torch(trained: tuple[str, str, pd.DataFrame], tmp_path
     assert len(printed["data"]) == len(rows)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_over_http_as_in_process(
     trained: tuple[str, str, pd.DataFrame], tmp_path: Path
@@ -110,7 +104,7 @@ def test_mlflow_models_serve_answers_over_http_as_in_process(
     uri, model_uri, rows = trained
     mlflow.set_tracking_uri(uri)
     expected = mlflow.pyfunc.load_model(model_uri).predict(rows)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
