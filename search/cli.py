@@ -108,6 +108,8 @@ def _search(args: argparse.Namespace) -> int:
             "search.study": args.study,
             "search.storage": args.storage,
             "search.workers": args.workers,
+            "search.devices": args.devices,
+            "search.workers_per_device": args.workers_per_device,
             "search.seed": args.seed,
             "search.sampler": args.sampler,
         },
@@ -134,15 +136,21 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from search.worker_job import run_worker
+    from search.worker_job import run_workers
 
-    outcome = run_worker(
-        args.study, args.storage, tracking_uri=args.tracking_uri, data_path=args.data
+    outcomes = run_workers(
+        args.study,
+        args.storage,
+        devices=args.devices or "auto",
+        workers_per_device=args.workers_per_device,
+        tracking_uri=args.tracking_uri,
+        data_path=args.data,
     )
-    print(
-        f"worker on study '{outcome.study}' (sampler seed {outcome.seed}): ran {outcome.ran} "
-        f"trials; the study has {outcome.complete} of {outcome.target} complete"
-    )
+    for outcome in outcomes:
+        print(
+            f"worker on study '{outcome.study}' (sampler seed {outcome.seed}): ran "
+            f"{outcome.ran} trials; the study has {outcome.complete} of {outcome.target} complete"
+        )
     return 0
 
 
@@ -226,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "postgresql+psycopg://user@host/db with the password in PGPASSWORD or ~/.pgpass",
     )
     search.add_argument("--workers", type=_positive_int, metavar="N", help="local worker processes")
+    _device_flags(search)
     search.add_argument(
         "--sampler", metavar="NAME", help=f"Optuna sampler: {', '.join(SAMPLERS)} (default: tpe)"
     )
@@ -252,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the study's table on this node (default: the path the study records); refused "
         "when its contents differ",
     )  # fmt: skip
+    _device_flags(worker)
     worker.set_defaults(handler=_worker)
 
     report = commands.add_parser(
@@ -295,6 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sensitivity.set_defaults(handler=_sensitivity)
     return parser
+
+
+def _device_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--devices", metavar="auto|cpu|0,1,...",
+        help="the GPUs this node's worker processes train on, one each (default: auto, all "
+        "GPUs there are, else the CPU)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers-per-device", type=_positive_int, metavar="K",
+        help="worker processes per device (several small trials share a GPU well)",
+    )  # fmt: skip
 
 
 def _storage_flag(parser: argparse.ArgumentParser, what: str) -> None:

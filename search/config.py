@@ -241,6 +241,9 @@ class SearchConfig(_Section):
     workers: int = Field(default=1, ge=1)
     # A trial whose process died (kill -9, a lost node) is failed and queued again this often.
     max_retries: int = Field(default=2, ge=0)
+    # auto, cpu, or GPU indices like "0,1": each worker process gets one (search.devices)
+    devices: str = Field(default="auto", pattern=r"^(auto|cpu|\d+(,\d+)*)$")
+    workers_per_device: int | None = Field(default=None, ge=1)
     size: SizeObjective = "parameters"
     latency: LatencyObjective = Field(default_factory=LatencyObjective)
     # Accuracy: absolute, 0.005 is half a point. RMSE: relative, 0.005 is 0.5% of the baseline's.

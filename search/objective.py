@@ -24,11 +24,12 @@ from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, fit
 from pruning.plan import PruningPlan, apply_plan
 from search.adapters import fit_settings, run_metrics
 from search.config import Config
+from search.hosts import cuda_latency_ms, host_profile
 from search.measure import measure
 from search.network_store import RemoteNetworks, fetch, publish
 from search.pyfunc_model import load_network, save_network
 from search.space import ScratchShape, apply_shape, draw_approach, draw_plan, draw_shape
-from search.study_settings import StudySettings
+from search.study_settings import StudySettings, latency_metric
 from search.uncertainty import paired_delta
 
 # A trial stops early when, after the grace period, its best validation metric is this far past
@@ -208,13 +209,21 @@ def measure_network(ctx: SearchContext, trained: Trained) -> dict[str, float]:
         threads=ctx.config.measure.threads,
         max_seconds=latency.seconds,
     )
-    return run_metrics(
+    metrics = run_metrics(
         trained.val_metrics,
         trained.test_metrics,
         measured,
         train_seconds=trained.seconds,
         epochs=trained.epochs,
     )
+    # Comparable across nodes: the same latency over a reference network timed on this host.
+    host = host_profile(latency.runtime, latency.batch_size, ctx.config.measure.threads)
+    metrics["reference_latency_ms"] = host.reference_ms
+    metrics["latency_relative"] = metrics[latency_metric(ctx.config)] / host.reference_ms
+    cuda = cuda_latency_ms(trained.network, latency.batch_size)
+    if cuda is not None:
+        metrics[f"latency_cuda_b{latency.batch_size}_median_ms"] = cuda
+    return metrics
 
 
 ROWS_FILE = "row_scores.npz"
@@ -295,5 +304,10 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         spec=trained.spec.to_dict(),
         metrics=metrics,
         stopped_below_floor=trained.stopped_below_floor,
+        **host_profile(
+            ctx.config.search.latency.runtime,
+            ctx.config.search.latency.batch_size,
+            ctx.config.measure.threads,
+        ).attrs(),
         **({"prune_details": trained.details} if trained.details else {}),
     )

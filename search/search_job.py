@@ -37,6 +37,7 @@ from search.context import (
     study_name,
     study_settings,
 )
+from search.devices import Slot, pinned, slots_for
 from search.liveness import (
     ProcessLock,
     owned_by,
@@ -76,17 +77,23 @@ class SearchOutcome:
 def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     """Run (or continue) the study the config describes. Input is checked before anything runs."""
     quiet()
+    slots = slots_for(config)
+    config = pinned(config, slots[0], len(slots))
     ctx = build_context(config)
     set_training_threads(config, config.search.workers)
     name = study_name(config)
     storage = open_storage(config.search.storage, max_retries=config.search.max_retries)
     study = open_study(name, storage, storage_label(config), config, study_settings(ctx))
     with process_lock(config.search.storage, DEFAULT_STORAGE) as lock:
-        return _coordinate(study, ctx, lock, progress)
+        return _coordinate(study, ctx, lock, progress, slots)
 
 
 def _coordinate(
-    study: optuna.Study, ctx: SearchContext, lock: ProcessLock | None, progress: bool
+    study: optuna.Study,
+    ctx: SearchContext,
+    lock: ProcessLock | None,
+    progress: bool,
+    slots: list[Slot],
 ) -> SearchOutcome:
     """The coordinator: baseline, its own trials, local workers, MLflow, the champion."""
     config, name = ctx.config, study.study_name
@@ -138,7 +145,7 @@ def _coordinate(
         remaining = target - _complete(study)
         if remaining > 0:
             parent = mirror.parent_run_id if ctx.remote else None
-            _optimize(study, config, objective, after_trial, remaining, parent, locks)
+            _optimize(study, config, objective, after_trial, remaining, parent, locks, slots)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -253,16 +260,16 @@ def _optimize(
     remaining: int,
     parent_run_id: str | None,
     locks: Path | None,
+    slots: list[Slot],
 ) -> None:
     search = config.search
-    workers = search.workers
     processes = []
-    if workers > 1:
+    if len(slots) > 1:
         context = multiprocessing.get_context("spawn")
-        for index in range(1, workers):
+        for index, slot in enumerate(slots[1:], start=1):
             process = context.Process(
                 target=local_worker,
-                args=(config.model_dump_json(), index, parent_run_id),
+                args=(config.model_dump_json(), index, parent_run_id, slot),
                 daemon=False,
             )
             process.start()

@@ -32,6 +32,7 @@ from search.study_settings import StudySettings, is_feasible
 
 CHAMPION = "champion"
 _DONE = (TrialState.COMPLETE, TrialState.FAIL)
+_WHERE_RAN = ("host", "cpu_model", "gpu")
 
 
 def _tag(value: bool) -> str:
@@ -132,6 +133,12 @@ class StudyMirror:
                 "tabslim.state": trial.state.name,
                 "tabslim.approach": str(attrs.get("approach", "")),
                 "baseline": _tag(bool(attrs.get("baseline", False))),
+                # Where it ran: latencies of different hosts compare through latency_relative.
+                **{
+                    f"tabslim.{k}": str(attrs[k])
+                    for k in ("host", "cpu_model", "gpu")
+                    if k in attrs
+                },
                 "feasible": _tag(feasible),
                 "pareto": _tag(on_front),
                 **({"repeat_of": str(attrs["repeat_of"])} if "repeat_of" in attrs else {}),

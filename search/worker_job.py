@@ -9,11 +9,14 @@ Workers write nothing to MLflow but their trials' networks; the coordinator mirr
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -25,6 +28,7 @@ from search import tracking
 from search.adapters import data_fingerprint, load_data, print_notes, set_training_threads
 from search.config import Config, override, validate
 from search.context import TRIAL_ERRORS, build_context, quiet, study_name, trials_root
+from search.devices import Slot, gpu_count, parse_devices, pinned, plan_slots
 from search.liveness import OWNER_ATTR, ProcessLock, owned_by, process_lock, recover_dead_trials
 from search.network_store import RemoteNetworks, is_server
 from search.objective import SearchContext, run_trial
@@ -33,14 +37,15 @@ from search.secrets import install_log_redaction, redact
 from search.study import DEFAULT_STORAGE, find_study, open_storage
 from search.study_settings import STOPPED_ATTR, TARGET_ATTR, StudySettings, check_same_data
 
-__all__ = ["WorkerOutcome", "local_worker", "run_owned_trials", "run_worker"]
+__all__ = ["WorkerOutcome", "local_worker", "run_owned_trials", "run_worker", "run_workers"]
 
 
-def local_worker(config_json: str, index: int, parent_run_id: str | None) -> None:
+def local_worker(config_json: str, index: int, parent_run_id: str | None, slot: Slot) -> None:
     """A worker process that `tabslim search --workers N` starts beside itself."""
     quiet()
     install_log_redaction()
     config = Config.model_validate_json(config_json)
+    config = pinned(config, slot, config.search.workers)
     set_training_threads(config, config.search.workers)
     ctx = build_context(config)
     if parent_run_id is not None:
@@ -104,6 +109,8 @@ def run_worker(
     tracking_uri: str | None = None,
     data_path: str | None = None,
     baseline_timeout: float = 3600.0,
+    slot: Slot | None = None,
+    processes: int = 1,
 ) -> WorkerOutcome:
     """Join study `name` and run its trials until it has `n_trials` complete.
 
@@ -130,9 +137,11 @@ def run_worker(
         "data.path": data_path,
     }
     config = override(config, "from the command line", **changes)
+    if slot is not None:
+        config = pinned(config, slot, processes)
     data = load_data(config)
     check_same_data(settings, data_fingerprint(data), data.source, name)
-    set_training_threads(config, 1)
+    set_training_threads(config, processes)
     ctx = build_context(config, data)
     if is_server(config.tracking.uri):
         # No disk in common with the coordinator: networks come from its run, cached here.
@@ -185,3 +194,24 @@ def _wait_for_baseline(study: optuna.Study, timeout: float) -> None:
             print(f"waiting for the baseline of study '{study.study_name}'...", flush=True)
             said = True
         time.sleep(_BASELINE_POLL_SECONDS)
+
+
+def run_workers(
+    name: str,
+    storage_url: str | None,
+    *,
+    devices: str = "auto",
+    workers_per_device: int | None = None,
+    **options: Any,
+) -> list[WorkerOutcome]:
+    """`run_worker` in one process per device slot of this node (`--devices`), pinned."""
+    slots = plan_slots(parse_devices(devices), 1, workers_per_device, gpu_count())
+    if len(slots) == 1:
+        return [run_worker(name, storage_url, slot=slots[0], **options)]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(slots), mp_context=context) as pool:
+        futures = [
+            pool.submit(run_worker, name, storage_url, slot=slot, processes=len(slots), **options)
+            for slot in slots
+        ]
+        return [future.result() for future in futures]

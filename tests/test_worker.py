@@ -74,6 +74,14 @@ def test_a_worker_runs_the_trials_the_latest_search_asked_for(
     owners = {t.user_attrs.get(OWNER_ATTR) for t in complete[3:]}
     assert len(owners) == 1 and None not in owners
     assert all("metrics" in t.user_attrs for t in complete[3:])
+    # Each trial says where it ran, and its latency relative to that host's reference.
+    for trial in complete:
+        metrics = trial.user_attrs["metrics"]
+        assert trial.user_attrs["host"] and trial.user_attrs["cpu_model"]
+        latency = metrics["latency_onnxruntime_b64_median_ms"]
+        assert metrics["latency_relative"] == pytest.approx(
+            latency / metrics["reference_latency_ms"]
+        )
     # A later coordinator run mirrors the worker's trials to MLflow.
     raw = _raw(tmp_path, csv, n_trials=6)
     run_search(validate(raw, "test"), progress=False)
