@@ -20,7 +20,10 @@ import torch
 from lightning_modules.networks import MLPSpec, build
 from search.latency import measure_latency
 
-__all__ = ["HostProfile", "cuda_latency_ms", "host_profile"]
+__all__ = ["WHERE_RAN", "HostProfile", "cuda_latency_ms", "host_profile"]
+
+# The trial attributes that say where its latencies were measured.
+WHERE_RAN = ("host", "cpu_model", "reference_latency_ms", "gpu")
 
 # Small enough to time in a fraction of a second, large enough that the time is not all call
 # overhead: 32 inputs, 128-128 hidden, 2 outputs (about 21k parameters).

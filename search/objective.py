@@ -24,7 +24,7 @@ from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, fit
 from pruning.plan import PruningPlan, apply_plan
 from search.adapters import fit_settings, run_metrics
 from search.config import Config
-from search.hosts import cuda_latency_ms, host_profile
+from search.hosts import WHERE_RAN, cuda_latency_ms, host_profile
 from search.measure import measure
 from search.network_store import RemoteNetworks, fetch, publish
 from search.pyfunc_model import load_network, save_network
@@ -270,7 +270,9 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         trial.set_user_attr("plan", candidate.plan.to_dict())
     repeat = _find_repeat(trial.study, candidate.key, trial.number)
     if repeat is not None and repeat.values is not None:
-        copied = {name: repeat.user_attrs[name] for name in ("metrics", "spec", "hidden")}
+        # Its metrics were measured where the first one ran: that host goes with them.
+        names = ("metrics", "spec", "hidden", *WHERE_RAN)
+        copied = {name: repeat.user_attrs[name] for name in names if name in repeat.user_attrs}
         values = (repeat.values[0], repeat.values[1], repeat.values[2])
         return _record(trial, settings, values, repeat_of=repeat.number, **copied)
 

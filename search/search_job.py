@@ -82,10 +82,13 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     ctx = build_context(config)
     set_training_threads(config, config.search.workers)
     name = study_name(config)
+    # The tracking store is checked before the storage is opened, so that bad input leaves no
+    # study (and no journal file) behind.
+    experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     storage = open_storage(config.search.storage, max_retries=config.search.max_retries)
     study = open_study(name, storage, storage_label(config), config, study_settings(ctx))
     with process_lock(config.search.storage, DEFAULT_STORAGE) as lock:
-        return _coordinate(study, ctx, lock, progress, slots)
+        return _coordinate(study, ctx, lock, progress, slots, experiment_id)
 
 
 def _coordinate(
@@ -94,6 +97,7 @@ def _coordinate(
     lock: ProcessLock | None,
     progress: bool,
     slots: list[Slot],
+    experiment_id: str,
 ) -> SearchOutcome:
     """The coordinator: baseline, its own trials, local workers, MLflow, the champion."""
     config, name = ctx.config, study.study_name
@@ -103,7 +107,6 @@ def _coordinate(
     recover_dead_trials(study, locks, config.search.max_retries)
     # Workers run until the study has what its latest `tabslim search` asked for.
     study.set_user_attr(TARGET_ATTR, config.search.n_trials)
-    experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     print_notes(ctx.data)
     ctx.trials_dir.mkdir(parents=True, exist_ok=True)
     params = tracking.flatten("", without_passwords(config.model_dump(exclude={"tracking"})))

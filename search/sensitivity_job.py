@@ -31,6 +31,8 @@ from pruning.sensitivity import SensitivityResult, check_epochs, check_ratios, s
 from search import tracking
 from search.adapters import fit_settings, load_data
 from search.config import Config, override, validate
+from search.context import trials_root
+from search.network_store import RemoteNetworks, fetch, is_server
 from search.pyfunc_model import PREPROCESSOR_FILE, SPEC_FILE, WEIGHTS_FILE, load_network
 from search.study import find_study
 from search.study_settings import StudySettings
@@ -61,7 +63,9 @@ def _study_config(study: optuna.Study, tracking_uri: str | None) -> tuple[Config
     return config, settings
 
 
-def _baseline_dir(study: optuna.Study, settings: StudySettings) -> Path:
+def _baseline_dir(
+    study: optuna.Study, settings: StudySettings, config: Config, parent: str | None
+) -> Path:
     name = study.study_name
     number = settings.baseline_trial
     finished = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
@@ -72,6 +76,10 @@ def _baseline_dir(study: optuna.Study, settings: StudySettings) -> Path:
         )
     assert settings.trials_dir is not None, "checked by _study_config"
     directory = Path(settings.trials_dir) / f"trial-{number}"
+    if is_server(config.tracking.uri) and parent is not None:
+        # Networks travel through the server: this node's cache, filled from the study's run.
+        remote = RemoteNetworks(config.tracking.uri, parent)
+        directory = fetch(study, number, trials_root(config) / name, remote)
     for file in (SPEC_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE):
         if not (directory / file).is_file():
             raise TabslimInputError(
@@ -106,7 +114,10 @@ def run_sensitivity(
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     study = find_study(study_name, storage_url)
     config, settings = _study_config(study, tracking_uri)
-    directory = _baseline_dir(study, settings)
+    experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
+    client = MlflowClient()
+    parent = tracking.find_study_run(client, experiment_id, study_name)
+    directory = _baseline_dir(study, settings, config, parent)
     data = load_data(config)
     spec, network, _ = load_network(directory)
     assert isinstance(network, MLP)
@@ -117,10 +128,6 @@ def run_sensitivity(
             f"the data of study '{study_name}' ({data.source}) no longer fit its baseline network "
             f"(network inputs {found}, data now {wanted})"
         )
-    experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
-    client = MlflowClient()
-    parent = tracking.find_study_run(client, experiment_id, study_name)
-
     started = time.time()
     result = scan(
         network,

@@ -32,7 +32,6 @@ from search.study_settings import StudySettings, is_feasible
 
 CHAMPION = "champion"
 _DONE = (TrialState.COMPLETE, TrialState.FAIL)
-_WHERE_RAN = ("host", "cpu_model", "gpu")
 
 
 def _tag(value: bool) -> str:

@@ -7,6 +7,9 @@ artifacts to `mlruns/artifacts`, both under the folder the user works in.
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,26 @@ def artifact_root(uri: str) -> str | None:
     return (path.parent / "artifacts").resolve().as_uri() if path is not None else None
 
 
+def _check_server(uri: str, timeout: float = 10.0) -> None:
+    """A one-line error at once for a server that does not answer: MLflow's own client retries
+    a refused connection for minutes before it gives up."""
+    parts = urllib.parse.urlsplit(uri)
+    # Credentials stay out of the probe's URL; MLflow sends them itself, from its variables.
+    netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    health = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered: an auth wall or a proxy; MLflow's own calls will say more
+    except OSError as error:
+        reason = getattr(error, "reason", error)
+        raise TabslimInputError(
+            f"cannot reach the MLflow tracking server {uri!r}: {reason}; is `mlflow server` "
+            "running there?"
+        ) from None
+
+
 def configure(uri: str, experiment: str) -> str:
     """Point MLflow at `uri` and `experiment` (created if new); returns the experiment id."""
     path = _sqlite_path(uri)
@@ -55,6 +78,8 @@ def configure(uri: str, experiment: str) -> str:
         raise TabslimInputError(
             f"tracking uri must be sqlite:///PATH or an MLflow server URL, but got {uri!r}"
         )
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
     # Artifact up/downloads are local and quick; their progress bars only clutter the output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)

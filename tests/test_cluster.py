@@ -123,6 +123,16 @@ def test_a_coordinator_and_a_worker_with_no_shared_disk(
     model = mlflow.pyfunc.load_model("models:/cluster@champion")
     rows = load_bundled("digits").drop(columns=["target"]).head(5)
     assert len(model.predict(rows)) == 5
-    for node in (coordinator_dir, worker_dir):
+    # A third node scans the baseline's sensitivity, fetching it from the server too.
+    third = tmp_path / "node-c"
+    third.mkdir()
+    scan = subprocess.run(
+        [*TABSLIM, "sensitivity", "--study", "cluster", *where, "--ratios", "0.5", "--epochs", "0"],
+        cwd=third, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert scan.returncode == 0, scan.stderr[-3000:]
+    assert "layer order, least to most sensitive" in scan.stdout
+    assert (third / "mlruns" / "studies" / "cluster" / "trial-0" / "weights.pt").is_file()
+    for node in (coordinator_dir, worker_dir, third):
         for path in node.rglob("*"):
             assert not path.is_file() or PG_PASSWORD.encode() not in path.read_bytes(), path

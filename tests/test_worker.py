@@ -135,6 +135,8 @@ def test_bad_worker_input_is_one_line_and_leaves_the_study_alone(
     assert unreachable.startswith("tabslim: error: cannot open storage") and "Pw-x81" not in (
         unreachable
     )
+    offline = _one_line_error([*base, "joined", "--tracking-uri", "http://127.0.0.1:1"])
+    assert "cannot reach the MLflow tracking server 'http://127.0.0.1:1'" in offline
     assert _digest(journal) == before
 
 
