@@ -80,6 +80,18 @@ def test_confident_picks_the_baseline_when_no_trial_qualifies_and_says_so() -> N
     assert "+/-0.0148" in text and "too small to resolve the floor" in text
 
 
+def _assert_failed_without_champion(uri: str) -> None:
+    """The study's parent run says FAILED, and nothing was registered."""
+    mlflow.set_tracking_uri(uri)
+    assert mlflow.MlflowClient().search_registered_models() == []
+    (parent,) = mlflow.search_runs(
+        experiment_names=["tabslim"],
+        filter_string="tags.`tabslim.kind` = 'study'",
+        output_format="list",
+    )
+    assert parent.info.status == "FAILED"
+
+
 def test_a_baseline_that_did_not_learn_stops_the_search_and_registers_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -101,14 +113,7 @@ def test_a_baseline_that_did_not_learn_stops_the_search_and_registers_nothing(
     assert all("a single value" in line for line in lines if line not in err)
     assert len(err) == 1 and err[0].startswith("tabslim: error: the baseline did")
     assert "training.lr 10000" in err[0]
-    mlflow.set_tracking_uri(uri)
-    assert mlflow.MlflowClient().search_registered_models() == []
-    (parent,) = mlflow.search_runs(
-        experiment_names=["tabslim"],
-        filter_string="tags.`tabslim.kind` = 'study'",
-        output_format="list",
-    )
-    assert parent.info.status == "FAILED"
+    _assert_failed_without_champion(uri)
     # The report says why the search stopped, rather than naming a champion.
     assert main(["report", "--study", "diverged", "--storage", str(tmp_path / "j.journal")]) == 0
     out = capsys.readouterr().out
@@ -137,14 +142,7 @@ def test_a_search_that_breaks_is_failed_registers_nothing_and_shows_no_password(
     assert code == 1
     assert "RuntimeError: lost postgresql://ann:***@db/s" in err
     assert secret not in err
-    mlflow.set_tracking_uri(uri)
-    assert mlflow.MlflowClient().search_registered_models() == []
-    (parent,) = mlflow.search_runs(
-        experiment_names=["tabslim"],
-        filter_string="tags.`tabslim.kind` = 'study'",
-        output_format="list",
-    )
-    assert parent.info.status == "FAILED"
+    _assert_failed_without_champion(uri)
 
 
 @pytest.mark.slow

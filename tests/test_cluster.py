@@ -5,6 +5,7 @@ worker in folders of their own. All real, all on loopback."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -133,6 +134,14 @@ def test_a_coordinator_and_a_worker_with_no_shared_disk(
     assert scan.returncode == 0, scan.stderr[-3000:]
     assert "layer order, least to most sensitive" in scan.stdout
     assert (third / "mlruns" / "studies" / "cluster" / "trial-0" / "weights.pt").is_file()
+    # `tabslim train` logs to the same server from yet another folder.
+    trained = subprocess.run(
+        [*TABSLIM, "train", "--dataset", "wine", "--tracking-uri", tracking_server],
+        cwd=third, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (run_id,) = re.findall(r"^run (\w+) in experiment", trained.stdout, re.MULTILINE)
+    assert client.get_run(run_id).info.status == "FINISHED"
     for node in (coordinator_dir, worker_dir, third):
         for path in node.rglob("*"):
             assert not path.is_file() or PG_PASSWORD.encode() not in path.read_bytes(), path
