@@ -27,6 +27,7 @@ from search.export import export_onnx
 from search.served_model import (
     ONNX_FILE,
     PREPROCESSOR_FILE,
+    PROFILE_FILE,
     SPEC_FILE,
     WEIGHTS_FILE,
     OnnxPredictor,
@@ -96,14 +97,21 @@ def log_model(
     sample: pd.DataFrame,
     *,
     name: str = "model",
+    profile: dict[str, Any] | None = None,
 ) -> Any:
-    """Log the network as an MLflow pyfunc model in the active run; returns its ModelInfo."""
+    """Log the network as an MLflow pyfunc model in the active run; returns its ModelInfo.
+
+    Args:
+        profile: the reference profile (`search.profile`), stored beside the weights.
+    """
     network = network.cpu().eval()
     example = sample.reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # MLflow hints about integer columns in the input example; inputs are not enforced.
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent.*")
         directory = save_network(Path(tmp) / "network", spec, network, preprocessor)
+        if profile is not None:
+            (directory / PROFILE_FILE).write_text(json.dumps(profile))
         # The graph the model serves with, verified against torch by the export itself.
         export_onnx(network, directory / ONNX_FILE)
         output = OnnxPredictor(directory).predict(example)

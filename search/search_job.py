@@ -120,6 +120,7 @@ def _coordinate(
         keep_models=config.search.keep_models,
         params=params,
         dataset=tracking.training_dataset(ctx.data, config.data),
+        data=ctx.data,
     )
     mirror.start()
     if is_server(config.tracking.uri):

@@ -19,6 +19,8 @@ from mlflow.pyfunc import PythonModel
 from lightning_modules.preprocessing import Preprocessor
 
 SPEC_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE = "spec.json", "preprocessor.json", "weights.pt"
+# The reference profile of the training data, for drift checks (`search.profile`).
+PROFILE_FILE = "profile.json"
 ONNX_FILE = "model.onnx"
 
 

@@ -21,11 +21,13 @@ from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from search import pareto, tracking
 from search.hypervolume import hypervolume
 from search.network_store import RemoteNetworks, fetch
 from search.plots import plot_front_html, plot_front_png
+from search.profile import build_profile
 from search.pyfunc_model import load_network, log_model
 from search.report import front_markdown, study_text
 from search.study_settings import StudySettings, is_feasible
@@ -58,6 +60,8 @@ class StudyMirror:
     dataset: DatasetInput | None = None
     # Set once the parent run exists, when the tracking URI is a server: see network_store.
     remote: RemoteNetworks | None = None
+    # The study's data, for the reference profile logged with each model (`search.profile`).
+    data: TabularDataModule | None = None
     client: MlflowClient = field(default_factory=MlflowClient)
     parent_run_id: str = ""
     _runs: dict[int, str] = field(default_factory=dict)
@@ -187,7 +191,8 @@ class StudyMirror:
         spec, network, preprocessor = load_network(directory)
         run_id = self._runs[trial.number]
         with mlflow.start_run(run_id=run_id, nested=True):
-            info = log_model(spec, network, preprocessor, self.input_example)
+            profile = build_profile(self.data, network) if self.data is not None else None
+            info = log_model(spec, network, preprocessor, self.input_example, profile=profile)
         self.client.set_tag(run_id, "tabslim.model_uri", info.model_uri)
         self._models[trial.number] = info.model_uri
         return str(info.model_uri)

@@ -25,6 +25,7 @@ from search.adapters import (
 )
 from search.config import Config
 from search.measure import measure
+from search.profile import build_profile
 from search.pyfunc_model import log_model
 from search.secrets import without_passwords
 
@@ -88,5 +89,11 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
         )
         mlflow.log_metrics(metrics)
         mlflow.log_dict(spec.to_dict(), "spec.json")
-        info = log_model(spec, result.network, data.preprocessor, data.example_rows())
+        info = log_model(
+            spec,
+            result.network,
+            data.preprocessor,
+            data.example_rows(),
+            profile=build_profile(data, result.network, seed=config.data.seed),
+        )
     return TrainOutcome(run_id=run.info.run_id, model_uri=info.model_uri, metrics=metrics)

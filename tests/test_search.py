@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -201,6 +202,11 @@ def test_champion_is_registered_and_predicts_raw_rows(searched: dict[str, object
     rows = load_bundled("wine").drop(columns=["target"]).head(5)
     predicted = model.predict(rows)
     assert len(predicted) == 5 and set(predicted["prediction"]) <= {0, 1, 2}
+    # It carries the reference profile that drift checks compare new rows with.
+    files = Path(mlflow.artifacts.download_artifacts("models:/tiny@champion"))
+    profile = json.loads((files / "artifacts" / "network" / "profile.json").read_text())
+    assert set(profile["columns"]) == set(rows.columns)
+    assert profile["validation"]["metric"] == "accuracy"
 
 
 def test_report_prints_the_front_relative_to_the_baseline(
