@@ -73,6 +73,38 @@ def synthetic(task: str, seed: int = 0, n_rows: int = 2000) -> pd.DataFrame:
     return frame
 
 
+DRIFT_KINDS = ("none", "covariate", "concept")
+
+
+def drift_batch(kind: str, seed: int = 0, n_rows: int = 2000) -> pd.DataFrame:
+    """A batch of a fixed churn-like process, as it looks after `kind` of drift.
+
+    - "none": the reference process itself (a new sample of it);
+    - "covariate": `tenure` moves up by one standard deviation and `plan` leans to "premium",
+      while the rule from features to target stays;
+    - "concept": the features keep their distribution, but `tenure` now pushes the other way.
+    `noise` never matters to the target. Seeded: the same arguments give the same rows.
+    """
+    if kind not in DRIFT_KINDS:
+        raise ValueError(f"drift kind must be one of {DRIFT_KINDS}, but got {kind=}.")
+    rng = np.random.default_rng(seed)
+    tenure = rng.normal(1.0 if kind == "covariate" else 0.0, 1.0, n_rows)
+    usage = rng.normal(0.0, 1.0, n_rows)
+    support = rng.normal(0.0, 1.0, n_rows)
+    noise = rng.normal(0.0, 1.0, n_rows)
+    plans = np.array(["basic", "plus", "premium"])
+    shares = [0.2, 0.3, 0.5] if kind == "covariate" else [0.5, 0.3, 0.2]
+    plan = rng.choice(plans, size=n_rows, p=shares)
+    effect = np.select([plan == "basic", plan == "plus"], [0.5, 0.0], -0.5)
+    sign = -1.0 if kind == "concept" else 1.0
+    logit = sign * 1.5 * tenure - 1.0 * usage + 0.7 * support + effect
+    churned = rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))
+    return pd.DataFrame(
+        {"tenure": tenure, "usage": usage, "support": support, "noise": noise, "plan": plan,
+         "churned": np.where(churned, "yes", "no")}
+    )  # fmt: skip
+
+
 BUNDLED: dict[str, Callable[[int], pd.DataFrame]] = {
     "breast_cancer": _sklearn(sk_datasets.load_breast_cancer),
     "digits": _sklearn(sk_datasets.load_digits),

@@ -154,6 +154,21 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drift(args: argparse.Namespace) -> int:
+    from search.drift_job import run_drift
+
+    outcome = run_drift(
+        args.model,
+        args.data,
+        tracking_uri=args.tracking_uri or "sqlite:///mlruns/mlflow.db",
+        psi_threshold=args.psi_threshold,
+        alpha=args.alpha,
+    )
+    print(outcome.report.format_table())
+    print(f"MLflow run {outcome.run_id} at {redact(outcome.tracking_uri)}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from search.report import study_report
 
@@ -263,6 +278,32 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _device_flags(worker)
     worker.set_defaults(handler=_worker)
+
+    drift = commands.add_parser(
+        "drift",
+        help="compare new rows with the reference profile a logged model carries",
+        description="Compare new rows with the training data of a logged model, from the "
+        "profile stored with it: per column a KS or chi-squared test (Benjamini-Hochberg "
+        "corrected), PSI and a distance; a column counts as drifted when its PSI passes the "
+        "threshold and its corrected p-value is below alpha. With the target column present, "
+        "also the realized metric with its 95% interval. Prints the columns worst first and "
+        "logs an MLflow run with drift_report.json, drift_report.html and drift.png.",
+    )
+    drift.add_argument("--model", required=True, metavar="URI",
+                       help="e.g. models:/tabslim-digits@champion")  # fmt: skip
+    drift.add_argument("--data", required=True, metavar="FILE", help="new rows, CSV or Parquet")
+    drift.add_argument(
+        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: mlruns/mlflow.db)"
+    )
+    drift.add_argument(
+        "--psi-threshold", type=float, default=0.2, metavar="X",
+        help="PSI from which a column counts as drifted (default: %(default)s)",
+    )  # fmt: skip
+    drift.add_argument(
+        "--alpha", type=float, default=0.05, metavar="P",
+        help="corrected p-value below which a shift counts (default: %(default)s)",
+    )  # fmt: skip
+    drift.set_defaults(handler=_drift)
 
     report = commands.add_parser(
         "report",
