@@ -6,7 +6,7 @@ or logged, so bad input fails early and leaves no half-written run behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
 
+from lightning_modules.columns import plan_columns, split_in_time, time_order
 from lightning_modules.datasets import TARGET, load_bundled
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.preprocessing import TASKS, Preprocessor, infer_task
@@ -92,10 +93,6 @@ def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str)
     return task
 
 
-# A text column with this many distinct values or more, each in one row only, is an identifier.
-_ID_MIN_ROWS = 20
-
-
 def table_notes(frame: pd.DataFrame, target: str) -> list[str]:
     """What a user would want to hear about the table before training: one line each.
 
@@ -106,37 +103,15 @@ def table_notes(frame: pd.DataFrame, target: str) -> list[str]:
     missing = int(frame[target].isna().sum())
     if missing:
         notes.append(f"{missing} rows have no target value and are left out")
-    constant, identifiers = [], []
-    for column in frame.columns:
-        if column == target:
-            continue
-        values = frame[column].dropna()
-        if values.nunique() == 1:
-            constant.append(str(column))
-        elif len(values) >= _ID_MIN_ROWS and values.nunique() == len(values) and (
-            not pd.api.types.is_numeric_dtype(values) or _is_row_counter(values)
-        ):
-            identifiers.append(str(column))
-    if identifiers:
-        notes.append(
-            f"{_columns(identifiers)} a different value in every row, like an identifier "
-            "(text becomes an embedding with one category per row, a row number a feature "
-            "that means nothing); drop it unless it means something"
-        )
+    # Identifiers and dates are left out before this (`lightning_modules.columns`).
+    constant = [str(c) for c in frame.columns if c != target and frame[c].dropna().nunique() == 1]
     if constant:
         notes.append(f"{_columns(constant)} a single value; it carries nothing, drop it")
     return notes
 
 
-def _is_row_counter(values: pd.Series) -> bool:
-    """Whole numbers that count rows (0, 1, 2, ... or a shuffled run of them): a row index."""
-    if not pd.api.types.is_integer_dtype(values):
-        return False
-    return int(values.max()) - int(values.min()) == len(values) - 1
-
-
 def _columns(names: list[str]) -> str:
-    """"column 'a' has", or "3 columns have ('a', 'b', 'c')", for a note."""
+    """ "column 'a' has", or "3 columns have ('a', 'b', 'c')", for a note."""
     if len(names) == 1:
         return f"column '{names[0]}' has"
     shown = ", ".join(f"'{n}'" for n in names[:5]) + (", ..." if len(names) > 5 else "")
@@ -152,8 +127,10 @@ def split(
     test_fraction: float,
     seed: int,
     source: str,
+    order: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Seeded train/validation/test split, stratified for classification where possible."""
+    """Seeded train/validation/test split, stratified for classification where possible; in
+    time (earliest rows train, latest test) when `order` gives each row's time."""
     n = len(frame)
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
     if min(n_val, n_test, n - n_val - n_test) < MIN_ROWS_PER_SPLIT:
@@ -162,6 +139,8 @@ def split(
             f"{n - n_val - n_test}/{n_val}/{n_test} train/validation/test rows, and each split "
             f"needs at least {MIN_ROWS_PER_SPLIT}"
         )
+    if order is not None:
+        return split_in_time(frame, order, val_fraction=val_fraction, test_fraction=test_fraction)
 
     def stratify(part: pd.DataFrame) -> pd.Series | None:
         # Stratifying needs every class at least twice; rare classes fall back to a plain split.
@@ -253,11 +232,19 @@ class TabularDataModule(pl.LightningDataModule):
         batch_size: int = 256,
         seed: int = 0,
         source: str = "the table",
+        drop_columns: Sequence[str] = (),
+        time_column: str | None = None,
     ) -> None:
         super().__init__()
-        self.task = check_table(frame, target, task, source)
-        self.notes = table_notes(frame, target)
-        known = frame[frame[target].notna()].reset_index(drop=True)
+        plan = plan_columns(frame, target, drop=drop_columns, time_column=time_column)
+        order = time_order(frame, time_column) if time_column is not None else None
+        features = frame.drop(columns=list(plan.dropped))
+        self.task = check_table(features, target, task, source)
+        self.notes = plan.notes() + table_notes(features, target)
+        # Which columns are not features, and why: the reference profile records it.
+        self.dropped, self.time_column = plan.dropped, time_column
+        known_rows = features[target].notna().to_numpy()
+        known = features[known_rows].reset_index(drop=True)
         classes = None if self.task == "regression" else sorted(known[target].unique().tolist())
         self.train_frame, self.val_frame, self.test_frame = split(
             known,
@@ -267,6 +254,7 @@ class TabularDataModule(pl.LightningDataModule):
             test_fraction=test_fraction,
             seed=seed,
             source=source,
+            order=order[known_rows] if order is not None else None,
         )
         self.preprocessor = Preprocessor.fit(self.train_frame, target, self.task, classes)
         self.target = target

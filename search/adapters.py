@@ -34,6 +34,8 @@ def load_data(config: Config) -> TabularDataModule:
         "test_fraction": data.test_fraction,
         "batch_size": config.training.batch_size,
         "seed": data.seed,
+        "drop_columns": data.drop_columns,
+        "time_column": data.time_column,
     }
     if data.path is not None:
         module = TabularDataModule.from_path(data.path, data.target, **kwargs)

@@ -49,6 +49,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dataset", metavar="NAME", help="a bundled dataset instead of a file")
     source.add_argument("--target", metavar="COLUMN", help="the column to predict")
     source.add_argument("--task", choices=TASKS)
+    source.add_argument(
+        "--drop-columns", metavar="A,B,...",
+        help="columns that are not features (IDs and dates are left out without asking)",
+    )  # fmt: skip
+    source.add_argument(
+        "--time-column", metavar="COLUMN",
+        help="orders the rows for a split in time (train earliest, test latest); never a feature",
+    )  # fmt: skip
     parser.add_argument(
         "--config", metavar="FILE", help="YAML config (default: configs/default.yaml)"
     )
@@ -72,6 +80,10 @@ def _config_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             "data.dataset": args.dataset,
             "data.target": args.target,
             "data.task": args.task,
+            "data.drop_columns": [c for c in args.drop_columns.split(",") if c]
+            if args.drop_columns
+            else None,
+            "data.time_column": args.time_column,
             "data.seed": args.seed,
             "training.seed": args.seed,
             "training.max_epochs": args.max_epochs,

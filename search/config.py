@@ -38,6 +38,10 @@ class DataConfig(_Section):
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     seed: int = Field(default=0, ge=0)
+    # Columns that are not features (identifiers and dates are left out anyway).
+    drop_columns: list[str] = Field(default_factory=list)
+    # Orders the rows for a split in time; never a feature.
+    time_column: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

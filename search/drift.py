@@ -76,6 +76,8 @@ class DriftReport:
     columns: list[ColumnDrift] = field(default_factory=list)
     prediction_psi: float = float("nan")
     realized: Realized | None = None
+    # Columns the model never took as features, and why (from the profile).
+    dropped: dict[str, str] = field(default_factory=dict)
 
     @property
     def drifted(self) -> list[ColumnDrift]:
@@ -102,6 +104,7 @@ class DriftReport:
             "prediction_psi": self.prediction_psi,
             "realized": dataclasses.asdict(self.realized) if self.realized else None,
             "columns": [dataclasses.asdict(c) for c in self.columns],
+            "dropped_columns": self.dropped,
         }
 
     def format_table(self) -> str:
@@ -116,18 +119,24 @@ class DriftReport:
                 f"{c.psi:>7.3f} {c.distance:>9.3f} {c.unseen_share:>7.1%} {c.importance:>10.4f}  "
                 f"{'yes' if c.drifted else 'no'}"
             )
-        lines.append(
+        return "\n".join([*lines, *self.summary()])
+
+    def summary(self) -> list[str]:
+        """The lines under the table: the verdict, what was not compared, the realized metric."""
+        lines = [
             f"{len(self.drifted)} of {len(self.columns)} columns drifted (PSI >= "
             f"{self.psi_threshold:g} and corrected p < {self.alpha:g}); importance-weighted "
             f"drift score {self.score:.3f}; prediction PSI {self.prediction_psi:.3f}"
-        )
+        ]
+        if self.dropped:
+            lines.append(f"not features, so not compared: {', '.join(self.dropped)}")
         if self.realized is not None:
             r = self.realized
             lines.append(
                 f"realized {r.metric} on these rows: {r.value:.4f} [{r.low:.4f}, {r.high:.4f}] "
                 f"(validation when logged: {r.reference:.4f})"
             )
-        return "\n".join(lines)
+        return lines
 
 
 def _numeric(name: str, ref: dict[str, Any], values: pd.Series, importance: float) -> ColumnDrift:
@@ -207,7 +216,10 @@ def compare(
         for c, p in zip(found, adjusted, strict=True)
     ]
     columns.sort(key=lambda c: (not c.drifted, -c.psi if math.isfinite(c.psi) else 0.0))
-    report = DriftReport(len(frame), psi_threshold, alpha, columns, realized=realized)
+    report = DriftReport(
+        len(frame), psi_threshold, alpha, columns, realized=realized,
+        dropped=dict(profile.get("dropped_columns", {})),
+    )  # fmt: skip
     if predictions is not None:
         report.prediction_psi = distribution_psi(profile["prediction_distribution"], predictions)
     return report

@@ -86,9 +86,7 @@ def render_html(report: DriftReport, title: str, png: Path) -> str:
         )  # fmt: skip
         for c in report.columns
     )
-    summary = html.escape(report.format_table().splitlines()[-1])
-    if report.realized is not None:
-        summary = html.escape("\n".join(report.format_table().splitlines()[-2:]))
+    summary = html.escape("\n".join(report.summary()))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}

@@ -124,6 +124,9 @@ def build_profile(data: TabularDataModule, network: nn.Module, *, seed: int = 0)
         else _categorical(pd.Series(predicted)),
         "validation": {"metric": metric, "value": value, "rows": len(data.val_frame)},
         "importance": _importance(network, data, value, rng),
+        # Not features: identifiers, dates, the time column, those the user named; and why.
+        "dropped_columns": dict(data.dropped),
+        "time_column": data.time_column,
     }
 
 

@@ -217,3 +217,15 @@ def test_notes_never_join_a_bad_input_error(
     assert code == 2
     assert len(err) == 1 and err[0].startswith("tabslim: error: cannot open storage")
     assert "secret" not in err[0]
+
+
+def test_a_column_role_the_table_lacks_is_one_line(
+    small_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["train", "--data", str(small_csv), "--target", "label", "--drop-columns", "f1,nope",
+         "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("tabslim: error: the table has no column 'nope'")

@@ -230,11 +230,60 @@ def test_the_table_notes_say_what_trains_without_error_but_not_as_meant(
     table.loc[:3, "label"] = None
     assert table_notes(table, "label") == [
         "4 rows have no target value and are left out",
-        "2 columns ('customer', 'row_id') have a different value in every row, like an "
-        "identifier (text becomes an embedding with one category per row, a row number a "
-        "feature that means nothing); drop it unless it means something",
         "2 columns ('region', 'unit') have a single value; it carries nothing, drop it",
     ]
+
+
+def test_identifiers_and_dates_are_left_out_with_a_note(small_table: pd.DataFrame) -> None:
+    # As a new user found it: an ID and a text timestamp, embedded as categories, tripled the
+    # parameters of the first layer's input.
+    days = pd.date_range("2024-01-01", periods=len(small_table), freq="D")
+    table = small_table.assign(
+        customer_id=[f"c{i:05d}" for i in range(len(small_table))],
+        signup=days.strftime("%Y-%m-%d %H:%M"),
+        row_id=np.random.default_rng(0).permutation(len(small_table)),
+    )
+    data = TabularDataModule.from_frame(table, "label")
+    plain = TabularDataModule.from_frame(small_table, "label")
+    assert set(data.dropped) == {"customer_id", "signup", "row_id"}
+    assert data.network_inputs() == plain.network_inputs()
+    assert "customer_id" not in data.preprocessor.feature_columns
+    notes = "\n".join(data.notes)
+    assert "column 'customer_id' is left out: nearly every row has its own value" in notes
+    assert "column 'signup' is left out: it holds dates or times" in notes
+    assert "column 'row_id' is left out: it counts rows" in notes
+
+
+def test_a_time_column_splits_in_time_and_is_never_a_feature(small_table: pd.DataFrame) -> None:
+    n = len(small_table)
+    # `key` rises with time (as floats it is a feature, not an identifier); rows are shuffled.
+    stamps = pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%dT%H:%M")
+    table = small_table.assign(key=np.arange(n) + 0.5, at=stamps)
+    table = table.iloc[np.random.default_rng(1).permutation(n)].reset_index(drop=True)
+    data = TabularDataModule.from_frame(table, "label", time_column="at", drop_columns=["f5"])
+    assert data.dropped == {
+        "f5": "named by --drop-columns",
+        "at": "it is the time column, which orders the split",
+    }
+    # Every training row is older than every validation row, and those than the test rows.
+    train, val, test = (part["key"] for part in (data.train_frame, data.val_frame, data.test_frame))
+    assert train.max() < val.min() and val.max() < test.min()
+    assert "at" not in data.preprocessor.feature_columns
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"drop_columns": ["nope"]}, "the table has no column 'nope'"),
+        ({"time_column": "shop"}, "time column 'shop' cannot be parsed as dates or numbers"),
+        ({"drop_columns": ["label"]}, "the target 'label' cannot be dropped"),
+    ],
+)
+def test_bad_column_roles_are_one_line(
+    small_table: pd.DataFrame, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TabslimInputError, match=message):
+        TabularDataModule.from_frame(small_table, "label", **kwargs)
 
 
 def test_a_metric_no_better_than_a_constant_guess_is_named_as_such() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 from pathlib import Path
 
@@ -24,7 +25,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A model trained on the reference process, registered as churn@champion."""
     root = tmp_path_factory.mktemp("drift")
     reference = root / "reference.csv"
-    drift_batch("none", seed=0, n_rows=3000).to_csv(reference, index=False)
+    # With an identifier, as real tables have: left out of the features, and recorded as such.
+    table = drift_batch("none", seed=0, n_rows=3000)
+    table.insert(0, "customer_id", [f"cust-{i:06d}" for i in range(len(table))])
+    table.to_csv(reference, index=False)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -90,6 +94,7 @@ def test_the_run_holds_the_report_and_links_to_the_model_version(
     assert code == 0
     assert out.splitlines()[1].split()[0] in {"tenure", "plan"}
     assert "2 of 5 columns drifted" in out
+    assert "not features, so not compared: customer_id" in out
     (run_id,) = re.findall(r"MLflow run (\w+)", out)
     client = MlflowClient(trained["uri"])
     run = client.get_run(run_id)
@@ -99,6 +104,8 @@ def test_the_run_holds_the_report_and_links_to_the_model_version(
     assert {a.path for a in client.list_artifacts(run_id)} >= {
         "drift_report.json", "drift_report.html", "drift.png",
     }  # fmt: skip
+    stored = json.loads(Path(client.download_artifacts(run_id, "drift_report.json")).read_text())
+    assert "identifier" in stored["dropped_columns"]["customer_id"]
     version = client.get_model_version_by_alias("churn", "champion")
     assert version.tags["tabslim.last_drift_run"] == run_id
 
