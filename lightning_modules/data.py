@@ -234,6 +234,7 @@ class TabularDataModule(pl.LightningDataModule):
         source: str = "the table",
         drop_columns: Sequence[str] = (),
         time_column: str | None = None,
+        preprocessor: Preprocessor | None = None,
     ) -> None:
         super().__init__()
         plan = plan_columns(frame, target, drop=drop_columns, time_column=time_column)
@@ -256,7 +257,10 @@ class TabularDataModule(pl.LightningDataModule):
             source=source,
             order=order[known_rows] if order is not None else None,
         )
-        self.preprocessor = Preprocessor.fit(self.train_frame, target, self.task, classes)
+        # A given preprocessor (a model's own, to fine-tune it on new rows) is kept as it is.
+        self.preprocessor = preprocessor or Preprocessor.fit(
+            self.train_frame, target, self.task, classes
+        )
         self.target = target
         self.batch_size = batch_size
         self.seed = seed

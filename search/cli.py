@@ -164,6 +164,58 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     drift.set_defaults(handler=cli_handlers.drift_command)
 
+    retrain = commands.add_parser(
+        "retrain",
+        help="retrain the registered champion on new rows when they call for it",
+        description="Check NAME@champion against new rows (realized metric, drift); when it "
+        "needs it (or with --force), train challengers on a window of the rows (the "
+        "champion's widths from scratch, and the champion fine-tuned), score all on a holdout "
+        "that lies after the window in time, and promote a challenger only when its paired "
+        "95%% interval clears --min-gain within the champion's size and latency. Safe to "
+        "schedule: the same data twice changes nothing, and two runs at once promote at most "
+        "once. Exit code 0 for every normal outcome.",
+    )
+    retrain.add_argument("--model", required=True, metavar="NAME", help="a registered model")
+    retrain.add_argument("--data", required=True, metavar="FILE", help="new labelled rows")
+    retrain.add_argument("--target", required=True, metavar="COLUMN")
+    retrain.add_argument("--time-column", metavar="COLUMN", help="orders window and holdout")
+    retrain.add_argument(
+        "--config", metavar="FILE", help="training settings (default: configs/default.yaml)"
+    )
+    retrain.add_argument("--tracking-uri", metavar="URI", help="default: mlruns/mlflow.db")
+    retrain.add_argument(
+        "--dry-run", action="store_true", help="say what it would do, change nothing"
+    )
+    retrain.add_argument("--force", action="store_true", help="retrain even without drift")
+    retrain.add_argument(
+        "--holdout", type=float, default=0.3, metavar="SHARE",
+        help="share of the new rows held out, the latest ones (default: %(default)s)",
+    )  # fmt: skip
+    retrain.add_argument(
+        "--min-gain", type=float, default=0.0, metavar="X",
+        help="how far a challenger's interval must clear the champion (default: %(default)s)",
+    )  # fmt: skip
+    retrain.add_argument(
+        "--tolerance", type=float, default=0.01, metavar="X",
+        help="how far the realized metric may fall below validation (relative for RMSE) "
+        "before it retrains (default: %(default)s)",
+    )  # fmt: skip
+    retrain.add_argument(
+        "--drift-threshold", type=float, default=0.1, metavar="X",
+        help="importance-weighted drift score that calls for a retrain (default: %(default)s)",
+    )  # fmt: skip
+    retrain.set_defaults(handler=cli_handlers.retrain_command)
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="move NAME@champion back to NAME@previous",
+        description="Move the alias champion back to the version the last promotion replaced "
+        "(and previous to the one it leaves); run it again to undo.",
+    )
+    rollback.add_argument("--model", required=True, metavar="NAME")
+    rollback.add_argument("--tracking-uri", metavar="URI", help="default: mlruns/mlflow.db")
+    rollback.set_defaults(handler=cli_handlers.rollback_command)
+
     report = commands.add_parser(
         "report",
         help="print a study's Pareto front relative to its baseline",

@@ -164,3 +164,45 @@ def sensitivity_command(args: argparse.Namespace) -> int:
     )
     print(f"MLflow run {outcome.run_id} ({where}) at {redact(outcome.tracking_uri)}")
     return 0
+
+
+def retrain_command(args: argparse.Namespace) -> int:
+    from search.retrain_job import run_retrain
+
+    outcome = run_retrain(
+        args.model,
+        args.data,
+        args.target,
+        tracking_uri=args.tracking_uri or "sqlite:///mlruns/mlflow.db",
+        time_column=args.time_column,
+        config_path=args.config,
+        dry_run=args.dry_run,
+        force=args.force,
+        holdout=args.holdout,
+        min_gain=args.min_gain,
+        tolerance=args.tolerance,
+        drift_threshold=args.drift_threshold,
+    )
+    for line in outcome.lines:
+        print(line)
+    print(f"{outcome.action}: {'; '.join(outcome.reasons)}")
+    print(f"{args.model}@champion is version {outcome.champion}")
+    if outcome.run_id:
+        print(f"MLflow run {outcome.run_id}")
+    return 0
+
+
+def rollback_command(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from search import tracking
+    from search.registry import rollback
+
+    uri = args.tracking_uri or "sqlite:///mlruns/mlflow.db"
+    tracking.configure(uri, "tabslim")
+    before, after = rollback(MlflowClient(), args.model, uri)
+    print(
+        f"{args.model}@champion moved back from version {before} to version {after}; "
+        f"{args.model}@previous is now version {before}"
+    )
+    return 0

@@ -28,7 +28,7 @@ from search.profile import read_profile
 from search.secrets import redact
 from search.served_model import OnnxPredictor
 
-__all__ = ["DriftOutcome", "run_drift"]
+__all__ = ["DriftOutcome", "realized_metric", "run_drift"]
 
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -51,7 +51,7 @@ def _model_files(model_uri: str, tracking_uri: str) -> Path:
     return local / "artifacts" / "network"
 
 
-def _realized(profile: dict, frame: pd.DataFrame, predictions: pd.Series) -> Realized | None:
+def realized_metric(profile: dict, frame: pd.DataFrame, predictions: pd.Series) -> Realized | None:
     """The metric on labelled new rows with a 95% bootstrap interval (seeded)."""
     target = profile["target"]
     if target not in frame.columns:
@@ -119,8 +119,9 @@ def run_drift(
     if frame.empty:
         raise TabslimInputError(f"{data_path} has no rows to compare")
     predictions = pd.Series(OnnxPredictor(network_dir).predict(frame)["prediction"].to_numpy())
+    realized = realized_metric(profile, frame, predictions)
     report = compare(
-        profile, frame, predictions=predictions, realized=_realized(profile, frame, predictions),
+        profile, frame, predictions=predictions, realized=realized,
         psi_threshold=psi_threshold, alpha=alpha,
     )  # fmt: skip
     match = _ALIAS_URI.match(model_uri)

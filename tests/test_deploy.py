@@ -61,3 +61,30 @@ def test_the_slurm_script_refuses_to_start_without_its_servers() -> None:
         ["bash", str(DEPLOY / "slurm_search.sh")], env=environment, capture_output=True, text=True
     )
     assert done.returncode != 0 and "TABSLIM_STORAGE" in done.stderr
+
+
+def _tabslim_args(command: str) -> list[str]:
+    """The arguments after `tabslim` in a shell command line."""
+    words = shlex.split(command.split(">>")[0])
+    start = next(i for i, w in enumerate(words) if w == "tabslim" or w.endswith("bin/tabslim"))
+    return words[start + 1 :]
+
+
+def test_the_retrain_schedules_run_commands_tabslim_accepts() -> None:
+    import ast
+
+    lines = (DEPLOY / "crontab").read_text().splitlines()
+    (line,) = [text for text in lines if text and not text.startswith("#")]
+    commands = [_tabslim_args(" ".join(line.split()[5:]))]
+    (job,) = list(yaml.safe_load_all((DEPLOY / "kubernetes_retrain_cronjob.yaml").read_text()))
+    assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
+    commands.append(job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"])
+    dag = ast.parse((DEPLOY / "airflow_retrain_dag.py").read_text())
+    (retrain,) = [
+        node.value for node in ast.walk(dag)
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "RETRAIN"
+    ]  # fmt: skip
+    commands.append(_tabslim_args(ast.literal_eval(retrain).replace("{{ ds }}", "2026-01-01")))
+    for args in commands:
+        parsed = build_parser().parse_args(args)
+        assert args[0] == "retrain" and parsed.model == "churn" and parsed.target == "churned"

@@ -1,0 +1,28 @@
+"""An Airflow DAG that retrains the champion every night with `tabslim retrain`.
+
+Copy it into the DAGs folder of an Airflow 2.x installation that can run tabslim (the same
+image, or a virtualenv with it on PATH). The task fails only on exit code 1 (a bug) or 2 (bad
+input); "promoted", "champion kept" and "no retrain" all exit 0 and are in the task's log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow import DAG
+from airflow.operators.bash import BashOperator
+
+RETRAIN = (
+    "tabslim retrain --model churn --data /data/new/{{ ds }}.csv --target churned "
+    "--time-column signup --tracking-uri http://mlflow:5000"
+)
+
+with DAG(
+    dag_id="tabslim_retrain",
+    schedule="30 2 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # one retrain at a time, as the registry expects
+    tags=["tabslim"],
+) as dag:
+    BashOperator(task_id="retrain", bash_command=RETRAIN)

@@ -1,0 +1,179 @@
+"""`tabslim retrain` and `rollback` against a real MLflow registry (SQLite in a temp folder)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lightning_modules.datasets import drift_batch
+from search.cli import main
+from search.retrain_job import run_retrain
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A model trained on the reference process, and batches of new rows."""
+    root = tmp_path_factory.mktemp("retrain")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    drift_batch("none", seed=0, n_rows=3000).to_csv(root / "reference.csv", index=False)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["train", "--data", str(root / "reference.csv"), "--target", "churned",
+                     "--tracking-uri", uri, "--max-epochs", "15"]) == 0  # fmt: skip
+    (model,) = re.findall(r"^model: (\S+)", out.getvalue(), re.MULTILINE)
+    files = {"uri": uri, "model": model, "root": str(root)}
+    for kind, seed in [("concept", 7), ("none", 8)]:
+        batch = drift_batch(kind, seed=seed, n_rows=2000)
+        batch["at"] = pd.date_range("2025-01-01", periods=len(batch), freq="h").astype(str)
+        path = root / f"{kind}.csv"
+        batch.to_csv(path, index=False)
+        files[kind] = str(path)
+    return files
+
+
+@pytest.fixture
+def champion(world: dict[str, str], request: pytest.FixtureRequest) -> str:
+    """A registered model of its own for each test, version 1 as champion."""
+    name = re.sub(r"\W", "-", request.node.name)[:60]
+    mlflow.set_tracking_uri(world["uri"])
+    mlflow.set_registry_uri(world["uri"])
+    version = mlflow.register_model(world["model"], name)
+    MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    return name
+
+
+def _aliases(name: str) -> dict[str, str]:
+    return {k: str(v) for k, v in MlflowClient().get_registered_model(name).aliases.items()}
+
+
+def _versions(name: str) -> int:
+    return len(MlflowClient().search_model_versions(f"name = '{name}'"))
+
+
+def test_concept_drift_promotes_a_challenger_once_and_rollback_moves_back(
+    world: dict[str, str], champion: str
+) -> None:
+    outcome = run_retrain(
+        champion, world["concept"], "churned", tracking_uri=world["uri"], time_column="at"
+    )
+    assert outcome.action == "promoted"
+    assert any(r.startswith("realized accuracy") for r in outcome.reasons)
+    assert _aliases(champion) == {"champion": "2", "previous": "1"}
+    client = MlflowClient()
+    tags = client.get_model_version(champion, "2").tags
+    assert tags["tabslim.retrain_run"] == outcome.run_id
+    assert "holdout_delta_ci_low" in tags["tabslim.gate"]
+    # One parent run, a nested run per challenger, each with its paired holdout interval.
+    children = client.search_runs(
+        [client.get_run(outcome.run_id).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{outcome.run_id}'",
+    )
+    assert sorted(r.info.run_name for r in children) == ["fine_tune", "scratch"]
+    assert all(r.data.metrics["holdout_delta_ci_low"] > 0 for r in children)
+    # The same command on the same data again: recognised, nothing retrained or promoted.
+    again = run_retrain(
+        champion, world["concept"], "churned", tracking_uri=world["uri"], time_column="at"
+    )
+    assert again.action == "already done" and _versions(champion) == 2
+    assert main(["rollback", "--model", champion, "--tracking-uri", world["uri"]]) == 0
+    assert _aliases(champion) == {"champion": "1", "previous": "2"}
+
+
+def test_rows_like_the_training_data_need_no_retrain(world: dict[str, str], champion: str) -> None:
+    outcome = run_retrain(champion, world["none"], "churned", tracking_uri=world["uri"])
+    assert outcome.action == "no retrain"
+    assert _versions(champion) == 1 and _aliases(champion) == {"champion": "1"}
+    run = MlflowClient().get_run(outcome.run_id)
+    assert run.data.tags["tabslim.outcome"] == "no retrain"
+
+
+def test_a_dry_run_says_what_it_would_do_and_changes_nothing(
+    world: dict[str, str], champion: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = MlflowClient()
+    before = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    code = main(["retrain", "--model", champion, "--data", world["concept"], "--target",
+                 "churned", "--tracking-uri", world["uri"], "--dry-run"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "dry run: would retrain: realized accuracy" in out
+    after = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(after) == len(before)
+    assert _versions(champion) == 1
+    assert not any(k.startswith("tabslim.retrain.") for k in client.get_registered_model(
+        champion).tags)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_retrains_started_at_once_promote_once(world: dict[str, str], champion: str) -> None:
+    command = [sys.executable, "-m", "search.cli", "retrain", "--model", champion, "--data",
+               world["concept"], "--target", "churned", "--tracking-uri", world["uri"],
+               "--force"]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [e for _, e in outputs]
+    actions = sorted(out.splitlines()[-3 if "MLflow run" in out else -2].split(":")[0]
+                     for out, _ in outputs)  # fmt: skip
+    assert actions.count("promoted") == 1, outputs
+    assert set(actions) - {"promoted"} <= {"busy", "already done"}
+    assert _versions(champion) == 2 and _aliases(champion)["champion"] == "2"
+
+
+def _one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    return err[0]
+
+
+def test_bad_retrain_input_is_one_line_and_leaves_the_registry_alone(
+    world: dict[str, str], champion: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame = pd.read_csv(world["concept"])
+    files = {
+        "lacking": frame.drop(columns=["usage"]),
+        "few": frame.head(40),
+        "badtime": frame.assign(at="soon"),
+    }
+    for stem, table in files.items():
+        table.to_csv(tmp_path / f"{stem}.csv", index=False)
+    (tmp_path / "empty.csv").write_text("")
+    base = ["retrain", "--tracking-uri", world["uri"], "--target", "churned", "--model"]
+    cases = [
+        ([champion, "--data", str(tmp_path / "lacking.csv")], "lacks the columns ['usage']"),
+        ([champion, "--data", str(tmp_path / "few.csv")], "too few for a holdout"),
+        ([champion, "--data", str(tmp_path / "badtime.csv"), "--time-column", "at"],
+         "time column 'at' cannot be parsed"),
+        ([champion, "--data", str(tmp_path / "empty.csv")], "is empty"),
+        (["nope", "--data", world["concept"]], "no registered model 'nope'"),
+    ]  # fmt: skip
+    for args, message in cases:
+        assert message in _one_line([*base, *args], capsys), args
+    no_target = _one_line(
+        ["retrain", "--tracking-uri", world["uri"], "--model", champion, "--data",
+         world["concept"], "--target", "left"], capsys,
+    )  # fmt: skip
+    assert "no target column 'left'" in no_target
+    assert "nothing to roll back" in _one_line(
+        ["rollback", "--model", champion, "--tracking-uri", world["uri"]], capsys
+    )
+    MlflowClient().delete_registered_model_alias(champion, "champion")
+    assert "has no version with the alias 'champion'" in _one_line(
+        [*base, champion, "--data", world["concept"]], capsys
+    )
+    assert _versions(champion) == 1
