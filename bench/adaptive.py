@@ -118,10 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         _markdown(
             [
-                "dataset", "criterion", "baseline test metric", "baseline val error",
-                "adaptive widths", "weights removed", "val error after",
-                "steps accepted/rolled back per seed", "adaptive test",
-                "fixed keep, same size, test", "scratch, same widths, test",
+                "dataset",
+                "criterion",
+                "baseline test metric",
+                "baseline val error",
+                "adaptive widths",
+                "weights removed",
+                "val error after",
+                "steps accepted/rolled back per seed",
+                "adaptive test",
+                "fixed keep, same size, test",
+                "scratch, same widths, test",
             ],
             rows,
         )  # fmt: skip

@@ -128,11 +128,7 @@ def _print(label: str, trials: list[optuna.trial.FrozenTrial], wall: float) -> N
     print("|---|---|---|")
     for stage, seconds in per_trial.items():
         print(f"| {stage} | {seconds:.3f} | {seconds / per_trial['train']:.1%} |")
-    overhead = [
-        (total - t) / t
-        for total, t in zip(totals, train, strict=True)
-        if t > 0
-    ]
+    overhead = [(total - t) / t for total, t in zip(totals, train, strict=True) if t > 0]
     mirror = per_trial["mirroring"] / per_trial["train"]
     print(
         f"median per-trial overhead inside the trial: {statistics.median(overhead):.1%} of "

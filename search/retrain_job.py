@@ -184,15 +184,17 @@ def _reasons(report: Any, profile: dict, tolerance: float, threshold: float, for
     realized = report.realized
     if realized is not None:
         higher = HIGHER_IS_BETTER[realized.metric]
-        # RMSE's tolerance is relative, as the search's floor is.
+        # RMSE's tolerance is relative, as the search's floor is. The whole 95% interval must
+        # lie beyond it: a tolerance below the noise of the new rows would retrain on noise.
         allowed = tolerance if higher else tolerance * realized.reference
-        fell = (
-            realized.reference - realized.value if higher else realized.value - realized.reference
-        )
+        # The end of the interval on the side of the reference: the smallest fall the rows allow.
+        closest = realized.high if higher else realized.low
+        fell = (realized.reference - closest) * (1 if higher else -1)
         if fell > allowed:
             reasons.append(
-                f"realized {realized.metric} {realized.value:.4f} against {realized.reference:.4f} "
-                f"on validation (tolerance {allowed:.4g})"
+                f"realized {realized.metric} {realized.value:.4f} [{realized.low:.4f}, "
+                f"{realized.high:.4f}] against {realized.reference:.4f} on validation "
+                f"(tolerance {allowed:.4g})"
             )
     if report.score >= threshold:
         reasons.append(f"drift score {report.score:.3f} >= {threshold:g}")
