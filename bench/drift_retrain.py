@@ -44,7 +44,7 @@ from lightning_modules.networks import MLPSpec, build  # noqa: E402
 from lightning_modules.training import FitSettings, fit  # noqa: E402
 from search.profile import build_profile  # noqa: E402
 from search.pyfunc_model import log_model  # noqa: E402
-from search.retrain_job import _row_scores, run_retrain  # noqa: E402
+from search.retrain_job import frame_scores, run_retrain  # noqa: E402
 from search.served_model import OnnxPredictor  # noqa: E402
 
 BASELINE, COMPACT = (256, 256, 128), (32, 32, 16)
@@ -74,7 +74,7 @@ def _train(frame: pd.DataFrame, target: str, column: str | None, hidden: tuple, 
 
 
 def _score(network, prep, frame: pd.DataFrame, target: str) -> float:
-    rows = _row_scores(network, prep, frame, target)
+    rows = frame_scores(network, prep, frame, target)
     return float(np.sqrt(rows.mean())) if prep.task == "regression" else float(rows.mean())
 
 

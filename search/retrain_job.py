@@ -49,7 +49,7 @@ from search.registry import Busy, champion_version, promote, retrain_lock
 from search.served_model import OnnxPredictor
 from search.uncertainty import paired_delta
 
-__all__ = ["RetrainOutcome", "run_retrain"]
+__all__ = ["RetrainOutcome", "frame_scores", "run_retrain"]
 
 # A challenger may be this much larger or slower than the champion and still fit its budget:
 # new categories widen an embedding a little, and latency timing is noisy.
@@ -74,7 +74,7 @@ def _fingerprint(path: str, target: str, time_column: str | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def _row_scores(
+def frame_scores(
     network: nn.Module, prep: Preprocessor, frame: pd.DataFrame, target: str
 ) -> np.ndarray:
     """Per holdout row: 1/0 for a right/wrong class, or the squared error (original scale)."""
@@ -240,7 +240,7 @@ def _retrain(
         spec, network, prep = load_network(network_dir)
         assert isinstance(spec, MLPSpec)
         window, rows = _split(frame, holdout, time_column, config.data.seed)
-        base_rows = _row_scores(network, prep, rows, target)
+        base_rows = frame_scores(network, prep, rows, target)
         base_latency = _latency_ms(network)
         base_size = sum(p.numel() for p in network.parameters())
         metric = profile["validation"]["metric"]
@@ -249,7 +249,7 @@ def _retrain(
         for kind, (candidate, cand_prep, data) in _challengers(
             window, target, time_column, config, spec, network, prep
         ).items():
-            delta = paired_delta(_row_scores(candidate, cand_prep, rows, target), base_rows,
+            delta = paired_delta(frame_scores(candidate, cand_prep, rows, target), base_rows,
                                  metric, seed=config.search.seed)  # fmt: skip
             size = sum(p.numel() for p in candidate.parameters()) / base_size
             latency = _latency_ms(candidate) / base_latency
