@@ -204,19 +204,26 @@ def _reasons(report: Any, profile: dict, tolerance: float, threshold: float, for
 def _challengers(
     window: pd.DataFrame, target: str, time_column: str | None, config: Any, spec: MLPSpec,
     network: nn.Module, prep: Preprocessor,
-) -> dict[str, tuple[nn.Module, Preprocessor, TabularDataModule]]:  # fmt: skip
+) -> tuple[dict[str, tuple[nn.Module, Preprocessor, TabularDataModule]], list[str]]:  # fmt: skip
     settings = fit_settings(config)
     common = {"task": prep.task, "time_column": time_column, "seed": config.data.seed}
     scratch_data = TabularDataModule.from_frame(window, target, **common)
     shape = dataclasses.replace(spec, **scratch_data.network_inputs())
     scratch = fit(build(shape, seed=settings.seed), scratch_data, settings, evaluate_test=False)
-    tuned_data = TabularDataModule.from_frame(window, target, preprocessor=prep, **common)
-    tuning = dataclasses.replace(settings, max_epochs=max(1, settings.max_epochs // 4))
-    tuned = fit(copy.deepcopy(network), tuned_data, tuning, evaluate_test=False)
-    return {
-        "scratch": (scratch.network, scratch_data.preprocessor, scratch_data),
-        "fine_tune": (tuned.network, prep, tuned_data),
-    }
+    found = {"scratch": (scratch.network, scratch_data.preprocessor, scratch_data)}
+    skipped: list[str] = []
+    # Fine-tuning keeps the champion's outputs: a class it never saw cannot be learned there.
+    unknown = sorted(set(map(str, window[target].unique())) - set(map(str, prep.classes)))
+    if prep.task == "regression" or not unknown:
+        tuned_data = TabularDataModule.from_frame(window, target, preprocessor=prep, **common)
+        tuning = dataclasses.replace(settings, max_epochs=max(1, settings.max_epochs // 4))
+        tuned = fit(copy.deepcopy(network), tuned_data, tuning, evaluate_test=False)
+        found["fine_tune"] = (tuned.network, prep, tuned_data)
+    else:
+        skipped.append(
+            f"fine_tune skipped: the new rows hold classes the champion never saw {unknown}"
+        )
+    return found, skipped
 
 
 def _retrain(
@@ -245,10 +252,9 @@ def _retrain(
         base_size = sum(p.numel() for p in network.parameters())
         metric = profile["validation"]["metric"]
         higher = HIGHER_IS_BETTER[metric]
-        lines, passing = [], []
-        for kind, (candidate, cand_prep, data) in _challengers(
-            window, target, time_column, config, spec, network, prep
-        ).items():
+        challengers, lines = _challengers(window, target, time_column, config, spec, network, prep)
+        passing = []
+        for kind, (candidate, cand_prep, data) in challengers.items():
             delta = paired_delta(frame_scores(candidate, cand_prep, rows, target), base_rows,
                                  metric, seed=config.search.seed)  # fmt: skip
             size = sum(p.numel() for p in candidate.parameters()) / base_size

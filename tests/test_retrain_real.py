@@ -81,3 +81,9 @@ def test_a_model_of_2012_13_is_retrained_on_2014_and_does_better_on_2015(
     # Judged on a year neither model saw: the promoted one is better, beyond both intervals.
     assert after.realized.low > before.realized.high
     assert Path(mlflow.artifacts.download_artifacts("models:/seattle@previous")).is_dir()
+    # 2015 has drizzle, which 2014 (the new champion's window) never had: the fine-tuned
+    # challenger cannot learn a class its outputs lack, so only the scratch one competes.
+    forced = run_retrain("seattle", years["2015"], "weather", tracking_uri=uri,
+                         time_column="date", force=True)  # fmt: skip
+    assert forced.action in {"promoted", "retrained, champion kept"}
+    assert any("fine_tune skipped" in line and "drizzle" in line for line in forced.lines)
