@@ -182,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument(
         "--config", metavar="FILE", help="training settings (default: configs/default.yaml)"
     )
-    retrain.add_argument("--tracking-uri", metavar="URI", help="default: mlruns/mlflow.db")
+    retrain.add_argument(
+        "--tracking-uri", metavar="URI", help="default: the config's, mlruns/mlflow.db"
+    )
     retrain.add_argument(
         "--dry-run", action="store_true", help="say what it would do, change nothing"
     )

@@ -113,12 +113,13 @@ def worker_command(args: argparse.Namespace) -> int:
 
 
 def drift_command(args: argparse.Namespace) -> int:
+    from search.config import DEFAULT_TRACKING_URI
     from search.drift_job import run_drift
 
     outcome = run_drift(
         args.model,
         args.data,
-        tracking_uri=args.tracking_uri or "sqlite:///mlruns/mlflow.db",
+        tracking_uri=args.tracking_uri or DEFAULT_TRACKING_URI,
         psi_threshold=args.psi_threshold,
         alpha=args.alpha,
     )
@@ -173,7 +174,7 @@ def retrain_command(args: argparse.Namespace) -> int:
         args.model,
         args.data,
         args.target,
-        tracking_uri=args.tracking_uri or "sqlite:///mlruns/mlflow.db",
+        tracking_uri=args.tracking_uri,
         time_column=args.time_column,
         config_path=args.config,
         dry_run=args.dry_run,
@@ -196,9 +197,10 @@ def rollback_command(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
     from search import tracking
+    from search.config import DEFAULT_TRACKING_URI
     from search.registry import rollback
 
-    uri = args.tracking_uri or "sqlite:///mlruns/mlflow.db"
+    uri = args.tracking_uri or DEFAULT_TRACKING_URI
     tracking.configure(uri, "tabslim")
     before, after = rollback(MlflowClient(), args.model, uri)
     print(

@@ -97,8 +97,12 @@ class MeasureConfig(_Section):
         return self
 
 
+# MLflow's store when no config or flag names one: SQLite under mlruns/ (see search.tracking).
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+
 class TrackingConfig(_Section):
-    uri: str = "sqlite:///mlruns/mlflow.db"
+    uri: str = DEFAULT_TRACKING_URI
     experiment: str = Field(default="tabslim", min_length=1)
 
 

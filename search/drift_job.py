@@ -22,6 +22,7 @@ from scipy import stats
 from lightning_modules.data import read_table
 from lightning_modules.errors import TabslimInputError
 from search import tracking
+from search.config import DEFAULT_TRACKING_URI
 from search.drift import DEFAULT_ALPHA, DEFAULT_PSI_THRESHOLD, DriftReport, Realized, compare
 from search.drift_report import plot_drift, render_html
 from search.profile import read_profile
@@ -92,7 +93,7 @@ def run_drift(
     model_uri: str,
     data_path: str,
     *,
-    tracking_uri: str = "sqlite:///mlruns/mlflow.db",
+    tracking_uri: str = DEFAULT_TRACKING_URI,
     experiment: str = "tabslim",
     psi_threshold: float = DEFAULT_PSI_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,

@@ -66,6 +66,10 @@ class RetrainOutcome:
     lines: list[str] = field(default_factory=list)
     run_id: str | None = None
 
+    def __post_init__(self) -> None:
+        # MLflow hands out versions as ints or strings, depending on the call.
+        self.champion = str(self.champion)
+
 
 def _fingerprint(path: str, target: str, time_column: str | None) -> str:
     """The data and how it is read; not the champion's version, which a promotion changes."""
@@ -124,7 +128,7 @@ def run_retrain(
     data_path: str,
     target: str,
     *,
-    tracking_uri: str = "sqlite:///mlruns/mlflow.db",
+    tracking_uri: str | None = None,
     time_column: str | None = None,
     config_path: str | None = None,
     dry_run: bool = False,
@@ -141,6 +145,8 @@ def run_retrain(
             f"above 0, but got {holdout=}, {tolerance=}, {drift_threshold=}"
         )
     config = load_config(config_path)
+    # The flag, else the config's store (`--config` may name a team server).
+    tracking_uri = tracking_uri or config.tracking.uri
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     experiment_id = tracking.configure(tracking_uri, config.tracking.experiment)
     client = MlflowClient()

@@ -128,6 +128,8 @@ def test_bad_drift_input_is_one_line(
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     assert "is empty" in _one_line([*base, trained["model"], "--data", str(empty)], capsys)
+    bad = _one_line([*base, trained["model"], "--data", str(lacking), "--alpha", "1.5"], capsys)
+    assert "--psi-threshold must be above 0 and --alpha in (0, 1)" in bad
     unknown = _one_line([*base, "models:/nope@champion", "--data", str(lacking)], capsys)
     assert unknown.startswith("tabslim: error: no model models:/nope@champion")
 

@@ -169,6 +169,9 @@ def test_bad_retrain_input_is_one_line_and_leaves_the_registry_alone(
          world["concept"], "--target", "left"], capsys,
     )  # fmt: skip
     assert "no target column 'left'" in no_target
+    assert "--holdout must be in [0.05, 0.8]" in _one_line(
+        [*base, champion, "--data", world["concept"], "--holdout", "0.95"], capsys
+    )
     assert "nothing to roll back" in _one_line(
         ["rollback", "--model", champion, "--tracking-uri", world["uri"]], capsys
     )
@@ -177,3 +180,13 @@ def test_bad_retrain_input_is_one_line_and_leaves_the_registry_alone(
         [*base, champion, "--data", world["concept"]], capsys
     )
     assert _versions(champion) == 1
+
+
+def test_without_the_flag_the_store_is_the_configs(
+    world: dict[str, str], champion: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "team.yaml"
+    config.write_text(f"tracking:\n  uri: {world['uri']}\n")
+    outcome = run_retrain(champion, world["none"], "churned", config_path=str(config))
+    # It found the champion in the config's store (the default store has no such model).
+    assert outcome.action == "no retrain" and outcome.champion == "1"
