@@ -1,6 +1,9 @@
-"""Neuron importance criteria: one score per neuron of every hidden layer of an `MLP`.
+"""Unit importance criteria: one score per unit of every prunable group of a network.
 
-Higher means more important, so `keep_top(scores[i], ratio)` keeps the best neurons of layer i.
+Higher means more important, so `keep_top(scores[i], ratio)` keeps the best units of group i.
+Criteria read units through the network-family interface (`lightning_modules.family`): a
+group's weight slices for the magnitude criteria, its BatchNorm slices for `bn_scale`, and its
+gate (the module whose output holds the units) for the data criteria.
 Criteria only read the network: its weights, gradients, hooks and train/eval flags are as they
 were when a criterion returns.
 """
@@ -9,20 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import MLP, Block, evaluating
+from lightning_modules.family import PrunableGroup, Slice, evaluating
 from pruning.choices import CRITERIA, check_criterion
 
 if TYPE_CHECKING:
     from lightning_modules.data import TabularDataModule
 
-__all__ = ["CRITERIA", "calibration_batch", "check_criterion", "layer_scores"]
+__all__ = ["CRITERIA", "calibration_batch", "check_criterion", "layer_scores", "unit_values"]
 
 
 # Criteria that look at what the network computes on real rows.
@@ -30,23 +33,25 @@ _NEEDS_CALIBRATION = ("activation_mean", "apoz", "taylor")
 
 
 def layer_scores(
-    network: MLP,
+    network: Any,
     criterion: str,
     *,
     calibration: dict[str, torch.Tensor] | None = None,
     seed: int = 0,
     **kwargs: Any,
 ) -> list[torch.Tensor]:
-    """Importance of each neuron of each hidden layer; higher = more important.
+    """Importance of each unit of each prunable group; higher = more important.
 
-    - "l1", "l2": norm of the neuron's incoming weight row. The bias is left out: it shifts the
-      neuron rather than weighting any input, and a following BatchNorm cancels it anyway.
-    - "bn_scale": |gamma| of the neuron's BatchNorm entry (network slimming, Liu et al. 2017).
-    - "activation_mean": mean |post-activation output| over the calibration rows.
-    - "apoz": 1 - the share of calibration rows where the post-activation output is zero
-      (Hu et al. 2016). For GELU and SiLU, which are rarely exactly zero, values <= 0 count.
-    - "taylor": |mean over rows of activation x dLoss/dactivation| (Molchanov et al. 2017), the
-      first-order change in the mean loss when the neuron is zeroed for the whole batch.
+    - "l1", "l2": norm of the unit's incoming weights (an MLP neuron's weight row; a head's
+      query, key and value rows; a ReGLU unit's value and gate rows). Biases are left out: they
+      shift a unit rather than weight any input, and a following BatchNorm cancels them anyway.
+    - "bn_scale": mean |gamma| of the unit's BatchNorm entries (network slimming, Liu et al.
+      2017); only for groups normalised by BatchNorm.
+    - "activation_mean": mean |output| of the unit at its gate over the calibration rows.
+    - "apoz": 1 - the share of calibration outputs at the gate that are zero (Hu et al. 2016).
+      For GELU and SiLU, which are rarely exactly zero, values <= 0 count.
+    - "taylor": |mean over rows of output x dLoss/doutput| at the gate (Molchanov et al. 2017),
+      the first-order change in the mean loss when the unit is zeroed for the whole batch.
       Cross-entropy for int64 targets (N,), squared error for float targets (N, 1).
     - "random": seeded uniform scores, the control.
     - "target_perturbation": `pruning.target_perturbation.perturbation_scores`.
@@ -62,7 +67,7 @@ def layer_scores(
             ignore them, so a caller may pass the same arguments whatever the criterion.
 
     Returns:
-        one detached 1-D CPU tensor per hidden layer, of that layer's width.
+        one detached 1-D CPU tensor per prunable group, of that group's size.
     """
     check_criterion(criterion)
     if criterion == "target_perturbation":
@@ -70,26 +75,31 @@ def layer_scores(
         from pruning.target_perturbation import perturbation_scores
 
         return [s.detach().cpu() for s in perturbation_scores(network, seed=seed, **kwargs)]
+    groups: list[PrunableGroup] = network.prunable_groups()
     if criterion in ("l1", "l2"):
         p = 1 if criterion == "l1" else 2
-        # weight: (width, d_in); one norm per row, i.e. per neuron.
-        scores = [block.linear.weight.detach().norm(p=p, dim=1) for block in _blocks(network)]
+        state = network.state_dict()
+        scores = [
+            torch.cat([unit_values(state, s) for s in g.slices_of("weight")], 1).norm(p=p, dim=1)
+            for g in groups
+        ]
     elif criterion == "bn_scale":
-        scores = _bn_scales(network)
+        scores = _bn_scales(network, groups)
     elif criterion == "random":
         generator = torch.Generator().manual_seed(seed)
-        scores = [torch.rand(width, generator=generator) for width in network.spec.hidden]
+        scores = [torch.rand(group.size, generator=generator) for group in groups]
     else:
         batch = _checked_calibration(network, criterion, calibration)
         if criterion == "taylor":
-            scores = _taylor(network, batch)
+            scores = _taylor(network, groups, batch)
         else:
-            outputs = _post_activations(network, batch)
-            if criterion == "activation_mean":
-                scores = [out.abs().mean(dim=0) for out in outputs]
-            else:
+            outputs = _gate_outputs(network, groups, batch)
+            scores = []
+            for group, out in zip(groups, outputs, strict=True):
+                # out: (rows, positions) at the gate; a unit's score averages its positions.
                 # ReLU outputs are never negative, so `<= 0` is `== 0` there.
-                scores = [1.0 - (out <= 0).float().mean(dim=0) for out in outputs]
+                value = out.abs() if criterion == "activation_mean" else (out > 0).float()
+                scores.append(value.mean(dim=0)[group.gate.index].mean(dim=1))
     return [s.detach().float().cpu() for s in scores]
 
 
@@ -109,29 +119,35 @@ def calibration_batch(
     return {name: tensor[rows] for name, tensor in tensors.items()}
 
 
-def _blocks(network: MLP) -> list[Block]:
-    # ModuleList iterates as plain Modules; the MLP only ever holds Blocks.
-    blocks = list(network.blocks)
-    assert all(isinstance(block, Block) for block in blocks)
-    return cast(list[Block], blocks)
+def unit_values(state: dict[str, torch.Tensor], piece: Slice) -> torch.Tensor:
+    """(size, n): every value of `state[piece.key]` that each unit owns, one row per unit."""
+    tensor = state[piece.key].detach()
+    picked = tensor.index_select(piece.dim, piece.index.flatten()).movedim(piece.dim, 0)
+    return picked.reshape(piece.index.shape[0], -1)
 
 
-def _bn_scales(network: MLP) -> list[torch.Tensor]:
-    if not network.spec.batch_norm:
-        raise TabslimInputError(
-            "pruning criterion 'bn_scale' needs BatchNorm layers, but the network has "
-            "batch_norm=False; use another criterion"
-        )
+def _bn_scales(network: Any, groups: list[PrunableGroup]) -> list[torch.Tensor]:
+    state = network.state_dict()
     scales = []
-    for block in _blocks(network):
-        assert isinstance(block.norm, nn.BatchNorm1d), "spec.batch_norm implies BatchNorm1d"
-        assert block.norm.weight is not None, "tabslim's BatchNorm is affine"
-        scales.append(block.norm.weight.detach().abs())
+    for group in groups:
+        norms = [s for s in group.slices_of("norm") if s.batch_norm]
+        if not norms:
+            detail = (
+                "the network has batch_norm=False"
+                if getattr(network.spec, "batch_norm", True) is False
+                else f"group {group.name} of the {network.spec.kind} network has none"
+            )
+            raise TabslimInputError(
+                f"pruning criterion 'bn_scale' needs BatchNorm layers, but {detail}; "
+                "use another criterion"
+            )
+        per_norm = [unit_values(state, s).abs().mean(dim=1) for s in norms]
+        scales.append(torch.stack(per_norm).mean(dim=0))
     return scales
 
 
 def _checked_calibration(
-    network: MLP, criterion: str, calibration: dict[str, torch.Tensor] | None
+    network: Any, criterion: str, calibration: dict[str, torch.Tensor] | None
 ) -> dict[str, torch.Tensor]:
     """The calibration batch on the network's device, or a one-line error."""
     if calibration is None:
@@ -156,20 +172,23 @@ def _checked_calibration(
 
 
 @contextmanager
-def _activation_hooks(
-    network: MLP, hook: Callable[[int, torch.Tensor], torch.Tensor | None]
+def _gate_hooks(
+    network: Any,
+    groups: list[PrunableGroup],
+    hook: Callable[[int, torch.Tensor], torch.Tensor | None],
 ) -> Iterator[None]:
-    """`hook(layer, output)` on each block's activation while inside; removed on the way out.
+    """`hook(group, output)` on each group's gate module while inside; removed on the way out.
 
-    A hook that returns a tensor replaces the activation's output.
+    A hook that returns a tensor replaces the module's output.
     """
 
-    def for_layer(layer: int) -> Callable[[nn.Module, Any, torch.Tensor], torch.Tensor | None]:
-        return lambda _module, _inputs, output: hook(layer, output)
+    def for_group(group: int) -> Callable[[nn.Module, Any, torch.Tensor], torch.Tensor | None]:
+        return lambda _module, _inputs, output: hook(group, output)
 
+    modules = dict(network.named_modules())
     handles = [
-        block.activation.register_forward_hook(for_layer(layer))
-        for layer, block in enumerate(_blocks(network))
+        modules[group.gate.module].register_forward_hook(for_group(i))
+        for i, group in enumerate(groups)
     ]
     try:
         yield
@@ -178,32 +197,53 @@ def _activation_hooks(
             handle.remove()
 
 
-def _post_activations(network: MLP, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """Each hidden layer's output after its activation, before dropout: (N, width_i)."""
+def _rows_by_position(output: torch.Tensor, dim: int) -> torch.Tensor:
+    """(rows, positions): the gate's dimension last, every other dimension a row."""
+    moved = output.movedim(dim, -1)
+    return moved.reshape(-1, moved.shape[-1])
+
+
+def _gate_outputs(
+    network: Any, groups: list[PrunableGroup], batch: dict[str, torch.Tensor]
+) -> list[torch.Tensor]:
+    """Each group's gate output as (rows, positions), in eval mode."""
     outputs: dict[int, torch.Tensor] = {}
 
-    def keep(layer: int, output: torch.Tensor) -> None:
-        outputs[layer] = output.detach()
+    def keep(group: int, output: torch.Tensor) -> None:
+        outputs[group] = _rows_by_position(output.detach(), groups[group].gate.dim)
 
-    with evaluating(network), _activation_hooks(network, keep), torch.no_grad():
+    with evaluating(network), _gate_hooks(network, groups, keep), torch.no_grad():
         network(batch["x_num"], batch["x_cat"])
-    return [outputs[layer] for layer in range(len(network.blocks))]
+    return [outputs[i] for i in range(len(groups))]
 
 
-def _taylor(network: MLP, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """|mean over rows n of a_nj * d loss_n / d a_nj| for each neuron j of each layer.
+def _taylor(
+    network: Any, groups: list[PrunableGroup], batch: dict[str, torch.Tensor]
+) -> list[torch.Tensor]:
+    """|mean over rows n of a_nu * d loss_n / d a_nu| for each unit u of each group.
 
-    Each activation is multiplied by a gate of ones. With the loss summed over rows,
-    d loss / d gate_j = sum_n a_nj * d loss_n / d a_nj, so one backward pass gives every sum,
-    the parameters' .grad stay untouched, and frozen parameters do not matter.
+    Each gate output is multiplied by a gate of ones, one entry per unit spread over the unit's
+    positions. With the loss summed over rows, d loss / d gate_u = sum of a * d loss / d a over
+    rows and the unit's positions, so one backward pass gives every sum, the parameters' .grad
+    stay untouched, and frozen parameters do not matter.
     """
     device = next(network.parameters()).device
-    gates = [torch.ones(width, device=device, requires_grad=True) for width in network.spec.hidden]
+    gates = [torch.ones(group.size, device=device, requires_grad=True) for group in groups]
+    owners = []
+    for group in groups:
+        # owner[p] = the unit that owns gate position p
+        index = group.gate.index
+        owner = torch.empty(index.numel(), dtype=torch.long)
+        owner[index.flatten()] = torch.arange(group.size).repeat_interleave(index.shape[1])
+        owners.append(owner.to(device))
 
-    def gate(layer: int, output: torch.Tensor) -> torch.Tensor:
-        return output * gates[layer]  # (N, width) * (width,)
+    def gate(i: int, output: torch.Tensor) -> torch.Tensor:
+        dim = groups[i].gate.dim % output.dim()
+        shape = [1] * output.dim()
+        shape[dim] = -1
+        return output * gates[i][owners[i]].view(shape)
 
-    with evaluating(network), _activation_hooks(network, gate), torch.enable_grad():
+    with evaluating(network), _gate_hooks(network, groups, gate), torch.enable_grad():
         output = network(batch["x_num"], batch["x_cat"])
         loss = _summed_loss(output, batch["y"])
         sums = torch.autograd.grad(loss, gates)

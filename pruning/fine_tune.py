@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import Any
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network
-from lightning_modules.networks import MLP
+from lightning_modules.family import TabularNetwork
 from lightning_modules.training import FitSettings, fit
 
 # Fine-tuning starts from trained weights, so it takes smaller steps than training from scratch.
@@ -15,8 +16,8 @@ FINE_TUNE_LR_FACTOR = 0.3
 
 
 def fine_tune(
-    network: MLP, data: TabularDataModule, epochs: int, config: FitSettings
-) -> tuple[MLP, dict[str, float]]:
+    network: Any, data: TabularDataModule, epochs: int, config: FitSettings
+) -> tuple[Any, dict[str, float]]:
     """`epochs` epochs of training on a copy of `network`; returns it with its val metrics.
 
     With 0 epochs the copy is only evaluated. Early stopping is off: the epoch budget is the
@@ -34,5 +35,5 @@ def fine_tune(
         progress_bar=False,
     )
     result = fit(tuned, data, settings, evaluate_test=False)
-    assert isinstance(result.network, MLP)
+    assert isinstance(result.network, TabularNetwork)
     return result.network, result.val_metrics

@@ -15,13 +15,12 @@ from typing import Any
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import MLP
 from lightning_modules.training import FitSettings
 from pruning.batch_norm import recalibrate_batch_norm
 from pruning.choices import SCHEDULES
 from pruning.criteria import calibration_batch, check_criterion, layer_scores
 from pruning.fine_tune import fine_tune
-from pruning.removal import keep_top, kept_count, remove_neurons
+from pruning.removal import keep_top, kept_count, remove_units
 
 
 @dataclass(frozen=True)
@@ -92,17 +91,19 @@ class PruningPlan:
         )
 
 
-def check_plan_fits(plan: PruningPlan, widths: Sequence[int]) -> None:
-    """The plan matches the network: one ratio per layer and no layer left empty."""
+def check_plan_fits(
+    plan: PruningPlan, widths: Sequence[int], names: Sequence[str] | None = None
+) -> None:
+    """The plan matches the network: one ratio per prunable group and no group left empty."""
     if len(plan.keep_ratios) != len(widths):
         raise TabslimInputError(
-            f"a pruning plan has {len(plan.keep_ratios)} keep ratios for {len(widths)} layers"
+            f"a pruning plan has {len(plan.keep_ratios)} keep ratios for {len(widths)} groups"
+            + (f" ({list(names)})" if names else "")
         )
     for layer, (ratio, width) in enumerate(zip(plan.keep_ratios, widths, strict=True)):
         if kept_count(ratio, width) < 1:
-            raise TabslimInputError(
-                f"keep ratio {ratio} would leave hidden layer {layer} (width {width}) empty"
-            )
+            where = f"group {names[layer]}" if names else f"hidden layer {layer}"
+            raise TabslimInputError(f"keep ratio {ratio} would leave {where} (width {width}) empty")
 
 
 @dataclass
@@ -113,14 +114,14 @@ class PlanResult:
     `details` holds what a schedule chose by itself, for the trial's record.
     """
 
-    network: MLP
+    network: Any
     val_metrics: dict[str, float]
     epochs: int
     details: dict[str, Any] = field(default_factory=dict)
 
 
 def apply_plan(
-    network: MLP,
+    network: Any,
     plan: PruningPlan,
     *,
     data: TabularDataModule,
@@ -128,7 +129,7 @@ def apply_plan(
     seed: int = 0,
 ) -> PlanResult:
     """Prune a copy of `network` by `plan` and fine-tune it; never touches `network`."""
-    check_plan_fits(plan, network.spec.hidden)
+    check_plan_fits(plan, network.spec.group_sizes(), network.spec.group_names())
     if plan.schedule == "adaptive":
         return _apply_adaptive(network, plan, data=data, fit_settings=fit_settings, seed=seed)
     epochs = 0
@@ -147,9 +148,9 @@ def apply_plan(
             data=data,
             fit_settings=fit_settings,
         )
-        keep: list[list[int] | None] = [None] * len(current.spec.hidden)
+        keep: list[list[int] | None] = [None] * len(current.spec.group_sizes())
         keep[layer] = keep_top(scores[layer], plan.keep_ratios[layer])
-        current = remove_neurons(current, keep)
+        current = remove_units(current, keep)
         # The next layer's scores, and the final network, must see correct BatchNorm statistics.
         recalibrate_batch_norm(current, data)
         if plan.schedule == "iterative" and plan.step_epochs > 0:
@@ -175,7 +176,7 @@ _ADAPTIVE_FIRST_STEP = (0.05, 0.5)
 
 
 def _apply_adaptive(
-    network: MLP,
+    network: Any,
     plan: PruningPlan,
     *,
     data: TabularDataModule,
@@ -212,7 +213,7 @@ def _apply_adaptive(
         "kept": [len(kept) for kept in loop.kept],
         "keep_ratios": [
             round(len(kept) / width, 4)
-            for kept, width in zip(loop.kept, network.spec.hidden, strict=True)
+            for kept, width in zip(loop.kept, network.spec.group_sizes(), strict=True)
         ],
         "steps_accepted": accepted,
         "steps_rolled_back": len(loop.history) - accepted,

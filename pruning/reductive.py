@@ -16,14 +16,13 @@ import torch
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import MLP
 from lightning_modules.training import FitSettings
 from pruning.batch_norm import recalibrate_batch_norm
 from pruning.fine_tune import fine_tune
-from pruning.removal import remove_neurons
+from pruning.removal import remove_units
 from pruning.target_perturbation import (
     SCORE_SETTINGS,
-    check_mlp,
+    check_network,
     is_int,
     perturbation_scores,
     without_test_split,
@@ -49,7 +48,7 @@ class ReductiveResult:
         stop_reason: "min_fraction", "max_steps" or "nothing_to_remove".
     """
 
-    network: MLP
+    network: Any
     history: list[dict[str, Any]]
     val_error: float
     kept: list[list[int]] = field(default_factory=list)
@@ -127,21 +126,21 @@ def _without(remaining: list[list[int]], chosen: set[tuple[int, int]]) -> list[l
 
 
 def _try_removal(
-    current: MLP,
+    current: Any,
     remaining: list[list[int]],
     chosen: set[tuple[int, int]],
     data: TabularDataModule,
     fine_tune_epochs: int,
     fit_settings: FitSettings,
     recalibrate: bool,
-) -> tuple[MLP, float]:
+) -> tuple[Any, float]:
     """`current` without `chosen` (indices of the input network), fine-tuned, and its error."""
     # Positions in `current`, whose layer l holds the input's neurons `remaining[l]`.
     local = [
         [k for k, i in enumerate(layer_kept) if (layer, i) not in chosen]
         for layer, layer_kept in enumerate(remaining)
     ]
-    smaller = remove_neurons(current, local)
+    smaller = remove_units(current, local)
     if recalibrate:
         recalibrate_batch_norm(smaller, data)
     candidate, metrics = fine_tune(smaller, data, fine_tune_epochs, fit_settings)
@@ -149,7 +148,7 @@ def _try_removal(
 
 
 def reductive_prune(
-    network: MLP,
+    network: Any,
     *,
     data: TabularDataModule,
     fit_settings: FitSettings,
@@ -183,7 +182,7 @@ def reductive_prune(
             (the paper's loop does not; the product's plans do, see `pruning.batch_norm`).
         score_kwargs: `factors`, `folds`, `epochs`, `seed` for `perturbation_scores`.
     """
-    network = check_mlp(network)
+    network = check_network(network)
     _check_loop_settings(start_fraction, min_fraction, max_steps, fine_tune_epochs, score_kwargs)
     if scores is None:
         scores = perturbation_scores(network, data=data, fit_settings=fit_settings, **score_kwargs)
@@ -192,17 +191,17 @@ def reductive_prune(
             f"settings {sorted(score_kwargs)} only apply when the scores are computed here, "
             "but scores were given"
         )
-    checked = _check_scores(scores, network.spec.hidden)
+    checked = _check_scores(scores, network.spec.group_sizes())
 
     view = without_test_split(data)
     current, metrics = fine_tune(network, view, fine_tune_epochs, fit_settings)
     current_error = validation_error(metrics, data.task)
-    remaining = [list(range(w)) for w in network.spec.hidden]
+    remaining = [list(range(w)) for w in network.spec.group_sizes()]
     fraction = start_fraction
     history: list[dict[str, Any]] = []
     # Errors of candidates tried since the last accepted step: halving a small fraction often
     # rounds to the same neurons again, and training is deterministic, so the result is known.
-    tried: dict[frozenset[tuple[int, int]], tuple[MLP, float]] = {}
+    tried: dict[frozenset[tuple[int, int]], tuple[Any, float]] = {}
     stop_reason = "max_steps"
     while len(history) < max_steps:
         if fraction < min_fraction:

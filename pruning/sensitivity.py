@@ -22,6 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,15 +32,24 @@ from matplotlib.figure import Figure
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import evaluate_network
-from lightning_modules.networks import MLP
 from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, FitSettings
 from pruning.batch_norm import recalibrate_batch_norm
 from pruning.choices import DEFAULT_CRITERION, DEFAULT_EPOCHS, DEFAULT_RATIOS
 from pruning.criteria import calibration_batch, check_criterion, layer_scores
 from pruning.fine_tune import fine_tune
-from pruning.removal import keep_top, remove_neurons
+from pruning.removal import keep_top, remove_units
 
-COLUMNS = ["layer", "width", "ratio", "kept", "epochs", "metric", "baseline_metric", "drop"]
+COLUMNS = [
+    "layer",
+    "group",
+    "width",
+    "ratio",
+    "kept",
+    "epochs",
+    "metric",
+    "baseline_metric",
+    "drop",
+]
 # Mean drops closer than this count as tied, so float noise does not reorder equal layers.
 _TIE = 1e-9
 
@@ -103,6 +113,14 @@ class SensitivityResult:
     higher_is_better: bool
     criterion: str
 
+    def label(self, layer: int) -> str:
+        """How group `layer` reads in tables and plots: its name and width."""
+        row = self.table[self.table["layer"] == layer].iloc[0]
+        name = (
+            row["group"] if "group" in row and isinstance(row["group"], str) else f"layer {layer}"
+        )
+        return f"{name} ({int(row['width'])})"
+
     @property
     def ratios(self) -> list[float]:
         return sorted(self.table["ratio"].unique().tolist())
@@ -118,12 +136,11 @@ class SensitivityResult:
 
     def format_table(self) -> str:
         """The drops as text: one layer x ratio block per fine-tuning budget."""
-        widths = self.table.groupby("layer")["width"].first()
         baseline = float(self.table["baseline_metric"].iloc[0])
         blocks = []
         for epoch in self.epochs:
             grid = self.pivot(epoch)
-            grid.index = [f"layer {i} ({int(widths[i])})" for i in grid.index]
+            grid.index = [self.label(i) for i in grid.index]
             grid.columns = [f"{r:g}" for r in grid.columns]
             grid.columns.name = "removed"
             blocks.append(
@@ -169,7 +186,7 @@ class SensitivityResult:
             ax.set_xticks(range(n_ratios), [f"{r:g}" for r in self.ratios])
             ax.set_xlabel("share of neurons removed")
             ax.set_title(f"{epoch} fine-tuning epoch{'' if epoch == 1 else 's'}")
-        axes[0].set_yticks(range(n_layers), [f"layer {i} ({int(w)})" for i, w in widths.items()])
+        axes[0].set_yticks(range(n_layers), [self.label(int(i)) for i in widths.index])
         assert image is not None
         fig.colorbar(image, ax=list(axes), label=f"val {self.metric} drop")
         fig.suptitle(
@@ -181,7 +198,7 @@ class SensitivityResult:
 
 
 def scan(
-    network: MLP,
+    network: Any,
     data: TabularDataModule,
     *,
     ratios: Sequence[float] = DEFAULT_RATIOS,
@@ -215,13 +232,14 @@ def scan(
         data=data,
         fit_settings=fit_settings,
     )
-    widths = network.spec.hidden
+    widths = network.spec.group_sizes()
+    names = network.spec.group_names()
     rows = []
     for layer, width in enumerate(widths):
         for ratio in ratios:
             keep: list[list[int] | None] = [None] * len(widths)
             keep[layer] = keep_top(scores[layer], 1.0 - ratio)
-            pruned = remove_neurons(network, keep)
+            pruned = remove_units(network, keep)
             recalibrate_batch_norm(pruned, data)
             for epoch in epochs:
                 _, metrics = fine_tune(pruned, data, epoch, fit_settings)
@@ -229,6 +247,7 @@ def scan(
                 rows.append(
                     {
                         "layer": layer,
+                        "group": names[layer],
                         "width": width,
                         "ratio": ratio,
                         "kept": len(keep[layer] or ()),

@@ -12,7 +12,7 @@ much to keep.
 Where this differs from the paper:
 - Whole neurons, not single weights: a neuron's deviation is the mean over its incoming weight
   row (and its bias where no BatchNorm follows; see `_incoming`), and removal is physical
-  (`pruning.removal.remove_neurons`), never a mask.
+  (`pruning.removal.remove_units`), never a mask.
 - Steps are judged on the validation split. The test split is never read: every training and
   evaluation here sees a view of the data module that has no test tensors at all.
 - The perturbation needs no change to the training code. The network is wrapped in a module that
@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -47,7 +48,7 @@ from torch import nn
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import MLP
+from lightning_modules.family import TabularNetwork
 from lightning_modules.training import FitSettings, fit
 
 __all__ = ["perturbation_scores"]
@@ -64,7 +65,7 @@ SCORE_SETTINGS = frozenset({"factors", "folds", "epochs", "seed"})
 class _ScaledOutput(nn.Module):
     """`inner(x) / factor`: trained on the true target, `inner` learns `factor x` the target."""
 
-    def __init__(self, inner: MLP, factor: float) -> None:
+    def __init__(self, inner: Any, factor: float) -> None:
         super().__init__()
         self.inner = inner
         self.factor = factor
@@ -102,10 +103,11 @@ def without_test_split(
     return view
 
 
-def check_mlp(network: nn.Module) -> MLP:
-    if not isinstance(network, MLP):
+def check_network(network: nn.Module) -> Any:
+    """`network` if it declares prunable groups (any tabslim kind), else a one-line error."""
+    if not isinstance(network, TabularNetwork):
         raise TabslimInputError(
-            f"target perturbation prunes an MLP, but got {type(network).__name__}"
+            f"target perturbation prunes a tabslim network, but got {type(network).__name__}"
         )
     return network
 
@@ -143,7 +145,7 @@ def _fold_rows(n_rows: int, folds: int, seed: int) -> list[torch.Tensor | None]:
     ]
 
 
-def _train_copy(network: MLP, data: TabularDataModule, config: FitSettings, factor: float) -> MLP:
+def _train_copy(network: Any, data: TabularDataModule, config: FitSettings, factor: float) -> Any:
     """A copy of `network` trained on the target x `factor`, on the CPU in eval mode."""
     # Train mode whatever mode the input is in (a trained network comes back from `fit` in eval
     # mode): Lightning keeps the mode it finds, and eval mode would freeze BatchNorm statistics.
@@ -155,23 +157,23 @@ def _train_copy(network: MLP, data: TabularDataModule, config: FitSettings, fact
     return wrapper.inner.cpu().eval()
 
 
-def _incoming(network: MLP) -> list[torch.Tensor]:
-    """Per hidden layer, each neuron's incoming parameters as rows: (out, in) or (out, in + 1).
+def _incoming(network: Any) -> list[torch.Tensor]:
+    """Per prunable group, each unit's incoming parameters as rows: (size, n).
 
-    The bias is a column only without BatchNorm. BatchNorm subtracts the batch mean, so the bias
-    before it has no effect and a gradient that is zero up to rounding, which Adam scales up to
-    steps of about the learning rate: its drift is optimiser noise, not a response to the target,
-    and in a small layer it would outweigh the whole weight row.
+    Biases count only in groups without BatchNorm. BatchNorm subtracts the batch mean, so the
+    bias before it has no effect and a gradient that is zero up to rounding, which Adam scales
+    up to steps of about the learning rate: its drift is optimiser noise, not a response to the
+    target, and in a small layer it would outweigh the whole weight row.
     """
+    from pruning.criteria import unit_values
+
+    state = network.state_dict()
     rows = []
-    for block in network.blocks:
-        linear = block.linear
-        assert isinstance(linear, nn.Linear)
-        weight = linear.weight.detach()
-        if not network.spec.batch_norm:
-            weight = torch.cat([weight, linear.bias.detach().unsqueeze(1)], dim=1)
-        rows.append(weight.double())
-    return rows
+    for group in network.prunable_groups():
+        normalised = any(s.batch_norm for s in group.slices_of("norm"))
+        roles = ("weight",) if normalised else ("weight", "bias")
+        rows.append(torch.cat([unit_values(state, s) for s in group.slices_of(*roles)], 1))
+    return [r.double() for r in rows]
 
 
 def _relative_deviation(perturbed: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
@@ -180,7 +182,7 @@ def _relative_deviation(perturbed: torch.Tensor, control: torch.Tensor) -> torch
 
 
 def perturbation_scores(
-    network: MLP,
+    network: Any,
     *,
     data: TabularDataModule,
     fit_settings: FitSettings,
@@ -197,7 +199,7 @@ def perturbation_scores(
     copies and the folds. The input network is not modified; the test split is not read.
 
     Args:
-        network: a trained MLP; every copy starts from its weights.
+        network: a trained network of any kind; every copy starts from its weights.
         fit_settings: optimiser settings for the copies; their epochs and seed come from
             `epochs` and `seed`, and early stopping is off.
         factors: target multipliers of the perturbed copies (positive, not 1).
@@ -207,13 +209,13 @@ def perturbation_scores(
         epochs: epochs each copy trains.
         seed: the seed of every copy's training and of the fold split.
     """
-    network = check_mlp(network)
+    network = check_network(network)
     _check_score_settings(factors, folds, epochs)
     config = dataclasses.replace(
         fit_settings, max_epochs=epochs, patience=epochs + 1, seed=seed, progress_bar=False
     )
     n_train = len(data.tensors["train"]["y"])
-    totals = [torch.zeros(w, dtype=torch.float64) for w in network.spec.hidden]
+    totals = [torch.zeros(w, dtype=torch.float64) for w in network.spec.group_sizes()]
     for rows in _fold_rows(n_train, folds, seed):
         view = without_test_split(data, rows)
         control = _incoming(_train_copy(network, view, config, 1.0))

@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.networks import MLPSpec
+from lightning_modules.family import NetworkSpec
+from lightning_modules.networks import baseline_spec as kind_baseline
 from lightning_modules.training import FitSettings
 from search.config import Config
 from search.measure import Measurement
@@ -55,17 +56,12 @@ def print_notes(data: TabularDataModule) -> None:
         print(f"tabslim: note: {note}", file=sys.stderr)
 
 
-def baseline_spec(config: Config, data: TabularDataModule) -> MLPSpec:
+def baseline_spec(config: Config, data: TabularDataModule) -> NetworkSpec:
     """The configured baseline network, with inputs and outputs that fit `data`."""
-    model = config.model
-    return MLPSpec(
-        hidden=tuple(model.hidden),
-        d_embedding=model.d_embedding,
-        dropout=model.dropout,
-        activation=model.activation,
-        batch_norm=model.batch_norm,
-        **data.network_inputs(),
+    spec: NetworkSpec = kind_baseline(
+        config.model.kind, config.model.options, **data.network_inputs()
     )
+    return spec
 
 
 def fit_settings(config: Config, *, progress_bar: bool = False) -> FitSettings:

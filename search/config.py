@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lightning_modules.datasets import BUNDLED
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import ACTIVATIONS
+from lightning_modules.family import NetworkSpec
+from lightning_modules.networks import KINDS
 from pruning.choices import CONTROL_CRITERION, CRITERIA, Schedule, check_criterion
 from pruning.removal import kept_count
 from search.latency import Runtime
@@ -55,22 +56,50 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    hidden: list[int] = Field(default_factory=lambda: [256, 256, 128], min_length=1)
-    d_embedding: int = Field(default=8, ge=1)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    activation: str = "relu"
-    batch_norm: bool = True
+    """The baseline network: `kind`, and the keys that kind's family takes.
+
+    The keys other than `kind` are validated by the family (`lightning_modules.networks.KINDS`),
+    so that a new kind brings its own options without touching the search.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, validate_assignment=True)
+    kind: str = "mlp"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        if any(w < 1 for w in self.hidden):
-            raise ValueError(f"model.hidden widths must be at least 1, but got {self.hidden}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"model.activation must be one of {sorted(ACTIVATIONS)}, "
-                f"but got {self.activation!r}"
-            )
+        if self.kind not in KINDS:
+            raise ValueError(f"model.kind must be one of {sorted(KINDS)}, but got {self.kind!r}")
+        try:
+            options = KINDS[self.kind].options.model_validate(self.model_extra or {})
+        except ValidationError as error:
+            first: dict[str, Any] = dict(error.errors()[0])
+            first["loc"] = ("model", *first["loc"])
+            message = _describe(first)
+            if first["type"] == "extra_forbidden":
+                allowed = sorted(["kind", *KINDS[self.kind].options.model_fields])
+                message += f" for model.kind {self.kind!r}; expected one of {allowed}"
+            raise ValueError(message) from None
+        # Every option explicit, defaults included: configs that mean the same compare equal.
+        object.__setattr__(self, "__pydantic_extra__", options.model_dump())
         return self
+
+    @property
+    def options(self) -> BaseModel:
+        """The kind's own options, validated, with its defaults filled in."""
+        return KINDS[self.kind].options.model_validate(self.model_extra or {})
+
+    def group_sizes(self) -> tuple[int, ...]:
+        """The baseline's prunable group sizes, which do not depend on the data's columns."""
+        return tuple(self._probe().group_sizes())
+
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(self._probe().group_names())
+
+    def _probe(self) -> NetworkSpec:
+        spec: NetworkSpec = KINDS[self.kind].baseline(
+            self.options, d_num=1, cat_cardinalities=(), d_out=1
+        )
+        return spec
 
 
 class TrainingConfig(_Section):
@@ -209,8 +238,9 @@ class PruneConfig(_Section):
     fine_tune_epochs: list[int] = Field(default_factory=lambda: [0, 1, 2, 4, 8], min_length=1)
     # Epochs of fine-tuning between layers in an iterative plan.
     step_epochs: int = Field(default=1, ge=0)
-    # A fixed layer order (indices of model.hidden), or null to search it.
-    order: list[int] | None = None
+    # A fixed order of the prunable groups, by index or name (e.g. [token, block0.ffn, ...]),
+    # or null to search it. Names are resolved to indices when the config is read.
+    order: list[int | str] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> PruneConfig:
@@ -283,11 +313,27 @@ class Config(_Section):
     @model_validator(mode="after")
     def _check(self) -> Config:
         layers = self.search.space.layers
-        if len(layers) > len(self.model.hidden):
+        sizes, names = self.model.group_sizes(), self.model.group_names()
+        if len(layers) > len(sizes):
             raise ValueError(
-                f"search.space.layers has {len(layers)} entries, but model.hidden has only "
-                f"{len(self.model.hidden)} layers"
+                f"search.space.layers has {len(layers)} entries, but the {self.model.kind} "
+                f"baseline has only {len(sizes)} prunable groups {list(names)}"
             )
+        if self.search.space.remove_layers and self.model.kind != "mlp":
+            raise ValueError(
+                f"search.space.remove_layers drops whole hidden layers of an mlp; a "
+                f"{self.model.kind} keeps its blocks, so set it to false"
+            )
+        prune = self.search.prune
+        if "bn_scale" in prune.criteria and not _has_batch_norm(self.model):
+            if "criteria" not in prune.model_fields_set:
+                # The default list names every criterion; bn_scale fits only BatchNorm kinds.
+                prune.criteria = [c for c in prune.criteria if c != "bn_scale"]
+            elif "prune" in self.search.approaches:
+                raise ValueError(
+                    f"search.prune.criteria has 'bn_scale', but the {self.model.kind} baseline "
+                    "has groups without BatchNorm; leave bn_scale out"
+                )
         if (
             self.search.sampler in SHARED_PARAMETERS_ONLY
             and len(self.search.approaches) > 1
@@ -300,28 +346,47 @@ class Config(_Section):
                 "approaches with search.space.scheme per_layer (their parameters differ); use "
                 "scheme scale_shape, tpe or random, or set search.approaches to one approach"
             )
-        n_layers = len(self.model.hidden)
+        n_layers = len(sizes)
         order = self.search.prune.order
         if order is not None:
+            unknown = [g for g in order if isinstance(g, str) and g not in names]
+            if unknown:
+                raise ValueError(
+                    f"search.prune.order names group {unknown[0]!r}, which the "
+                    f"{self.model.kind} baseline does not have; its groups are {list(names)}"
+                )
+            order = [names.index(g) if isinstance(g, str) else g for g in order]
             missing = [i for i in order if not 0 <= i < n_layers]
             if missing:
                 raise ValueError(
-                    f"search.prune.order names layer {missing[0]}, but model.hidden has layers "
-                    f"0..{n_layers - 1}"
+                    f"search.prune.order names group {missing[0]}, but the baseline has groups "
+                    f"0..{n_layers - 1} {list(names)}"
                 )
             if sorted(order) != list(range(n_layers)):
                 raise ValueError(
-                    f"search.prune.order must list each of the {n_layers} layers once, "
-                    f"but got {order}"
+                    f"search.prune.order must list each of the {n_layers} groups once, "
+                    f"but got {self.search.prune.order}"
                 )
+            if order != self.search.prune.order:
+                self.search.prune.order = list(order)
         low = self.search.prune.keep_ratio.low
-        for layer, width in enumerate(self.model.hidden):
+        for layer, (name, width) in enumerate(zip(names, sizes, strict=True)):
             if "prune" in self.search.approaches and kept_count(low, width) < 1:
+                where = f"hidden layer {layer}" if self.model.kind == "mlp" else f"group {name}"
                 raise ValueError(
-                    f"search.prune.keep_ratio low={low} would leave hidden layer {layer} "
+                    f"search.prune.keep_ratio low={low} would leave {where} "
                     f"(width {width}) empty; raise it to at least {0.5 / width:.3g}"
                 )
         return self
+
+
+def _has_batch_norm(model: ModelConfig) -> bool:
+    """Whether every prunable group of the baseline has a BatchNorm (what bn_scale reads)."""
+    from lightning_modules.networks import build
+
+    spec = KINDS[model.kind].baseline(model.options, d_num=1, cat_cardinalities=(), d_out=1)
+    groups = build(spec).prunable_groups()
+    return all(any(s.batch_norm for s in g.slices_of("norm")) for g in groups)
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -16,9 +16,11 @@ from typing import Any
 
 import optuna
 import pandas as pd
+from torch import nn
 
 from lightning_modules.evaluation import evaluate_network
-from lightning_modules.networks import MLP, MLPSpec, build
+from lightning_modules.family import TabularNetwork
+from lightning_modules.networks import build, spec_from_dict
 from lightning_modules.training import fit
 from pruning.plan import PruningPlan, apply_plan
 from search import pareto
@@ -52,17 +54,17 @@ def _retrain(
             fit_settings=fitting,
             seed=seed,
         )
-        network: MLP = result.network
+        network: nn.Module = result.network
         val = result.val_metrics[ctx.metric]
     else:
-        spec = MLPSpec.from_dict(trial.user_attrs["spec"])
+        spec = spec_from_dict(trial.user_attrs["spec"])
         fitting = dataclasses.replace(
             fitting,
             lr=params.get("lr", fitting.lr),
             weight_decay=params.get("weight_decay", fitting.weight_decay),
         )
         trained = fit(build(spec, seed=seed), ctx.data, fitting, evaluate_test=False)
-        assert isinstance(trained.network, MLP)
+        assert isinstance(trained.network, TabularNetwork)
         network, val = trained.network, trained.val_metrics[ctx.metric]
     return {"val": val, "test": evaluate_network(network, ctx.data, "test")[ctx.metric]}
 

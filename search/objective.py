@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 import optuna
+from torch import nn
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network, row_scores
-from lightning_modules.networks import MLP, MLPSpec, build
+from lightning_modules.family import NetworkSpec, TabularNetwork
+from lightning_modules.networks import build
 from lightning_modules.stopping import StopBelowThreshold
 from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, fit
 from pruning.plan import PruningPlan, apply_plan
@@ -43,10 +45,10 @@ class SearchContext:
 
     config: Config
     data: TabularDataModule
-    baseline: MLPSpec
+    baseline: NetworkSpec
     trials_dir: Path
     # The trained baseline, loaded once per process for prune trials.
-    trained_baseline: MLP | None = None
+    trained_baseline: nn.Module | None = None
     # The baseline's per-row scores by split, loaded once per process for paired deltas.
     baseline_rows: dict[str, np.ndarray] | None = None
     # The MLflow server that holds every trial's network when nodes share no disk.
@@ -89,8 +91,8 @@ class Trained:
     every fine-tuning epoch of a pruning plan.
     """
 
-    network: MLP
-    spec: MLPSpec
+    network: nn.Module
+    spec: NetworkSpec
     val_metrics: dict[str, float]
     test_metrics: dict[str, float]
     epochs: int
@@ -105,8 +107,9 @@ def draw_candidate(trial: optuna.Trial, ctx: SearchContext) -> Candidate:
     is_baseline = bool(trial.user_attrs.get("baseline", False))
     approach = "scratch" if is_baseline else draw_approach(trial, search.approaches)
     if approach == "scratch":
-        return Candidate(approach, shape=draw_shape(trial, search.space, ctx.baseline.hidden))
-    plan = draw_plan(trial, search.prune, len(ctx.baseline.hidden), search.space)
+        shape = draw_shape(trial, search.space, ctx.baseline.group_sizes())
+        return Candidate(approach, shape=shape)
+    plan = draw_plan(trial, search.prune, len(ctx.baseline.group_sizes()), search.space)
     return Candidate(approach, plan=plan)
 
 
@@ -152,7 +155,7 @@ def train_scratch(
         settings,
         extra_callbacks=[stopper] if stopper else [],
     )
-    assert isinstance(result.network, MLP)
+    assert isinstance(result.network, TabularNetwork)
     return Trained(
         network=result.network,
         spec=spec,
@@ -164,13 +167,13 @@ def train_scratch(
     )
 
 
-def load_baseline(ctx: SearchContext, settings: StudySettings, study: optuna.Study) -> MLP:
+def load_baseline(ctx: SearchContext, settings: StudySettings, study: optuna.Study) -> nn.Module:
     """The study's trained baseline: trained once (trial 0), read back by every worker."""
     if ctx.trained_baseline is None:
         if settings.baseline_trial is None:
             raise RuntimeError("a prune trial needs the baseline, which has not finished yet")
         _, network, _ = load_network(ctx.network_dir(study, settings.baseline_trial))
-        assert isinstance(network, MLP)
+        assert isinstance(network, TabularNetwork)
         ctx.trained_baseline = network
     return ctx.trained_baseline
 
@@ -302,7 +305,7 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         trial,
         settings,
         values,
-        hidden=list(trained.spec.hidden),
+        hidden=list(trained.spec.group_sizes()),
         spec=trained.spec.to_dict(),
         metrics=metrics,
         stopped_below_floor=trained.stopped_below_floor,

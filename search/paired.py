@@ -10,7 +10,7 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
-from lightning_modules.networks import MLPSpec, build, count_parameters
+from lightning_modules.networks import build, count_parameters, spec_from_dict
 from lightning_modules.training import fit
 from search import pareto
 from search.adapters import fit_settings
@@ -28,7 +28,7 @@ def paired_comparison(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
     for trial in pareto.front(study):
         if trial.user_attrs.get("approach") != "prune":
             continue
-        spec = MLPSpec.from_dict(trial.user_attrs["spec"])
+        spec = spec_from_dict(trial.user_attrs["spec"])
         if str(trial.number) not in cache:
             config = fit_settings(ctx.config)
             twin = fit(build(spec, seed=config.seed), ctx.data, config)
@@ -43,7 +43,7 @@ def paired_comparison(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
         rows.append(
             {
                 "trial": trial.number,
-                "widths": "-".join(map(str, spec.hidden)),
+                "widths": "-".join(map(str, spec.group_sizes())),
                 "parameters": count_parameters(build(spec)),
                 "criterion": plan.get("criterion"),
                 "fine_tune_epochs": plan.get("fine_tune_epochs"),

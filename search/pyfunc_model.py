@@ -21,7 +21,8 @@ import torch
 from mlflow.models import ModelSignature, infer_signature
 from torch import nn
 
-from lightning_modules.networks import MLPSpec, load
+from lightning_modules.family import NetworkSpec
+from lightning_modules.networks import load, spec_from_dict
 from lightning_modules.preprocessing import Preprocessor
 from search.export import export_onnx
 from search.served_model import (
@@ -48,7 +49,7 @@ _ENTRY = Path(__file__).resolve().parent / "pyfunc_entry.py"
 
 
 def save_network(
-    directory: Path, spec: MLPSpec, network: nn.Module, preprocessor: Preprocessor
+    directory: Path, spec: NetworkSpec, network: nn.Module, preprocessor: Preprocessor
 ) -> Path:
     """Write spec, preprocessing and weights to `directory`: everything a model is rebuilt from."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -59,8 +60,8 @@ def save_network(
     return directory
 
 
-def load_network(directory: Path) -> tuple[MLPSpec, nn.Module, Preprocessor]:
-    spec = MLPSpec.from_dict(json.loads((directory / SPEC_FILE).read_text()))
+def load_network(directory: Path) -> tuple[NetworkSpec, nn.Module, Preprocessor]:
+    spec = spec_from_dict(json.loads((directory / SPEC_FILE).read_text()))
     preprocessor = Preprocessor.from_dict(json.loads((directory / PREPROCESSOR_FILE).read_text()))
     state = torch.load(directory / WEIGHTS_FILE, weights_only=True, map_location="cpu")
     return spec, load(spec, state).eval(), preprocessor
@@ -91,7 +92,7 @@ def _signature(output: pd.DataFrame) -> ModelSignature:
 
 
 def log_model(
-    spec: MLPSpec,
+    spec: NetworkSpec,
     network: nn.Module,
     preprocessor: Preprocessor,
     sample: pd.DataFrame,

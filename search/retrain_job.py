@@ -34,7 +34,8 @@ from torch import nn
 from lightning_modules.columns import time_order
 from lightning_modules.data import TabularDataModule, read_table
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import MLPSpec, build
+from lightning_modules.family import NetworkSpec, TabularNetwork
+from lightning_modules.networks import build
 from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.training import HIGHER_IS_BETTER, fit
 from search import tracking
@@ -208,13 +209,14 @@ def _reasons(report: Any, profile: dict, tolerance: float, threshold: float, for
 
 
 def _challengers(
-    window: pd.DataFrame, target: str, time_column: str | None, config: Any, spec: MLPSpec,
+    window: pd.DataFrame, target: str, time_column: str | None, config: Any, spec: NetworkSpec,
     network: nn.Module, prep: Preprocessor,
 ) -> tuple[dict[str, tuple[nn.Module, Preprocessor, TabularDataModule]], list[str]]:  # fmt: skip
     settings = fit_settings(config)
     common = {"task": prep.task, "time_column": time_column, "seed": config.data.seed}
     scratch_data = TabularDataModule.from_frame(window, target, **common)
-    shape = dataclasses.replace(spec, **scratch_data.network_inputs())
+    # Every kind's spec is a frozen dataclass with the network_inputs() fields.
+    shape = dataclasses.replace(spec, **scratch_data.network_inputs())  # type: ignore[type-var]
     scratch = fit(build(shape, seed=settings.seed), scratch_data, settings, evaluate_test=False)
     found = {"scratch": (scratch.network, scratch_data.preprocessor, scratch_data)}
     skipped: list[str] = []
@@ -251,7 +253,6 @@ def _retrain(
                                   champion.version, report.summary(), run.info.run_id)  # fmt: skip
         set_training_threads(config)
         spec, network, prep = load_network(network_dir)
-        assert isinstance(spec, MLPSpec)
         window, rows = _split(frame, holdout, time_column, config.data.seed)
         base_rows = frame_scores(network, prep, rows, target)
         base_latency = _latency_ms(network)
@@ -275,7 +276,7 @@ def _retrain(
                 mlflow.log_metrics(figures)
                 mlflow.set_tags({"tabslim.kind": "challenger", "tabslim.passed": str(passed)})
                 if passed:
-                    assert isinstance(candidate.spec, MLPSpec)
+                    assert isinstance(candidate, TabularNetwork)
                     info = log_model(candidate.spec, candidate, cand_prep, data.example_rows(),
                                      profile=build_profile(data, candidate))  # fmt: skip
                     passing.append((delta.delta if higher else -delta.delta, kind, info, figures))

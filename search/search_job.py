@@ -183,7 +183,7 @@ def _coordinate(
 
 def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callback: Any) -> None:
     """Train the baseline as the study's first trial; everything is measured against it."""
-    n_layers = len(ctx.baseline.hidden)
+    n_layers = len(ctx.baseline.group_sizes())
     study.enqueue_trial(
         baseline_params(ctx.config.search.space, n_layers),
         user_attrs={"baseline": True},
@@ -207,7 +207,7 @@ def refine_after_ladder(study: optuna.Study, ctx: SearchContext) -> None:
     once per study: the study attribute remembers that it happened.
     """
     search = ctx.config.search
-    n_layers = len(ctx.baseline.hidden)
+    n_layers = len(ctx.baseline.group_sizes())
     ladder = ladder_params(search.space, n_layers, search.approaches)
     if not ladder or study.user_attrs.get(REFINED_ATTR):
         return

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import MLP
+from lightning_modules.family import TabularNetwork
 from pruning.choices import DEFAULT_EPOCHS
 from pruning.criteria import check_criterion
 from pruning.sensitivity import SensitivityResult, check_epochs, check_ratios, scan
@@ -120,7 +120,7 @@ def run_sensitivity(
     directory = _baseline_dir(study, settings, config, parent)
     data = load_data(config)
     spec, network, _ = load_network(directory)
-    assert isinstance(network, MLP)
+    assert isinstance(network, TabularNetwork)
     wanted = data.network_inputs()
     found = {"d_num": spec.d_num, "cat_cardinalities": spec.cat_cardinalities, "d_out": spec.d_out}
     if {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in wanted.items()} != found:

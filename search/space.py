@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from lightning_modules.networks import MLPSpec
+from lightning_modules.family import NetworkSpec
 from pruning.plan import PruningPlan, layer_priorities_to_order
 from search.config import PruneConfig, Range, SpaceConfig
 
@@ -23,7 +23,8 @@ TRAINING_KNOBS = ("lr", "weight_decay", "dropout")
 
 @dataclass(frozen=True)
 class ScratchShape:
-    """What a scratch trial trains: hidden widths, and training values unlike the config's."""
+    """What a scratch trial trains: widths per prunable group, and training values unlike the
+    config's. (`hidden` is an MLP's name for them, kept because studies store it.)"""
 
     hidden: tuple[int, ...]
     multipliers: tuple[float, ...]
@@ -126,11 +127,12 @@ def ladder_params(space: SpaceConfig, n_layers: int, approaches: Sequence[str]) 
     return [choice | uniform_params(space, n_layers, m) for m in space.ladder]
 
 
-def apply_shape(baseline: MLPSpec, drawn: ScratchShape) -> MLPSpec:
-    """The baseline spec with the sampled widths and dropout."""
-    spec = baseline.with_hidden(drawn.hidden)
+def apply_shape(baseline: NetworkSpec, drawn: ScratchShape) -> NetworkSpec:
+    """The baseline spec with the sampled group widths and dropout."""
+    spec = baseline.with_group_sizes(drawn.hidden)
     if "dropout" in drawn.training:
-        spec = dataclasses.replace(spec, dropout=drawn.training["dropout"])
+        # Every kind's spec is a frozen dataclass with a dropout field.
+        spec = dataclasses.replace(spec, dropout=drawn.training["dropout"])  # type: ignore[type-var]
     return spec
 
 
@@ -181,7 +183,7 @@ def draw_plan(
     else:
         ratios = tuple(round(_suggest(trial, f"keep_ratio_{i}", ratio), 6) for i in range(n_layers))
     if space.order is not None:
-        order = tuple(space.order)
+        order = tuple(int(i) for i in space.order)  # names were resolved with the config
     else:
         # One priority per layer; the layers are pruned highest priority first.
         priorities = [trial.suggest_float(f"prune_priority_{i}", 0.0, 1.0) for i in range(n_layers)]

@@ -108,7 +108,7 @@ class StudySettings:
             size=SIZE_METRICS[search.size],
             latency=latency_metric(config),
             max_metric_drop=search.max_metric_drop,
-            baseline_hidden=list(config.model.hidden),
+            baseline_hidden=list(config.model.group_sizes()),
             space=search.space.model_dump(),
             approaches=list(search.approaches),
             prune=search.prune.model_dump() if "prune" in search.approaches else None,

@@ -62,7 +62,7 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
         mlflow.set_tags({"tabslim.kind": "train", "tabslim.approach": "baseline"})
         params = tracking.flatten("", without_passwords(config.model_dump(exclude={"tracking"})))
         params.update(data_params(data))
-        params["model.widths"] = "-".join(map(str, spec.hidden))
+        params["model.widths"] = "-".join(map(str, spec.group_sizes()))
         mlflow.log_params(params)
         tracking.log_dataset(MlflowClient(), run.info.run_id, dataset)
         result = fit(

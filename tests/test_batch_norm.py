@@ -5,7 +5,7 @@ import torch
 from lightning_modules.data import TabularDataModule
 from lightning_modules.networks import MLPSpec, build
 from pruning.batch_norm import recalibrate_batch_norm
-from pruning.removal import remove_neurons
+from pruning.removal import remove_units
 
 
 def test_recalibration_sets_the_training_rows_statistics_and_nothing_else(
@@ -14,7 +14,7 @@ def test_recalibration_sets_the_training_rows_statistics_and_nothing_else(
     data = small_data
     network = build(MLPSpec(hidden=(16, 8), **data.network_inputs()), seed=0)
     network.eval()
-    pruned = remove_neurons(network, [list(range(0, 16, 2)), None])
+    pruned = remove_units(network, [list(range(0, 16, 2)), None])
     weights = {k: v.clone() for k, v in pruned.state_dict().items() if "running" not in k}
     recalibrate_batch_norm(pruned, data, batch_size=10_000)
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLP, MLPSpec, build, load
-from pruning.removal import keep_top, remove_neurons
+from pruning.removal import keep_top, remove_units
 
 # (hidden widths, which hidden layers to prune: an index or "all", activation)
 CASES = [
@@ -108,7 +108,7 @@ def test_removing_neurons_with_zero_outgoing_weights_keeps_the_outputs(
         keep[layer] = [j for j in range(hidden[layer]) if j not in removed]
     inputs = _inputs(network, 64, seed=3)
 
-    pruned = remove_neurons(network, keep).eval()
+    pruned = remove_units(network, keep).eval()
 
     widths = [hidden[i] if kept is None else len(kept) for i, kept in enumerate(keep)]
     assert list(pruned.spec.hidden) == widths
@@ -122,7 +122,7 @@ def test_neurons_that_still_matter_change_the_outputs() -> None:
     # would catch a removal that dropped the wrong rows or columns.
     network = _trained_like((6, 4))
     inputs = _inputs(network, 64)
-    pruned = remove_neurons(network, [[0, 1, 2], None]).eval()
+    pruned = remove_units(network, [[0, 1, 2], None]).eval()
     assert not torch.allclose(pruned(*inputs), network(*inputs), atol=1e-3)
 
 
@@ -132,7 +132,7 @@ def test_input_network_is_untouched(training: bool) -> None:
     network.train(training)
     before = _state(network)
 
-    pruned = remove_neurons(network, [[0, 2, 5], [1, 3]])
+    pruned = remove_units(network, [[0, 2, 5], [1, 3]])
 
     after = network.state_dict()
     assert before.keys() == after.keys()
@@ -148,7 +148,7 @@ def test_input_network_is_untouched(training: bool) -> None:
 
 def test_kept_rows_are_the_chosen_ones_in_index_order() -> None:
     network = _trained_like((6, 4))
-    pruned = remove_neurons(network, [[4, 1], None])
+    pruned = remove_units(network, [[4, 1], None])
     old, new = network.state_dict(), pruned.state_dict()
     for name in ("linear.weight", "linear.bias", "norm.weight", "norm.running_var"):
         assert torch.equal(new[f"blocks.0.{name}"], old[f"blocks.0.{name}"][[1, 4]])
@@ -159,7 +159,7 @@ def test_kept_rows_are_the_chosen_ones_in_index_order() -> None:
 @pytest.mark.parametrize("cats", [(), (4, 3)])
 def test_pruned_network_round_trips_as_spec_and_state_dict(cats: tuple[int, ...]) -> None:
     network = _trained_like((8, 5, 3), cats)
-    pruned = remove_neurons(network, [[0, 3, 7], None, [2]]).eval()
+    pruned = remove_units(network, [[0, 3, 7], None, [2]]).eval()
     inputs = _inputs(network, 32)
 
     spec = MLPSpec.from_dict(pruned.spec.to_dict())
@@ -174,7 +174,7 @@ def test_pruned_network_round_trips_as_spec_and_state_dict(cats: tuple[int, ...]
 def test_keeping_every_neuron_gives_the_same_function() -> None:
     network = _trained_like((6, 4), (3,))
     inputs = _inputs(network, 16)
-    pruned = remove_neurons(network, [None, list(range(4))]).eval()
+    pruned = remove_units(network, [None, list(range(4))]).eval()
     assert pruned.spec == network.spec
     assert torch.equal(pruned(*inputs), network(*inputs))
 
@@ -186,14 +186,14 @@ def test_keeping_every_neuron_gives_the_same_function() -> None:
         ([None, [0, 4]], r"\[0, 4\)"),
         ([[-1, 2], None], r"\[0, 6\)"),
         ([[1, 1, 2], None], "distinct"),
-        ([None], "one entry per hidden layer"),
-        ([None, None, None], "one entry per hidden layer"),
+        ([None], "one entry per prunable group"),
+        ([None, None, None], "one entry per prunable group"),
     ],
 )
 def test_bad_keep_indices_are_a_clear_error(keep: list[list[int] | None], fragment: str) -> None:
     network = _trained_like((6, 4))
     with pytest.raises(TabslimInputError, match=fragment):
-        remove_neurons(network, keep)
+        remove_units(network, keep)
 
 
 @pytest.mark.parametrize("width", [1, 5, 10, 33])

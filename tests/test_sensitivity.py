@@ -82,7 +82,7 @@ def test_scan_table_has_a_row_per_layer_ratio_and_epochs(
     assert all(torch.equal(v, before[k]) for k, v in trained.state_dict().items())
     text = result.format_table()
     assert "after 0 fine-tuning epochs" in text and "after 1 fine-tuning epoch " in text
-    assert "layer 1 (12)" in text
+    assert "layer1 (12)" in text
 
 
 def test_removing_neurons_without_weights_drops_nothing(crafted: SensitivityResult) -> None:
@@ -183,7 +183,7 @@ def test_cli_scans_the_baseline_and_logs_a_nested_run(
     order = run.data.tags["layer_order"]
     assert sorted(order.split(",")) == ["0", "1"]
     assert f"layer order, least to most sensitive: {order}" in out
-    assert "layer 0 (32)" in out and "after 1 fine-tuning epoch" in out
+    assert "layer0 (32)" in out and "after 1 fine-tuning epoch" in out
     assert run.data.tags["mlflow.parentRunId"] == study["parent"]
     assert run.data.tags["tabslim.study"] == "tiny"
     assert run.data.params["ratios"] == "0.5,0.9"

@@ -113,7 +113,7 @@ def test_bad_search_settings_are_clear_errors(search: dict[str, object], message
 
 def test_more_layer_bounds_than_layers_is_an_error() -> None:
     layers = [{"low": 0.5, "high": 1.0}] * 4
-    with pytest.raises(TabslimInputError, match="4 entries, but model.hidden has only 3"):
+    with pytest.raises(TabslimInputError, match="4 entries, but the mlp baseline has only 3 prunable groups"):
         validate({"search": {"space": {"layers": layers}}}, "'c.yaml'")
 
 
@@ -124,8 +124,8 @@ def test_more_layer_bounds_than_layers_is_an_error() -> None:
         ({"keep_ratio": {"low": 0.0, "high": 0.5}}, r"keep_ratio must lie in \(0, 1\]"),
         ({"keep_ratio": {"low": 0.5, "high": 1.5}}, r"keep_ratio must lie in \(0, 1\]"),
         ({"keep_ratio": {"low": 0.001, "high": 0.5}}, "would leave hidden layer 0 .* empty"),
-        ({"order": [0, 1, 3]}, "search.prune.order names layer 3"),
-        ({"order": [0, 0, 1]}, "must list each of the 3 layers once"),
+        ({"order": [0, 1, 3]}, "search.prune.order names group 3"),
+        ({"order": [0, 0, 1]}, "must list each of the 3 groups once"),
         ({"fine_tune_epochs": [1, -1]}, "fine_tune_epochs must be 0 or more"),
         ({"schedules": ["gradual"]}, "search.prune.schedules.0"),
     ],

@@ -227,5 +227,5 @@ def test_bad_prune_settings_are_rejected(bad: dict[str, object]) -> None:
 
 def test_only_mlps_are_accepted() -> None:
     data = _data("regression")
-    with pytest.raises(TabslimInputError, match="MLP"):
+    with pytest.raises(TabslimInputError, match="tabslim network"):
         perturbation_scores(torch.nn.Linear(5, 1), data=data, fit_settings=CONFIG)  # type: ignore[arg-type]
