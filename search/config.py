@@ -355,20 +355,20 @@ class Config(_Section):
                     f"search.prune.order names group {unknown[0]!r}, which the "
                     f"{self.model.kind} baseline does not have; its groups are {list(names)}"
                 )
-            order = [names.index(g) if isinstance(g, str) else g for g in order]
-            missing = [i for i in order if not 0 <= i < n_layers]
+            indices = [names.index(g) if isinstance(g, str) else g for g in order]
+            missing = [i for i in indices if not 0 <= i < n_layers]
             if missing:
                 raise ValueError(
                     f"search.prune.order names group {missing[0]}, but the baseline has groups "
                     f"0..{n_layers - 1} {list(names)}"
                 )
-            if sorted(order) != list(range(n_layers)):
+            if sorted(indices) != list(range(n_layers)):
                 raise ValueError(
                     f"search.prune.order must list each of the {n_layers} groups once, "
                     f"but got {self.search.prune.order}"
                 )
-            if order != self.search.prune.order:
-                self.search.prune.order = list(order)
+            if indices != order:
+                self.search.prune.order = list(indices)
         low = self.search.prune.keep_ratio.low
         for layer, (name, width) in enumerate(zip(names, sizes, strict=True)):
             if "prune" in self.search.approaches and kept_count(low, width) < 1:

@@ -113,7 +113,8 @@ def test_bad_search_settings_are_clear_errors(search: dict[str, object], message
 
 def test_more_layer_bounds_than_layers_is_an_error() -> None:
     layers = [{"low": 0.5, "high": 1.0}] * 4
-    with pytest.raises(TabslimInputError, match="4 entries, but the mlp baseline has only 3 prunable groups"):
+    message = "4 entries, but the mlp baseline has only 3 prunable groups"
+    with pytest.raises(TabslimInputError, match=message):
         validate({"search": {"space": {"layers": layers}}}, "'c.yaml'")
 
 
