@@ -230,11 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sensitivity = commands.add_parser(
         "sensitivity",
-        help="prune each hidden layer of a study's baseline alone and record the metric drop",
-        description="Prune each hidden layer of a study's baseline alone at several ratios, with "
-        "no fine-tuning and with one epoch by default, and record the drop in the validation "
-        "metric (positive = worse). Prints a layer x ratio table and the order of layers from "
-        "least to most sensitive, and logs the table, a heatmap and the order as a run nested "
+        help="prune each prunable group (hidden layer, heads, channels...) of a study's baseline "
+        "alone and record the metric drop",
+        description="Prune each prunable group of a study's baseline alone (an MLP's hidden "
+        "layers; a ResNet's blocks and residual width; an FT-Transformer's heads, feed-forward "
+        "units and token width; a 1D-CNN's channels) at several ratios, with no fine-tuning and "
+        "with one epoch by default, and record the drop in the validation metric (positive = "
+        "worse). Prints a group x ratio table and the order of groups from least to most "
+        "sensitive, and logs the table, a heatmap and the order as a run nested "
         "under the study's MLflow run. Takes a study made by `tabslim search` (its config, data "
         "split and baseline network are stored with it), not a bare model.",
     )
@@ -242,12 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_flag(sensitivity, "Optuna storage")
     sensitivity.add_argument(
         "--ratios", default=_listed(DEFAULT_RATIOS), metavar="R,R,...",
-        help="shares of a layer's neurons to remove, each in (0, 1); a layer always keeps at "
-        "least one neuron (default: %(default)s)",
+        help="shares of a group's units to remove, each in (0, 1); a group always keeps at "
+        "least one unit (default: %(default)s)",
     )  # fmt: skip
     sensitivity.add_argument(
         "--criterion", default=DEFAULT_CRITERION, metavar="NAME",
-        help=f"neuron importance criterion deciding which neurons go: {', '.join(CRITERIA)} "
+        help=f"unit importance criterion deciding which units go: {', '.join(CRITERIA)} "
         "(default: %(default)s)",
     )  # fmt: skip
     sensitivity.add_argument(

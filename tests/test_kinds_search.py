@@ -84,6 +84,15 @@ def test_a_search_of_each_kind_runs_end_to_end(
     probabilities = [c for c in served.columns if c.startswith("proba_")]
     pd.testing.assert_frame_equal(served[probabilities], local[probabilities], atol=1e-5)
 
+    # Retraining works for the kind: both challengers train at the champion's widths.
+    new_rows = tmp_path / "new.csv"
+    load_bundled("wine").to_csv(new_rows, index=False)
+    capsys.readouterr()
+    code = main(["retrain", "--model", kind, "--data", str(new_rows), "--target", "target",
+                 "--config", str(config), "--tracking-uri", uri, "--force"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "scratch" in out and "fine_tune" in out, out
+
 
 FT = MODELS["ft_transformer"]
 
@@ -134,3 +143,28 @@ def test_bad_kind_input_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not journal.exists()
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["resnet", "ft_transformer", "cnn1d"])
+def test_the_example_baseline_of_the_seeds_size_runs_a_search_on_cpu(
+    kind: str, tmp_path: Path
+) -> None:
+    """configs/<kind>.yaml as it stands (1.5M+ parameters), cut to 3 trials of 1 epoch."""
+    journal = str(tmp_path / "optuna.journal")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["search", "--config", str(CONFIGS / f"{kind}.yaml"), "--study", kind,
+            "--storage", journal, "--tracking-uri", uri, "--n-trials", "3", "--max-epochs", "1",
+            "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    study = optuna.load_study(
+        study_name=kind,
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal)),
+    )
+    baseline = next(t for t in study.trials if t.user_attrs.get("baseline"))
+    assert spec_from_dict(baseline.user_attrs["spec"]).kind == kind
+    assert baseline.user_attrs["metrics"]["parameters"] >= 1_500_000
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 3
