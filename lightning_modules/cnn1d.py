@@ -24,14 +24,13 @@ from lightning_modules.family import (
     Gate,
     PrunableGroup,
     Slice,
+    SpecData,
     check_dropout,
     check_inputs,
     check_widths,
     embed_inputs,
     example_inputs_for,
     make_embeddings,
-    spec_from_fields,
-    spec_to_dict,
     units,
 )
 
@@ -45,7 +44,7 @@ def pooled_length(length: int) -> int:
 
 
 @dataclass(frozen=True)
-class CNN1dSpec:
+class CNN1dSpec(SpecData):
     """Args:
     expansion: channels of the dense expansion; it has expansion x length outputs.
     length: the signal length each channel is reshaped to (at least 4).
@@ -65,9 +64,7 @@ class CNN1dSpec:
     kind: str = field(default=KIND)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "skip", tuple(int(c) for c in self.skip))
-        object.__setattr__(self, "middle", tuple(int(c) for c in self.middle))
-        object.__setattr__(self, "cat_cardinalities", tuple(int(c) for c in self.cat_cardinalities))
+        self._as_tuples("skip", "middle", "cat_cardinalities")
         if self.kind != KIND:
             raise TabslimInputError(f"CNN1dSpec is for kind {KIND!r}, but got {self.kind!r}")
         check_widths(
@@ -106,13 +103,6 @@ class CNN1dSpec:
         return dataclasses.replace(
             self, expansion=sizes[0], skip=tuple(sizes[1::2]), middle=tuple(sizes[2::2])
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return spec_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CNN1dSpec:
-        return spec_from_fields(cls, data)
 
 
 class Options(BaseModel):

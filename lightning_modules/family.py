@@ -170,6 +170,25 @@ def check_activation(activation: str, allowed: Sequence[str] = tuple(ACTIVATIONS
         )
 
 
+class SpecData:
+    """The JSON round trip every kind's spec (a frozen dataclass) shares.
+
+    `type(spec).from_dict(spec.to_dict()) == spec`; lists from JSON or YAML become tuples.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        return spec_to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[Dataclass], data: dict[str, Any]) -> Dataclass:
+        return spec_from_fields(cls, data)
+
+    def _as_tuples(self, *names: str) -> None:
+        """Lists become tuples of ints, so that specs are hashable and compare by value."""
+        for name in names:
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+
+
 def spec_to_dict(spec: Any) -> dict[str, Any]:
     """A dataclass spec as JSON-ready data: tuples become lists."""
     data = dataclasses.asdict(spec)

@@ -31,13 +31,12 @@ from lightning_modules.family import (
     Gate,
     PrunableGroup,
     Slice,
+    SpecData,
     check_dropout,
     check_inputs,
     check_widths,
     example_inputs_for,
     interleaved,
-    spec_from_fields,
-    spec_to_dict,
     units,
 )
 
@@ -46,7 +45,7 @@ FFN_ACTIVATIONS = ("reglu", "gelu")
 
 
 @dataclass(frozen=True)
-class FTTransformerSpec:
+class FTTransformerSpec(SpecData):
     """Args:
     d_token: the token width (every token, every block).
     heads: attention heads per block; each head is `d_head` wide.
@@ -65,9 +64,7 @@ class FTTransformerSpec:
     kind: str = field(default=KIND)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
-        object.__setattr__(self, "ffn_hidden", tuple(int(h) for h in self.ffn_hidden))
-        object.__setattr__(self, "cat_cardinalities", tuple(int(c) for c in self.cat_cardinalities))
+        self._as_tuples("heads", "ffn_hidden", "cat_cardinalities")
         if self.kind != KIND:
             raise TabslimInputError(f"FTTransformerSpec is for kind {KIND!r}, got {self.kind!r}")
         check_widths(
@@ -108,13 +105,6 @@ class FTTransformerSpec:
         return dataclasses.replace(
             self, heads=tuple(sizes[0:-1:2]), ffn_hidden=tuple(sizes[1:-1:2]), d_token=sizes[-1]
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return spec_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FTTransformerSpec:
-        return spec_from_fields(cls, data)
 
 
 class Options(BaseModel):

@@ -20,6 +20,7 @@ from lightning_modules.family import (
     Gate,
     PrunableGroup,
     Slice,
+    SpecData,
     check_activation,
     check_dropout,
     check_inputs,
@@ -27,8 +28,6 @@ from lightning_modules.family import (
     embed_inputs,
     example_inputs_for,
     make_embeddings,
-    spec_from_fields,
-    spec_to_dict,
     units,
 )
 
@@ -36,7 +35,7 @@ KIND = "mlp"
 
 
 @dataclass(frozen=True)
-class MLPSpec:
+class MLPSpec(SpecData):
     """Everything needed to build an `MLP`; every width is explicit.
 
     Args:
@@ -58,9 +57,7 @@ class MLPSpec:
     kind: str = field(default=KIND)
 
     def __post_init__(self) -> None:
-        # Lists from JSON/YAML become tuples so that specs are hashable and compare by value.
-        object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
-        object.__setattr__(self, "cat_cardinalities", tuple(int(c) for c in self.cat_cardinalities))
+        self._as_tuples("hidden", "cat_cardinalities")
         if self.kind != KIND:
             raise TabslimInputError(f"MLPSpec is for kind 'mlp', but got kind={self.kind!r}")
         check_activation(self.activation)
@@ -89,14 +86,6 @@ class MLPSpec:
     def with_hidden(self, hidden: Sequence[int]) -> MLPSpec:
         """The same network with other hidden widths (fewer layers allowed)."""
         return dataclasses.replace(self, hidden=tuple(hidden))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form; `MLPSpec.from_dict(spec.to_dict()) == spec`."""
-        return spec_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MLPSpec:
-        return spec_from_fields(cls, data)
 
 
 class Options(BaseModel):

@@ -24,6 +24,7 @@ from lightning_modules.family import (
     Gate,
     PrunableGroup,
     Slice,
+    SpecData,
     check_activation,
     check_dropout,
     check_inputs,
@@ -31,8 +32,6 @@ from lightning_modules.family import (
     embed_inputs,
     example_inputs_for,
     make_embeddings,
-    spec_from_fields,
-    spec_to_dict,
     units,
 )
 
@@ -40,7 +39,7 @@ KIND = "resnet"
 
 
 @dataclass(frozen=True)
-class ResNetSpec:
+class ResNetSpec(SpecData):
     """Args:
     d_main: the residual stream's width.
     hidden: each block's hidden width, first to last.
@@ -57,8 +56,7 @@ class ResNetSpec:
     kind: str = field(default=KIND)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
-        object.__setattr__(self, "cat_cardinalities", tuple(int(c) for c in self.cat_cardinalities))
+        self._as_tuples("hidden", "cat_cardinalities")
         if self.kind != KIND:
             raise TabslimInputError(f"ResNetSpec is for kind 'resnet', but got {self.kind!r}")
         check_widths(KIND, d_main=self.d_main, hidden=self.hidden, d_embedding=self.d_embedding)
@@ -84,13 +82,6 @@ class ResNetSpec:
                 f"but got {len(sizes)} sizes"
             )
         return dataclasses.replace(self, hidden=tuple(hidden), d_main=d_main)
-
-    def to_dict(self) -> dict[str, Any]:
-        return spec_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ResNetSpec:
-        return spec_from_fields(cls, data)
 
 
 class Options(BaseModel):

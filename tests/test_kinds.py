@@ -295,3 +295,35 @@ def test_taylor_scores_a_unit_that_nothing_reads_as_zero(name: str, group_index:
     assert scores[0] == 0.0
     if size > 1:
         assert scores[1:].max() > 0.0
+
+
+SMALL_KINDS = {
+    "resnet": ResNetSpec(d_main=8, hidden=(10,), d_embedding=3, d_num=1, d_out=2),
+    "ft_transformer": FTTransformerSpec(d_token=8, heads=(2,), d_head=4, ffn_hidden=(6,),
+                                        d_num=1, d_out=2),
+    "cnn1d": CNN1dSpec(expansion=4, length=8, skip=(4,), middle=(4,), d_embedding=3, d_num=1,
+                       d_out=2),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(SMALL_KINDS))
+def test_target_perturbation_and_the_adaptive_schedule_prune_every_kind(
+    kind: str, small_data: object, one_thread: None
+) -> None:
+    import dataclasses
+
+    from lightning_modules.training import FitSettings
+    from pruning.plan import PruningPlan, apply_plan
+
+    spec = dataclasses.replace(SMALL_KINDS[kind], **small_data.network_inputs())  # type: ignore[attr-defined]
+    network = build(spec, seed=0)
+    settings = FitSettings(max_epochs=1, lr=0.01, seed=0, accelerator="cpu")
+    n_groups = len(spec.group_sizes())
+    plan = PruningPlan(keep_ratios=(0.5,) * n_groups, order=tuple(range(n_groups)),
+                       criterion="target_perturbation", schedule="adaptive", fine_tune_epochs=0,
+                       step_epochs=1)  # fmt: skip
+    result = apply_plan(network, plan, data=small_data, fit_settings=settings)  # type: ignore[arg-type]
+    assert result.network.spec.kind == kind
+    assert len(result.details["kept"]) == n_groups
+    assert all(1 <= k <= w for k, w in zip(result.details["kept"], spec.group_sizes(), strict=True))
+    assert result.details["steps_accepted"] + result.details["steps_rolled_back"] >= 1
