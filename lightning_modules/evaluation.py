@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.data import TabularDataModule
@@ -14,6 +15,7 @@ from lightning_modules.training import (
     TabularModule,
     evaluate,
     make_trainer,
+    task_metrics,
 )
 
 
@@ -28,6 +30,21 @@ def evaluate_network(
     return metrics
 
 
+def output_metrics(output: torch.Tensor, data: TabularDataModule, split: str) -> dict[str, float]:
+    """The metrics `evaluate_network` gives, from a split's outputs computed elsewhere (e.g. by
+    ONNX Runtime): `output` is (rows, d_out) for every row of `split`, in order."""
+    y = data.tensors[split]["y"]
+    metrics = task_metrics(data.task, data.network_inputs()["d_out"])
+    if data.task == "regression":
+        scale, shift = data.preprocessor.target_std, data.preprocessor.target_mean
+        metrics.update(output * scale + shift, y * scale + shift)
+    else:
+        per_row = F.cross_entropy(output, y, reduction="none")
+        for name, metric in metrics.items():
+            metric.update(per_row) if name == "log_loss" else metric.update(output.softmax(1), y)
+    return {name: float(value) for name, value in metrics.compute().items()}
+
+
 def row_scores(network: nn.Module, data: TabularDataModule, split: str) -> np.ndarray:
     """Per row of `split`, what the task metric averages: 1.0/0.0 for a correct/wrong class,
     or the squared error on the target's original scale for regression. Shape (rows,).
@@ -38,6 +55,12 @@ def row_scores(network: nn.Module, data: TabularDataModule, split: str) -> np.nd
     network = network.cpu().eval()
     with torch.inference_mode():
         output = network(tensors["x_num"], tensors["x_cat"])
+    return output_row_scores(output, data, split)
+
+
+def output_row_scores(output: torch.Tensor, data: TabularDataModule, split: str) -> np.ndarray:
+    """`row_scores` from a split's outputs computed elsewhere."""
+    tensors = data.tensors[split]
     if data.task == "regression":
         prep = data.preprocessor
         error = (output - tensors["y"]).squeeze(1).double() * prep.target_std

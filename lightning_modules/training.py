@@ -48,7 +48,7 @@ def metric_names(task: str) -> list[str]:
 warnings.filterwarnings("ignore", message="No positive samples in targets", category=UserWarning)
 
 
-def _metrics(task: str, n_classes: int) -> torchmetrics.MetricCollection:
+def task_metrics(task: str, n_classes: int) -> torchmetrics.MetricCollection:
     if task == "regression":
         return torchmetrics.MetricCollection(
             {
@@ -97,8 +97,8 @@ class TabularModule(pl.LightningModule):
         self.automatic_optimization = False
         self.network = network
         self.task = task
-        self.val_metrics = _metrics(task, n_classes).clone(prefix="val_")
-        self.test_metrics = _metrics(task, n_classes).clone(prefix="test_")
+        self.val_metrics = task_metrics(task, n_classes).clone(prefix="val_")
+        self.test_metrics = task_metrics(task, n_classes).clone(prefix="test_")
         # The epoch's sum of train loss x rows, and its rows; logged once per epoch.
         self._train_loss_sum: torch.Tensor | None = None
         self._train_rows = 0

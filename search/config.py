@@ -23,6 +23,7 @@ from search.latency import Runtime
 from search.samplers import SHARED_PARAMETERS_ONLY, Sampler
 
 Approach = Literal["scratch", "prune"]
+Precision = Literal["int8_dynamic", "int8_static"]
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
@@ -299,6 +300,8 @@ class SearchConfig(_Section):
     )
     # Re-train pruned front members from scratch at identical widths, for the paper's comparison.
     paired: bool = False
+    # INT8 copies of every fp32 front member, measured and added to the front (search/quantized.py)
+    quantize: list[Precision] = Field(default_factory=lambda: list(get_args(Precision)))
     prune: PruneConfig = Field(default_factory=PruneConfig)
 
 

@@ -69,6 +69,16 @@ def _retrain(
     return {"val": val, "test": evaluate_network(network, ctx.data, "test")[ctx.metric]}
 
 
+def _fp32_members(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The front's trials, a quantized variant's source in its place (it is the one trained)."""
+    members: dict[int, optuna.trial.FrozenTrial] = {}
+    for trial in pareto.front(study):
+        source = trial.user_attrs.get("variant_of")
+        chosen = trial if source is None else study.trials[int(source)]
+        members.setdefault(chosen.number, chosen)
+    return sorted(members.values(), key=lambda t: t.number)
+
+
 def confirm_front(study: optuna.Study, ctx: SearchContext, k: int) -> pd.DataFrame:
     """Train every front member under `k` more seeds; store and return the spread per member."""
     settings = StudySettings.read(study)
@@ -76,7 +86,7 @@ def confirm_front(study: optuna.Study, ctx: SearchContext, k: int) -> pd.DataFra
     summary: dict[str, dict[str, Any]] = {}
     rows = []
     first_seed = ctx.config.training.seed + 1
-    for trial in pareto.front(study):
+    for trial in _fp32_members(study):
         if trial.user_attrs.get("baseline") or settings.baseline_metric is None:
             continue
         metrics = trial.user_attrs["metrics"]

@@ -36,6 +36,7 @@ __all__ = [
 TABLE_COLUMNS: tuple[str, ...] = (
     "trial",
     "approach",
+    "precision",
     "baseline",
     "hidden",
     "metric",
@@ -56,7 +57,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "confident",
     "pareto",
 )
-_TEXT_COLUMNS = ("approach", "hidden")
+_TEXT_COLUMNS = ("approach", "precision", "hidden")
 _BOOL_COLUMNS = ("baseline", "feasible", "confident", "pareto")
 _DTYPES: dict[str, str] = (
     dict.fromkeys(TABLE_COLUMNS, "float64")
@@ -124,7 +125,11 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
     how = "smallest trial whose 95% interval lies within the floor"
     if confirmed is not None:
         # `search.confirm` retrained the front: only members whose mean held count.
-        smaller = [t for t in smaller if confirmed.get(str(t.number), {}).get("passed")]
+        # A quantized variant stands or falls with the network it was made from.
+        smaller = [
+            t for t in smaller
+            if confirmed.get(str(t.user_attrs.get("variant_of", t.number)), {}).get("passed")
+        ]  # fmt: skip
         how += ", confirmed under more seeds"
     if smaller:
         chosen = min(smaller, key=_order_key(higher_is_better(study)))
@@ -172,6 +177,7 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
             {
                 "trial": t.number,
                 "approach": str(t.user_attrs.get("approach", "")),
+                "precision": str(t.user_attrs.get("precision", "fp32")),
                 "baseline": base is not None and t.number == base.number,
                 "hidden": "-".join(str(w) for w in t.user_attrs.get("hidden", [])),
                 "metric": t.values[METRIC],

@@ -277,7 +277,7 @@ def _place_labels(
     labels = []
     for row in members.itertuples(index=False):
         label = ax.annotate(
-            row.hidden,
+            row.hidden if row.precision == "fp32" else f"{row.hidden} {row.precision}",
             (row.parameters, row.metric),
             xytext=_LABEL_OFFSETS[0],
             textcoords="offset points",
@@ -367,7 +367,7 @@ def _hover(row: Any, metric: str) -> str:
     return "<br>".join(
         [
             f"trial {row.trial} ({row.approach}{', ' + flags if flags else ''})",
-            f"widths {row.hidden or '-'}",
+            f"widths {row.hidden or '-'} ({row.precision})",
             f"params {fmt(row.parameters, ',.0f')} ({ratio_text(row.param_ratio)})",
             f"latency {fmt(row.latency_ms, '.3g')} ms ({ratio_text(row.latency_ratio)})",
             f"val {metric} {fmt(row.metric, '.4f')}, delta "

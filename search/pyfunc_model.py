@@ -8,6 +8,7 @@ with (`search.served_model`). Nothing pickles a module.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -99,11 +100,13 @@ def log_model(
     *,
     name: str = "model",
     profile: dict[str, Any] | None = None,
+    onnx_graph: Path | None = None,
 ) -> Any:
     """Log the network as an MLflow pyfunc model in the active run; returns its ModelInfo.
 
     Args:
         profile: the reference profile (`search.profile`), stored beside the weights.
+        onnx_graph: the graph to serve (e.g. an INT8 copy), instead of a fresh fp32 export.
     """
     network = network.cpu().eval()
     example = sample.reset_index(drop=True)
@@ -113,8 +116,11 @@ def log_model(
         directory = save_network(Path(tmp) / "network", spec, network, preprocessor)
         if profile is not None:
             (directory / PROFILE_FILE).write_text(json.dumps(profile))
-        # The graph the model serves with, verified against torch by the export itself.
-        export_onnx(network, directory / ONNX_FILE)
+        if onnx_graph is not None:
+            shutil.copyfile(onnx_graph, directory / ONNX_FILE)
+        else:
+            # The graph the model serves with, verified against torch by the export itself.
+            export_onnx(network, directory / ONNX_FILE)
         output = OnnxPredictor(directory).predict(example)
         return mlflow.pyfunc.log_model(
             name=name,

@@ -84,6 +84,7 @@ def format_report(table: pd.DataFrame, *, metric: str) -> str:
     names = (
         "trial",
         "approach",
+        "precision",
         "widths",
         "params",
         "param ratio",
@@ -94,7 +95,7 @@ def format_report(table: pd.DataFrame, *, metric: str) -> str:
         "test delta [95% CI]",
     )
     # Text columns read best left-aligned, numbers right-aligned so their digits line up.
-    left = (False, True, True, False, False, False, False, False, False, False)
+    left = (False, True, True, True, False, False, False, False, False, False, False)
     cells = [_cells(row) for row in shown.itertuples(index=False)]
     widths = [max(len(r[i]) for r in [names, *cells]) for i in range(len(names))]
     lines = [header, _join(names, widths, left)]
@@ -118,14 +119,15 @@ def front_markdown(table: pd.DataFrame, *, metric: str, max_rows: int = 40) -> s
         f"**{_summary(table, metric)}**; a delta is the candidate's {metric} minus the "
         "baseline's on the same rows, with its paired 95% bootstrap interval.",
         "",
-        f"| trial | approach | widths | param ratio | latency ratio | val delta {metric} "
-        "[95% CI] | test delta [95% CI] |",
-        "| ---: | :--- | :--- | ---: | ---: | ---: | ---: |",
+        f"| trial | approach | precision | widths | param ratio | latency ratio | val delta "
+        f"{metric} [95% CI] | test delta [95% CI] |",
+        "| ---: | :--- | :--- | :--- | ---: | ---: | ---: | ---: |",
     ]
     for row in pd.concat([base, members.head(max_rows)]).itertuples(index=False):
         cells = (
             str(row.trial),
             "baseline" if row.baseline else str(row.approach),
+            str(row.precision),
             str(row.hidden) or "-",
             ratio_text(row.param_ratio),
             ratio_text(row.latency_ratio),
@@ -157,6 +159,7 @@ def _cells(row: Any) -> tuple[str, ...]:
     return (
         str(row.trial),
         "baseline" if row.baseline else row.approach,
+        row.precision,
         row.hidden or "-",
         fmt(row.parameters, ",.0f"),
         ratio_text(row.param_ratio),

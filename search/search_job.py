@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
@@ -51,14 +50,14 @@ from search.paired import paired_comparison
 from search.report import study_text
 from search.secrets import without_passwords
 from search.space import baseline_params, ladder_params, refine_ladder, uniform_params
-from search.study import DEFAULT_STORAGE, open_storage, open_study
+from search.study import DEFAULT_STORAGE, StopAtTarget, open_storage, open_study, searched_trials
 from search.study_settings import STOPPED_ATTR, TARGET_ATTR, StudySettings, is_feasible
 from search.study_tracking import StudyMirror
 from search.worker_job import local_worker
 
 
 def _complete(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return searched_trials(study)
 
 
 @dataclass
@@ -150,6 +149,11 @@ def _coordinate(
         if remaining > 0:
             parent = mirror.parent_run_id if ctx.remote else None
             _optimize(study, config, objective, after_trial, remaining, parent, locks, slots)
+        if config.search.quantize:
+            # Imported here: ONNX Runtime's quantizer is only needed once the front stands.
+            from search.quantized import quantize_front
+
+            quantize_front(study, ctx)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -284,7 +288,7 @@ def _optimize(
             n_trials=remaining,
             timeout=search.timeout,
             catch=TRIAL_ERRORS,
-            callbacks=[MaxTrialsCallback(search.n_trials, states=(TrialState.COMPLETE,)), callback],
+            callbacks=[StopAtTarget(search.n_trials), callback],
             gc_after_trial=True,
         )
         # Trials other nodes' workers still run land after this one's last: wait for them, so

@@ -116,3 +116,32 @@ def find_study(name: str, storage_url: str | None) -> optuna.Study:
         known = ", ".join(names) if names else "none"
         raise TabslimInputError(f"no study '{name}' in {label}; studies there: {known}")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+# A quantized copy of a front member (search/quantized.py) is a finished trial of the study,
+# but not one the search ran: it does not count towards `search.n_trials`.
+VARIANT_ATTR = "variant_of"
+
+
+def is_variant(trial: optuna.trial.FrozenTrial) -> bool:
+    return VARIANT_ATTR in trial.user_attrs
+
+
+def searched_trials(study: optuna.Study) -> int:
+    """COMPLETE trials the search itself ran (quantized variants left out)."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sum(not is_variant(t) for t in complete)
+
+
+class StopAtTarget:
+    """An `optimize` callback: stop once the study has `n_trials` searched trials.
+
+    Optuna's MaxTrialsCallback would count quantized variants too.
+    """
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if searched_trials(study) >= self.n_trials:
+            study.stop()

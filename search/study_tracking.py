@@ -135,6 +135,7 @@ class StudyMirror:
                 "tabslim.trial": str(trial.number),
                 "tabslim.state": trial.state.name,
                 "tabslim.approach": str(attrs.get("approach", "")),
+                "tabslim.precision": str(attrs.get("precision", "fp32")),
                 "baseline": _tag(bool(attrs.get("baseline", False))),
                 # Where it ran: latencies of different hosts compare through latency_relative.
                 **{
@@ -155,6 +156,9 @@ class StudyMirror:
             k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in trial.params.items()
         }
         params["approach"] = str(attrs.get("approach", ""))
+        params["precision"] = str(attrs.get("precision", "fp32"))
+        if "variant_of" in attrs:
+            params["variant_of"] = str(attrs["variant_of"])
         params["widths"] = "-".join(map(str, attrs.get("hidden", [])))
         # What an adaptive schedule chose by itself: kept widths, steps accepted and rolled back.
         for key, value in (attrs.get("prune_details") or {}).items():
@@ -192,7 +196,11 @@ class StudyMirror:
         run_id = self._runs[trial.number]
         with mlflow.start_run(run_id=run_id, nested=True):
             profile = build_profile(self.data, network) if self.data is not None else None
-            info = log_model(spec, network, preprocessor, self.input_example, profile=profile)
+            # A quantized variant's folder holds the INT8 graph it was measured as: that serves.
+            graph = directory / "model.onnx" if "precision" in trial.user_attrs else None
+            info = log_model(
+                spec, network, preprocessor, self.input_example, profile=profile, onnx_graph=graph
+            )
         self.client.set_tag(run_id, "tabslim.model_uri", info.model_uri)
         self._models[trial.number] = info.model_uri
         return str(info.model_uri)

@@ -20,7 +20,6 @@ from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from lightning_modules.errors import TabslimInputError
@@ -34,7 +33,7 @@ from search.network_store import RemoteNetworks, is_server
 from search.objective import SearchContext, run_trial
 from search.samplers import make_sampler
 from search.secrets import install_log_redaction, redact
-from search.study import DEFAULT_STORAGE, find_study, open_storage
+from search.study import DEFAULT_STORAGE, StopAtTarget, find_study, open_storage, searched_trials
 from search.study_settings import STOPPED_ATTR, TARGET_ATTR, StudySettings, check_same_data
 
 __all__ = ["WorkerOutcome", "local_worker", "run_owned_trials", "run_worker", "run_workers"]
@@ -69,7 +68,7 @@ def run_owned_trials(
     owner = lock.owner if lock else f"{os.uname().nodename}-{os.getpid()}"
     recover_dead_trials(study, locks, config.search.max_retries)
     target = config.search.n_trials
-    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= target:
+    if searched_trials(study) >= target:
         return owner  # nothing left: starting a trial would run one past the target
 
     def recover(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -81,7 +80,7 @@ def run_owned_trials(
         timeout=config.search.timeout,
         catch=TRIAL_ERRORS,
         callbacks=[
-            MaxTrialsCallback(config.search.n_trials, states=(TrialState.COMPLETE,)),
+            StopAtTarget(config.search.n_trials),
             recover,
         ],
         gc_after_trial=True,

@@ -1,0 +1,214 @@
+"""INT8 front members: post-training quantization of each fp32 front member's ONNX graph.
+
+For every fp32 member of the front, and every precision in `search.quantize`, ONNX Runtime makes
+a quantized copy of the member's verified ONNX graph:
+- `int8_dynamic`: `quantize_dynamic`, int8 weights; activations are quantized per call from
+  that call's own range, so a row's output depends on the other rows of its batch;
+- `int8_static`: `quantize_static` in QDQ format, int8 weights and activations, calibrated
+  (min-max) on training rows, so outputs do not depend on the batch.
+
+Each variant is measured like a trial (validation and test metrics from ONNX Runtime's
+outputs, paired deltas against the baseline on the same rows, size, the latency objective)
+and added to the study as a finished trial of its own: approach `quantize`, a `precision`
+attribute and `variant_of` (its source). So the front, the report, the plots, MLflow and the
+champion see it like any trial, and the model logged for it serves the INT8 graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from lightning_modules.evaluation import output_metrics, output_row_scores
+from search import pareto
+from search.adapters import run_metrics
+from search.export import export_onnx
+from search.latency import measure_latency, ort_session
+from search.measure import Measurement, count_flops
+from search.network_store import DIGESTS_ATTR, digests, fetch
+from search.objective import ROWS_FILE, SPLITS, SearchContext, paired_metrics
+from search.pyfunc_model import load_network
+from search.study import VARIANT_ATTR, is_variant
+from search.study_settings import StudySettings
+
+PRECISIONS = ("int8_dynamic", "int8_static")
+PRECISION_ATTR = "precision"
+FP32 = "fp32"
+# Rows of the training split that calibrate static quantization's activation ranges.
+CALIBRATION_ROWS = 512
+
+
+def quantize_front(study: optuna.Study, ctx: SearchContext) -> list[int]:
+    """Add the missing INT8 variants of every fp32 front member; returns their trial numbers."""
+    precisions = list(ctx.config.search.quantize)
+    if not precisions:
+        return []
+    settings = StudySettings.read(study)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    done = {(t.user_attrs[VARIANT_ATTR], t.user_attrs[PRECISION_ATTR]) for t in complete
+            if is_variant(t)}  # fmt: skip
+    added = []
+    for member in pareto.front(study):
+        if is_variant(member):
+            continue
+        wanted = [p for p in precisions if (member.number, p) not in done]
+        if not wanted:
+            continue
+        source = member.user_attrs.get("repeat_of", member.number)
+        directory = fetch(study, source, ctx.trials_dir, ctx.remote)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            _, network, _ = load_network(directory)
+            fp32 = export_onnx(network, folder / "fp32.onnx")
+            for precision in wanted:
+                variant = folder / precision
+                shutil.copytree(directory, variant)
+                quantize(fp32, variant / "model.onnx", precision, ctx)
+                added.append(
+                    _add_variant(study, ctx, settings, member, network, variant, precision)
+                )
+    return added
+
+
+def quantize(fp32: Path, target: Path, precision: str, ctx: SearchContext) -> Path:
+    """Write the `precision` copy of the fp32 graph `fp32` to `target`."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    # Without VNNI, x86's int8 multiply-add can saturate on full-range weights; 7-bit weights
+    # avoid that at a little precision (ONNX Runtime's advice for such CPUs).
+    reduce_range = not has_vnni()
+    with _quiet():
+        if precision == "int8_dynamic":
+            quantize_dynamic(
+                str(fp32), str(target), weight_type=QuantType.QInt8, reduce_range=reduce_range
+            )
+        else:
+            session = ort_session(fp32, 1)
+            names = [node.name for node in session.get_inputs()]
+            train = ctx.data.tensors["train"]
+            feeds = {name: train[name][:CALIBRATION_ROWS].numpy() for name in names}
+            quantize_static(
+                str(fp32), str(target), _one_batch(feeds), quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                reduce_range=reduce_range,
+            )  # fmt: skip
+    return target
+
+
+def has_vnni(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has VNNI int8 dot products (AVX512-VNNI or AVX-VNNI), or is not x86.
+
+    Reads /proc/cpuinfo on Linux; elsewhere it assumes VNNI (ARM's int8 dot products do not
+    saturate the way x86's pmaddubsw does).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return True
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    if flags is None:
+        return True
+    names = set(flags.split(":", 1)[-1].split())
+    return bool(names & {"avx512_vnni", "avx_vnni"})
+
+
+def onnx_outputs(path: Path, ctx: SearchContext, split: str) -> torch.Tensor:
+    """The graph's outputs for every row of `split`, in one call (as the metrics see them)."""
+    session = ort_session(path, ctx.config.measure.threads)
+    tensors = ctx.data.tensors[split]
+    names = [node.name for node in session.get_inputs()]
+    output = session.run(None, {name: tensors[name].numpy() for name in names})[0]
+    return torch.from_numpy(np.asarray(output, dtype=np.float32))
+
+
+def _add_variant(
+    study: optuna.Study, ctx: SearchContext, settings: StudySettings,
+    member: optuna.trial.FrozenTrial, network: Any, folder: Path, precision: str,
+) -> int:  # fmt: skip
+    graph = folder / "model.onnx"
+    outputs = {split: onnx_outputs(graph, ctx, split) for split in SPLITS}
+    rows = {split: output_row_scores(outputs[split], ctx.data, split) for split in SPLITS}
+    np.savez(folder / ROWS_FILE, val=rows["val"], test=rows["test"])
+    latency = ctx.config.search.latency
+    timed = measure_latency(
+        network, runtime="onnxruntime", batch_size=latency.batch_size,
+        threads=ctx.config.measure.threads, max_seconds=latency.seconds, onnx_path=graph,
+    )  # fmt: skip
+    measured = Measurement(
+        parameters=int(member.user_attrs["metrics"]["parameters"]),
+        size_bytes=graph.stat().st_size,  # the INT8 graph: what serves it
+        flops=count_flops(network),
+        latencies=(timed,),
+    )
+    metrics = run_metrics(
+        output_metrics(outputs["val"], ctx.data, "val"),
+        output_metrics(outputs["test"], ctx.data, "test"),
+        measured,
+    )
+    metrics |= paired_metrics(ctx, settings, rows, study)
+    value = metrics[f"val_{ctx.metric}"]
+    attrs = {
+        "approach": "quantize", PRECISION_ATTR: precision, VARIANT_ATTR: member.number,
+        "hidden": member.user_attrs["hidden"], "spec": member.user_attrs["spec"],
+        "metrics": metrics, DIGESTS_ATTR: digests(folder),
+    }  # fmt: skip
+    for key in ("host", "cpu_model", "reference_latency_ms", "gpu"):
+        if key in member.user_attrs:
+            attrs[key] = member.user_attrs[key]
+    values = [value, metrics[settings.size], metrics[settings.latency]]
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=values, user_attrs=attrs,
+            system_attrs={"constraints": [settings.violation(value)]},
+        )
+    )  # fmt: skip
+    number = next(
+        t.number for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get(VARIANT_ATTR) == member.number
+        and t.user_attrs.get(PRECISION_ATTR) == precision
+    )  # fmt: skip
+    target = ctx.trials_dir / f"trial-{number}"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(folder, target)
+    if ctx.remote is not None:
+        ctx.remote.upload(target, number)
+    return number
+
+
+def _one_batch(feeds: dict[str, np.ndarray]) -> Any:
+    """ONNX Runtime's calibration reader over one batch of training rows."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class OneBatch(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = [feeds]
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return self.left.pop() if self.left else None
+
+    return OneBatch()
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """ONNX Runtime's quantizer warns about pre-processing and logs per node; neither helps."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
