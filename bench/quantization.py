@@ -7,13 +7,16 @@ with the product's `export_onnx` (fp32, verified against torch), and quantized w
 - dynamic: `quantize_dynamic`, int8 weights, activations quantized per call;
 - static QDQ: `quantize_static`, calibrated (min-max) on 512 training rows.
 
+Both with `reduce_range` on CPUs without VNNI, as the product does.
+
 Figures: serialized ONNX bytes; the test metric of each (accuracy) and its change against fp32;
 latency as int8 / fp32 ratio, interleaved in one run (`search.latency.compare_latency`'s
 approach: alternating blocks, median of per-round ratios) at batch 1 and 1024 on 1 thread.
 A test-accuracy change of one row (0.37 points on digits, 1.2 on breast_cancer) is noise.
 
 Run: `.venv/bin/python bench/quantization.py [--datasets digits,breast_cancer]`. It prints a
-markdown table; it asserts nothing. Not a product path yet (issue 12: INT8 front members).
+markdown table; it asserts nothing. The quantizer is the product's (`search.quantized.quantize`,
+which a search applies to every front member); the rest of the measurement is this script's.
 """
 
 from __future__ import annotations
@@ -27,40 +30,21 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import onnxruntime as ort  # noqa: E402
-from onnxruntime.quantization import (  # noqa: E402
-    CalibrationDataReader,
-    QuantFormat,
-    QuantType,
-    quantize_dynamic,
-    quantize_static,
-)
 
 from lightning_modules.data import TabularDataModule  # noqa: E402
 from lightning_modules.networks import MLP, MLPSpec, build  # noqa: E402
 from lightning_modules.training import FitSettings, fit, quiet_lightning  # noqa: E402
 from search.export import export_onnx  # noqa: E402
 from search.latency import ort_session  # noqa: E402
+from search.quantized import quantize  # noqa: E402
 
 SHAPES = {"baseline": 1.0, "x0.5": 0.5, "x0.25": 0.25, "x0.125": 0.125}
 SETTINGS = FitSettings(max_epochs=40, lr=2e-3, weight_decay=1e-4, patience=8, accelerator="cpu")
-
-
-class _Rows(CalibrationDataReader):
-    """Training rows, one batch, for static calibration."""
-
-    def __init__(self, feeds: dict[str, np.ndarray]) -> None:
-        self._feeds: list[dict[str, np.ndarray]] | None = [feeds]
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if not self._feeds:
-            return None
-        return self._feeds.pop()
 
 
 def _feeds(session: ort.InferenceSession, tensors: dict[str, torch.Tensor]) -> dict:
@@ -113,22 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         for dataset in args.datasets.split(","):
             data = TabularDataModule.from_bundled(dataset, batch_size=128, seed=0)
-            calibration = {k: v[:512] for k, v in data.tensors["train"].items()}
             for name, multiplier in SHAPES.items():
                 hidden = tuple(max(1, round(w * multiplier)) for w in (256, 256, 128))
                 spec = MLPSpec(hidden=hidden, **data.network_inputs())
                 network = fit(build(spec, seed=0), data, SETTINGS).network
                 assert isinstance(network, MLP)
                 fp32 = export_onnx(network, folder / f"{dataset}-{name}.onnx")
-                dynamic = folder / f"{dataset}-{name}-dynamic.onnx"
-                quantize_dynamic(fp32, dynamic, weight_type=QuantType.QInt8)
-                static = folder / f"{dataset}-{name}-static.onnx"
-                session = ort_session(fp32, 1)
-                quantize_static(
-                    fp32, static, _Rows(_feeds(session, calibration)),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8,
-                )  # fmt: skip
+                # The product's quantizer (search/quantized.py), as a search's front gets it.
+                dynamic = quantize(fp32, folder / f"{dataset}-{name}-dynamic.onnx",
+                                   "int8_dynamic", data.tensors["train"])  # fmt: skip
+                static = quantize(fp32, folder / f"{dataset}-{name}-static.onnx",
+                                  "int8_static", data.tensors["train"])  # fmt: skip
                 base_accuracy = _accuracy(fp32, data)
                 for label, path in (("dynamic", dynamic), ("static QDQ", static)):
                     accuracy = _accuracy(path, data)

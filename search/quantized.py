@@ -73,15 +73,22 @@ def quantize_front(study: optuna.Study, ctx: SearchContext) -> list[int]:
             for precision in wanted:
                 variant = folder / precision
                 shutil.copytree(directory, variant)
-                quantize(fp32, variant / "model.onnx", precision, ctx)
+                quantize(fp32, variant / "model.onnx", precision, ctx.data.tensors["train"])
                 added.append(
                     _add_variant(study, ctx, settings, member, network, variant, precision)
                 )
     return added
 
 
-def quantize(fp32: Path, target: Path, precision: str, ctx: SearchContext) -> Path:
-    """Write the `precision` copy of the fp32 graph `fp32` to `target`."""
+def quantize(
+    fp32: Path, target: Path, precision: str, calibration: dict[str, torch.Tensor]
+) -> Path:
+    """Write the `precision` copy of the fp32 graph `fp32` to `target`.
+
+    Args:
+        calibration: training tensors by input name (`x_num`, `x_cat`); static quantization
+            calibrates on their first `CALIBRATION_ROWS` rows.
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     # Without VNNI, x86's int8 multiply-add can saturate on full-range weights; 7-bit weights
@@ -95,8 +102,7 @@ def quantize(fp32: Path, target: Path, precision: str, ctx: SearchContext) -> Pa
         else:
             session = ort_session(fp32, 1)
             names = [node.name for node in session.get_inputs()]
-            train = ctx.data.tensors["train"]
-            feeds = {name: train[name][:CALIBRATION_ROWS].numpy() for name in names}
+            feeds = {name: calibration[name][:CALIBRATION_ROWS].numpy() for name in names}
             quantize_static(
                 str(fp32), str(target), _one_batch(feeds), quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,

@@ -18,6 +18,7 @@ from lightning_modules.datasets import load_bundled
 from lightning_modules.networks import spec_from_dict
 from search.cli import main
 from search.pyfunc_model import load_network, predict_frame
+from search.study import searched_trials
 
 TINY = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())
 MODELS = {
@@ -167,4 +168,7 @@ def test_the_example_baseline_of_the_seeds_size_runs_a_search_on_cpu(
     baseline = next(t for t in study.trials if t.user_attrs.get("baseline"))
     assert spec_from_dict(baseline.user_attrs["spec"]).kind == kind
     assert baseline.user_attrs["metrics"]["parameters"] >= 1_500_000
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 3
+    assert searched_trials(study) == 3
+    # The example configs keep INT8 copies of the front on: each fp32 member got both.
+    variants = [t for t in study.trials if "variant_of" in t.user_attrs]
+    assert len(variants) == 2 * len({t.user_attrs["variant_of"] for t in variants}) >= 2

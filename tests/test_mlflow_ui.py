@@ -53,7 +53,7 @@ MODEL_TRAINING = "workflowType=machine_learning"
 def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """A `trial_table`-shaped frame; unnamed columns get neutral values."""
     defaults: dict[str, Any] = dict.fromkeys(pareto.TABLE_COLUMNS, float("nan"))
-    defaults |= {"approach": "scratch", "hidden": "", "feasible": True}
+    defaults |= {"approach": "scratch", "precision": "fp32", "hidden": "", "feasible": True}
     defaults |= {"baseline": False, "pareto": False}
     return pd.DataFrame([defaults | row for row in rows], columns=list(pareto.TABLE_COLUMNS))
 
@@ -72,15 +72,15 @@ def test_front_markdown_is_a_table_of_the_baseline_and_the_front() -> None:
     lines = front_markdown(table, metric="accuracy").splitlines()
     assert lines[0].startswith("**accuracy: 2 Pareto-front models of 3 finished trials**")
     assert lines[2] == (
-        "| trial | approach | widths | param ratio | latency ratio | val delta accuracy [95% CI] "
-        "| test delta [95% CI] |"
+        "| trial | approach | precision | widths | param ratio | latency ratio | val delta "
+        "accuracy [95% CI] | test delta [95% CI] |"
     )
-    assert lines[3] == "| ---: | :--- | :--- | ---: | ---: | ---: | ---: |"
+    assert lines[3] == "| ---: | :--- | :--- | :--- | ---: | ---: | ---: | ---: |"
     # Baseline first, then the front; trial 5 is off the front and not shown. Trial 3 has an
     # interval on validation, and only a point delta on test.
     assert lines[4:] == [
-        "| 0 | baseline | 32-16 | 1.00x | 1.00x | +0.0000 | - |",
-        "| 3 | prune | 8-4 | 0.050x | 0.80x | -0.0123 [-0.0300, +0.0050] | -0.0100 |",
+        "| 0 | baseline | fp32 | 32-16 | 1.00x | 1.00x | +0.0000 | - |",
+        "| 3 | prune | fp32 | 8-4 | 0.050x | 0.80x | -0.0123 [-0.0300, +0.0050] | -0.0100 |",
     ]
 
 
@@ -181,7 +181,7 @@ def test_search_logs_kind_dataset_and_front_description(store: Store) -> None:
     description = parent.data.tags["mlflow.note.content"]
     assert description == front_markdown(table, metric="accuracy")
     zero = "+0.0000 [+0.0000, +0.0000]"
-    assert f"| 0 | baseline | 32-16 | 1.00x | 1.00x | {zero} | {zero} |" in description
+    assert f"| 0 | baseline | fp32 | 32-16 | 1.00x | 1.00x | {zero} | {zero} |" in description
 
 
 def test_train_logs_its_training_split_as_the_run_dataset(tmp_path: Path, small_csv: Path) -> None:
@@ -421,8 +421,9 @@ def test_mlflow_ui_shows_the_study_its_trials_dataset_and_front(
     tables = browser.evaluate("[...document.querySelectorAll('table')].map(t => t.innerText)")
     description = next(t for t in tables if "param ratio" in t)
     rows = [line.split("\t") for line in description.splitlines()]
-    assert rows[0] == ["trial", "approach", "widths", "param ratio", "latency ratio",
-                       "val delta accuracy [95% CI]", "test delta [95% CI]"]  # fmt: skip
+    assert rows[0] == ["trial", "approach", "precision", "widths", "param ratio",
+                       "latency ratio", "val delta accuracy [95% CI]",
+                       "test delta [95% CI]"]  # fmt: skip
     table = pareto.trial_table(store.study)
     # The baseline always comes first, on the front or not; then the other front members.
     assert [int(r[0]) for r in rows[1:]] == [
@@ -430,7 +431,7 @@ def test_mlflow_ui_shows_the_study_its_trials_dataset_and_front(
         *table[table["pareto"] & ~table["baseline"]]["trial"],
     ]
     zero = "+0.0000 [+0.0000, +0.0000]"
-    assert rows[1][1:] == ["baseline", "32-16", "1.00x", "1.00x", zero, zero]
+    assert rows[1][1:] == ["baseline", "fp32", "32-16", "1.00x", "1.00x", zero, zero]
     browser.screenshot(tmp_path / "mlflow_parent_run.png")
 
     # The parent's artifacts, with the front plot open: the browser decoded the logged PNG.

@@ -303,7 +303,8 @@ def test_plot_front_html_is_offline_and_holds_every_trial_the_front_and_the_floo
         0, 0, 1, 2, 3, 4,  # the baseline twice: among the trials and as the star
     ]  # fmt: skip
     trial_1 = next(text for text in hover if text.startswith("trial 1 "))
-    assert trial_1.startswith("trial 1 (scratch, front)<br>widths 64-32<br>params 2,500 (0.25x)")
+    expected = "trial 1 (scratch, front)<br>widths 64-32 (fp32)<br>params 2,500 (0.25x)"
+    assert trial_1.startswith(expected)
     assert "test accuracy 0.9610" in trial_1
     # The front is trials 1 and 4, joined by a step line; the baseline is trial 0.
     front_line = traces["Pareto front"]

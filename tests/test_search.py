@@ -219,11 +219,13 @@ def test_report_prints_the_front_relative_to_the_baseline(
     assert code == 0
     study = searched["study"]
     assert isinstance(study, optuna.Study)
-    assert out.splitlines()[1].split()[:5] == ["trial", "approach", "widths", "params", "param"]
+    header = out.splitlines()[1].split()[:6]
+    assert header == ["trial", "approach", "precision", "widths", "params", "param"]
     rows = _report_rows(out)
-    assert [row[:3] for row in rows] == _front_rows(study)
+    assert [[row[0], row[1], row[3]] for row in rows] == _front_rows(study)
+    assert {row[2] for row in rows} == {"fp32"}  # tiny_search.yaml turns INT8 copies off
     # The baseline's own ratios are 1 and its delta 0.
-    assert rows[0][4:6] == ["1.00x", "1.00x"] and rows[0][7] == "+0.0000"
+    assert rows[0][5:7] == ["1.00x", "1.00x"] and rows[0][8] == "+0.0000"
 
 
 def _journal_digest(path: Path) -> str:
@@ -347,11 +349,11 @@ def test_one_study_mixes_both_approaches_and_pairs_pruned_front_members(tmp_path
     assert header.startswith(f"accuracy: {n_front} Pareto-front model")
     assert header.endswith(" of 3 finished trials (baseline first)")
     rows = _report_rows(outcome.report)
-    assert [row[:3] for row in rows] == _front_rows(study)
+    assert [[row[0], row[1], row[3]] for row in rows] == _front_rows(study)
     # Parameters 13*32+32 + 2*32 + 32*16+16 + 2*16 + 16*3+3 = 1,123 and, for (6, 3), 135.
-    assert rows[0][3:6] == ["1,123", "1.00x", "1.00x"] and rows[0][7] == "+0.0000"
+    assert rows[0][4:7] == ["1,123", "1.00x", "1.00x"] and rows[0][8] == "+0.0000"
     pruned_row = next(row for row in rows if row[0] == "1")
-    assert pruned_row[:5] == ["1", "prune", "6-3", "135", "0.12x"]
+    assert pruned_row[:6] == ["1", "prune", "fp32", "6-3", "135", "0.12x"]
     table = pareto.trial_table(study)
     assert set(table["approach"]) == {"scratch", "prune"}
     mlflow.set_tracking_uri(config.tracking.uri)
