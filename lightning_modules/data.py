@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
 
+from lightning_modules import anomaly
+from lightning_modules.anomaly import positive_class
 from lightning_modules.columns import plan_columns, split_in_time, time_order
 from lightning_modules.datasets import TARGET, load_bundled
 from lightning_modules.errors import TabslimInputError
@@ -85,6 +87,8 @@ def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str)
             f"target column '{target}' in {source} is not numeric, but the task is regression; "
             "use a numeric target or task: classification"
         )
+    if task == "anomaly":
+        positive_class(y, target, source)
     if task != "regression" and y.dropna().nunique() < 2:
         raise TabslimInputError(
             f"target column '{target}' in {source} has a single class "
@@ -235,6 +239,7 @@ class TabularDataModule(pl.LightningDataModule):
         drop_columns: Sequence[str] = (),
         time_column: str | None = None,
         preprocessor: Preprocessor | None = None,
+        anomaly_fpr: float = anomaly.DEFAULT_FPR,
     ) -> None:
         super().__init__()
         plan = plan_columns(frame, target, drop=drop_columns, time_column=time_column)
@@ -247,6 +252,11 @@ class TabularDataModule(pl.LightningDataModule):
         known_rows = features[target].notna().to_numpy()
         known = features[known_rows].reset_index(drop=True)
         classes = None if self.task == "regression" else sorted(known[target].unique().tolist())
+        if self.task == "anomaly":
+            positive = positive_class(known[target], target, source)
+            classes = [next(c for c in known[target].unique() if c != positive), positive]
+        # Task anomaly: recall is reported at this false-positive rate.
+        self.anomaly_fpr = anomaly_fpr
         self.train_frame, self.val_frame, self.test_frame = split(
             known,
             target,
@@ -273,6 +283,20 @@ class TabularDataModule(pl.LightningDataModule):
                 ("test", self.test_frame),
             ]
         }
+        if self.task == "anomaly":
+            self._keep_normal_training_rows()
+
+    def _keep_normal_training_rows(self) -> None:
+        """An autoencoder learns what normal rows look like: it trains on those only."""
+        if self.preprocessor.d_num == 0:
+            raise TabslimInputError(
+                f"task anomaly reconstructs numeric columns, but {self.source} has none "
+                "besides the target"
+            )
+        train, val = self.tensors["train"]["y"].numpy(), self.tensors["val"]["y"].numpy()
+        anomaly.check_splits(train, val, self.target)
+        normal = self.tensors["train"]["y"] == 0
+        self.tensors["train"] = {k: v[normal] for k, v in self.tensors["train"].items()}
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, target: str, **kwargs: Any) -> TabularDataModule:

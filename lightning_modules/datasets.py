@@ -105,7 +105,34 @@ def drift_batch(kind: str, seed: int = 0, n_rows: int = 2000) -> pd.DataFrame:
     )  # fmt: skip
 
 
+def synthetic_fraud(seed: int = 0, n_rows: int = 6000, fraud_share: float = 0.02) -> pd.DataFrame:
+    """A seeded, imbalanced table in the credit-card-fraud style, for the anomaly task.
+
+    Normal rows lie near a 4-dimensional subspace of 16 correlated features (as PCA-like card
+    features do); fraud rows leave it along directions normal rows never take, with somewhat
+    larger amounts. The target `target` is "fraud" for about `fraud_share` of the rows.
+    """
+    rng = np.random.default_rng(seed)
+    n_features, n_latent = 16, 4
+    mixing = rng.normal(size=(n_latent, n_features))
+    latent = rng.normal(size=(n_rows, n_latent))
+    x = latent @ mixing + 0.3 * rng.normal(size=(n_rows, n_features))
+    fraud = rng.random(n_rows) < fraud_share
+    # Off the normal subspace: a random direction orthogonal to the mixing rows' span.
+    direction = rng.normal(size=n_features)
+    basis, _ = np.linalg.qr(mixing.T)
+    direction -= basis @ (basis.T @ direction)
+    direction /= np.linalg.norm(direction)
+    x[fraud] += np.outer(rng.uniform(1.5, 4.0, fraud.sum()), direction)
+    amount = np.exp(rng.normal(3.0, 1.0, n_rows)) * np.where(fraud, 1.8, 1.0)
+    frame = pd.DataFrame(x, columns=[f"v{i}" for i in range(n_features)])
+    frame["amount"] = amount.round(2)
+    frame[TARGET] = np.where(fraud, "fraud", "normal")
+    return frame
+
+
 BUNDLED: dict[str, Callable[[int], pd.DataFrame]] = {
+    "synthetic_fraud": synthetic_fraud,
     "breast_cancer": _sklearn(sk_datasets.load_breast_cancer),
     "digits": _sklearn(sk_datasets.load_digits),
     "wine": _sklearn(sk_datasets.load_wine),

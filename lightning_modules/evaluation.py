@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modules import anomaly
 from lightning_modules.data import TabularDataModule
+from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.training import (
     HIGHER_IS_BETTER,
     PRIMARY_METRIC,
@@ -30,10 +34,27 @@ def evaluate_network(
     return metrics
 
 
-def output_metrics(output: torch.Tensor, data: TabularDataModule, split: str) -> dict[str, float]:
+def output_metrics(
+    output: torch.Tensor,
+    data: TabularDataModule,
+    split: str,
+    *,
+    val_output: torch.Tensor | None = None,
+) -> dict[str, float]:
     """The metrics `evaluate_network` gives, from a split's outputs computed elsewhere (e.g. by
-    ONNX Runtime): `output` is (rows, d_out) for every row of `split`, in order."""
+    ONNX Runtime): `output` is (rows, d_out) for every row of `split`, in order.
+
+    Args:
+        val_output: the validation split's outputs, where task anomaly picks its threshold
+            (`output` itself when `split` is "val").
+    """
     y = data.tensors[split]["y"]
+    if data.task == anomaly.TASK:
+        val_output = output if split == "val" else val_output
+        assert val_output is not None, "task anomaly's threshold is chosen on validation"
+        val = (_scores(val_output, data, "val"), data.tensors["val"]["y"].numpy())
+        return anomaly.split_metrics(val, (_scores(output, data, split), y.numpy()),
+                                     data.anomaly_fpr)  # fmt: skip
     metrics = task_metrics(data.task, data.network_inputs()["d_out"])
     if data.task == "regression":
         scale, shift = data.preprocessor.target_std, data.preprocessor.target_mean
@@ -59,8 +80,13 @@ def row_scores(network: nn.Module, data: TabularDataModule, split: str) -> np.nd
 
 
 def output_row_scores(output: torch.Tensor, data: TabularDataModule, split: str) -> np.ndarray:
-    """`row_scores` from a split's outputs computed elsewhere."""
+    """`row_scores` from a split's outputs computed elsewhere.
+
+    Task anomaly's PR AUC is no mean over rows: its rows are (score, 0/1 label) pairs, (N, 2).
+    """
     tensors = data.tensors[split]
+    if data.task == anomaly.TASK:
+        return np.stack([_scores(output, data, split), tensors["y"].numpy()], axis=1)
     if data.task == "regression":
         prep = data.preprocessor
         error = (output - tensors["y"]).squeeze(1).double() * prep.target_std
@@ -76,6 +102,8 @@ def constant_prediction_metric(data: TabularDataModule, split: str = "val") -> f
     network that does no better has learned nothing.
     """
     y_train, y = data.tensors["train"]["y"], data.tensors[split]["y"]
+    if data.task == anomaly.TASK:
+        return anomaly.constant_pr_auc(y.numpy())  # a constant score ranks nothing
     if data.task == "regression":
         # Targets are standardised on the training rows, so the training mean is 0 here.
         rmse = float(torch.sqrt(torch.mean(y.double() ** 2))) * data.preprocessor.target_std
@@ -96,8 +124,27 @@ def no_better_than_constant(
     tolerance = 1e-6 * max(1.0, abs(constant))
     if HIGHER_IS_BETTER[metric]:
         no_better = value <= constant + tolerance
-        guess = "the most frequent class"
+        guess = (
+            "one score for every row" if data.task == anomaly.TASK else "the most frequent class"
+        )
     else:
         no_better = value >= constant - tolerance
         guess = "the training mean"
     return f"always predicting {guess} ({constant:.4g})" if no_better else None
+
+
+def _scores(output: torch.Tensor, data: TabularDataModule, split: str) -> np.ndarray:
+    return anomaly.reconstruction_scores(output, data.tensors[split]["x_num"]).numpy()
+
+
+def serving_preprocessor(network: nn.Module, data: TabularDataModule) -> Preprocessor:
+    """The data's preprocessing as `network`'s logged model serves it: for task anomaly, with
+    the threshold chosen on validation for this network (other tasks: unchanged)."""
+    prep = data.preprocessor
+    if data.task != anomaly.TASK:
+        return prep
+    from lightning_modules.training import anomaly_scores
+
+    scores = anomaly_scores(network, data, "val")
+    threshold = anomaly.choose_threshold(scores, data.tensors["val"]["y"].numpy())
+    return dataclasses.replace(prep, anomaly_threshold=threshold)

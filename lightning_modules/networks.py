@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lightning_modules import cnn1d, ft_transformer, mlp, resnet
+from lightning_modules import accordion, cnn1d, ft_transformer, mlp, resnet
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.family import (
     ACTIVATIONS,
@@ -70,6 +70,7 @@ KINDS: dict[str, Family] = {
         (resnet, resnet.ResNetSpec, resnet.ResNet),
         (ft_transformer, ft_transformer.FTTransformerSpec, ft_transformer.FTTransformer),
         (cnn1d, cnn1d.CNN1dSpec, cnn1d.CNN1d),
+        (accordion, accordion.AccordionSpec, accordion.Accordion),
     )
 }
 

@@ -19,7 +19,7 @@ from lightning_modules.errors import TabslimInputError
 if TYPE_CHECKING:
     import torch
 
-TASKS = ("binary", "multiclass", "regression")
+TASKS = ("binary", "multiclass", "regression", "anomaly")
 # An integer target with at most this many distinct values is taken as classes.
 _MAX_INFERRED_CLASSES = 30
 _MISSING = "<missing>"
@@ -54,6 +54,9 @@ class Preprocessor:
     indicators: list[str] = field(default_factory=list)
     categorical: dict[str, list[str]] = field(default_factory=dict)
     classes: list[Any] = field(default_factory=list)
+    # Task anomaly: the served model flags a row whose reconstruction error is at least this
+    # (chosen on validation for one network: `lightning_modules.evaluation.serving_preprocessor`).
+    anomaly_threshold: float | None = None
     target_mean: float = 0.0
     target_std: float = 1.0
 
@@ -92,6 +95,9 @@ class Preprocessor:
         if task == "regression":
             prep.target_mean = float(y.mean())
             prep.target_std = float(y.std(ddof=0)) or 1.0
+        elif task == "anomaly":
+            assert classes is not None and len(classes) == 2, "anomaly: [normal, positive]"
+            prep.classes = list(classes)  # normal first: the positive class encodes as 1
         else:
             prep.classes = sorted(classes if classes is not None else y.unique().tolist())
         return prep
@@ -107,6 +113,8 @@ class Preprocessor:
 
     @property
     def d_out(self) -> int:
+        if self.task == "anomaly":
+            return self.d_num  # an autoencoder reconstructs the numeric inputs
         return 1 if self.task == "regression" else len(self.classes)
 
     @property
@@ -156,12 +164,29 @@ class Preprocessor:
         lookup = {c: i for i, c in enumerate(self.classes)}
         return torch.tensor(y.map(lookup).to_numpy(dtype=np.int64))
 
-    def decode(self, output: torch.Tensor) -> dict[str, np.ndarray]:
-        """Network outputs -> predictions in the target's own terms (and class probabilities)."""
-        return self.decode_arrays(output.detach().cpu().numpy())
+    def decode(
+        self, output: torch.Tensor, x_num: torch.Tensor | None = None
+    ) -> dict[str, np.ndarray]:
+        """Network outputs -> predictions in the target's own terms (and class probabilities,
+        or anomaly scores)."""
+        inputs = None if x_num is None else x_num.detach().cpu().numpy().astype(np.float64)
+        return self.decode_arrays(output.detach().cpu().numpy(), inputs)
 
-    def decode_arrays(self, output: np.ndarray) -> dict[str, np.ndarray]:
-        """`decode` for a NumPy output (N, d_out), as ONNX Runtime returns it."""
+    def decode_arrays(
+        self, output: np.ndarray, x_num: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """`decode` for a NumPy output (N, d_out), as ONNX Runtime returns it.
+
+        Args:
+            x_num: the preprocessed numeric inputs; task anomaly scores a row by how far its
+                reconstruction is from them.
+        """
+        if self.task == "anomaly":
+            assert x_num is not None, "an anomaly score needs the inputs it reconstructs"
+            score = ((output.astype(np.float64) - x_num) ** 2).mean(axis=1)
+            threshold = np.inf if self.anomaly_threshold is None else self.anomaly_threshold
+            labels = np.where(score >= threshold, self.classes[1], self.classes[0])
+            return {"prediction": labels.astype(object), "anomaly_score": score}
         if self.task == "regression":
             values = output[:, 0].astype(np.float64) * self.target_std + self.target_mean
             return {"prediction": values}

@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torchmetrics
@@ -21,12 +22,18 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping
 from torch import nn
 from torch.nn import functional as F
 
+from lightning_modules import anomaly
 from lightning_modules.data import TabularDataModule
 from lightning_modules.stopping import fit_epoch_value
 
 # The metric that judges a model, and whether larger is better, per task.
-PRIMARY_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
+PRIMARY_METRIC = {
+    "binary": "accuracy", "multiclass": "accuracy", "regression": "rmse", "anomaly": "pr_auc"
+}  # fmt: skip
 HIGHER_IS_BETTER = {
+    "pr_auc": True,
+    "recall_at_fpr": True,
+    "f1": True,
     "accuracy": True,
     "balanced_accuracy": True,
     "roc_auc": True,
@@ -38,6 +45,8 @@ HIGHER_IS_BETTER = {
 
 
 def metric_names(task: str) -> list[str]:
+    if task == anomaly.TASK:
+        return list(anomaly.METRICS)
     if task == "regression":
         return ["rmse", "mae", "r2"]
     return ["accuracy", "balanced_accuracy", "roc_auc", "log_loss"]
@@ -49,6 +58,15 @@ warnings.filterwarnings("ignore", message="No positive samples in targets", cate
 
 
 def task_metrics(task: str, n_classes: int) -> torchmetrics.MetricCollection:
+    if task == anomaly.TASK:
+        # Per epoch, for the logs; the reported metrics (a threshold chosen on validation
+        # included) come from `evaluate`, which sees the whole split at once.
+        return torchmetrics.MetricCollection(
+            {
+                "pr_auc": torchmetrics.AveragePrecision(task="binary"),
+                "roc_auc": torchmetrics.AUROC(task="binary"),
+            }  # fmt: skip
+        )
     if task == "regression":
         return torchmetrics.MetricCollection(
             {
@@ -128,6 +146,8 @@ class TabularModule(pl.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         output = self.network(batch["x_num"], batch["x_cat"])
         y = batch["y"]
+        if self.task == anomaly.TASK:
+            return self._anomaly_step(output, batch, stage)
         if self.task == "regression":
             loss = F.mse_loss(output, y)
         else:
@@ -149,6 +169,22 @@ class TabularModule(pl.LightningModule):
                 else:
                     metric.update(output.softmax(dim=1), y)
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def _anomaly_step(
+        self, output: torch.Tensor, batch: dict[str, torch.Tensor], stage: str
+    ) -> torch.Tensor:
+        """Reconstruction loss on normal rows (training holds only those); scores for metrics."""
+        scores = anomaly.reconstruction_scores(output, batch["x_num"])
+        normal = batch["y"] == 0
+        loss = scores[normal].mean() if bool(normal.any()) else scores.mean()
+        if stage == "train":
+            self._add_train_loss(loss, len(scores))
+            return loss
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=len(scores))
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(scores, batch["y"])
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(scores))
         return loss
 
     def _add_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
@@ -345,6 +381,8 @@ def evaluate(
     module: TabularModule, trainer: pl.Trainer, data: TabularDataModule, stage: str
 ) -> dict[str, float]:
     """The task's metrics of the module's current weights on one split, names without prefix."""
+    if data.task == anomaly.TASK:
+        return anomaly_split_metrics(module.network, data, stage)
     if stage == "val":
         (results,) = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
     else:
@@ -355,3 +393,28 @@ def evaluate(
         for k, v in results.items()
         if k.removeprefix(f"{stage}_") in names
     }
+
+
+def anomaly_scores(network: nn.Module, data: TabularDataModule, split: str) -> np.ndarray:
+    """(rows,) reconstruction errors of `split`'s rows, in eval mode."""
+    tensors = data.tensors[split]
+    flags = [(m, m.training) for m in network.modules()]
+    network.eval()
+    try:
+        with torch.inference_mode():
+            device = next(network.parameters()).device
+            output = network(tensors["x_num"].to(device), tensors["x_cat"].to(device)).cpu()
+    finally:
+        for m, training in flags:
+            m.training = training
+    return anomaly.reconstruction_scores(output, tensors["x_num"]).numpy()
+
+
+def anomaly_split_metrics(
+    network: nn.Module, data: TabularDataModule, split: str
+) -> dict[str, float]:
+    """Metrics of `split` at the threshold chosen on the validation split."""
+    labels = {s: data.tensors[s]["y"].numpy() for s in ("val", split)}
+    val = (anomaly_scores(network, data, "val"), labels["val"])
+    scores = val[0] if split == "val" else anomaly_scores(network, data, split)
+    return anomaly.split_metrics(val, (scores, labels[split]), data.anomaly_fpr)

@@ -56,7 +56,10 @@ class ReductiveResult:
 
 
 def validation_error(metrics: dict[str, float], task: str) -> float:
-    """The error the loop minimises: RMSE for regression, log loss for classification."""
+    """The error the loop minimises: RMSE for regression, log loss for classification, and
+    1 - PR AUC for anomaly detection."""
+    if task == "anomaly":
+        return 1.0 - metrics["pr_auc"]
     return metrics["rmse"] if task == "regression" else metrics["log_loss"]
 
 

@@ -37,6 +37,7 @@ def load_data(config: Config) -> TabularDataModule:
         "seed": data.seed,
         "drop_columns": data.drop_columns,
         "time_column": data.time_column,
+        "anomaly_fpr": data.anomaly_fpr,
     }
     if data.path is not None:
         module = TabularDataModule.from_path(data.path, data.target, **kwargs)

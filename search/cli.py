@@ -17,7 +17,7 @@ from search.secrets import install_log_redaction, redact
 STORAGE_ENV = "TABSLIM_STORAGE"
 
 EXIT_BAD_INPUT = 2
-TASKS = ("auto", "classification", "binary", "multiclass", "regression")
+TASKS = ("auto", "classification", "binary", "multiclass", "regression", "anomaly")
 
 
 def _listed(values: Sequence[object]) -> str:

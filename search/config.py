@@ -36,7 +36,12 @@ class DataConfig(_Section):
     dataset: str | None = Field(default=None, description="a bundled dataset name")
     path: str | None = Field(default=None, description="a CSV or Parquet file")
     target: str = "target"
-    task: Literal["auto", "classification", "binary", "multiclass", "regression"] = "auto"
+    # anomaly only when asked: a rare positive class found by reconstruction error
+    task: Literal["auto", "classification", "binary", "multiclass", "regression", "anomaly"] = (
+        "auto"
+    )
+    # Task anomaly: recall is reported at this false-positive rate (recall_at_fpr).
+    anomaly_fpr: float = Field(default=0.01, gt=0, lt=1)
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     seed: int = Field(default=0, ge=0)

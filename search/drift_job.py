@@ -18,6 +18,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from scipy import stats
+from sklearn.metrics import average_precision_score
 
 from lightning_modules.data import read_table
 from lightning_modules.errors import TabslimInputError
@@ -52,6 +53,14 @@ def _model_files(model_uri: str, tracking_uri: str) -> Path:
     return local / "artifacts" / "network"
 
 
+def served_predictions(network_dir: Path, frame: pd.DataFrame, profile: dict) -> pd.Series:
+    """What the served model says of each row: its prediction, or (task anomaly) its score,
+    which is what drifts and what the PR AUC is realized on."""
+    served = OnnxPredictor(network_dir).predict(frame)
+    column = "anomaly_score" if profile["task"] == "anomaly" else "prediction"
+    return pd.Series(served[column].to_numpy())
+
+
 def realized_metric(profile: dict, frame: pd.DataFrame, predictions: pd.Series) -> Realized | None:
     """The metric on labelled new rows with a 95% bootstrap interval (seeded)."""
     target = profile["target"]
@@ -62,6 +71,8 @@ def realized_metric(profile: dict, frame: pd.DataFrame, predictions: pd.Series) 
         return None
     actual, predicted = frame[target][labelled], predictions[labelled]
     validation = profile["validation"]
+    if profile["task"] == "anomaly":
+        return _realized_pr_auc(profile, actual, predicted)
     if profile["task"] == "regression":
         errors = (predicted.to_numpy(float) - actual.to_numpy(float)) ** 2
         value = float(np.sqrt(errors.mean()))
@@ -80,6 +91,22 @@ def realized_metric(profile: dict, frame: pd.DataFrame, predictions: pd.Series) 
         (errors,), statistic, n_resamples=2000, method="percentile", vectorized=False,
         random_state=np.random.default_rng(0),
     ).confidence_interval  # fmt: skip
+    return Realized(validation["metric"], value, float(interval.low), float(interval.high),
+                    float(validation["value"]))  # fmt: skip
+
+
+def _realized_pr_auc(profile: dict, actual: pd.Series, scores: pd.Series) -> Realized | None:
+    labels = (actual.astype("string") == str(profile["positive_class"])).to_numpy(int)
+    if labels.min() == labels.max():
+        return None  # no positive (or no normal) labelled row: PR AUC is undefined
+    values = scores.to_numpy(float)
+    value = float(average_precision_score(labels, values))
+    interval = stats.bootstrap(
+        (labels, values), lambda y, s: average_precision_score(y, s) if y.min() < y.max() else 0.0,
+        paired=True, n_resamples=1000, method="percentile", vectorized=False,
+        random_state=np.random.default_rng(0),
+    ).confidence_interval  # fmt: skip
+    validation = profile["validation"]
     return Realized(validation["metric"], value, float(interval.low), float(interval.high),
                     float(validation["value"]))  # fmt: skip
 
@@ -119,7 +146,7 @@ def run_drift(
         )
     if frame.empty:
         raise TabslimInputError(f"{data_path} has no rows to compare")
-    predictions = pd.Series(OnnxPredictor(network_dir).predict(frame)["prediction"].to_numpy())
+    predictions = served_predictions(network_dir, frame, profile)
     realized = realized_metric(profile, frame, predictions)
     report = compare(
         profile, frame, predictions=predictions, realized=realized,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import average_precision_score
 from torch import nn
 
 from lightning_modules.data import TabularDataModule
@@ -69,13 +70,18 @@ def _categorical(values: pd.Series) -> dict[str, Any]:
 
 
 def _predict(network: nn.Module, data: TabularDataModule, frame: pd.DataFrame) -> np.ndarray:
+    """Predictions in the target's terms; for task anomaly, each row's anomaly score."""
     arrays = data.preprocessor.transform(frame)
     with torch.inference_mode():
         output = network.cpu().eval()(arrays["x_num"], arrays["x_cat"])
-    return np.asarray(data.preprocessor.decode(output)["prediction"])
+    decoded = data.preprocessor.decode(output, arrays["x_num"])
+    return np.asarray(decoded["anomaly_score" if data.task == "anomaly" else "prediction"])
 
 
-def _metric(task: str, predicted: np.ndarray, actual: pd.Series) -> float:
+def _metric(task: str, predicted: np.ndarray, actual: pd.Series, positive: Any = None) -> float:
+    if task == "anomaly":
+        labels = (actual.to_numpy(dtype=object) == positive).astype(int)
+        return float(average_precision_score(labels, predicted.astype(float)))
     if task == "regression":
         error = predicted.astype(float) - actual.to_numpy(dtype=float)
         return float(np.sqrt(np.mean(error**2)))
@@ -92,10 +98,21 @@ def _importance(
     for column in data.preprocessor.feature_columns:
         shuffled = frame.copy()
         shuffled[column] = rng.permutation(shuffled[column].to_numpy())
-        value = _metric(data.task, _predict(network, data, shuffled), frame[target])
+        value = _metric(
+            data.task, _predict(network, data, shuffled), frame[target], _positive(data)
+        )
         worse = base - value if higher else value - base
         importance[column] = max(float(worse), 0.0)
     return importance
+
+
+def _json_label(label: Any) -> Any:
+    return label.item() if hasattr(label, "item") else label
+
+
+def _positive(data: TabularDataModule) -> Any:
+    """Task anomaly's positive label (the second class); None for other tasks."""
+    return data.preprocessor.classes[1] if data.task == "anomaly" else None
 
 
 def build_profile(data: TabularDataModule, network: nn.Module, *, seed: int = 0) -> dict[str, Any]:
@@ -109,7 +126,7 @@ def build_profile(data: TabularDataModule, network: nn.Module, *, seed: int = 0)
     regression = data.task == "regression"
     predicted = _predict(network, data, data.val_frame)
     metric = PRIMARY_METRIC[data.task]
-    value = _metric(data.task, predicted, data.val_frame[data.target])
+    value = _metric(data.task, predicted, data.val_frame[data.target], _positive(data))
     return {
         "version": PROFILE_VERSION,
         "task": data.task,
@@ -120,9 +137,10 @@ def build_profile(data: TabularDataModule, network: nn.Module, *, seed: int = 0)
         if regression
         else _categorical(train[data.target]),
         "prediction_distribution": _numeric(pd.Series(predicted, dtype=float), rng)
-        if regression
+        if regression or data.task == "anomaly"
         else _categorical(pd.Series(predicted)),
         "validation": {"metric": metric, "value": value, "rows": len(data.val_frame)},
+        "positive_class": _json_label(_positive(data)),
         "importance": _importance(network, data, value, rng),
         # Not features: identifiers, dates, the time column, those the user named; and why.
         "dropped_columns": dict(data.dropped),

@@ -75,7 +75,8 @@ def predict_frame(
     inputs = preprocessor.transform(rows)
     with torch.inference_mode():
         output = network.cpu().eval()(inputs["x_num"], inputs["x_cat"])
-    return prediction_frame(preprocessor.decode(output), preprocessor.classes)
+    decoded = preprocessor.decode(output, inputs["x_num"])
+    return prediction_frame(decoded, preprocessor.classes)
 
 
 def _signature(output: pd.DataFrame) -> ModelSignature:

@@ -159,7 +159,7 @@ def _add_variant(
     )
     metrics = run_metrics(
         output_metrics(outputs["val"], ctx.data, "val"),
-        output_metrics(outputs["test"], ctx.data, "test"),
+        output_metrics(outputs["test"], ctx.data, "test", val_output=outputs["val"]),
         measured,
     )
     metrics |= paired_metrics(ctx, settings, rows, study)

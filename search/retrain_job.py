@@ -34,6 +34,7 @@ from torch import nn
 from lightning_modules.columns import time_order
 from lightning_modules.data import TabularDataModule, read_table
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.evaluation import serving_preprocessor
 from lightning_modules.family import NetworkSpec, TabularNetwork
 from lightning_modules.networks import build
 from lightning_modules.preprocessing import Preprocessor
@@ -42,12 +43,11 @@ from search import tracking
 from search.adapters import fit_settings, set_training_threads
 from search.config import load_config
 from search.drift import compare
-from search.drift_job import realized_metric
+from search.drift_job import realized_metric, served_predictions
 from search.latency import measure_latency
 from search.profile import build_profile, read_profile
 from search.pyfunc_model import load_network, log_model
 from search.registry import Busy, champion_version, promote, retrain_lock
-from search.served_model import OnnxPredictor
 from search.uncertainty import paired_delta
 
 __all__ = ["RetrainOutcome", "frame_scores", "run_retrain"]
@@ -82,11 +82,16 @@ def _fingerprint(path: str, target: str, time_column: str | None) -> str:
 def frame_scores(
     network: nn.Module, prep: Preprocessor, frame: pd.DataFrame, target: str
 ) -> np.ndarray:
-    """Per holdout row: 1/0 for a right/wrong class, or the squared error (original scale)."""
+    """Per holdout row: 1/0 for a right/wrong class, the squared error (original scale), or
+    for task anomaly the (anomaly score, 0/1 label) pair."""
     inputs = prep.transform(frame)
     with torch.inference_mode():
         output = network.cpu().eval()(inputs["x_num"], inputs["x_cat"])
-    predicted = prep.decode(output)["prediction"]
+    decoded = prep.decode(output, inputs["x_num"])
+    if prep.task == "anomaly":
+        positive = (frame[target].astype("string") == str(prep.classes[1])).to_numpy(float)
+        return np.stack([decoded["anomaly_score"], positive], axis=1)
+    predicted = decoded["prediction"]
     if prep.task == "regression":
         return (np.asarray(predicted, float) - frame[target].to_numpy(float)) ** 2
     return (pd.Series(predicted).astype("string").to_numpy()
@@ -165,7 +170,7 @@ def run_retrain(
     if done is not None:
         return RetrainOutcome("already done", [f"this data was handled before: {done}"],
                               champion.version)  # fmt: skip
-    predictions = pd.Series(OnnxPredictor(network_dir).predict(frame)["prediction"].to_numpy())
+    predictions = served_predictions(network_dir, frame, profile)
     report = compare(
         profile, frame, predictions=predictions,
         realized=realized_metric(profile, frame, predictions),
@@ -277,7 +282,8 @@ def _retrain(
                 mlflow.set_tags({"tabslim.kind": "challenger", "tabslim.passed": str(passed)})
                 if passed:
                     assert isinstance(candidate, TabularNetwork)
-                    info = log_model(candidate.spec, candidate, cand_prep, data.example_rows(),
+                    served = serving_preprocessor(candidate, data)
+                    info = log_model(candidate.spec, candidate, served, data.example_rows(),
                                      profile=build_profile(data, candidate))  # fmt: skip
                     passing.append((delta.delta if higher else -delta.delta, kind, info, figures))
             lines.append(

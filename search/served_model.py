@@ -27,6 +27,8 @@ ONNX_FILE = "model.onnx"
 def prediction_frame(decoded: dict[str, np.ndarray], classes: list[Any]) -> pd.DataFrame:
     """A `prediction` column, plus `proba_<class>` for classifiers."""
     result = pd.DataFrame({"prediction": decoded["prediction"]})
+    if "anomaly_score" in decoded:
+        result["anomaly_score"] = decoded["anomaly_score"]
     if "probabilities" in decoded:
         for i, label in enumerate(classes):
             result[f"proba_{label}"] = decoded["probabilities"][:, i]
@@ -51,7 +53,7 @@ class OnnxPredictor:
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
         arrays = self.preprocessor.transform_arrays(rows)
         output = self.session.run(None, {name: arrays[name] for name in self.input_names})[0]
-        decoded = self.preprocessor.decode_arrays(np.asarray(output))
+        decoded = self.preprocessor.decode_arrays(np.asarray(output), arrays["x_num"])
         return prediction_frame(decoded, self.preprocessor.classes)
 
 

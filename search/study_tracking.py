@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.evaluation import serving_preprocessor
 from search import pareto, tracking
 from search.hypervolume import hypervolume
 from search.network_store import RemoteNetworks, fetch
@@ -193,6 +194,9 @@ class StudyMirror:
         except TabslimInputError:
             return None  # a trial of a study made before networks were kept
         spec, network, preprocessor = load_network(directory)
+        if self.data is not None:
+            # Task anomaly: the served model flags rows at this network's own threshold.
+            preprocessor = serving_preprocessor(network, self.data)
         run_id = self._runs[trial.number]
         with mlflow.start_run(run_id=run_id, nested=True):
             profile = build_profile(self.data, network) if self.data is not None else None

@@ -10,7 +10,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.evaluation import no_better_than_constant
+from lightning_modules.evaluation import no_better_than_constant, serving_preprocessor
 from lightning_modules.networks import build
 from lightning_modules.training import PRIMARY_METRIC, fit
 from search import tracking
@@ -92,7 +92,7 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
         info = log_model(
             spec,
             result.network,
-            data.preprocessor,
+            serving_preprocessor(result.network, data),
             data.example_rows(),
             profile=build_profile(data, result.network, seed=config.data.seed),
         )

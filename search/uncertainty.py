@@ -78,11 +78,14 @@ def paired_delta(
     Args:
         candidate, baseline: per-row scores of the same rows in the same order, as
             `lightning_modules.evaluation.row_scores` gives them.
-        metric: "accuracy" (rows are 0/1) or "rmse" (rows are squared errors).
+        metric: "accuracy" (rows are 0/1), "rmse" (rows are squared errors) or "pr_auc"
+            (rows are (anomaly score, 0/1 label) pairs, shape (N, 2)).
         seed: the bootstrap's seed; the same seed gives the same interval.
     """
     candidate = np.asarray(candidate, dtype=float)
     baseline = np.asarray(baseline, dtype=float)
+    if metric == "pr_auc":
+        return _paired_ranking(candidate, baseline, seed)
     if candidate.shape != baseline.shape or candidate.ndim != 1 or len(candidate) == 0:
         raise ValueError(
             f"paired rows must be two equal, non-empty vectors, but got shapes "
@@ -117,3 +120,53 @@ def paired_delta(
     if not (math.isfinite(low) and math.isfinite(high)):
         return PairedDelta(delta, delta, delta)
     return PairedDelta(delta, low, high)
+
+
+def _average_precision(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average precision of each row of `weights` (resamples x rows: how often a row is drawn).
+
+    Rows are ranked by score once; a resample only changes their weights, so precision at each
+    rank is a ratio of weighted cumulative sums. Equal to scikit-learn's for distinct scores.
+    """
+    order = np.argsort(-scores, kind="stable")
+    positive = labels[order] == 1
+    w = weights[:, order]
+    true_positives = np.cumsum(w * positive, axis=1)
+    flagged = np.cumsum(w, axis=1)
+    precision = true_positives / np.maximum(flagged, 1e-12)
+    positives = true_positives[:, -1]
+    return (precision * (w * positive)).sum(axis=1) / np.maximum(positives, 1e-12)
+
+
+def _paired_ranking(candidate: np.ndarray, baseline: np.ndarray, seed: int) -> PairedDelta:
+    """The paired bootstrap of a PR AUC difference: both networks' (score, label) rows are
+    resampled together, and each resample's average precision recomputed."""
+    if candidate.shape != baseline.shape or candidate.ndim != 2 or candidate.shape[1] != 2:
+        raise ValueError(
+            f"pr_auc rows must be two equal (N, 2) arrays of (score, label), but got shapes "
+            f"{candidate.shape} and {baseline.shape}."
+        )
+    labels = candidate[:, 1]
+    if not np.array_equal(labels, baseline[:, 1]):
+        raise ValueError("paired pr_auc rows must hold the same labels in the same order.")
+    n = len(labels)
+    one = np.ones((1, n))
+    delta = float(
+        _average_precision(candidate[:, 0], labels, one)[0]
+        - _average_precision(baseline[:, 0], labels, one)[0]
+    )
+    rng = np.random.default_rng(seed)
+    differences = []
+    per_batch = max(1, _BATCH_CELLS // (4 * n))
+    for start in range(0, _RESAMPLES, per_batch):
+        size = min(per_batch, _RESAMPLES - start)
+        drawn = rng.integers(0, n, size=(size, n))
+        flat = (np.arange(size)[:, None] * n + drawn).ravel()
+        weights = np.bincount(flat, minlength=size * n).reshape(size, n).astype(float)
+        differences.append(
+            _average_precision(candidate[:, 0], labels, weights)
+            - _average_precision(baseline[:, 0], labels, weights)
+        )
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(np.concatenate(differences), [alpha, 1 - alpha])
+    return PairedDelta(delta, float(low), float(high))

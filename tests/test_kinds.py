@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modules.accordion import AccordionSpec
 from lightning_modules.cnn1d import CNN1dSpec
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.ft_transformer import FTTransformerSpec
@@ -41,6 +42,10 @@ SPECS = {
         d_num=0, d_out=1, cat_cardinalities=(5,), d_token=6, heads=(2,), d_head=3, ffn_hidden=(4,)
     ),
     "cnn1d": CNN1dSpec(expansion=6, length=8, skip=(5, 4), middle=(7, 3), d_embedding=3, **INPUTS),
+    "accordion": AccordionSpec(
+        d_num=5, d_out=5, cat_cardinalities=(4, 3), encoder=(8, 4, 6), bottleneck=3,
+        decoder=(6, 4, 8), d_embedding=3,
+    ),  # fmt: skip
 }
 GROUPS = [(name, group) for name, spec in SPECS.items() for group in range(len(spec.group_sizes()))]
 
