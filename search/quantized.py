@@ -176,7 +176,7 @@ def _add_variant(
     study.add_trial(
         optuna.trial.create_trial(
             values=values, user_attrs=attrs,
-            system_attrs={"constraints": [settings.violation(value)]},
+            constraints={"metric_floor": settings.violation(value)},
         )
     )  # fmt: skip
     number = next(

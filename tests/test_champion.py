@@ -184,3 +184,20 @@ def test_the_floor_of_an_error_metric_is_relative_to_the_baseline() -> None:
     assert not rmse.with_baseline(0, 42.0).is_confident(-1.0, 0.25)
     accuracy = StudySettings(metric="accuracy", higher_is_better=True, max_metric_drop=0.005)
     assert accuracy.with_baseline(0, 0.9).floor() == pytest.approx(0.895)
+
+
+def test_an_int8_copy_is_champion_when_it_ties_on_size_and_is_faster() -> None:
+    study = _study([(0.972, 100.0, (-0.004, 0.01))])
+    source = study.trials[1]
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[0.971, 100.0, 0.6],  # same parameters, faster than the source's 1.0
+            user_attrs={"approach": "quantize", "precision": "int8_static", "variant_of": 1,
+                        "hidden": source.user_attrs["hidden"],
+                        "metrics": {"parameters": 100.0, "val_delta_ci_low": -0.004,
+                                    "val_delta_ci_high": 0.008}},
+            constraints={"metric_floor": SETTINGS.violation(0.971)},
+        )
+    )  # fmt: skip
+    picked = champion(study)
+    assert picked.trial is not None and picked.trial.user_attrs["precision"] == "int8_static"
