@@ -206,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--drift-threshold", type=float, default=0.1, metavar="X",
         help="importance-weighted drift score that calls for a retrain (default: %(default)s)",
     )  # fmt: skip
+    retrain.add_argument(
+        "--reference-share", type=float, default=0.0, metavar="S",
+        help="add this share of the training rows stored with the champion to the window "
+        "(default: %(default)s, the new rows only)",
+    )  # fmt: skip
+    retrain.add_argument(
+        "--search", type=int, default=0, metavar="N",
+        help="also train a challenger found by an N-trial search seeded with the champion's "
+        "study front and bounded by its widths (default: %(default)s, none)",
+    )  # fmt: skip
     retrain.set_defaults(handler=cli_handlers.retrain_command)
 
     rollback = commands.add_parser(

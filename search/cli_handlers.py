@@ -183,6 +183,8 @@ def retrain_command(args: argparse.Namespace) -> int:
         min_gain=args.min_gain,
         tolerance=args.tolerance,
         drift_threshold=args.drift_threshold,
+        reference_share=args.reference_share,
+        search_trials=args.search,
     )
     for line in outcome.lines:
         print(line)

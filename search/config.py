@@ -139,6 +139,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 class TrackingConfig(_Section):
     uri: str = DEFAULT_TRACKING_URI
     experiment: str = Field(default="tabslim", min_length=1)
+    # A seeded sample of training rows stored with each logged model, for `tabslim retrain
+    # --reference-share` (0 stores none: the model then holds no row of the training data).
+    reference_rows: int = Field(default=2000, ge=0)
 
 
 class Range(_Section):

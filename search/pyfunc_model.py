@@ -30,6 +30,7 @@ from search.served_model import (
     ONNX_FILE,
     PREPROCESSOR_FILE,
     PROFILE_FILE,
+    REFERENCE_ROWS_FILE,
     SPEC_FILE,
     WEIGHTS_FILE,
     OnnxPredictor,
@@ -102,12 +103,14 @@ def log_model(
     name: str = "model",
     profile: dict[str, Any] | None = None,
     onnx_graph: Path | None = None,
+    reference_rows: pd.DataFrame | None = None,
 ) -> Any:
     """Log the network as an MLflow pyfunc model in the active run; returns its ModelInfo.
 
     Args:
         profile: the reference profile (`search.profile`), stored beside the weights.
         onnx_graph: the graph to serve (e.g. an INT8 copy), instead of a fresh fp32 export.
+        reference_rows: training rows to store with the model, for retraining.
     """
     network = network.cpu().eval()
     example = sample.reset_index(drop=True)
@@ -117,6 +120,8 @@ def log_model(
         directory = save_network(Path(tmp) / "network", spec, network, preprocessor)
         if profile is not None:
             (directory / PROFILE_FILE).write_text(json.dumps(profile))
+        if reference_rows is not None:
+            reference_rows.to_parquet(directory / REFERENCE_ROWS_FILE, index=False)
         if onnx_graph is not None:
             shutil.copyfile(onnx_graph, directory / ONNX_FILE)
         else:

@@ -5,8 +5,11 @@ them, and promote one only on paired evidence from rows that come after its trai
    past its threshold, or `--force`. Otherwise record "no retrain" and stop.
 2. Split the new rows into a training window and a holdout after it (by `--time-column`;
    without one, a seeded random split).
-3. Challengers: (a) the champion's widths trained from scratch on the window, preprocessing
-   refitted there; (b) the champion fine-tuned on the window, keeping its preprocessing.
+3. Challengers (`search.challengers`): (a) the champion's widths trained from scratch on the
+   window, preprocessing refitted there; (b) the champion fine-tuned on the window, keeping its
+   preprocessing; (c) with `--search N`, a short search seeded with the champion's study front
+   and bounded by its widths. With `--reference-share S` the window also holds a share S of the
+   training rows stored with the champion.
 4. Gate, on the holdout rows: a challenger is promoted only when the paired 95% interval of its
    metric minus the champion's clears `--min-gain`, and its size and latency are within the
    champion's budget. Promotion registers a version and moves `champion` (and `previous`).
@@ -15,8 +18,6 @@ The same data again is recognised by its fingerprint and changes nothing.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import hashlib
 import json
 import logging
@@ -32,15 +33,21 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from lightning_modules.columns import time_order
-from lightning_modules.data import TabularDataModule, read_table
+from lightning_modules.data import read_table
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
-from lightning_modules.family import NetworkSpec, TabularNetwork
-from lightning_modules.networks import build
+from lightning_modules.family import TabularNetwork
 from lightning_modules.preprocessing import Preprocessor
-from lightning_modules.training import HIGHER_IS_BETTER, fit
+from lightning_modules.training import HIGHER_IS_BETTER
 from search import tracking
-from search.adapters import fit_settings, set_training_threads
+from search.adapters import set_training_threads
+from search.challengers import (
+    ChallengerOptions,
+    front_widths,
+    reference_sample,
+    train_challengers,
+    training_window,
+)
 from search.config import load_config
 from search.drift import compare
 from search.drift_job import realized_metric, served_predictions
@@ -143,12 +150,19 @@ def run_retrain(
     min_gain: float = 0.0,
     tolerance: float = 0.01,
     drift_threshold: float = 0.1,
+    reference_share: float = 0.0,
+    search_trials: int = 0,
 ) -> RetrainOutcome:
     """Retrain `name@champion` on `data_path` if it needs it; see the module docstring."""
     if not (0.05 <= holdout <= 0.8 and tolerance >= 0 and drift_threshold > 0):
         raise TabslimInputError(
             f"--holdout must be in [0.05, 0.8], --tolerance at least 0 and --drift-threshold "
             f"above 0, but got {holdout=}, {tolerance=}, {drift_threshold=}"
+        )
+    if not (0 <= reference_share <= 1 and 0 <= search_trials <= 200):
+        raise TabslimInputError(
+            f"--reference-share must be in [0, 1] and --search in [0, 200], but got "
+            f"{reference_share=}, {search_trials=}"
         )
     config = load_config(config_path)
     # The flag, else the config's store (`--config` may name a team server).
@@ -182,9 +196,13 @@ def run_retrain(
                               champion.version, report.summary())  # fmt: skip
     try:
         with retrain_lock(tracking_uri, name):
+            options = ChallengerOptions(
+                reference_share, search_trials, front_widths(dict(champion.tags or {}))
+            )
             return _retrain(
                 name, frame, target, time_column, config, experiment_id, client, champion,
                 network_dir, profile, report, reasons, fingerprint, holdout, min_gain, data_path,
+                options,
             )  # fmt: skip
     except Busy:
         return RetrainOutcome("busy", [f"another retrain of {name!r} is running"],
@@ -213,37 +231,11 @@ def _reasons(report: Any, profile: dict, tolerance: float, threshold: float, for
     return reasons
 
 
-def _challengers(
-    window: pd.DataFrame, target: str, time_column: str | None, config: Any, spec: NetworkSpec,
-    network: nn.Module, prep: Preprocessor,
-) -> tuple[dict[str, tuple[nn.Module, Preprocessor, TabularDataModule]], list[str]]:  # fmt: skip
-    settings = fit_settings(config)
-    common = {"task": prep.task, "time_column": time_column, "seed": config.data.seed}
-    scratch_data = TabularDataModule.from_frame(window, target, **common)
-    # Every kind's spec is a frozen dataclass with the network_inputs() fields.
-    shape = dataclasses.replace(spec, **scratch_data.network_inputs())  # type: ignore[type-var]
-    scratch = fit(build(shape, seed=settings.seed), scratch_data, settings, evaluate_test=False)
-    found = {"scratch": (scratch.network, scratch_data.preprocessor, scratch_data)}
-    skipped: list[str] = []
-    # Fine-tuning keeps the champion's outputs: a class it never saw cannot be learned there.
-    unknown = sorted(set(map(str, window[target].unique())) - set(map(str, prep.classes)))
-    if prep.task == "regression" or not unknown:
-        tuned_data = TabularDataModule.from_frame(window, target, preprocessor=prep, **common)
-        tuning = dataclasses.replace(settings, max_epochs=max(1, settings.max_epochs // 4))
-        tuned = fit(copy.deepcopy(network), tuned_data, tuning, evaluate_test=False)
-        found["fine_tune"] = (tuned.network, prep, tuned_data)
-    else:
-        skipped.append(
-            f"fine_tune skipped: the new rows hold classes the champion never saw {unknown}"
-        )
-    return found, skipped
-
-
 def _retrain(
     name: str, frame: pd.DataFrame, target: str, time_column: str | None, config: Any,
     experiment_id: str, client: MlflowClient, champion: Any, network_dir: Path, profile: dict,
     report: Any, reasons: list[str], fingerprint: str, holdout: float, min_gain: float,
-    data_path: str,
+    data_path: str, options: ChallengerOptions,
 ) -> RetrainOutcome:  # fmt: skip
     tags = {"tabslim.kind": "retrain", "tabslim.model_name": name,
             "tabslim.champion_version": str(champion.version)}  # fmt: skip
@@ -264,7 +256,11 @@ def _retrain(
         base_size = sum(p.numel() for p in network.parameters())
         metric = profile["validation"]["metric"]
         higher = HIGHER_IS_BETTER[metric]
-        challengers, lines = _challengers(window, target, time_column, config, spec, network, prep)
+        window = training_window(window, network_dir, options.reference_share, time_column,
+                                 config.data.seed)  # fmt: skip
+        challengers, lines = train_challengers(
+            window, target, time_column, config, (spec, network, prep), options
+        )
         passing = []
         for kind, (candidate, cand_prep, data) in challengers.items():
             delta = paired_delta(frame_scores(candidate, cand_prep, rows, target), base_rows,
@@ -283,8 +279,11 @@ def _retrain(
                 if passed:
                     assert isinstance(candidate, TabularNetwork)
                     served = serving_preprocessor(candidate, data)
-                    info = log_model(candidate.spec, candidate, served, data.example_rows(),
-                                     profile=build_profile(data, candidate))  # fmt: skip
+                    info = log_model(
+                        candidate.spec, candidate, served, data.example_rows(),
+                        profile=build_profile(data, candidate),
+                        reference_rows=reference_sample(data, config.tracking.reference_rows),
+                    )  # fmt: skip
                     passing.append((delta.delta if higher else -delta.delta, kind, info, figures))
             lines.append(
                 f"{kind:<10} {metric} delta on {len(rows)} holdout rows {delta.delta:+.4f} "

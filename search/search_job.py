@@ -120,6 +120,7 @@ def _coordinate(
         params=params,
         dataset=tracking.training_dataset(ctx.data, config.data),
         data=ctx.data,
+        reference_rows=config.tracking.reference_rows,
     )
     mirror.start()
     if is_server(config.tracking.uri):

@@ -19,6 +19,8 @@ from mlflow.pyfunc import PythonModel
 from lightning_modules.preprocessing import Preprocessor
 
 SPEC_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE = "spec.json", "preprocessor.json", "weights.pt"
+# Training rows kept with a model for retraining (`search.challengers`); serving ignores them.
+REFERENCE_ROWS_FILE = "reference_rows.parquet"
 # The reference profile of the training data, for drift checks (`search.profile`).
 PROFILE_FILE = "profile.json"
 ONNX_FILE = "model.onnx"

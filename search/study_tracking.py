@@ -8,6 +8,7 @@ worker processes never contend for the SQLite store.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
 from search import pareto, tracking
+from search.challengers import FRONT_TAG, reference_sample
 from search.hypervolume import hypervolume
 from search.network_store import RemoteNetworks, fetch
 from search.plots import plot_front_html, plot_front_png
@@ -63,6 +65,8 @@ class StudyMirror:
     remote: RemoteNetworks | None = None
     # The study's data, for the reference profile logged with each model (`search.profile`).
     data: TabularDataModule | None = None
+    # Training rows stored with each logged model (`tracking.reference_rows`).
+    reference_rows: int = 0
     client: MlflowClient = field(default_factory=MlflowClient)
     parent_run_id: str = ""
     _runs: dict[int, str] = field(default_factory=dict)
@@ -202,9 +206,11 @@ class StudyMirror:
             profile = build_profile(self.data, network) if self.data is not None else None
             # A quantized variant's folder holds the INT8 graph it was measured as: that serves.
             graph = directory / "model.onnx" if "precision" in trial.user_attrs else None
+            rows = reference_sample(self.data, self.reference_rows) if self.data else None
             info = log_model(
-                spec, network, preprocessor, self.input_example, profile=profile, onnx_graph=graph
-            )
+                spec, network, preprocessor, self.input_example, profile=profile,
+                onnx_graph=graph, reference_rows=rows,
+            )  # fmt: skip
         self.client.set_tag(run_id, "tabslim.model_uri", info.model_uri)
         self._models[trial.number] = info.model_uri
         return str(info.model_uri)
@@ -300,9 +306,15 @@ class StudyMirror:
             current = None
         if current is not None and current.tags.get("tabslim.trial") == str(chosen.number):
             return f"models:/{name}@{CHAMPION}"
+        # The front's shapes travel with the champion: `tabslim retrain --search` starts there.
+        front = [
+            t.user_attrs["hidden"] for t in pareto.front(self.study)
+            if "hidden" in t.user_attrs and "variant_of" not in t.user_attrs
+        ]  # fmt: skip
         version = mlflow.register_model(
-            model_uri, name, tags={"tabslim.trial": str(chosen.number), "tabslim.study": name}
-        )
+            model_uri, name, tags={"tabslim.trial": str(chosen.number), "tabslim.study": name,
+                                   FRONT_TAG: json.dumps(front)},
+        )  # fmt: skip
         self.client.set_registered_model_alias(name, CHAMPION, version.version)
         self.client.set_tag(self.parent_run_id, "champion_trial", str(chosen.number))
         return f"models:/{name}@{CHAMPION}"

@@ -23,6 +23,7 @@ from search.adapters import (
     run_metrics,
     set_training_threads,
 )
+from search.challengers import reference_sample
 from search.config import Config
 from search.measure import measure
 from search.profile import build_profile
@@ -95,5 +96,6 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
             serving_preprocessor(result.network, data),
             data.example_rows(),
             profile=build_profile(data, result.network, seed=config.data.seed),
+            reference_rows=reference_sample(data, config.tracking.reference_rows),
         )
     return TrainOutcome(run_id=run.info.run_id, model_uri=info.model_uri, metrics=metrics)

@@ -190,3 +190,52 @@ def test_without_the_flag_the_store_is_the_configs(
     outcome = run_retrain(champion, world["none"], "churned", config_path=str(config))
     # It found the champion in the config's store (the default store has no such model).
     assert outcome.action == "no retrain" and outcome.champion == "1"
+
+
+def test_a_search_challenger_and_the_champions_own_rows_in_the_window(
+    world: dict[str, str], champion: str
+) -> None:
+    # The champion carries a seeded sample of its training rows, target included.
+    files = Path(mlflow.artifacts.download_artifacts(f"models:/{champion}@champion"))
+    stored = pd.read_parquet(next(files.rglob("reference_rows.parquet")))
+    reference = pd.read_csv(Path(world["root"]) / "reference.csv")
+    assert len(stored) == 2000 and set(stored.columns) == set(reference.columns)
+    outcome = run_retrain(
+        champion, world["concept"], "churned", tracking_uri=world["uri"], time_column="at",
+        reference_share=0.5, search_trials=3,
+    )  # fmt: skip
+    assert outcome.action in ("promoted", "retrained, champion kept")
+    assert any(line.startswith("search ") for line in outcome.lines), outcome.lines
+    client = MlflowClient()
+    children = client.search_runs(
+        [client.get_run(outcome.run_id).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{outcome.run_id}'",
+    )
+    assert {r.info.run_name for r in children} == {"scratch", "fine_tune", "search"}
+    # The window: 70% of 2000 new rows, and half the 2000 stored rows before them.
+    if outcome.action == "promoted":
+        tags = client.get_model_version(champion, outcome.champion).tags
+        assert tags["tabslim.window_rows"] == str(1400 + 1000)
+
+
+def test_a_champion_logged_without_rows_cannot_take_a_reference_share(
+    world: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "no_rows.yaml"
+    config.write_text("tracking:\n  reference_rows: 0\ntraining:\n  max_epochs: 2\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = io.StringIO()
+    table = str(Path(world["root"]) / "reference.csv")
+    with contextlib.redirect_stdout(out):
+        assert main(["train", "--config", str(config), "--data", table, "--target", "churned",
+                     "--tracking-uri", uri]) == 0  # fmt: skip
+    (model,) = re.findall(r"^model: (\S+)", out.getvalue(), re.MULTILINE)
+    mlflow.set_tracking_uri(uri)
+    version = mlflow.register_model(model, "bare")
+    MlflowClient().set_registered_model_alias("bare", "champion", version.version)
+    capsys.readouterr()
+    code = main(["retrain", "--model", "bare", "--data", world["concept"], "--target", "churned",
+                 "--tracking-uri", uri, "--reference-share", "0.3", "--force"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "logged without them" in err[0], err
+    assert len(MlflowClient().search_model_versions("name = 'bare'")) == 1
