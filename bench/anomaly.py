@@ -6,8 +6,8 @@ written to a CSV so that the search reads it as a user's file would.
 
 1. The default search of `configs/accordion.yaml` (`--trials` trials, INT8 copies on): the
    confident champion's parameter and latency ratios and its test PR-AUC delta with the paired
-   95% interval; and the smallest trial whose test PR AUC is within 0.5 points of the
-   baseline's (a point estimate, for comparison with the paper's figure).
+   95% interval; and the smallest trials whose test PR AUC is within 0.5 points, 5% and 14% of
+   the baseline's (point estimates; the paper reports 85-95% fewer parameters at a 5-14% drop).
 2. Accordion against funnel: the baseline accordion (64-16-48, bottleneck 8, mirrored) and a
    plain funnel autoencoder (w, w/2, w/4, bottleneck 8, mirrored) whose w gives the closest
    parameter count, each trained from scratch under several seeds; mean and spread of the
@@ -63,13 +63,15 @@ def search_section(csv: Path, trials: int, folder: Path) -> str:
     champion = pareto.champion(study).trial
     assert champion is not None
     chosen = table[table["trial"] == champion.number].iloc[0]
-    within = table[table["test_metric"] >= base["test_metric"] - DROP]
-    smallest = within.sort_values(["parameters", "latency_ms"]).iloc[0]
+    picks = [("confident champion", chosen)]
+    # 0.5 points as the issue asks; 5% and 14% as the seed paper's 5-14% performance drop.
+    for label, allowed in (("0.5 pt", DROP), ("5%", 0.05 * base["test_metric"]),
+                           ("14%", 0.14 * base["test_metric"])):  # fmt: skip
+        within = table[table["test_metric"] >= base["test_metric"] - allowed]
+        smallest = within.sort_values(["parameters", "latency_ms"]).iloc[0]
+        picks.append((f"smallest within {label} on test", smallest))
     rows = []
-    for label, row in (
-        ("confident champion", chosen),
-        ("smallest within 0.5 pt on test", smallest),
-    ):
+    for label, row in picks:
         rows.append([
             label, int(row["trial"]), row["approach"], row["precision"], row["hidden"],
             f"{int(row['parameters']):,}", f"{1 - row['param_ratio']:.1%}",

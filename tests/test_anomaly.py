@@ -123,7 +123,9 @@ def test_bad_anomaly_input_is_one_line_and_exit_2(
     assert not (tmp_path / "m.db").exists()
 
 
-def test_an_accordion_search_finds_anomalies_end_to_end(tmp_path: Path) -> None:
+def test_an_accordion_search_finds_anomalies_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     raw = yaml.safe_load(CONFIG.read_text())
     raw["training"] |= {"max_epochs": 20}
     raw["search"] |= {"n_trials": 4, "quantize": ["int8_static"]}
@@ -147,6 +149,14 @@ def test_an_accordion_search_finds_anomalies_end_to_end(tmp_path: Path) -> None:
     assert (flagged == (served["prediction"] == "fraud")).all()
     fraud = (frame["target"].head(600) == "fraud").to_numpy()
     assert flagged[fraud].mean() > 0.5 and flagged[~fraud].mean() < 0.05
+
+    # The sensitivity scan reports the accordion's groups, the bottleneck among them.
+    sensitivity = ["sensitivity", "--study", "fraud", "--storage", str(tmp_path / "optuna.journal"),
+                   "--ratios", "0.5", "--epochs", "0"]  # fmt: skip
+    capsys.readouterr()
+    assert main(sensitivity) == 0
+    scanned = capsys.readouterr().out
+    assert "bottleneck (8)" in scanned and "encoder0 (64)" in scanned
 
     # Drift and retraining work for the task: PR AUC realized on labelled new rows.
     new_rows = tmp_path / "new.csv"
