@@ -43,8 +43,13 @@ SPECS = {
     ),
     "cnn1d": CNN1dSpec(expansion=6, length=8, skip=(5, 4), middle=(7, 3), d_embedding=3, **INPUTS),
     "accordion": AccordionSpec(
-        d_num=5, d_out=5, cat_cardinalities=(4, 3), encoder=(8, 4, 6), bottleneck=3,
-        decoder=(6, 4, 8), d_embedding=3,
+        d_num=5,
+        d_out=5,
+        cat_cardinalities=(4, 3),
+        encoder=(8, 4, 6),
+        bottleneck=3,
+        decoder=(6, 4, 8),
+        d_embedding=3,
     ),  # fmt: skip
 }
 GROUPS = [(name, group) for name, spec in SPECS.items() for group in range(len(spec.group_sizes()))]

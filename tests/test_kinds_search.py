@@ -101,7 +101,11 @@ FT = MODELS["ft_transformer"]
 @pytest.mark.parametrize(
     ("model", "search", "message"),
     [
-        ({"kind": "transformer"}, {}, "model.kind must be one of ['cnn1d', 'ft_transformer', "),
+        (
+            {"kind": "transformer"},
+            {},
+            "model.kind must be one of ['accordion', 'cnn1d', 'ft_transformer', 'mlp', 'resnet']",
+        ),
         (FT | {"n_heads": 5}, {}, "model.n_heads must divide model.d_token, but got n_heads=5"),
         (MODELS["cnn1d"] | {"dense": 60}, {}, "model.dense must be a whole number of channels"),
         (FT | {"hidden": [8]}, {}, "unknown key 'model.hidden' for model.kind 'ft_transformer'"),
