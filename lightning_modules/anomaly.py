@@ -11,7 +11,7 @@ when its score is at or above it).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,11 @@ from sklearn.metrics import (
 )
 
 from lightning_modules.errors import TabslimInputError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from lightning_modules.data import TabularDataModule
 
 TASK = "anomaly"
 METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "f1", "threshold")
@@ -106,3 +111,28 @@ def split_metrics(
 def constant_pr_auc(labels: Sequence[int] | np.ndarray) -> float:
     """The PR AUC of a constant score: the share of positives."""
     return float(np.mean(labels))
+
+
+def network_scores(network: nn.Module, data: TabularDataModule, split: str) -> np.ndarray:
+    """(rows,) reconstruction errors of `split`'s rows, in eval mode."""
+    tensors = data.tensors[split]
+    flags = [(m, m.training) for m in network.modules()]
+    network.eval()
+    try:
+        with torch.inference_mode():
+            device = next(network.parameters()).device
+            output = network(tensors["x_num"].to(device), tensors["x_cat"].to(device)).cpu()
+    finally:
+        for m, training in flags:
+            m.training = training
+    return reconstruction_scores(output, tensors["x_num"]).numpy()
+
+
+def split_metrics_of(
+    network: nn.Module, data: TabularDataModule, split: str
+) -> dict[str, float]:
+    """Metrics of `split` at the threshold chosen on the validation split."""
+    labels = {s: data.tensors[s]["y"].numpy() for s in ("val", split)}
+    val = (network_scores(network, data, "val"), labels["val"])
+    scores = val[0] if split == "val" else network_scores(network, data, split)
+    return split_metrics(val, (scores, labels[split]), data.anomaly_fpr)

@@ -143,8 +143,6 @@ def serving_preprocessor(network: nn.Module, data: TabularDataModule) -> Preproc
     prep = data.preprocessor
     if data.task != anomaly.TASK:
         return prep
-    from lightning_modules.training import anomaly_scores
-
-    scores = anomaly_scores(network, data, "val")
+    scores = anomaly.network_scores(network, data, "val")
     threshold = anomaly.choose_threshold(scores, data.tensors["val"]["y"].numpy())
     return dataclasses.replace(prep, anomaly_threshold=threshold)

@@ -14,7 +14,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torchmetrics
@@ -382,7 +381,7 @@ def evaluate(
 ) -> dict[str, float]:
     """The task's metrics of the module's current weights on one split, names without prefix."""
     if data.task == anomaly.TASK:
-        return anomaly_split_metrics(module.network, data, stage)
+        return anomaly.split_metrics_of(module.network, data, stage)
     if stage == "val":
         (results,) = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
     else:
@@ -394,27 +393,3 @@ def evaluate(
         if k.removeprefix(f"{stage}_") in names
     }
 
-
-def anomaly_scores(network: nn.Module, data: TabularDataModule, split: str) -> np.ndarray:
-    """(rows,) reconstruction errors of `split`'s rows, in eval mode."""
-    tensors = data.tensors[split]
-    flags = [(m, m.training) for m in network.modules()]
-    network.eval()
-    try:
-        with torch.inference_mode():
-            device = next(network.parameters()).device
-            output = network(tensors["x_num"].to(device), tensors["x_cat"].to(device)).cpu()
-    finally:
-        for m, training in flags:
-            m.training = training
-    return anomaly.reconstruction_scores(output, tensors["x_num"]).numpy()
-
-
-def anomaly_split_metrics(
-    network: nn.Module, data: TabularDataModule, split: str
-) -> dict[str, float]:
-    """Metrics of `split` at the threshold chosen on the validation split."""
-    labels = {s: data.tensors[s]["y"].numpy() for s in ("val", split)}
-    val = (anomaly_scores(network, data, "val"), labels["val"])
-    scores = val[0] if split == "val" else anomaly_scores(network, data, split)
-    return anomaly.split_metrics(val, (scores, labels[split]), data.anomaly_fpr)

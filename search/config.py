@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from lightning_modules.datasets import BUNDLED
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import NetworkSpec
-from lightning_modules.networks import KINDS
 from pruning.choices import CONTROL_CRITERION, CRITERIA, Schedule, check_criterion
 from pruning.removal import kept_count
+from search.config_base import Section, describe_error, expected_keys
 from search.latency import Runtime
+from search.model_config import ModelConfig, has_batch_norm
 from search.samplers import SHARED_PARAMETERS_ONLY, Sampler
 
 Approach = Literal["scratch", "prune"]
@@ -27,12 +27,7 @@ Precision = Literal["int8_dynamic", "int8_static"]
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
-class _Section(BaseModel):
-    # strict: YAML already gives typed values, so "10" for an int is a mistake worth reporting.
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
-
-
-class DataConfig(_Section):
+class DataConfig(Section):
     dataset: str | None = Field(default=None, description="a bundled dataset name")
     path: str | None = Field(default=None, description="a CSV or Parquet file")
     target: str = "target"
@@ -61,54 +56,7 @@ class DataConfig(_Section):
         return self
 
 
-class ModelConfig(_Section):
-    """The baseline network: `kind`, and the keys that kind's family takes.
-
-    The keys other than `kind` are validated by the family (`lightning_modules.networks.KINDS`),
-    so that a new kind brings its own options without touching the search.
-    """
-
-    model_config = ConfigDict(extra="allow", strict=True, validate_assignment=True)
-    kind: str = "mlp"
-
-    @model_validator(mode="after")
-    def _check(self) -> ModelConfig:
-        if self.kind not in KINDS:
-            raise ValueError(f"model.kind must be one of {sorted(KINDS)}, but got {self.kind!r}")
-        try:
-            options = KINDS[self.kind].options.model_validate(self.model_extra or {})
-        except ValidationError as error:
-            first: dict[str, Any] = dict(error.errors()[0])
-            first["loc"] = ("model", *first["loc"])
-            message = _describe(first)
-            if first["type"] == "extra_forbidden":
-                allowed = sorted(["kind", *KINDS[self.kind].options.model_fields])
-                message += f" for model.kind {self.kind!r}; expected one of {allowed}"
-            raise ValueError(message) from None
-        # Every option explicit, defaults included: configs that mean the same compare equal.
-        object.__setattr__(self, "__pydantic_extra__", options.model_dump())
-        return self
-
-    @property
-    def options(self) -> BaseModel:
-        """The kind's own options, validated, with its defaults filled in."""
-        return KINDS[self.kind].options.model_validate(self.model_extra or {})
-
-    def group_sizes(self) -> tuple[int, ...]:
-        """The baseline's prunable group sizes, which do not depend on the data's columns."""
-        return tuple(self._probe().group_sizes())
-
-    def group_names(self) -> tuple[str, ...]:
-        return tuple(self._probe().group_names())
-
-    def _probe(self) -> NetworkSpec:
-        spec: NetworkSpec = KINDS[self.kind].baseline(
-            self.options, d_num=1, cat_cardinalities=(), d_out=1
-        )
-        return spec
-
-
-class TrainingConfig(_Section):
+class TrainingConfig(Section):
     max_epochs: int = Field(default=40, ge=1)
     batch_size: int = Field(default=128, ge=1)
     lr: float = Field(default=2e-3, gt=0)
@@ -120,7 +68,7 @@ class TrainingConfig(_Section):
     threads: int = Field(default=1, ge=0)
 
 
-class MeasureConfig(_Section):
+class MeasureConfig(Section):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 1024], min_length=1)
     runtimes: list[Runtime] = Field(default_factory=lambda: list(get_args(Runtime)), min_length=1)
     threads: int = Field(default=1, ge=1)
@@ -136,7 +84,7 @@ class MeasureConfig(_Section):
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     uri: str = DEFAULT_TRACKING_URI
     experiment: str = Field(default="tabslim", min_length=1)
     # A seeded sample of training rows stored with each logged model, for `tabslim retrain
@@ -144,7 +92,7 @@ class TrackingConfig(_Section):
     reference_rows: int = Field(default=2000, ge=0)
 
 
-class Range(_Section):
+class Range(Section):
     """Bounds of one searched number; `step` for a grid, `log` for a log scale (not both)."""
 
     low: float
@@ -180,7 +128,7 @@ def _check_multiplier(where: str, bounds: Range) -> None:
 Scheme = Literal["scale_shape", "per_layer"]
 
 
-class SpaceConfig(_Section):
+class SpaceConfig(Section):
     """How a candidate's widths are drawn.
 
     `scale_shape` (default) draws one overall width scale on a log scale and a shape factor per
@@ -234,7 +182,7 @@ class SpaceConfig(_Section):
         return self
 
 
-class PruneConfig(_Section):
+class PruneConfig(Section):
     """The space of pruning plans for `prune` trials (the second approach)."""
 
     keep_ratio: Range = Field(default_factory=lambda: Range(low=0.05, high=1.0, step=0.05))
@@ -270,7 +218,7 @@ class PruneConfig(_Section):
 SizeObjective = Literal["parameters", "bytes", "flops"]
 
 
-class LatencyObjective(_Section):
+class LatencyObjective(Section):
     runtime: Runtime = "onnxruntime"
     batch_size: int = Field(default=1024, ge=1)
     # Timing budget per trial: a trial times only this latency, so that measuring stays small
@@ -278,7 +226,7 @@ class LatencyObjective(_Section):
     seconds: float = Field(default=0.05, gt=0, le=10)
 
 
-class SearchConfig(_Section):
+class SearchConfig(Section):
     study: str | None = Field(default=None, min_length=1, description="default: tabslim-<data>")
     n_trials: int = Field(default=30, ge=1, description="trials the study should have in all")
     timeout: float | None = Field(default=None, gt=0, description="seconds for this run")
@@ -313,7 +261,7 @@ class SearchConfig(_Section):
     prune: PruneConfig = Field(default_factory=PruneConfig)
 
 
-class Config(_Section):
+class Config(Section):
     data: DataConfig = Field(default_factory=lambda: DataConfig(dataset="digits"))
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -336,7 +284,7 @@ class Config(_Section):
                 f"{self.model.kind} keeps its blocks, so set it to false"
             )
         prune = self.search.prune
-        if "bn_scale" in prune.criteria and not _has_batch_norm(self.model):
+        if "bn_scale" in prune.criteria and not has_batch_norm(self.model):
             if "criteria" not in prune.model_fields_set:
                 # The default list names every criterion; bn_scale fits only BatchNorm kinds.
                 prune.criteria = [c for c in prune.criteria if c != "bn_scale"]
@@ -391,39 +339,6 @@ class Config(_Section):
         return self
 
 
-def _has_batch_norm(model: ModelConfig) -> bool:
-    """Whether every prunable group of the baseline has a BatchNorm (what bn_scale reads)."""
-    from lightning_modules.networks import build
-
-    spec = KINDS[model.kind].baseline(model.options, d_num=1, cat_cardinalities=(), d_out=1)
-    groups = build(spec).prunable_groups()
-    return all(any(s.batch_norm for s in g.slices_of("norm")) for g in groups)
-
-
-def _describe(error: dict[str, Any]) -> str:
-    where = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        return f"unknown key '{where}'"
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] in {"value_error", "assertion_error"}:
-        return message
-    value = error.get("input")
-    if isinstance(value, dict | list) and len(repr(value)) > 60:
-        return f"{where}: {message.lower()}"
-    return f"{where}: {message.lower()}, but got {value!r}"
-
-
-def _expected_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys allowed where an unknown key was found, to show in the message."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return sorted(model.model_fields)
-
-
 def validate(raw: Any, source: str) -> Config:
     """A Config from parsed YAML, or a one-line TabslimInputError naming `source`."""
     if raw is None:
@@ -436,9 +351,9 @@ def validate(raw: Any, source: str) -> Config:
         return Config.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
-        message = _describe(dict(first))
+        message = describe_error(dict(first))
         if first["type"] == "extra_forbidden":
-            message += f"; expected one of {_expected_keys(Config, first['loc'])}"
+            message += f"; expected one of {expected_keys(Config, first['loc'])}"
         raise TabslimInputError(f"config {source}: {message}") from None
 
 

@@ -16,7 +16,7 @@ from lightning_modules import anomaly
 from lightning_modules.data import TabularDataModule
 from lightning_modules.datasets import load_bundled
 from lightning_modules.networks import KINDS, build
-from lightning_modules.training import FitSettings, anomaly_scores, anomaly_split_metrics, fit
+from lightning_modules.training import FitSettings, fit
 from search.cli import main
 from search.uncertainty import paired_delta
 
@@ -64,15 +64,15 @@ def test_the_threshold_is_chosen_on_validation_only(fraud: TabularDataModule) ->
     family = KINDS["accordion"]
     spec = family.baseline(family.options(encoder=[16], bottleneck=4), **fraud.network_inputs())
     network = fit(build(spec, seed=0), fraud, FitSettings(max_epochs=3, accelerator="cpu")).network
-    val = anomaly_scores(network, fraud, "val"), fraud.tensors["val"]["y"].numpy()
-    test = anomaly_split_metrics(network, fraud, "test")
+    val = anomaly.network_scores(network, fraud, "val"), fraud.tensors["val"]["y"].numpy()
+    test = anomaly.split_metrics_of(network, fraud, "test")
     assert test["threshold"] == anomaly.choose_threshold(*val)
     assert test["pr_auc"] > anomaly.constant_pr_auc(fraud.tensors["test"]["y"].numpy())
     # The test labels judge the threshold, they never move it.
     flipped = fraud.tensors["test"]["y"].clone()
     fraud.tensors["test"]["y"] = 1 - flipped
     try:
-        assert anomaly_split_metrics(network, fraud, "test")["threshold"] == test["threshold"]
+        assert anomaly.split_metrics_of(network, fraud, "test")["threshold"] == test["threshold"]
     finally:
         fraud.tensors["test"]["y"] = flipped
 
