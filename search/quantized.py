@@ -43,7 +43,6 @@ from search.study_settings import StudySettings
 
 PRECISIONS = ("int8_dynamic", "int8_static")
 PRECISION_ATTR = "precision"
-FP32 = "fp32"
 # Rows of the training split that calibrate static quantization's activation ranges.
 CALIBRATION_ROWS = 512
 

@@ -8,6 +8,7 @@ worker processes never contend for the SQLite store.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -198,8 +199,12 @@ class StudyMirror:
         except TabslimInputError:
             return None  # a trial of a study made before networks were kept
         spec, network, preprocessor = load_network(directory)
-        if self.data is not None:
-            # Task anomaly: the served model flags rows at this network's own threshold.
+        # Task anomaly: the served model flags rows at the threshold the trial chose on
+        # validation with its own outputs (an INT8 copy's differ from its source's).
+        threshold = trial.user_attrs.get("metrics", {}).get("val_threshold")
+        if preprocessor.task == "anomaly" and threshold is not None:
+            preprocessor = dataclasses.replace(preprocessor, anomaly_threshold=float(threshold))
+        elif self.data is not None:
             preprocessor = serving_preprocessor(network, self.data)
         run_id = self._runs[trial.number]
         with mlflow.start_run(run_id=run_id, nested=True):
