@@ -309,13 +309,15 @@ class StudyMirror:
             current = self.client.get_model_version_by_alias(name, CHAMPION)
         except mlflow.exceptions.MlflowException:
             current = None
-        if current is not None and current.tags.get("tabslim.trial") == str(chosen.number):
-            return f"models:/{name}@{CHAMPION}"
         # The front's shapes travel with the champion: `tabslim retrain --search` starts there.
         front = [
             t.user_attrs["hidden"] for t in pareto.front(self.study)
             if "hidden" in t.user_attrs and "variant_of" not in t.user_attrs
         ]  # fmt: skip
+        if current is not None and current.tags.get("tabslim.trial") == str(chosen.number):
+            # The same champion, but a resumed search may have moved the front.
+            self.client.set_model_version_tag(name, current.version, FRONT_TAG, json.dumps(front))
+            return f"models:/{name}@{CHAMPION}"
         version = mlflow.register_model(
             model_uri, name, tags={"tabslim.trial": str(chosen.number), "tabslim.study": name,
                                    FRONT_TAG: json.dumps(front)},

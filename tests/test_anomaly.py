@@ -107,13 +107,21 @@ def _frame(n: int, positives: np.ndarray) -> pd.DataFrame:
         ),
         (np.arange(400) % 3 == 0, "'bad' is 33.5% of 'label' in"),
         (np.zeros(400, dtype=bool), "with two values (normal and the rare positive), but it has 1"),
+        (None, "task anomaly reconstructs numeric columns, but"),
     ],
 )
 def test_bad_anomaly_input_is_one_line_and_exit_2(
-    positives: np.ndarray, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    positives: np.ndarray | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "table.csv"
-    _frame(400, positives).to_csv(path, index=False)
+    if positives is None:  # only a categorical feature: nothing numeric to reconstruct
+        rng = np.random.default_rng(0)
+        shops = rng.choice(["a", "b", "c"], 400)
+        labels = np.where(np.arange(400) % 20 == 0, "bad", "ok")
+        frame = pd.DataFrame({"shop": shops, "day": np.arange(400), "label": labels})
+    else:
+        frame = _frame(400, positives)
+    frame.to_csv(path, index=False)
     args = ["train", "--data", str(path), "--target", "label", "--task", "anomaly",
             "--time-column", "day", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
             "--quiet"]  # fmt: skip

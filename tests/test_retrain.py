@@ -172,6 +172,10 @@ def test_bad_retrain_input_is_one_line_and_leaves_the_registry_alone(
     assert "--holdout must be in [0.05, 0.8]" in _one_line(
         [*base, champion, "--data", world["concept"], "--holdout", "0.95"], capsys
     )
+    for flag, value in (("--reference-share", "1.5"), ("--search", "-1")):
+        assert "--reference-share must be in [0, 1] and --search in [0, 200]" in _one_line(
+            [*base, champion, "--data", world["concept"], flag, value], capsys
+        ), flag
     assert "nothing to roll back" in _one_line(
         ["rollback", "--model", champion, "--tracking-uri", world["uri"]], capsys
     )

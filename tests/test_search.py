@@ -198,6 +198,9 @@ def test_champion_is_registered_and_predicts_raw_rows(searched: dict[str, object
     version = MlflowClient().get_model_version_by_alias("tiny", "champion")
     chosen = pareto.recommend(study)
     assert chosen is not None and version.tags["tabslim.trial"] == str(chosen.number)
+    # The front's widths travel with the champion, for `tabslim retrain --search`.
+    front = [t.user_attrs["hidden"] for t in pareto.front(study)]
+    assert json.loads(version.tags["tabslim.front_widths"]) == front
     model = mlflow.pyfunc.load_model("models:/tiny@champion")
     rows = load_bundled("wine").drop(columns=["target"]).head(5)
     predicted = model.predict(rows)
