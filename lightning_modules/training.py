@@ -234,8 +234,11 @@ class TabularModule(pl.LightningModule):
         return self._step(batch, "test")
 
     def configure_optimizers(self) -> Any:
+        # foreach (not CPU's default): the same arithmetic, weights identical, without a Python
+        # loop per tensor; a compact network's fit is about 10% faster (bench/drift_retrain.py).
+        hp = self.hparams
         optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
+            self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], foreach=True
         )
         # Cosine decay over the planned epochs; early stopping may end sooner, which is fine.
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -392,4 +395,3 @@ def evaluate(
         for k, v in results.items()
         if k.removeprefix(f"{stage}_") in names
     }
-
