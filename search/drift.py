@@ -78,6 +78,8 @@ class DriftReport:
     realized: Realized | None = None
     # Columns the model never took as features, and why (from the profile).
     dropped: dict[str, str] = field(default_factory=dict)
+    # What the rows were compared with, when not the model's training data (`tabslim retrain`).
+    reference_note: str | None = None
 
     @property
     def drifted(self) -> list[ColumnDrift]:
@@ -105,6 +107,7 @@ class DriftReport:
             "realized": dataclasses.asdict(self.realized) if self.realized else None,
             "columns": [dataclasses.asdict(c) for c in self.columns],
             "dropped_columns": self.dropped,
+            "reference": self.reference_note or "the model's training data",
         }
 
     def format_table(self) -> str:
@@ -128,6 +131,8 @@ class DriftReport:
             f"{self.psi_threshold:g} and corrected p < {self.alpha:g}); importance-weighted "
             f"drift score {self.score:.3f}; prediction PSI {self.prediction_psi:.3f}"
         ]
+        if self.reference_note:
+            lines.append(self.reference_note)
         if self.dropped:
             lines.append(f"not features, so not compared: {', '.join(self.dropped)}")
         if self.realized is not None:

@@ -26,7 +26,10 @@ from lightning_modules.errors import TabslimInputError
 from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
 from search.served_model import PROFILE_FILE
 
-__all__ = ["MISSING", "PROFILE_FILE", "bin_counts", "build_profile", "read_profile"]
+__all__ = [
+    "ACCEPTED_FILE", "ACCEPTED_TAG", "MISSING", "PROFILE_FILE", "accepted_profile", "bin_counts",
+    "build_profile", "read_profile",
+]  # fmt: skip
 
 PROFILE_VERSION = 1
 # Categorical missing values are counted as this category, as the preprocessing encodes them.
@@ -35,6 +38,13 @@ _BINS = 10
 # Training values kept per numeric column for the two-sample tests: enough for a KS test to see
 # a shift of a tenth of a standard deviation, small enough for a JSON file.
 _SAMPLE = 2000
+# A champion's version tag: the retrain run whose rows it was kept on (see `accepted_profile`),
+# and that run's artifact holding the profile later retrains measure drift from.
+ACCEPTED_TAG = "tabslim.accepted_rows_run"
+ACCEPTED_FILE = "accepted_profile.json"
+# What the rows a champion was kept on replace in its profile; the validation metric (the
+# tolerance's reference) and the importances stay the champion's own.
+_ACCEPTED_KEYS = ("columns", "target_distribution", "prediction_distribution", "training_rows")
 
 
 def bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
@@ -157,3 +167,17 @@ def read_profile(directory: Path, model: str) -> dict[str, Any]:
             "one); train or search again to log a model with one"
         )
     return dict(json.loads(path.read_text()))
+
+
+def accepted_profile(
+    profile: dict[str, Any], data: TabularDataModule, network: nn.Module, run_id: str
+) -> dict[str, Any]:
+    """`profile` with its distributions taken from new rows the champion was kept on.
+
+    A retrain that the drift score alone called for, in which no challenger beat the champion
+    on the holdout, has shown the shift harmless to it: the labels show no fall, and training
+    on the new rows bought nothing. Later retrains measure drift from those rows, so that one
+    known shift does not call for a retrain on every batch that follows.
+    """
+    fresh = build_profile(data, network)
+    return profile | {k: fresh[k] for k in _ACCEPTED_KEYS} | {"accepted_from_run": run_id}

@@ -2,7 +2,9 @@
 them, and promote one only on paired evidence from rows that come after its training window.
 
 1. Decide: the realized metric on the new rows fell beyond a tolerance, or the drift score is
-   past its threshold, or `--force`. Otherwise record "no retrain" and stop.
+   past its threshold, or `--force`. Otherwise record "no retrain" and stop. Drift is measured
+   from the champion's training data, or from the last new rows it was kept on when only the
+   drift score had called for that retrain (`profile.accepted_profile`).
 2. Split the new rows into a training window and a holdout after it (by `--time-column`;
    without one, a seeded random split).
 3. Challengers (`search.challengers`): (a) the champion's widths trained from scratch on the
@@ -33,7 +35,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from lightning_modules.columns import time_order
-from lightning_modules.data import read_table
+from lightning_modules.data import TabularDataModule, read_table
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
 from lightning_modules.family import TabularNetwork
@@ -52,7 +54,13 @@ from search.config import load_config
 from search.drift import compare
 from search.drift_job import realized_metric, served_predictions
 from search.latency import measure_latency
-from search.profile import build_profile, read_profile
+from search.profile import (
+    ACCEPTED_FILE,
+    ACCEPTED_TAG,
+    accepted_profile,
+    build_profile,
+    read_profile,
+)
 from search.pyfunc_model import load_network, log_model
 from search.registry import Busy, champion_version, promote, retrain_lock
 from search.uncertainty import paired_delta
@@ -174,6 +182,9 @@ def run_retrain(
     network_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{champion.version}"))
     network_dir = network_dir / "artifacts" / "network"
     profile = read_profile(network_dir, f"models:/{name}@champion")
+    accepted_run = dict(champion.tags or {}).get(ACCEPTED_TAG)
+    if accepted_run is not None:
+        profile = mlflow.artifacts.load_dict(f"runs:/{accepted_run}/{ACCEPTED_FILE}")
     frame = read_table(data_path)
     _check_input(frame, profile, target, holdout)
     frame = frame[frame[target].notna()].reset_index(drop=True)
@@ -190,6 +201,11 @@ def run_retrain(
         realized=realized_metric(profile, frame, predictions),
     )  # fmt: skip
     reasons = _reasons(report, profile, tolerance, drift_threshold, force)
+    if accepted_run is not None:
+        report.reference_note = (
+            f"drift measured from the rows of retrain run {accepted_run}, on which version "
+            f"{champion.version} was kept (tag {ACCEPTED_TAG})"
+        )
     if dry_run:
         action = "dry run: would retrain" if reasons else "dry run: no retrain needed"
         return RetrainOutcome(action, reasons or ["no drift or loss beyond the thresholds"],
@@ -292,11 +308,38 @@ def _retrain(
             )
         outcome = _promote(client, name, champion, passing, reasons, run.info.run_id,
                            window, data_path)  # fmt: skip
+        if outcome.action == "retrained, champion kept" and not any(
+            r.startswith("realized") for r in reasons
+        ):
+            outcome.lines.append(_accept_rows(client, name, champion, frame, target,
+                                              time_column, config, (network, prep), profile,
+                                              run.info.run_id))  # fmt: skip
         mlflow.set_tag("tabslim.outcome", outcome.action)
         client.set_registered_model_tag(name, _DONE_TAG + fingerprint, outcome.action)
         outcome.lines = report.summary() + lines + outcome.lines
         outcome.run_id = run.info.run_id
         return outcome
+
+
+def _accept_rows(
+    client: MlflowClient, name: str, champion: Any, frame: pd.DataFrame, target: str,
+    time_column: str | None, config: Any, served: tuple[nn.Module, Preprocessor],
+    profile: dict, run_id: str,
+) -> str:  # fmt: skip
+    """Make the new rows the champion's drift reference (`profile.accepted_profile`)."""
+    network, prep = served
+    if prep.task not in ("regression", "anomaly") and not set(
+        frame[target].astype("string")
+    ) <= set(map(str, prep.classes)):
+        return "the new rows hold classes the champion never saw: its drift reference stays"
+    data = TabularDataModule.from_frame(frame, target, preprocessor=prep, task=prep.task,
+                                        time_column=time_column, seed=config.data.seed)  # fmt: skip
+    mlflow.log_dict(accepted_profile(profile, data, network, run_id), ACCEPTED_FILE)
+    client.set_model_version_tag(name, champion.version, ACCEPTED_TAG, run_id)
+    return (
+        f"the champion held on these rows: later retrains measure drift from them "
+        f"(version {champion.version} tag {ACCEPTED_TAG})"
+    )
 
 
 def _promote(

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from lightning_modules.datasets import drift_batch
 from search.cli import main
+from search.profile import ACCEPTED_TAG, read_profile
 from search.retrain_job import run_retrain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +34,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                      "--tracking-uri", uri, "--max-epochs", "15"]) == 0  # fmt: skip
     (model,) = re.findall(r"^model: (\S+)", out.getvalue(), re.MULTILINE)
     files = {"uri": uri, "model": model, "root": str(root)}
-    for kind, seed in [("concept", 7), ("none", 8)]:
+    for kind, seed in [("concept", 7), ("none", 8), ("covariate", 9), ("covariate", 10)]:
         batch = drift_batch(kind, seed=seed, n_rows=2000)
         batch["at"] = pd.date_range("2025-01-01", periods=len(batch), freq="h").astype(str)
-        path = root / f"{kind}.csv"
+        name = kind if kind not in files else f"{kind}-again"
+        path = root / f"{name}.csv"
         batch.to_csv(path, index=False)
-        files[kind] = str(path)
+        files[name] = str(path)
     return files
 
 
@@ -112,6 +114,56 @@ def test_a_dry_run_says_what_it_would_do_and_changes_nothing(
     assert _versions(champion) == 1
     assert not any(k.startswith("tabslim.retrain.") for k in client.get_registered_model(
         champion).tags)  # fmt: skip
+
+
+def test_a_covariate_shift_the_labels_show_harmless_retrains_only_with_the_drift_trigger(
+    world: dict[str, str], champion: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The generator's covariate shift keeps the rule from features to target: the drift score
+    # calls for a retrain, the realized metric does not. `inf` leaves the metric alone to decide.
+    args = ["retrain", "--model", champion, "--data", world["covariate"], "--target", "churned",
+            "--tracking-uri", world["uri"], "--dry-run"]  # fmt: skip
+    assert main(args) == 0
+    assert re.search(r"^dry run: would retrain: drift score [\d.]+ >= 0.1$",
+                     capsys.readouterr().out, re.MULTILINE)  # fmt: skip
+    assert main([*args, "--drift-threshold", "inf"]) == 0
+    assert "dry run: no retrain needed: no drift or loss" in capsys.readouterr().out
+    assert _versions(champion) == 1
+
+
+def test_a_shift_the_champion_was_kept_on_becomes_its_drift_reference(
+    world: dict[str, str], champion: str
+) -> None:
+    # A min gain no challenger can clear keeps the champion whatever the challengers learn.
+    first = run_retrain(champion, world["covariate"], "churned", tracking_uri=world["uri"],
+                        time_column="at", min_gain=0.2)  # fmt: skip
+    assert first.action == "retrained, champion kept"
+    assert [r.split(" ")[:2] for r in first.reasons] == [["drift", "score"]]
+    client = MlflowClient()
+    assert client.get_model_version(champion, "1").tags[ACCEPTED_TAG] == first.run_id
+    accepted = mlflow.artifacts.load_dict(f"runs:/{first.run_id}/accepted_profile.json")
+    assert accepted["accepted_from_run"] == first.run_id
+    # Its reference moved to the shifted rows: tenure's mean by about one standard deviation.
+    reference = read_profile(_served_dir(champion), champion)
+    shift = accepted["columns"]["tenure"]["mean"] - reference["columns"]["tenure"]["mean"]
+    assert 0.7 < shift / reference["columns"]["tenure"]["std"] < 1.3
+    assert accepted["validation"] == reference["validation"]
+    # The same shift again: measured from the accepted rows, it calls for nothing.
+    again = run_retrain(champion, world["covariate-again"], "churned",
+                        tracking_uri=world["uri"], time_column="at")  # fmt: skip
+    assert again.action == "no retrain"
+    assert any(f"retrain run {first.run_id}" in line for line in again.lines)
+    # Rows like the training data are now a shift from the reference; the labels still decide
+    # nothing fell, and the drift score calls for a retrain (dry run: nothing written).
+    back = run_retrain(champion, world["none"], "churned", tracking_uri=world["uri"],
+                       dry_run=True)  # fmt: skip
+    assert back.action == "dry run: would retrain"
+    assert _aliases(champion) == {"champion": "1"} and _versions(champion) == 1
+
+
+def _served_dir(name: str) -> Path:
+    path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1"))
+    return path / "artifacts" / "network"
 
 
 @pytest.mark.slow
