@@ -128,9 +128,7 @@ def network_scores(network: nn.Module, data: TabularDataModule, split: str) -> n
     return reconstruction_scores(output, tensors["x_num"]).numpy()
 
 
-def split_metrics_of(
-    network: nn.Module, data: TabularDataModule, split: str
-) -> dict[str, float]:
+def split_metrics_of(network: nn.Module, data: TabularDataModule, split: str) -> dict[str, float]:
     """Metrics of `split` at the threshold chosen on the validation split."""
     labels = {s: data.tensors[s]["y"].numpy() for s in ("val", split)}
     val = (network_scores(network, data, "val"), labels["val"])
