@@ -54,6 +54,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from search import pareto  # noqa: E402
 from search.adapters import set_training_threads  # noqa: E402
 from search.config import Config, load_config, override  # noqa: E402
+from search.confirm import confirm_front  # noqa: E402
 from search.context import build_context, study_settings  # noqa: E402
 from search.hypervolume import dominated_volume, hypervolume  # noqa: E402
 from search.objective import SearchContext, draw_candidate, run_trial  # noqa: E402
@@ -116,6 +117,9 @@ class StudyResult:
     log_hypervolume: float = float("nan")
     # The clipped box's volume: the most hypervolume any study could reach.
     box: float = float("nan")
+    # With --confirm-folds: the champion once the front was confirmed by folds.
+    folds_champion: FrozenTrial | None = None
+    folds_note: str = ""
 
 
 def _config(dataset: str, root: Path, max_epochs: int | None) -> Config:
@@ -232,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="digits,breast_cancer")
     parser.add_argument("--samplers", default="tpe,random")
     parser.add_argument("--max-epochs", type=int, default=None)
+    # Also confirm each tpe study's front by this many folds (`search.confirm_by: folds`).
+    parser.add_argument("--confirm-folds", type=int, default=0)
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -265,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
                             StudySettings.read(study).allowed_drop() * 1.0 * 1.25,
                         )
                     )  # fmt: skip
+                    if args.confirm_folds and sampler == "tpe":
+                        confirm_front(study, ctx, args.confirm_folds, "folds")
+                        picked = pareto.champion(study)
+                        results[-1].folds_champion, results[-1].folds_note = (
+                            picked.trial,
+                            picked.note,
+                        )
             assert first is not None
             sweep = _sweep(objective, first, args.trials)
             sweep_rows.append(
@@ -401,12 +414,52 @@ def _report(
             f"{_fmt(_size(oracle, r))} ({_fmt(_metric(oracle, 'test_delta'), '+.4f')}) |"
         )
     n = len(results)
+    _folds_table(results, sweep_by)
     print(
         f"\nchampion within the floor on test: {counts['within']} of {n} studies (goal >= 90%); "
         f"smaller than the sweep's champion (same rule), both within the floor on test: "
         f"{counts['smaller']} of {n} (larger: {counts['larger']}); "
         f"the study's own best on test smaller than the sweep's best on test: "
         f"{counts['oracle_smaller']} of {n} (the same network: {counts['oracle_equal']})"
+    )
+
+
+def _folds_table(results: list[StudyResult], sweeps: dict[str, SweepResult]) -> None:
+    """With --confirm-folds: each tpe study's champion before and after confirmation by folds,
+    beside the sweep's champion (its validation split alone) and its test-chosen best."""
+    rows = [r for r in results if r.folds_note]
+    if not rows:
+        return
+    print("\n| dataset | seed | champion, param ratio (test delta) | after folds, param ratio "
+          "(test delta) | within floor on test | sweep's champion | sweep's best on test | "
+          "smaller than the sweep's champion | smaller than the sweep's best |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    within = smaller = smaller_best = 0
+    for r in rows:
+        sweep, after = sweeps[r.dataset], r.folds_champion
+        test = _metric(after, "test_delta")
+        ok = _within(test, sweep.drop, sweep.higher)
+        size = _size(after, r)
+        beats = after is not None and sweep.champion is not None and size < _size(sweep.champion, r)
+        beats_best = (
+            after is not None and sweep.oracle is not None and size < _size(sweep.oracle, r)
+        )
+        within, smaller, smaller_best = (
+            within + ok,
+            smaller + (beats and ok),
+            smaller_best + (beats_best and ok),
+        )
+        print(
+            f"| {r.dataset} | {r.seed} | {_fmt(_size(r.champion, r))} "
+            f"({_fmt(_metric(r.champion, 'test_delta'), '+.4f')}) | {_fmt(size)} "
+            f"({_fmt(test, '+.4f')}) | {'yes' if ok else 'no'} | "
+            f"{_fmt(_size(sweep.champion, r))} | {_fmt(_size(sweep.oracle, r))} | "
+            f"{'yes' if beats else 'no'} | {'yes' if beats_best else 'no'} |"
+        )
+    print(
+        f"\nafter folds: within the floor on test {within} of {len(rows)}; smaller than the "
+        f"sweep's champion and within the floor {smaller} of {len(rows)}; smaller than the "
+        f"sweep's test-chosen best and within the floor {smaller_best} of {len(rows)}"
     )
 
 

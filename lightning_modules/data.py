@@ -6,10 +6,12 @@ or logged, so bad input fails early and leaves no half-written run behind.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
@@ -297,6 +299,31 @@ class TabularDataModule(pl.LightningDataModule):
         anomaly.check_splits(train, val, self.target)
         normal = self.tensors["train"]["y"] == 0
         self.tensors["train"] = {k: v[normal] for k, v in self.tensors["train"].items()}
+
+    def refolded(self, fold: int, n_folds: int, seed: int = 0) -> TabularDataModule:
+        """The same table with its training and validation rows dealt again: the `fold`-th of
+        `n_folds` seeded parts validates, the others train (preprocessing refitted on them),
+        and the test rows stay. Over all folds every training or validation row validates
+        once, so cross-validated comparisons rest on all of them (`search.confirm_by`)."""
+        if not 0 <= fold < n_folds or n_folds < 2:
+            raise ValueError(f"need 0 <= fold < n_folds and n_folds >= 2, got {fold=}, {n_folds=}")
+        rows = pd.concat([self.train_frame, self.val_frame], ignore_index=True)
+        parts = np.array_split(np.random.default_rng(seed).permutation(len(rows)), n_folds)
+        clone = copy.copy(self)
+        clone.val_frame = rows.iloc[np.sort(parts[fold])].reset_index(drop=True)
+        clone.train_frame = rows.drop(index=parts[fold]).reset_index(drop=True)
+        clone.preprocessor = Preprocessor.fit(
+            clone.train_frame, self.target, self.task, self.preprocessor.classes or None
+        )
+        parts_by_name = {
+            "train": clone.train_frame,
+            "val": clone.val_frame,
+            "test": self.test_frame,
+        }
+        clone.tensors = {name: clone._tensors(part) for name, part in parts_by_name.items()}
+        if self.task == "anomaly":
+            clone._keep_normal_training_rows()
+        return clone
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, target: str, **kwargs: Any) -> TabularDataModule:

@@ -247,9 +247,11 @@ class SearchConfig(Section):
     # confident: the smallest trial whose paired 95% interval on validation lies within the
     # floor (the baseline when none does); smallest: the smallest whose point estimate does.
     champion: Literal["confident", "smallest"] = "confident"
-    # Train each front member again under this many more seeds before the champion is picked;
-    # it must keep its mean validation delta within the floor (search/confirm.py).
+    # Train each front member again before the champion is picked (search/confirm.py): under
+    # this many more seeds, its mean validation delta within the floor; or in this many folds
+    # of the training and validation rows, its out-of-fold paired interval within the floor.
     confirm: int = Field(default=0, ge=0, le=20)
+    confirm_by: Literal["seeds", "folds"] = "seeds"
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     approaches: list[Approach] = Field(
         default_factory=lambda: list(get_args(Approach)), min_length=1
@@ -283,6 +285,8 @@ class Config(Section):
                 f"search.space.remove_layers drops whole hidden layers of an mlp; a "
                 f"{self.model.kind} keeps its blocks, so set it to false"
             )
+        if self.search.confirm_by == "folds" and self.search.confirm == 1:
+            raise ValueError("search.confirm_by folds needs search.confirm of at least 2 folds")
         prune = self.search.prune
         if "bn_scale" in prune.criteria and not has_batch_norm(self.model):
             if "criteria" not in prune.model_fields_set:

@@ -1,11 +1,19 @@
-"""The confirmation step (`search.confirm: K`): front members trained again under K more seeds.
+"""The confirmation step (`search.confirm: K`): front members trained again before the champion.
 
-One training run is one draw: a small network's validation metric moves with its seed by about
-as much as the floor allows. Before the champion is picked, every front member is trained again
-from the same candidate (its widths from scratch, or its pruning plan on the same baseline)
-under K other seeds; the table reports the spread, and a candidate passes when its mean
-validation delta over all runs lies within the floor. `pareto.champion` then picks among the
-candidates that passed.
+- `search.confirm_by: seeds`: one training run is one draw, and a small network's validation
+  metric moves with its seed by about as much as the floor allows. Every front member is trained
+  again from the same candidate (its widths from scratch, or its pruning plan on the same
+  baseline) under K other seeds; a candidate passes when its mean validation delta over all
+  runs lies within the floor, and its single-split interval did too.
+- `search.confirm_by: folds`: a validation split of a few thousand rows gives a paired interval
+  wider than a 0.5-point floor, so which small network clears it is mostly luck. The training
+  and validation rows are dealt into K folds (`TabularDataModule.refolded`); per fold the
+  baseline and every front member are trained on the others, and each row is scored by the
+  networks that did not see it. A candidate passes when its paired 95% interval over all those
+  rows lies within the floor: the confident champion's rule, on every training and validation
+  row instead of the validation split alone.
+
+The table reports the spread; `pareto.champion` picks among the candidates that passed.
 """
 
 from __future__ import annotations
@@ -14,11 +22,13 @@ import dataclasses
 import statistics
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from torch import nn
 
-from lightning_modules.evaluation import evaluate_network
+from lightning_modules.data import TabularDataModule
+from lightning_modules.evaluation import evaluate_network, row_scores
 from lightning_modules.family import TabularNetwork
 from lightning_modules.networks import build, spec_from_dict
 from lightning_modules.training import fit
@@ -27,6 +37,7 @@ from search import pareto
 from search.adapters import fit_settings
 from search.objective import SearchContext, load_baseline
 from search.study_settings import StudySettings
+from search.uncertainty import paired_delta
 
 # Study attributes: each retrained run by "trial:seed" (so a resumed study trains none twice),
 # and the summary per trial that `pareto.champion` reads.
@@ -37,6 +48,8 @@ COLUMNS = [
     "trial", "approach", "widths", "runs", "val_mean", "val_std", "val_min", "val_max",
     "val_delta_mean", "test_mean", "test_std", "passed",
 ]  # fmt: skip
+# By folds also: the rows the out-of-fold interval rests on, and the interval.
+FOLD_COLUMNS = ["cv_rows", "cv_delta_ci_low", "cv_delta_ci_high"]
 
 
 def _retrain(
@@ -69,6 +82,82 @@ def _retrain(
     return {"val": val, "test": evaluate_network(network, ctx.data, "test")[ctx.metric]}
 
 
+def _fold_member(
+    trial: optuna.trial.FrozenTrial, data: TabularDataModule, baseline: nn.Module, fitting: Any
+) -> nn.Module:
+    """The trial's candidate trained on one fold's training rows."""
+    if trial.user_attrs.get("approach") == "prune":
+        plan = PruningPlan.from_dict(trial.user_attrs["plan"])
+        return apply_plan(
+            baseline, plan, data=data, fit_settings=fitting, seed=fitting.seed
+        ).network
+    # The fold's preprocessing may see other categories: its input widths, the trial's widths.
+    spec = dataclasses.replace(spec_from_dict(trial.user_attrs["spec"]), **data.network_inputs())
+    params = trial.params
+    fitting = dataclasses.replace(
+        fitting,
+        lr=params.get("lr", fitting.lr),
+        weight_decay=params.get("weight_decay", fitting.weight_decay),
+    )
+    return fit(build(spec, seed=fitting.seed), data, fitting, evaluate_test=False).network
+
+
+def _confirm_by_folds(
+    study: optuna.Study, ctx: SearchContext, k: int, members: list[optuna.trial.FrozenTrial]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Out-of-fold paired intervals of every member against the baseline; see the docstring."""
+    settings = StudySettings.read(study)
+    fitting = fit_settings(ctx.config)
+    base_rows: list[np.ndarray] = []
+    rows: dict[int, list[np.ndarray]] = {t.number: [] for t in members}
+    vals: dict[int, list[float]] = {t.number: [] for t in members}
+    tests: dict[int, list[float]] = {t.number: [] for t in members}
+    for fold in range(k):
+        data = ctx.data.refolded(fold, k, seed=ctx.config.data.seed)
+        # Every kind's spec is a frozen dataclass with the network_inputs() fields.
+        base_spec = dataclasses.replace(ctx.baseline, **data.network_inputs())  # type: ignore[type-var]
+        baseline = fit(build(base_spec, seed=fitting.seed), data, fitting, evaluate_test=False)
+        base_rows.append(row_scores(baseline.network, data, "val"))
+        for trial in members:
+            network = _fold_member(trial, data, baseline.network, fitting)
+            rows[trial.number].append(row_scores(network, data, "val"))
+            vals[trial.number].append(evaluate_network(network, data, "val")[ctx.metric])
+            tests[trial.number].append(evaluate_network(network, data, "test")[ctx.metric])
+    baseline_all = np.concatenate(base_rows)
+    summary, table = {}, []
+    for trial in members:
+        delta = paired_delta(np.concatenate(rows[trial.number]), baseline_all, ctx.metric,
+                             seed=ctx.config.search.seed)  # fmt: skip
+        passed = settings.is_confident(delta.low, delta.high)
+        summary[str(trial.number)] = {"runs": k, "val_delta_mean": delta.delta, "passed": passed,
+                                      "by": "folds", "cv_delta_ci_low": delta.low,
+                                      "cv_delta_ci_high": delta.high}  # fmt: skip
+        table.append(_row(trial, vals[trial.number], tests[trial.number], delta.delta, passed)
+                     | {"cv_rows": len(baseline_all), "cv_delta_ci_low": delta.low,
+                        "cv_delta_ci_high": delta.high})  # fmt: skip
+    return summary, table
+
+
+def _row(
+    trial: optuna.trial.FrozenTrial, vals: list[float], tests: list[float], delta: float,
+    passed: bool,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "trial": trial.number,
+        "approach": trial.user_attrs.get("approach", ""),
+        "widths": "-".join(map(str, trial.user_attrs.get("hidden", []))),
+        "runs": len(vals),
+        "val_mean": statistics.fmean(vals),
+        "val_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        "val_min": min(vals),
+        "val_max": max(vals),
+        "val_delta_mean": delta,
+        "test_mean": statistics.fmean(tests),
+        "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+        "passed": passed,
+    }
+
+
 def _fp32_members(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The front's trials, a quantized variant's source in its place (it is the one trained)."""
     members: dict[int, optuna.trial.FrozenTrial] = {}
@@ -79,16 +168,24 @@ def _fp32_members(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(members.values(), key=lambda t: t.number)
 
 
-def confirm_front(study: optuna.Study, ctx: SearchContext, k: int) -> pd.DataFrame:
-    """Train every front member under `k` more seeds; store and return the spread per member."""
+def confirm_front(
+    study: optuna.Study, ctx: SearchContext, k: int, by: str = "seeds"
+) -> pd.DataFrame:
+    """Train every front member again (`by` seeds or folds); store and return the spread."""
     settings = StudySettings.read(study)
+    members = [
+        t for t in _fp32_members(study)
+        if not t.user_attrs.get("baseline") and settings.baseline_metric is not None
+    ]  # fmt: skip
+    if by == "folds":
+        summary, rows = _confirm_by_folds(study, ctx, k, members) if members else ({}, [])
+        study.set_user_attr(SUMMARY_ATTR, summary)
+        return pd.DataFrame(rows, columns=[*COLUMNS, *FOLD_COLUMNS])
     runs: dict[str, dict[str, float]] = dict(study.user_attrs.get(RUNS_ATTR, {}))
-    summary: dict[str, dict[str, Any]] = {}
+    summary = {}
     rows = []
     first_seed = ctx.config.training.seed + 1
-    for trial in _fp32_members(study):
-        if trial.user_attrs.get("baseline") or settings.baseline_metric is None:
-            continue
+    for trial in members:
         metrics = trial.user_attrs["metrics"]
         vals, tests = [metrics[f"val_{ctx.metric}"]], [metrics[f"test_{ctx.metric}"]]
         for seed in range(first_seed, first_seed + k):
@@ -98,24 +195,10 @@ def confirm_front(study: optuna.Study, ctx: SearchContext, k: int) -> pd.DataFra
                 study.set_user_attr(RUNS_ATTR, runs)
             vals.append(runs[key]["val"])
             tests.append(runs[key]["test"])
-        delta = statistics.fmean(vals) - settings.baseline_metric
-        passed = settings.violation(settings.baseline_metric + delta) <= 0
+        base = float(settings.baseline_metric or 0.0)  # members exist only when it is known
+        delta = statistics.fmean(vals) - base
+        passed = settings.violation(base + delta) <= 0
         summary[str(trial.number)] = {"runs": len(vals), "val_delta_mean": delta, "passed": passed}
-        rows.append(
-            {
-                "trial": trial.number,
-                "approach": trial.user_attrs.get("approach", ""),
-                "widths": "-".join(map(str, trial.user_attrs.get("hidden", []))),
-                "runs": len(vals),
-                "val_mean": statistics.fmean(vals),
-                "val_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                "val_min": min(vals),
-                "val_max": max(vals),
-                "val_delta_mean": delta,
-                "test_mean": statistics.fmean(tests),
-                "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-                "passed": passed,
-            }
-        )
+        rows.append(_row(trial, vals, tests, delta, passed))
     study.set_user_attr(SUMMARY_ATTR, summary)
     return pd.DataFrame(rows, columns=COLUMNS)

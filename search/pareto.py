@@ -113,30 +113,41 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
         note = "smallest trial within the floor on validation" if chosen else "no trial finished"
         return Champion(chosen, rule, note)
     trials = complete_trials(study)
+    confirmed = study.user_attrs.get(CONFIRMATION_ATTR)
+    # By folds, the out-of-fold interval over every training and validation row replaces the
+    # validation split's own: it is the same rule on more rows (search/confirm.py).
+    by_folds = confirmed is not None and any(v.get("by") == "folds" for v in confirmed.values())
     confident = [
         t
         for t in trials
-        if is_feasible(t) and "repeat_of" not in t.user_attrs and _is_confident(t, settings)
+        if is_feasible(t)
+        and "repeat_of" not in t.user_attrs
+        and (by_folds or _is_confident(t, settings))
     ]
     base = baseline_trial(study, trials)
     # Smaller than the baseline: a pruning plan that keeps every neuron is the baseline again.
     smaller = [t for t in confident if base is None or t.values[SIZE] < base.values[SIZE]]
-    confirmed = study.user_attrs.get(CONFIRMATION_ATTR)
     how = "smallest trial whose 95% interval lies within the floor"
+    held = " and held under more seeds"
     if confirmed is not None:
-        # `search.confirm` retrained the front: only members whose mean held count.
+        # `search.confirm` retrained the front: only members that held count.
         # A quantized variant stands or falls with the network it was made from.
         smaller = [
             t for t in smaller
             if confirmed.get(str(t.user_attrs.get("variant_of", t.number)), {}).get("passed")
         ]  # fmt: skip
-        how += ", confirmed under more seeds"
+        how = (
+            "smallest trial whose out-of-fold 95% interval lies within the floor"
+            if by_folds
+            else how + ", confirmed under more seeds"
+        )
+        held = " over the folds" if by_folds else held
     if smaller:
         chosen = min(smaller, key=_order_key(higher_is_better(study)))
         return Champion(chosen, rule, how)
     note = (
         "no trial's 95% validation interval lies within the floor"
-        + (" and held under more seeds" if confirmed is not None else "")
+        + (held if confirmed is not None else "")
         + ", so the champion is the baseline"
     )
     return Champion(base, rule, note if base is not None else "the baseline has not finished")

@@ -168,7 +168,9 @@ def _coordinate(
         if config.search.paired and status == "FINISHED":
             tables["paired_comparison.csv"] = paired_comparison(study, ctx)
         if config.search.confirm and status == "FINISHED":
-            tables["confirmation.csv"] = confirm_front(study, ctx, config.search.confirm)
+            tables["confirmation.csv"] = confirm_front(
+                study, ctx, config.search.confirm, config.search.confirm_by
+            )
         # Only a finished search registers a champion: a failed baseline leaves nothing to
         # recommend, and an interrupted study's front is not the one its config asked for.
         champion = mirror.finish(status=status, tables=tables, register=status == "FINISHED")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from optuna.distributions import FloatDistribution
@@ -174,6 +175,70 @@ def test_confirmation_retrains_the_front_under_more_seeds_before_the_champion(
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     artifacts = mlflow.MlflowClient().list_artifacts(outcome.parent_run_id)
     assert "confirmation.csv" in {a.path for a in artifacts}
+
+
+def test_by_folds_the_out_of_fold_interval_decides_in_place_of_the_split_s() -> None:
+    study = _study(
+        [
+            (0.968, 100.0, (-0.02, 0.015)),  # its split's interval crosses the floor
+            (0.975, 300.0, (-0.004, 0.014)),  # its split's interval clears it
+        ]
+    )
+    folds = {"runs": 3, "by": "folds", "val_delta_mean": -0.002}
+    study.set_user_attr(
+        "tabslim_confirmation",
+        {"1": folds | {"passed": True}, "2": folds | {"passed": False}},
+    )
+    chosen = champion(study)
+    assert chosen.trial is not None and chosen.trial.number == 1
+    assert chosen.note == "smallest trial whose out-of-fold 95% interval lies within the floor"
+    study.set_user_attr("tabslim_confirmation", {"1": folds | {"passed": False}})
+    chosen = champion(study)
+    assert chosen.trial is not None and chosen.trial.number == 0
+    assert "within the floor over the folds, so the champion is the baseline" in chosen.note
+
+
+@pytest.mark.slow
+def test_confirmation_by_folds_scores_every_training_and_validation_row(tmp_path: Path) -> None:
+    from search.config import validate
+    from search.context import build_context
+    from search.search_job import run_search
+
+    raw = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())
+    raw["search"] |= {"confirm": 3, "confirm_by": "folds", "study": "folds",
+                      "storage": str(tmp_path / "j.journal")}  # fmt: skip
+    raw["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    config = validate(raw, "test")
+    outcome = run_search(config, progress=False)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal"))
+    )
+    study = optuna.load_study(study_name="folds", storage=storage)
+    summary = study.user_attrs["tabslim_confirmation"]
+    members = [t.number for t in pareto_front(study) if not t.user_attrs.get("baseline")]
+    assert sorted(map(int, summary)) == sorted(members) and members
+    assert all(e["by"] == "folds" and e["runs"] == 3 for e in summary.values())
+    chosen = champion(study)
+    passed = [int(n) for n, entry in summary.items() if entry["passed"]]
+    assert chosen.trial is not None
+    assert chosen.trial.number in passed or chosen.trial.user_attrs.get("baseline")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    path = client.download_artifacts(outcome.parent_run_id, "confirmation.csv", str(tmp_path))
+    table = pd.read_csv(path)
+    data = build_context(config).data
+    # Every training and validation row is scored once, by networks that did not train on it.
+    assert set(table["cv_rows"]) == {len(data.train_frame) + len(data.val_frame)}
+    assert (table["cv_delta_ci_low"] <= table["cv_delta_ci_high"]).all()
+    assert set(table["trial"]) == set(members)
+
+
+def test_folds_need_at_least_two() -> None:
+    from lightning_modules.errors import TabslimInputError
+    from search.config import validate
+
+    with pytest.raises(TabslimInputError, match="confirm_by folds needs search.confirm of at"):
+        validate({"search": {"confirm": 1, "confirm_by": "folds"}}, "test")
 
 
 def test_the_floor_of_an_error_metric_is_relative_to_the_baseline() -> None:

@@ -301,3 +301,27 @@ def test_a_metric_no_better_than_a_constant_guess_is_named_as_such() -> None:
     mean_rmse = constant_prediction_metric(values)
     assert "the training mean" in str(no_better_than_constant(values, mean_rmse * 1.01))
     assert no_better_than_constant(values, mean_rmse * 0.9) is None  # lower RMSE is better
+
+
+def test_refolded_deals_training_and_validation_rows_into_disjoint_folds() -> None:
+    data = TabularDataModule.from_bundled("wine")
+    known = pd.concat([data.train_frame, data.val_frame], ignore_index=True)
+    folds = [data.refolded(k, 3, seed=0) for k in range(3)]
+    validated = pd.concat([f.val_frame for f in folds], ignore_index=True)
+    # Each row validates exactly once; a fold trains on the rest; the test rows never move.
+    key = list(known.columns)
+    assert (
+        validated.sort_values(key)
+        .reset_index(drop=True)
+        .equals(known.sort_values(key).reset_index(drop=True))
+    )
+    for fold in folds:
+        assert len(fold.train_frame) + len(fold.val_frame) == len(known)
+        assert fold.test_frame.equals(data.test_frame)
+        assert fold.preprocessor.classes == data.preprocessor.classes
+        assert len(fold.tensors["val"]["y"]) == len(fold.val_frame)
+    # Refitted on each fold's own training rows.
+    assert not np.allclose(folds[0].preprocessor.means, folds[1].preprocessor.means)
+    assert data.refolded(1, 3, seed=0).val_frame.equals(folds[1].val_frame)
+    with pytest.raises(ValueError, match="n_folds >= 2"):
+        data.refolded(0, 1)
