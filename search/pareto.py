@@ -141,15 +141,15 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
             if by_folds
             else how + ", confirmed under more seeds"
         )
-        held = " over the folds" if by_folds else held
     if smaller:
         chosen = min(smaller, key=_order_key(higher_is_better(study)))
         return Champion(chosen, rule, how)
     note = (
-        "no trial's 95% validation interval lies within the floor"
+        "no front member's out-of-fold 95% interval lies within the floor"
+        if by_folds
+        else "no trial's 95% validation interval lies within the floor"
         + (held if confirmed is not None else "")
-        + ", so the champion is the baseline"
-    )
+    ) + ", so the champion is the baseline"
     return Champion(base, rule, note if base is not None else "the baseline has not finished")
 
 

@@ -195,7 +195,10 @@ def test_by_folds_the_out_of_fold_interval_decides_in_place_of_the_split_s() -> 
     study.set_user_attr("tabslim_confirmation", {"1": folds | {"passed": False}})
     chosen = champion(study)
     assert chosen.trial is not None and chosen.trial.number == 0
-    assert "within the floor over the folds, so the champion is the baseline" in chosen.note
+    assert chosen.note == (
+        "no front member's out-of-fold 95% interval lies within the floor, so the champion is "
+        "the baseline"
+    )
 
 
 @pytest.mark.slow
