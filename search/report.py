@@ -64,7 +64,8 @@ def floor_resolution(table: pd.DataFrame, max_drop: float, metric: str) -> str:
     if half > max_drop:
         line += (
             ": the validation set is too small to resolve the floor, so 'within the floor' is "
-            "not a promise here (use more rows, or a larger search.max_metric_drop)"
+            "not a promise here (use more rows, search.confirm: 5 with confirm_by: folds to "
+            "judge on every training row, or a larger search.max_metric_drop)"
         )
     return line
 
