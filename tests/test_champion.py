@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import optuna
@@ -146,21 +147,27 @@ def test_a_search_that_breaks_is_failed_registers_nothing_and_shows_no_password(
     _assert_failed_without_champion(uri)
 
 
-@pytest.mark.slow
-def test_confirmation_retrains_the_front_under_more_seeds_before_the_champion(
-    tmp_path: Path,
-) -> None:
+def _confirmed_search(tmp_path: Path, **search: Any) -> tuple[Any, optuna.Study, Any]:
+    """The tiny search with `search` settings on real storage: (outcome, study, config)."""
     from search.config import validate
     from search.search_job import run_search
 
     raw = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())
-    raw["search"] |= {"confirm": 2, "study": "confirmed", "storage": str(tmp_path / "j.journal")}
+    raw["search"] |= search | {"study": "confirmed", "storage": str(tmp_path / "j.journal")}
     raw["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    outcome = run_search(validate(raw, "test"), progress=False)
+    config = validate(raw, "test")
+    outcome = run_search(config, progress=False)
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal"))
     )
-    study = optuna.load_study(study_name="confirmed", storage=storage)
+    return outcome, optuna.load_study(study_name="confirmed", storage=storage), config
+
+
+@pytest.mark.slow
+def test_confirmation_retrains_the_front_under_more_seeds_before_the_champion(
+    tmp_path: Path,
+) -> None:
+    outcome, study, _ = _confirmed_search(tmp_path, confirm=2)
     summary = study.user_attrs["tabslim_confirmation"]
     members = [t.number for t in pareto_front(study) if not t.user_attrs.get("baseline")]
     assert sorted(map(int, summary)) == sorted(members) and members
@@ -203,20 +210,9 @@ def test_by_folds_the_out_of_fold_interval_decides_in_place_of_the_split_s() -> 
 
 @pytest.mark.slow
 def test_confirmation_by_folds_scores_every_training_and_validation_row(tmp_path: Path) -> None:
-    from search.config import validate
     from search.context import build_context
-    from search.search_job import run_search
 
-    raw = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())
-    raw["search"] |= {"confirm": 3, "confirm_by": "folds", "study": "folds",
-                      "storage": str(tmp_path / "j.journal")}  # fmt: skip
-    raw["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    config = validate(raw, "test")
-    outcome = run_search(config, progress=False)
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal"))
-    )
-    study = optuna.load_study(study_name="folds", storage=storage)
+    outcome, study, config = _confirmed_search(tmp_path, confirm=3, confirm_by="folds")
     summary = study.user_attrs["tabslim_confirmation"]
     members = [t.number for t in pareto_front(study) if not t.user_attrs.get("baseline")]
     assert sorted(map(int, summary)) == sorted(members) and members
