@@ -17,7 +17,8 @@ concept, concept, none, none), or `--data FILE.csv:TARGET:TIME_COLUMN` for a rea
 sorted by its time column and cut into `--batches` equal parts.
 
 Run: `.venv/bin/python bench/drift_retrain.py [--data f.csv:target:time] [--batches 8]
-[--max-epochs 20]`. It prints markdown tables; it asserts nothing.
+[--rows 2000] [--max-epochs 20]` (`--rows`: rows per generated batch). It prints markdown
+tables; it asserts nothing.
 """
 
 from __future__ import annotations

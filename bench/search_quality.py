@@ -27,8 +27,9 @@ random by more than that.
 
 Run: `.venv/bin/python bench/search_quality.py [--trials 20] [--seeds 0,1,2]
 [--datasets digits,breast_cancer,my_table.csv:target] [--samplers tpe,random]
-[--max-epochs N]`. It prints
-markdown tables; it asserts nothing.
+[--max-epochs N] [--confirm-folds K]`. With `--confirm-folds K`, each tpe study's front is also
+confirmed by K folds (`search.confirm_by: folds`) and its champion printed beside the sweep's.
+It prints markdown tables; it asserts nothing.
 """
 
 from __future__ import annotations

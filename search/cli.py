@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     retrain.add_argument(
         "--drift-threshold", type=float, default=0.1, metavar="X",
-        help="importance-weighted drift score that calls for a retrain (default: %(default)s)",
+        help="importance-weighted drift score that calls for a retrain (default: %(default)s; "
+        "inf: only a fall of the realized metric does)",
     )  # fmt: skip
     retrain.add_argument(
         "--reference-share", type=float, default=0.0, metavar="S",
