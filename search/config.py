@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lightning_modules.datasets import BUNDLED
 from lightning_modules.errors import TabslimInputError
@@ -250,8 +250,9 @@ class SearchConfig(Section):
     # Train each front member again before the champion is picked (search/confirm.py): under
     # this many more seeds, its mean validation delta within the floor; or in this many folds
     # of the training and validation rows, its out-of-fold paired interval within the floor.
-    confirm: int = Field(default=0, ge=0, le=20)
-    confirm_by: Literal["seeds", "folds"] = "seeds"
+    # auto: 5 folds when the validation split cannot resolve the floor and folds can.
+    confirm: int | Literal["auto"] = "auto"
+    confirm_by: Literal["seeds", "folds"] | None = None  # None: seeds for K, folds for auto
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     approaches: list[Approach] = Field(
         default_factory=lambda: list(get_args(Approach)), min_length=1
@@ -261,6 +262,17 @@ class SearchConfig(Section):
     # INT8 copies of every fp32 front member, measured and added to the front (search/quantized.py)
     quantize: list[Precision] = Field(default_factory=lambda: list(get_args(Precision)))
     prune: PruneConfig = Field(default_factory=PruneConfig)
+
+    @field_validator("confirm", mode="before")
+    @classmethod
+    def _confirm_runs(cls, value: Any) -> Any:
+        # One message for the union, instead of one per member.
+        runs = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 20
+        if value != "auto" and not runs:
+            raise ValueError(
+                f"search.confirm: expected auto or a number of runs from 0 to 20, but got {value!r}"
+            )
+        return value
 
 
 class Config(Section):
@@ -287,6 +299,11 @@ class Config(Section):
             )
         if self.search.confirm_by == "folds" and self.search.confirm == 1:
             raise ValueError("search.confirm_by folds needs search.confirm of at least 2 folds")
+        if self.search.confirm == "auto" and self.search.confirm_by == "seeds":
+            raise ValueError(
+                "search.confirm auto confirms by folds; give a number of seeds "
+                "(search.confirm: 3) to confirm by seeds"
+            )
         prune = self.search.prune
         if "bn_scale" in prune.criteria and not has_batch_norm(self.model):
             if "criteria" not in prune.model_fields_set:

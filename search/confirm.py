@@ -19,13 +19,16 @@ The table reports the spread; `pareto.champion` picks among the candidates that 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
 from torch import nn
+from tqdm import tqdm
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network, row_scores
@@ -38,6 +41,13 @@ from search.adapters import fit_settings
 from search.objective import SearchContext, load_baseline
 from search.study_settings import StudySettings
 from search.uncertainty import paired_delta
+
+# search.confirm: auto. Five folds, the usual choice for cross-validation. Below AUTO_MIN_ROWS
+# training and validation rows the validation split is too small to project from (85 rows on
+# which two networks agree give an interval of exactly 0), and folds measured on such tables
+# could not resolve a 0.5-point floor either (bench/RESULTS.md, digits and breast_cancer).
+AUTO_FOLDS = 5
+AUTO_MIN_ROWS = 5_000
 
 # Study attributes: each retrained run by "trial:seed" (so a resumed study trains none twice),
 # and the summary per trial that `pareto.champion` reads.
@@ -102,39 +112,133 @@ def _fold_member(
     return fit(build(spec, seed=fitting.seed), data, fitting, evaluate_test=False).network
 
 
+@dataclass(frozen=True)
+class ConfirmPlan:
+    """How the front is confirmed after this search (`k` 0: not at all), and why."""
+
+    k: int
+    by: str
+    reason: str
+
+
+def plan_confirmation(study: optuna.Study, ctx: SearchContext) -> ConfirmPlan:
+    """`search.confirm` as given, or what `auto_plan` decides for `auto`."""
+    search = ctx.config.search
+    if search.confirm != "auto":
+        return ConfirmPlan(search.confirm, search.confirm_by or "seeds", "search.confirm")
+    settings = StudySettings.read(study)
+    half = pareto.validation_half_width(pareto.trial_table(study))
+    if half is None or settings.baseline_metric is None:
+        return ConfirmPlan(0, "folds", "auto: no trial has a validation interval to judge by")
+    return auto_plan(
+        half, settings.allowed_drop(), len(ctx.data.val_frame),
+        len(ctx.data.train_frame) + len(ctx.data.val_frame), bool(ctx.config.data.time_column),
+    )  # fmt: skip
+
+
+def auto_plan(
+    half: float, drop: float, val_rows: int, rows: int, time_ordered: bool
+) -> ConfirmPlan:
+    """`search.confirm: auto`: AUTO_FOLDS folds when the validation intervals' median
+    half-width `half` is wider than the floor `drop`, and folds over all `rows` training and
+    validation rows are expected to narrow it within the floor (a paired interval narrows with
+    the square root of its rows), on at least AUTO_MIN_ROWS rows not ordered in time."""
+    if time_ordered:
+        return ConfirmPlan(0, "folds", "auto: skipped, data.time_column orders the rows, and "
+                           "folds dealt at random would train on later rows")  # fmt: skip
+    seen = f"the validation intervals (+/-{half:.4f}, median)"
+    if half <= drop:
+        return ConfirmPlan(0, "folds", f"auto: not needed, {seen} resolve the floor ({drop:.4g})")
+    projected = half * math.sqrt(val_rows / rows)
+    expected = f"{AUTO_FOLDS} folds over {rows} rows would give about +/-{projected:.4f}"
+    if rows < AUTO_MIN_ROWS:
+        return ConfirmPlan(0, "folds", f"auto: skipped, {seen} are wider than the floor "
+                           f"({drop:.4g}), but {rows} rows are fewer than {AUTO_MIN_ROWS}, too few "
+                           "for folds to resolve it")  # fmt: skip
+    if projected > drop:
+        return ConfirmPlan(0, "folds", f"auto: skipped, {seen} are wider than the floor "
+                           f"({drop:.4g}) and {expected}, still wider")  # fmt: skip
+    return ConfirmPlan(AUTO_FOLDS, "folds", f"auto: {seen} are wider than the floor "
+                       f"({drop:.4g}); {expected}")  # fmt: skip
+
+
+def confirm_search(
+    study: optuna.Study, ctx: SearchContext, progress: bool = False
+) -> pd.DataFrame | None:
+    """The confirmation step after a finished search, as `plan_confirmation` decides it; the
+    plan is kept on the study for the report. Returns the table, or None when none ran."""
+    plan = plan_confirmation(study, ctx)
+    if not plan.k:
+        study.set_user_attr(pareto.CONFIRM_PLAN_ATTR, dataclasses.asdict(plan))
+        # An earlier run's confirmation judged another front; it must not filter this one.
+        study.set_user_attr(SUMMARY_ATTR, None)
+        return None
+    return confirm_front(study, ctx, plan.k, plan.by, progress, plan.reason)
+
+
+def _members_in_champion_order(
+    study: optuna.Study, members: list[optuna.trial.FrozenTrial]
+) -> list[optuna.trial.FrozenTrial]:
+    """The members that could become champion, in the order the champion is picked: each at
+    its smallest candidate, itself or an INT8 copy of it that is feasible on its own."""
+    by_number = {t.number: t for t in members}
+    ordered: dict[int, optuna.trial.FrozenTrial] = {}
+    for candidate in pareto.smaller_feasible(study):
+        source = int(candidate.user_attrs.get("variant_of", candidate.number))
+        if source in by_number:
+            ordered.setdefault(source, by_number[source])
+    return list(ordered.values())
+
+
 def _confirm_by_folds(
-    study: optuna.Study, ctx: SearchContext, k: int, members: list[optuna.trial.FrozenTrial]
-) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Out-of-fold paired intervals of every member against the baseline; see the docstring."""
+    study: optuna.Study, ctx: SearchContext, k: int, members: list[optuna.trial.FrozenTrial],
+    progress: bool = False,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """Out-of-fold paired intervals against the baseline; see the module docstring.
+
+    Members are confirmed in the champion's order and the first that passes ends it: every
+    later member is larger, so it could not be champion, and each costs K more trainings.
+    """
     settings = StudySettings.read(study)
     fitting = fit_settings(ctx.config)
-    base_rows: list[np.ndarray] = []
-    rows: dict[int, list[np.ndarray]] = {t.number: [] for t in members}
-    vals: dict[int, list[float]] = {t.number: [] for t in members}
-    tests: dict[int, list[float]] = {t.number: [] for t in members}
+    order = _members_in_champion_order(study, members)
+    if not order:
+        return {}, []
+    bar = tqdm(
+        total=k * (1 + len(order)), desc=f"confirming by {k} folds", unit="fit",
+        disable=not progress, dynamic_ncols=True,
+    )  # fmt: skip
+    folds: list[tuple[TabularDataModule, nn.Module]] = []
     for fold in range(k):
         data = ctx.data.refolded(fold, k, seed=ctx.config.data.seed)
         # Every kind's spec is a frozen dataclass with the network_inputs() fields.
         base_spec = dataclasses.replace(ctx.baseline, **data.network_inputs())  # type: ignore[type-var]
-        baseline = fit(build(base_spec, seed=fitting.seed), data, fitting, evaluate_test=False)
-        base_rows.append(row_scores(baseline.network, data, "val"))
-        for trial in members:
-            network = _fold_member(trial, data, baseline.network, fitting)
-            rows[trial.number].append(row_scores(network, data, "val"))
-            vals[trial.number].append(evaluate_network(network, data, "val")[ctx.metric])
-            tests[trial.number].append(evaluate_network(network, data, "test")[ctx.metric])
-    baseline_all = np.concatenate(base_rows)
+        folds.append((data, fit(build(base_spec, seed=fitting.seed), data, fitting,
+                                evaluate_test=False).network))  # fmt: skip
+        bar.update()
+    baseline_all = np.concatenate([row_scores(net, data, "val") for data, net in folds])
     summary, table = {}, []
-    for trial in members:
-        delta = paired_delta(np.concatenate(rows[trial.number]), baseline_all, ctx.metric,
+    for trial in order:
+        rows, vals, tests = [], [], []
+        for data, baseline in folds:
+            network = _fold_member(trial, data, baseline, fitting)
+            rows.append(row_scores(network, data, "val"))
+            vals.append(evaluate_network(network, data, "val")[ctx.metric])
+            tests.append(evaluate_network(network, data, "test")[ctx.metric])
+            bar.update()
+        delta = paired_delta(np.concatenate(rows), baseline_all, ctx.metric,
                              seed=ctx.config.search.seed)  # fmt: skip
         passed = settings.is_confident(delta.low, delta.high)
         summary[str(trial.number)] = {"runs": k, "val_delta_mean": delta.delta, "passed": passed,
                                       "by": "folds", "cv_delta_ci_low": delta.low,
                                       "cv_delta_ci_high": delta.high}  # fmt: skip
-        table.append(_row(trial, vals[trial.number], tests[trial.number], delta.delta, passed)
+        table.append(_row(trial, vals, tests, delta.delta, passed)
                      | {"cv_rows": len(baseline_all), "cv_delta_ci_low": delta.low,
                         "cv_delta_ci_high": delta.high})  # fmt: skip
+        if passed:
+            break
+    bar.total = bar.n
+    bar.close()
     return summary, table
 
 
@@ -169,16 +273,18 @@ def _fp32_members(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def confirm_front(
-    study: optuna.Study, ctx: SearchContext, k: int, by: str = "seeds"
-) -> pd.DataFrame:
-    """Train every front member again (`by` seeds or folds); store and return the spread."""
+    study: optuna.Study, ctx: SearchContext, k: int, by: str = "seeds", progress: bool = False,
+    reason: str = "search.confirm",
+) -> pd.DataFrame:  # fmt: skip
+    """Train front members again (`by` seeds or folds); store and return the spread."""
+    study.set_user_attr(pareto.CONFIRM_PLAN_ATTR, dataclasses.asdict(ConfirmPlan(k, by, reason)))
     settings = StudySettings.read(study)
     members = [
         t for t in _fp32_members(study)
         if not t.user_attrs.get("baseline") and settings.baseline_metric is not None
     ]  # fmt: skip
     if by == "folds":
-        summary, rows = _confirm_by_folds(study, ctx, k, members) if members else ({}, [])
+        summary, rows = _confirm_by_folds(study, ctx, k, members, progress)
         study.set_user_attr(SUMMARY_ATTR, summary)
         return pd.DataFrame(rows, columns=[*COLUMNS, *FOLD_COLUMNS])
     runs: dict[str, dict[str, float]] = dict(study.user_attrs.get(RUNS_ATTR, {}))

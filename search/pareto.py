@@ -30,7 +30,9 @@ __all__ = [
     "front",
     "metric_floor",
     "recommend",
+    "smaller_feasible",
     "trial_table",
+    "validation_half_width",
 ]
 
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -67,6 +69,8 @@ _DTYPES: dict[str, str] = (
 )
 # The study attribute where `search.confirm` keeps, per trial, whether it passed confirmation.
 CONFIRMATION_ATTR = "tabslim_confirmation"
+# And how it was confirmed, and why: search/confirm.py's ConfirmPlan as a dict.
+CONFIRM_PLAN_ATTR = "tabslim_confirm_plan"
 # Positions in `FrozenTrial.values`, fixed by the study's directions.
 METRIC, SIZE, LATENCY = 0, 1, 2
 _NAN = float("nan")
@@ -112,21 +116,15 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
         chosen = recommend(study)
         note = "smallest trial within the floor on validation" if chosen else "no trial finished"
         return Champion(chosen, rule, note)
-    trials = complete_trials(study)
     confirmed = study.user_attrs.get(CONFIRMATION_ATTR)
     # By folds, the out-of-fold interval over every training and validation row replaces the
     # validation split's own: it is the same rule on more rows (search/confirm.py).
-    by_folds = confirmed is not None and any(v.get("by") == "folds" for v in confirmed.values())
-    confident = [
-        t
-        for t in trials
-        if is_feasible(t)
-        and "repeat_of" not in t.user_attrs
-        and (by_folds or _is_confident(t, settings))
-    ]
-    base = baseline_trial(study, trials)
-    # Smaller than the baseline: a pruning plan that keeps every neuron is the baseline again.
-    smaller = [t for t in confident if base is None or t.values[SIZE] < base.values[SIZE]]
+    plan = study.user_attrs.get(CONFIRM_PLAN_ATTR) or {}
+    by_folds = confirmed is not None and (
+        plan.get("by") == "folds" or any(v.get("by") == "folds" for v in confirmed.values())
+    )
+    smaller = [t for t in smaller_feasible(study) if by_folds or _is_confident(t, settings)]
+    base = baseline_trial(study, complete_trials(study))
     how = "smallest trial whose 95% interval lies within the floor"
     held = " and held under more seeds"
     if confirmed is not None:
@@ -142,8 +140,7 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
             else how + ", confirmed under more seeds"
         )
     if smaller:
-        chosen = min(smaller, key=_order_key(higher_is_better(study)))
-        return Champion(chosen, rule, how)
+        return Champion(smaller[0], rule, how)
     note = (
         "no front member's out-of-fold 95% interval lies within the floor"
         if by_folds
@@ -151,6 +148,31 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
         + (held if confirmed is not None else "")
     ) + ", so the champion is the baseline"
     return Champion(base, rule, note if base is not None else "the baseline has not finished")
+
+
+def smaller_feasible(study: optuna.Study) -> list[FrozenTrial]:
+    """The feasible trials smaller than the baseline, in the champion's order (smallest first).
+
+    Smaller, because a pruning plan that keeps every neuron is the baseline again.
+    """
+    trials = complete_trials(study)
+    base = baseline_trial(study, trials)
+    kept = [
+        t
+        for t in trials
+        if is_feasible(t)
+        and "repeat_of" not in t.user_attrs
+        and (base is None or t.values[SIZE] < base.values[SIZE])
+    ]
+    return sorted(kept, key=_order_key(higher_is_better(study)))
+
+
+def validation_half_width(table: pd.DataFrame) -> float | None:
+    """The median half-width of the non-baseline trials' paired 95% validation intervals in
+    `trial_table`'s output, or None when no trial has one: how finely validation resolves."""
+    others = table[~table["baseline"]]
+    widths = ((others["delta_high"] - others["delta_low"]) / 2).dropna()
+    return None if widths.empty else float(widths.median())
 
 
 def _is_confident(trial: FrozenTrial, settings: StudySettings) -> bool:

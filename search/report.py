@@ -40,28 +40,52 @@ def study_text(study: optuna.Study) -> str:
     if stopped:
         lines.append(f"the search stopped, and no champion was registered: {stopped}")
     elif len(table) and settings.baseline_metric is not None:
-        lines.append(floor_resolution(table, settings.allowed_drop(), settings.metric))
+        plan = study.user_attrs.get(pareto.CONFIRM_PLAN_ATTR) or {}
+        by_folds = bool(plan.get("k")) and plan.get("by") == "folds"
+        lines.append(floor_resolution(table, settings.allowed_drop(), settings.metric, by_folds))
+        if plan:
+            how = f"by {plan['k']} {plan['by']}" if plan["k"] else "none"
+            lines.append(f"confirmation: {how} ({plan['reason']})")
         picked = pareto.champion(study)
         if picked.trial is not None:
-            lines.append(f"champion ({picked.rule}): trial {picked.trial.number}, {picked.note}")
+            judged = _out_of_fold(study, picked.trial)
+            lines.append(
+                f"champion ({picked.rule}): trial {picked.trial.number}, {picked.note}{judged}"
+            )
         else:
             lines.append(f"champion ({picked.rule}): none, {picked.note}")
     return "\n".join(lines)
 
 
-def floor_resolution(table: pd.DataFrame, max_drop: float, metric: str) -> str:
+def _out_of_fold(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """The champion's out-of-fold delta and interval, when confirmation by folds judged it."""
+    confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR) or {}
+    entry = confirmed.get(str(trial.user_attrs.get("variant_of", trial.number)), {})
+    if "cv_delta_ci_low" not in entry:
+        return ""
+    interval = (entry["val_delta_mean"], entry["cv_delta_ci_low"], entry["cv_delta_ci_high"])
+    return f" (out-of-fold delta {delta_text(*interval)})"
+
+
+def floor_resolution(
+    table: pd.DataFrame, max_drop: float, metric: str, by_folds: bool = False
+) -> str:
     """The floor next to the median half-width of the trials' paired validation intervals,
-    and plainly whether the validation rows can tell a candidate within the floor."""
-    others = table[~table["baseline"]]
-    widths = ((others["delta_high"] - others["delta_low"]) / 2).dropna()
-    if widths.empty:
+    and plainly whether the validation rows can tell a candidate within the floor (`by_folds`:
+    the front was judged on every training and validation row instead)."""
+    half = pareto.validation_half_width(table)
+    if half is None:
         return f"floor: {metric} within {max_drop:g} of the baseline"
-    half = float(widths.median())
     line = (
         f"floor: {metric} within {max_drop:g} of the baseline; the median 95% interval of a "
         f"trial's validation delta is +/-{half:.4f}"
     )
-    if half > max_drop:
+    if half > max_drop and by_folds:
+        line += (
+            ": the validation set is too small to resolve the floor, so the champion was "
+            "judged out-of-fold, on every training and validation row"
+        )
+    elif half > max_drop:
         line += (
             ": the validation set is too small to resolve the floor, so 'within the floor' is "
             "not a promise here (use more rows, search.confirm: 5 with confirm_by: folds to "

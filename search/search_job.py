@@ -27,7 +27,7 @@ from search.adapters import (
     set_training_threads,
 )
 from search.config import Config
-from search.confirm import confirm_front
+from search.confirm import confirm_search
 from search.context import (
     TRIAL_ERRORS,
     build_context,
@@ -167,10 +167,10 @@ def _coordinate(
         tables = {}
         if config.search.paired and status == "FINISHED":
             tables["paired_comparison.csv"] = paired_comparison(study, ctx)
-        if config.search.confirm and status == "FINISHED":
-            tables["confirmation.csv"] = confirm_front(
-                study, ctx, config.search.confirm, config.search.confirm_by
-            )
+        if status == "FINISHED":
+            confirmation = confirm_search(study, ctx, progress)
+            if confirmation is not None:
+                tables["confirmation.csv"] = confirmation
         # Only a finished search registers a champion: a failed baseline leaves nothing to
         # recommend, and an interrupted study's front is not the one its config asked for.
         champion = mirror.finish(status=status, tables=tables, register=status == "FINISHED")

@@ -210,17 +210,25 @@ def test_by_folds_the_out_of_fold_interval_decides_in_place_of_the_split_s() -> 
 
 @pytest.mark.slow
 def test_confirmation_by_folds_scores_every_training_and_validation_row(tmp_path: Path) -> None:
+    from search.confirm import _fp32_members, _members_in_champion_order
     from search.context import build_context
 
     outcome, study, config = _confirmed_search(tmp_path, confirm=3, confirm_by="folds")
     summary = study.user_attrs["tabslim_confirmation"]
-    members = [t.number for t in pareto_front(study) if not t.user_attrs.get("baseline")]
-    assert sorted(map(int, summary)) == sorted(members) and members
+    members = [t for t in _fp32_members(study) if not t.user_attrs.get("baseline")]
+    order = [t.number for t in _members_in_champion_order(study, members)]
+    # Judged smallest first, up to the first that passed: a larger one could not be champion.
+    judged = list(map(int, summary))
+    assert judged and judged == order[: len(judged)]
     assert all(e["by"] == "folds" and e["runs"] == 3 for e in summary.values())
+    passed = [summary[str(n)]["passed"] for n in judged]
+    assert not any(passed[:-1]) and (passed[-1] or judged == order)
     chosen = champion(study)
-    passed = [int(n) for n, entry in summary.items() if entry["passed"]]
     assert chosen.trial is not None
-    assert chosen.trial.number in passed or chosen.trial.user_attrs.get("baseline")
+    if passed[-1]:
+        assert judged[-1] == chosen.trial.user_attrs.get("variant_of", chosen.trial.number)
+    else:
+        assert chosen.trial.user_attrs.get("baseline")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = mlflow.MlflowClient()
     path = client.download_artifacts(outcome.parent_run_id, "confirmation.csv", str(tmp_path))
@@ -229,7 +237,7 @@ def test_confirmation_by_folds_scores_every_training_and_validation_row(tmp_path
     # Every training and validation row is scored once, by networks that did not train on it.
     assert set(table["cv_rows"]) == {len(data.train_frame) + len(data.val_frame)}
     assert (table["cv_delta_ci_low"] <= table["cv_delta_ci_high"]).all()
-    assert set(table["trial"]) == set(members)
+    assert list(table["trial"]) == judged
 
 
 def test_folds_need_at_least_two() -> None:

@@ -1,0 +1,99 @@
+"""`search.confirm: auto` and the order in which confirmation by folds judges the front."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from test_champion import _study
+
+from lightning_modules.errors import TabslimInputError
+from search.config import validate
+from search.confirm import AUTO_FOLDS, AUTO_MIN_ROWS, _members_in_champion_order, auto_plan
+from search.pareto import CONFIRM_PLAN_ATTR, CONFIRMATION_ATTR, champion
+from search.report import study_text
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_auto_confirms_by_folds_where_the_split_is_too_coarse_and_folds_are_fine_enough() -> None:
+    # The HI table: +/-0.0069 on 3,341 validation rows, 18,931 training and validation rows.
+    plan = auto_plan(0.0069, 0.005, 3341, 18931, time_ordered=False)
+    assert (plan.k, plan.by) == (AUTO_FOLDS, "folds")
+    # 0.0069 * sqrt(3341 / 18931) = 0.0029: the interval the folds are expected to give.
+    assert "+/-0.0029" in plan.reason and "wider than the floor (0.005)" in plan.reason
+
+
+@pytest.mark.parametrize(
+    ("half", "val_rows", "rows", "time_ordered", "why"),
+    [
+        (0.004, 3341, 18931, False, "not needed"),  # the split resolves the floor already
+        (0.0069, 3341, 18931, True, "data.time_column orders the rows"),
+        (0.0093, 270, 1527, False, f"fewer than {AUTO_MIN_ROWS}"),  # digits: too few rows
+        (0.02, 1500, 9000, False, "still wider"),  # folds would not resolve it either
+    ],
+)
+def test_auto_skips_confirmation_where_it_cannot_help_and_says_why(
+    half: float, val_rows: int, rows: int, time_ordered: bool, why: str
+) -> None:
+    plan = auto_plan(half, 0.005, val_rows, rows, time_ordered)
+    assert plan.k == 0
+    assert plan.reason.startswith("auto: ") and why in plan.reason
+
+
+def _with_variant(study: optuna.Study, source: int, size: float) -> None:
+    """An INT8 copy of trial `source`, `size` parameters, at the source's metric."""
+    frozen = study.trials[source]
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[frozen.values[0], size, 0.5],
+            params=frozen.params,
+            distributions=frozen.distributions,
+            user_attrs={**frozen.user_attrs, "approach": "quantize", "variant_of": source},
+            constraints=frozen.system_attrs.get("constraints"),
+        )
+    )
+
+
+def test_folds_judge_members_in_the_champion_s_order_an_int8_copy_by_its_size() -> None:
+    study = _study(
+        [
+            (0.968, 200.0, (-0.01, 0.01)),  # trial 1
+            (0.971, 500.0, (-0.01, 0.01)),  # trial 2, with a copy smaller than trial 1
+            (0.90, 50.0, (-0.1, -0.05)),  # trial 3: below the floor, never champion
+        ]
+    )
+    _with_variant(study, 2, 150.0)
+    members = [study.trials[n] for n in (1, 2, 3)]
+    order = _members_in_champion_order(study, members)
+    assert [t.number for t in order] == [2, 1]
+    # Trial 2 passed: its smaller copy (trial 4) is the champion, and trial 1 need not be judged.
+    study.set_user_attr(CONFIRMATION_ATTR, {"2": {"runs": 5, "by": "folds", "passed": True,
+                                                 "val_delta_mean": 0.001,
+                                                 "cv_delta_ci_low": -0.002,
+                                                 "cv_delta_ci_high": 0.004}})  # fmt: skip
+    study.set_user_attr(CONFIRM_PLAN_ATTR, {"k": 5, "by": "folds", "reason": "auto: test"})
+    chosen = champion(study)
+    assert chosen.trial is not None and chosen.trial.number == 4
+    text = study_text(study)
+    assert "confirmation: by 5 folds (auto: test)" in text
+    assert "(out-of-fold delta +0.0010 [-0.0020, +0.0040])" in text
+    assert "judged out-of-fold" in text
+
+
+def test_a_skipped_confirmation_is_reported_and_the_split_decides() -> None:
+    study = _study([(0.975, 300.0, (-0.004, 0.014))])
+    study.set_user_attr(CONFIRM_PLAN_ATTR, {"k": 0, "by": "folds", "reason": "auto: skipped, x"})
+    text = study_text(study)
+    assert "confirmation: none (auto: skipped, x)" in text
+    assert champion(study).trial.number == 1  # type: ignore[union-attr]
+
+
+def test_confirm_is_auto_by_default_and_refuses_seeds_with_auto() -> None:
+    config = validate({}, "test")
+    assert config.search.confirm == "auto" and config.search.confirm_by is None
+    with pytest.raises(TabslimInputError, match="search.confirm auto confirms by folds"):
+        validate({"search": {"confirm": "auto", "confirm_by": "seeds"}}, "test")
+    with pytest.raises(
+        TabslimInputError, match=r"expected auto or a number of runs from 0 to 20, but got 'x'"
+    ):
+        validate({"search": {"confirm": "x"}}, "test")
