@@ -11,15 +11,18 @@ the output says how many trials were trained and how many reused.
 Per study (dataset x seed x sampler):
 - hypervolume (`search.hypervolume`, gains over the baseline clipped), divided by random's on
   the same dataset and seed: goal >= 1.2 as the median over datasets x seeds;
-- the champion (`search.pareto.champion`, confident by default): its parameter ratio and its
-  test delta with the paired 95% interval; goal: within the floor on test in >= 90% of
+- the champion (`search.pareto.champion`, confident by default) after the confirmation step
+  `tabslim search` runs (`search.confirm: auto`: 5 folds where the validation split cannot
+  resolve the floor and folds can), beside the split's own champion: its parameter ratio and
+  its test delta with the paired 95% interval; goal: within the floor on test in >= 90% of
   studies.
 
 Beside them, a naive uniform sweep at the same number of trained networks: the baseline plus
 trials-1 shapes that multiply every layer alike (geometric from 0.9 down to the space's scale
-low), each trained from scratch. Its champion, by the same rule on validation, is compared with
-the search's; so is its smallest network within the floor *on test* (an oracle choice no search
-can make). Goal: the champion is smaller at equal test accuracy.
+low), each trained from scratch. Its champion, by the same rule and the same confirmation step,
+is compared with the search's, and so is its champion on its validation split alone (what a
+bare sweep script would pick) and its smallest network within the floor *on test* (an oracle
+choice no search can make). Goal: the champion is smaller at equal test accuracy.
 
 `--samplers` may also name `random-search`: the random sampler without the ladder (plain random
 search). The hypervolume table also prints the box's volume over random's: no sampler can beat
@@ -27,8 +30,8 @@ random by more than that.
 
 Run: `.venv/bin/python bench/search_quality.py [--trials 20] [--seeds 0,1,2]
 [--datasets digits,breast_cancer,my_table.csv:target] [--samplers tpe,random]
-[--max-epochs N] [--confirm-folds K]`. With `--confirm-folds K`, each tpe study's front is also
-confirmed by K folds (`search.confirm_by: folds`) and its champion printed beside the sweep's.
+[--max-epochs N] [--confirm-folds K]`. With `--confirm-folds K`, every front (the sweep's too)
+is confirmed by K folds (`search.confirm: K`, `confirm_by: folds`) instead of the default.
 It prints markdown tables; it asserts nothing.
 """
 
@@ -55,7 +58,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from search import pareto  # noqa: E402
 from search.adapters import set_training_threads  # noqa: E402
 from search.config import Config, load_config, override  # noqa: E402
-from search.confirm import confirm_front  # noqa: E402
+from search.confirm import confirm_search  # noqa: E402
 from search.context import build_context, study_settings  # noqa: E402
 from search.hypervolume import dominated_volume, hypervolume  # noqa: E402
 from search.objective import SearchContext, draw_candidate, run_trial  # noqa: E402
@@ -118,9 +121,10 @@ class StudyResult:
     log_hypervolume: float = float("nan")
     # The clipped box's volume: the most hypervolume any study could reach.
     box: float = float("nan")
-    # With --confirm-folds: the champion once the front was confirmed by folds.
-    folds_champion: FrozenTrial | None = None
-    folds_note: str = ""
+    # The champion on the validation split alone, before the confirmation step.
+    split_champion: FrozenTrial | None = None
+    # The confirmation step the product chose (`search.confirm`), e.g. "5 folds" or "none".
+    confirmed: str = "none"
 
 
 def _config(dataset: str, root: Path, max_epochs: int | None) -> Config:
@@ -181,6 +185,13 @@ def _sweep(objective: CachedObjective, settings: StudySettings, trials: int) -> 
     return study
 
 
+def _confirm(study: optuna.Study, ctx: SearchContext) -> str:
+    """The confirmation step after the search, as `tabslim search` runs it; what it did."""
+    confirm_search(study, ctx)
+    plan = study.user_attrs[pareto.CONFIRM_PLAN_ATTR]
+    return f"{plan['k']} {plan['by']}" if plan["k"] else "none"
+
+
 def _metric(trial: FrozenTrial | None, name: str) -> float:
     if trial is None:
         return float("nan")
@@ -237,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="digits,breast_cancer")
     parser.add_argument("--samplers", default="tpe,random")
     parser.add_argument("--max-epochs", type=int, default=None)
-    # Also confirm each tpe study's front by this many folds (`search.confirm_by: folds`).
+    # Confirm every study's front, and the sweep's, by this many folds instead of the default
+    # (`search.confirm: auto`).
     parser.add_argument("--confirm-folds", type=int, default=0)
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -251,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets.split(","):
             config = _config(dataset, Path(tmp), args.max_epochs)
+            if args.confirm_folds:
+                config = override(config, "bench", **{"search.confirm": args.confirm_folds,
+                                                      "search.confirm_by": "folds"})  # fmt: skip
             set_training_threads(config)
             ctx = build_context(config)
             ctx.trials_dir = Path(tmp) / Path(dataset.split(":")[0]).stem
@@ -262,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                 for sampler in samplers:
                     study = _run(objective, first or settings, sampler, seed, args.trials)
                     first = first or StudySettings.read(study)
+                    split = pareto.champion(study).trial
+                    confirmed = _confirm(study, ctx)
                     picked = pareto.champion(study)
                     base = pareto.baseline_trial(study, pareto.complete_trials(study))
                     results.append(
@@ -269,22 +286,18 @@ def main(argv: list[str] | None = None) -> int:
                             dataset, seed, sampler, hypervolume(study), picked.trial,
                             picked.note, base.values[1] if base else float("nan"),
                             _sweep_best(study, drop, higher), _log_size_hypervolume(study),
-                            StudySettings.read(study).allowed_drop() * 1.0 * 1.25,
+                            StudySettings.read(study).allowed_drop() * 1.0 * 1.25, split,
+                            confirmed,
                         )
                     )  # fmt: skip
-                    if args.confirm_folds and sampler == "tpe":
-                        confirm_front(study, ctx, args.confirm_folds, "folds")
-                        picked = pareto.champion(study)
-                        results[-1].folds_champion, results[-1].folds_note = (
-                            picked.trial,
-                            picked.note,
-                        )
             assert first is not None
             sweep = _sweep(objective, first, args.trials)
+            split = pareto.champion(sweep).trial
+            confirmed = _confirm(sweep, ctx)
             sweep_rows.append(
                 SweepResult(
                     dataset, _sweep_best(sweep, drop, higher), pareto.champion(sweep).trial,
-                    first, drop, higher,
+                    first, drop, higher, split, confirmed,
                 )
             )  # fmt: skip
             print(
@@ -300,11 +313,15 @@ class SweepResult:
     dataset: str
     # Its smallest network within the floor on test (an oracle choice no search can make).
     oracle: FrozenTrial | None
-    # Its champion by the search's own rule (confident by default), chosen on validation.
+    # Its champion by the search's own rule (confident by default), after the same
+    # confirmation step as the search's (`search.confirm`).
     champion: FrozenTrial | None
     settings: StudySettings
     drop: float
     higher: bool
+    # Its champion on the validation split alone, as a bare sweep script would pick it.
+    split_champion: FrozenTrial | None = None
+    confirmed: str = "none"
 
 
 def _ratio_cells(
@@ -377,27 +394,31 @@ def _report(
     )
     sweep_by = {row.dataset: row for row in sweeps}
     print(
-        "| dataset | seed | sampler | champion | param ratio | val delta [95% CI] | "
-        "test delta [95% CI] | within floor on test | sweep's champion, param ratio "
-        "(test delta) | smaller than the sweep's champion | sweep's best on test, param ratio "
-        "(test delta) | study's best on test, param ratio (test delta) |"
+        "| dataset | seed | sampler | confirmation | champion | param ratio | val delta [95% CI] "
+        "| test delta [95% CI] | within floor on test | the split's champion, param ratio (test "
+        "delta) | sweep's champion, same rule and confirmation, param ratio (test delta) | "
+        "smaller than the sweep's champion | sweep's champion on its split alone | sweep's best "
+        "on test, param ratio (test delta) | study's best on test, param ratio (test delta) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    counts = dict.fromkeys(("within", "smaller", "larger", "oracle_smaller", "oracle_equal"), 0)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    counts = dict.fromkeys(
+        ("within", "smaller", "larger", "naive_smaller", "naive_larger", "oracle_smaller",
+         "oracle_equal"), 0,
+    )  # fmt: skip
     for r in results:
         sweep = sweep_by[r.dataset]
         chosen = r.champion
         test = _metric(chosen, "test_delta")
         within = _within(test, sweep.drop, sweep.higher)
         counts["within"] += within
-        rival = sweep.champion
-        rival_within = _within(_metric(rival, "test_delta"), sweep.drop, sweep.higher)
-        smaller = chosen is not None and rival is not None and chosen.values[1] < rival.values[1]
-        # Like for like: both picked by the same rule on validation, both within the floor on test.
-        counts["smaller"] += smaller and within and rival_within
-        counts["larger"] += (
-            chosen is not None and rival is not None and chosen.values[1] > rival.values[1]
-        )
+        # Like for like: both picked by the same rule, both within the floor on test.
+        for rival, key in ((sweep.champion, ""), (sweep.split_champion, "naive_")):
+            rival_within = _within(_metric(rival, "test_delta"), sweep.drop, sweep.higher)
+            if chosen is not None and rival is not None:
+                counts[key + "smaller"] += (
+                    chosen.values[1] < rival.values[1] and within and rival_within
+                )
+                counts[key + "larger"] += chosen.values[1] > rival.values[1]
         best, oracle = sweep.oracle, r.oracle
         counts["oracle_smaller"] += (
             oracle is not None and best is not None and (oracle.values[1] < best.values[1])
@@ -405,63 +426,34 @@ def _report(
         counts["oracle_equal"] += (
             oracle is not None and best is not None and (oracle.values[1] == best.values[1])
         )
+        smaller = (
+            chosen is not None
+            and sweep.champion is not None
+            and chosen.values[1] < sweep.champion.values[1]
+        )
         print(
-            f"| {r.dataset} | {r.seed} | {r.sampler} | {_name(chosen)} | "
+            f"| {r.dataset} | {r.seed} | {r.sampler} | {r.confirmed} | {_name(chosen)} | "
             f"{_fmt(_size(chosen, r))} | {_interval(chosen, 'val')} | "
             f"{_interval(chosen, 'test')} | {'yes' if within else 'no'} | "
-            f"{_name(rival)}: {_fmt(_size(rival, r))} "
-            f"({_fmt(_metric(rival, 'test_delta'), '+.4f')}) | {'yes' if smaller else 'no'} | "
-            f"{_fmt(_size(best, r))} ({_fmt(_metric(best, 'test_delta'), '+.4f')}) | "
-            f"{_fmt(_size(oracle, r))} ({_fmt(_metric(oracle, 'test_delta'), '+.4f')}) |"
+            f"{_sized(r.split_champion, r)} | {sweep.confirmed}: {_sized(sweep.champion, r)} | "
+            f"{'yes' if smaller else 'no'} | {_sized(sweep.split_champion, r)} | "
+            f"{_sized(best, r)} | {_sized(oracle, r)} |"
         )
     n = len(results)
-    _folds_table(results, sweep_by)
     print(
         f"\nchampion within the floor on test: {counts['within']} of {n} studies (goal >= 90%); "
-        f"smaller than the sweep's champion (same rule), both within the floor on test: "
-        f"{counts['smaller']} of {n} (larger: {counts['larger']}); "
+        f"smaller than the sweep's champion (same rule and confirmation), both within the floor "
+        f"on test: {counts['smaller']} of {n} (larger: {counts['larger']}); smaller than the "
+        f"sweep's champion on its split alone (a bare sweep script), both within the floor on "
+        f"test: {counts['naive_smaller']} of {n} (larger: {counts['naive_larger']}); "
         f"the study's own best on test smaller than the sweep's best on test: "
         f"{counts['oracle_smaller']} of {n} (the same network: {counts['oracle_equal']})"
     )
 
 
-def _folds_table(results: list[StudyResult], sweeps: dict[str, SweepResult]) -> None:
-    """With --confirm-folds: each tpe study's champion before and after confirmation by folds,
-    beside the sweep's champion (its validation split alone) and its test-chosen best."""
-    rows = [r for r in results if r.folds_note]
-    if not rows:
-        return
-    print("\n| dataset | seed | champion, param ratio (test delta) | after folds, param ratio "
-          "(test delta) | within floor on test | sweep's champion | sweep's best on test | "
-          "smaller than the sweep's champion | smaller than the sweep's best |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    within = smaller = smaller_best = 0
-    for r in rows:
-        sweep, after = sweeps[r.dataset], r.folds_champion
-        test = _metric(after, "test_delta")
-        ok = _within(test, sweep.drop, sweep.higher)
-        size = _size(after, r)
-        beats = after is not None and sweep.champion is not None and size < _size(sweep.champion, r)
-        beats_best = (
-            after is not None and sweep.oracle is not None and size < _size(sweep.oracle, r)
-        )
-        within, smaller, smaller_best = (
-            within + ok,
-            smaller + (beats and ok),
-            smaller_best + (beats_best and ok),
-        )
-        print(
-            f"| {r.dataset} | {r.seed} | {_fmt(_size(r.champion, r))} "
-            f"({_fmt(_metric(r.champion, 'test_delta'), '+.4f')}) | {_fmt(size)} "
-            f"({_fmt(test, '+.4f')}) | {'yes' if ok else 'no'} | "
-            f"{_fmt(_size(sweep.champion, r))} | {_fmt(_size(sweep.oracle, r))} | "
-            f"{'yes' if beats else 'no'} | {'yes' if beats_best else 'no'} |"
-        )
-    print(
-        f"\nafter folds: within the floor on test {within} of {len(rows)}; smaller than the "
-        f"sweep's champion and within the floor {smaller} of {len(rows)}; smaller than the "
-        f"sweep's test-chosen best and within the floor {smaller_best} of {len(rows)}"
-    )
+def _sized(trial: FrozenTrial | None, result: StudyResult) -> str:
+    """ "0.005 (-0.0018)": a trial's parameter ratio and test delta."""
+    return f"{_fmt(_size(trial, result))} ({_fmt(_metric(trial, 'test_delta'), '+.4f')})"
 
 
 def _name(trial: FrozenTrial | None) -> str:
