@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import mlflow
 import optuna
 import pytest
-from test_champion import _study
+from test_champion import _confirmed_search, _study
 
 from lightning_modules.errors import TabslimInputError
 from search.config import validate
@@ -97,3 +100,16 @@ def test_confirm_is_auto_by_default_and_refuses_seeds_with_auto() -> None:
         TabslimInputError, match=r"expected auto or a number of runs from 0 to 20, but got 'x'"
     ):
         validate({"search": {"confirm": "x"}}, "test")
+
+
+def test_a_default_search_on_a_small_table_records_why_it_was_not_confirmed(
+    tmp_path: Path,
+) -> None:
+    outcome, study, _ = _confirmed_search(tmp_path)  # search.confirm left at its default, auto
+    plan = study.user_attrs[CONFIRM_PLAN_ATTR]
+    assert plan["k"] == 0 and plan["reason"].startswith("auto: ")
+    assert study.user_attrs.get(CONFIRMATION_ATTR) is None
+    assert f"confirmation: none ({plan['reason']})" in outcome.report
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(outcome.parent_run_id)}
+    assert "confirmation.csv" not in artifacts
