@@ -44,6 +44,7 @@ DROP = 0.005
 
 def search_section(csv: Path, trials: int, folder: Path) -> str:
     from search import pareto
+    from search.champion import champion as pick_champion
     from search.config import load_config, override
     from search.search_job import run_search
 
@@ -60,7 +61,7 @@ def search_section(csv: Path, trials: int, folder: Path) -> str:
     )
     table = pareto.trial_table(study)
     base = table[table["baseline"]].iloc[0]
-    champion = pareto.champion(study).trial
+    champion = pick_champion(study).trial
     assert champion is not None
     chosen = table[table["trial"] == champion.number].iloc[0]
     picks = [("confident champion", chosen)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 
 
@@ -59,3 +60,72 @@ class StopBelowThreshold(Callback):
         if hopeless:
             trainer.should_stop = True
             self.stopped_epoch = trainer.current_epoch
+
+
+class TrainWhileImproving(Callback):
+    """Trains past `max_epochs` while the monitored value still improves, up to `limit` epochs.
+
+    A search's epoch cap is sized for the baseline; a small network is often still improving
+    there, and a trial cut off mid-descent is a defect of the search, not a result. When the
+    last planned epoch ends and the best value came within the last `patience` epochs (so early
+    stopping did not end the run), the run gets `extension` more epochs in a fresh cosine cycle
+    from `restart_share` of the initial learning rate (a warm restart, as in SGDR); a cycle that
+    brings no new best ends through early stopping, and the best weights are kept as before.
+
+    Args:
+        monitor: the logged validation value early stopping watches, e.g. "val_loss".
+        mode: "min" or "max".
+        limit: the most epochs the run may reach, cycles included.
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        mode: str,
+        *,
+        patience: int,
+        limit: int,
+        extension: int,
+        restart_share: float = 0.5,
+    ) -> None:
+        self.monitor = monitor
+        self.mode = mode
+        self.patience = patience
+        self.limit = limit
+        self.extension = max(1, extension)
+        self.restart_share = restart_share
+        self.best: float | None = None
+        self.best_epoch = -1
+        self.extensions = 0
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        current = fit_epoch_value(trainer, self.monitor)
+        if current is None:
+            return
+        if self.best is None or (
+            current < self.best if self.mode == "min" else current > self.best
+        ):
+            self.best, self.best_epoch = current, trainer.current_epoch
+        planned = trainer.fit_loop.max_epochs
+        if planned is None:
+            return
+        last = trainer.current_epoch + 1 >= planned
+        improving = trainer.current_epoch - self.best_epoch < self.patience
+        if last and improving and planned < self.limit:
+            extra = min(self.extension, self.limit - planned)
+            trainer.fit_loop.max_epochs = planned + extra
+            self.extensions += 1
+            self._restart_schedule(trainer, extra)
+
+    def _restart_schedule(self, trainer: pl.Trainer, epochs: int) -> None:
+        """A new cosine cycle over the added epochs, from `restart_share` of the initial rate."""
+        for config in trainer.lr_scheduler_configs:
+            optimizer = config.scheduler.optimizer
+            for group in optimizer.param_groups:
+                start = group.get("initial_lr", group["lr"]) * self.restart_share
+                group["lr"] = group["initial_lr"] = start
+            # The module steps the schedule once at the end of this epoch, so the new cycle has
+            # one step more than the epochs it covers and reaches its low on the last of them.
+            config.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=epochs + 1
+            )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from torch.nn import functional as F
 
 from lightning_modules import anomaly
 from lightning_modules.data import TabularDataModule
-from lightning_modules.stopping import fit_epoch_value
+from lightning_modules.stopping import TrainWhileImproving, fit_epoch_value
 
 # The metric that judges a model, and whether larger is better, per task.
 PRIMARY_METRIC = {
@@ -292,6 +293,14 @@ class FitSettings:
     seed: int = 0
     accelerator: str = "auto"
     progress_bar: bool = False
+    # A run still improving at max_epochs trains on up to this many epochs (None: it stops
+    # there); see `TrainWhileImproving`.
+    epoch_limit: int | None = None
+
+
+# How a fit ended: early stopping saw no improvement for `patience` epochs (it converged), the
+# epoch cap (or limit) cut it off while it still improved, or another callback stopped it.
+STOPPED_BY = ("early_stopping", "epoch_limit", "callback")
 
 
 @dataclass
@@ -308,6 +317,11 @@ class FitResult:
     epochs: int
     best_epoch: int
     seconds: float
+    stopped_by: str = "early_stopping"
+
+    @property
+    def converged(self) -> bool:
+        return self.stopped_by == "early_stopping"
 
 
 def quiet_lightning() -> None:
@@ -355,11 +369,18 @@ def fit(
     module = TabularModule.for_data(network, data, config)
     mode = "max" if HIGHER_IS_BETTER.get(config.monitor.removeprefix("val_"), False) else "min"
     keep_best = KeepBestWeights(config.monitor, mode)
-    callbacks: list[Callback] = [
-        EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience),
-        keep_best,
-        *(extra_callbacks or []),
-    ]
+    early = EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience)
+    callbacks: list[Callback] = [early, keep_best, *(extra_callbacks or [])]
+    if config.epoch_limit is not None and config.epoch_limit > config.max_epochs:
+        callbacks.append(
+            TrainWhileImproving(
+                config.monitor,
+                mode,
+                patience=config.patience,
+                limit=config.epoch_limit,
+                extension=max(config.patience, math.ceil(config.max_epochs / 2)),
+            )
+        )
     trainer = make_trainer(config, callbacks)
     started = time.perf_counter()
     trainer.fit(module, datamodule=data)
@@ -376,7 +397,16 @@ def fit(
         epochs=trainer.current_epoch,
         best_epoch=keep_best.best_epoch,
         seconds=seconds,
+        stopped_by=_stopped_by(trainer, early),
     )
+
+
+def _stopped_by(trainer: pl.Trainer, early: EarlyStopping) -> str:
+    if early.stopped_epoch > 0:
+        return "early_stopping"
+    if trainer.current_epoch >= (trainer.fit_loop.max_epochs or 0):
+        return "epoch_limit"
+    return "callback"
 
 
 def evaluate(

@@ -226,6 +226,21 @@ class LatencyObjective(Section):
     seconds: float = Field(default=0.05, gt=0, le=10)
 
 
+class Budget(Section):
+    """`search.champion: within_budget`: the limits a champion must meet (either or both)."""
+
+    # Parameters of the network, and the latency objective's median ms per batch of
+    # search.latency.batch_size rows.
+    parameters: int | None = Field(default=None, ge=1)
+    latency_ms: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Budget:
+        if self.parameters is None and self.latency_ms is None:
+            raise ValueError("search.budget: expected parameters, latency_ms or both")
+        return self
+
+
 class SearchConfig(Section):
     study: str | None = Field(default=None, min_length=1, description="default: tabslim-<data>")
     n_trials: int = Field(default=30, ge=1, description="trials the study should have in all")
@@ -244,15 +259,21 @@ class SearchConfig(Section):
     # Accuracy: absolute, 0.005 is half a point. RMSE: relative, 0.005 is 0.5% of the baseline's.
     max_metric_drop: float = Field(default=0.005, ge=0)
     keep_models: Literal["pareto", "all"] = "pareto"
-    # confident: the smallest trial whose paired 95% interval on validation lies within the
-    # floor (the baseline when none does); smallest: the smallest whose point estimate does.
-    champion: Literal["confident", "smallest"] = "confident"
-    # Train each front member again before the champion is picked (search/confirm.py): under
-    # this many more seeds, its mean validation delta within the floor; or in this many folds
-    # of the training and validation rows, its out-of-fold paired interval within the floor.
+    # confident: the smallest candidate whose confirmed 95% interval lies within the floor (the
+    # baseline when none does); smallest: the smallest whose validation point estimate does
+    # (uncertified); within_budget: the most accurate candidate within search.budget.
+    champion: Literal["confident", "smallest", "within_budget"] = "confident"
+    budget: Budget | None = None
+    # Judge candidates again before the champion is picked (search/confirm.py): under this
+    # many more seeds, or in this many folds of the training and validation rows.
     # auto: 5 folds when the validation split cannot resolve the floor and folds can.
     confirm: int | Literal["auto"] = "auto"
     confirm_by: Literal["seeds", "folds"] | None = None  # None: seeds for K, folds for auto
+    # At most this many candidates are judged, smallest first (search/confirm.py).
+    confirm_limit: int = Field(default=10, ge=1)
+    # A scratch trial still improving at training.max_epochs trains on, in warm-restarted
+    # cosine cycles, up to this many times max_epochs (1: it stops at the cap).
+    max_epochs_factor: float = Field(default=3.0, ge=1.0, le=20.0)
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     approaches: list[Approach] = Field(
         default_factory=lambda: list(get_args(Approach)), min_length=1
@@ -299,6 +320,11 @@ class Config(Section):
             )
         if self.search.confirm_by == "folds" and self.search.confirm == 1:
             raise ValueError("search.confirm_by folds needs search.confirm of at least 2 folds")
+        if (self.search.champion == "within_budget") != (self.search.budget is not None):
+            raise ValueError(
+                "search.champion within_budget and search.budget go together: give both, e.g. "
+                "champion: within_budget with budget: {parameters: 10000}"
+            )
         if self.search.confirm == "auto" and self.search.confirm_by == "seeds":
             raise ValueError(
                 "search.confirm auto confirms by folds; give a number of seeds "

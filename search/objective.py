@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from lightning_modules.evaluation import evaluate_network, row_scores
 from lightning_modules.family import NetworkSpec, TabularNetwork
 from lightning_modules.networks import build
 from lightning_modules.stopping import StopBelowThreshold
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, fit
+from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, FitSettings, fit
 from pruning.plan import PruningPlan, apply_plan
 from search.adapters import fit_settings, run_metrics
 from search.config import Config
@@ -99,6 +100,9 @@ class Trained:
     seconds: float
     stopped_below_floor: bool = False
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # How training ended (`lightning_modules.training.STOPPED_BY`, or "plan" for the planned
+    # fine-tuning epochs of a pruned network).
+    stopped_by: str = "plan"
 
 
 def draw_candidate(trial: optuna.Trial, ctx: SearchContext) -> Candidate:
@@ -138,17 +142,34 @@ def _stopper(ctx: SearchContext, settings: StudySettings) -> StopBelowThreshold 
     )
 
 
+def scratch_settings(
+    config: Config, params: Mapping[str, Any], baseline: bool = False
+) -> FitSettings:
+    """How a scratch candidate trains: the training section, with its own searched learning
+    rate and weight decay, and room to train on while it still improves (`max_epochs_factor`).
+
+    The epoch cap fits the baseline; a small network is often still improving there, and
+    cutting it off would judge an unfinished network. The baseline keeps the cap as it is.
+    """
+    settings = fit_settings(config)
+    limit = None if baseline else round(settings.max_epochs * config.search.max_epochs_factor)
+    return dataclasses.replace(
+        settings,
+        lr=params.get("lr", settings.lr),
+        weight_decay=params.get("weight_decay", settings.weight_decay),
+        epoch_limit=limit,
+    )
+
+
 def train_scratch(
-    ctx: SearchContext, shape: ScratchShape, stopper: StopBelowThreshold | None
+    ctx: SearchContext,
+    shape: ScratchShape,
+    stopper: StopBelowThreshold | None,
+    baseline: bool = False,
 ) -> Trained:
     """Approach 1 of Klemetti et al.: the smaller shape, trained from scratch."""
     spec = apply_shape(ctx.baseline, shape)
-    settings = fit_settings(ctx.config)
-    settings = dataclasses.replace(
-        settings,
-        lr=shape.training.get("lr", settings.lr),
-        weight_decay=shape.training.get("weight_decay", settings.weight_decay),
-    )
+    settings = scratch_settings(ctx.config, shape.training, baseline)
     result = fit(
         build(spec, seed=settings.seed),
         ctx.data,
@@ -164,6 +185,7 @@ def train_scratch(
         epochs=result.epochs,
         seconds=result.seconds,
         stopped_below_floor=bool(stopper and stopper.stopped_epoch is not None),
+        stopped_by=result.stopped_by,
     )
 
 
@@ -281,11 +303,14 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
 
     if candidate.shape is not None:
         stopper = None if is_baseline else _stopper(ctx, settings)
-        trained = train_scratch(ctx, candidate.shape, stopper)
+        trained = train_scratch(ctx, candidate.shape, stopper, baseline=is_baseline)
     else:
         assert candidate.plan is not None
         trained = prune_baseline(ctx, candidate.plan, settings, trial.study)
     metrics = measure_network(ctx, trained)
+    if trained.stopped_by != "plan":
+        # Whether training ended on early stopping: one cut off while improving is unfinished.
+        metrics["converged"] = float(trained.stopped_by == "early_stopping")
     rows = {split: row_scores(trained.network, ctx.data, split) for split in SPLITS}
     directory = ctx.trials_dir / f"trial-{trial.number}"
     if is_baseline:
@@ -309,6 +334,7 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         spec=trained.spec.to_dict(),
         metrics=metrics,
         stopped_below_floor=trained.stopped_below_floor,
+        stopped_by=trained.stopped_by,
         **host_profile(
             ctx.config.search.latency.runtime,
             ctx.config.search.latency.batch_size,

@@ -4,14 +4,13 @@ A tabslim study has directions `[metric, size, latency]` (metric maximised or mi
 other two minimised), `StudySettings` with the baseline and the allowed metric drop, and trials
 that carry `"approach"`, `"hidden"`, `"metrics"` (and `"baseline"` for the baseline) user
 attributes plus a `"metric_floor"` constraint. Plots live in `search.plots`, the text report in
-`search.report` and the hypervolume in `search.hypervolume`.
+`search.report`, the champion in `search.champion` and the hypervolume in `search.hypervolume`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -23,14 +22,11 @@ from search.study_settings import StudySettings, is_feasible
 
 __all__ = [
     "TABLE_COLUMNS",
-    "Champion",
     "baseline_trial",
-    "champion",
     "complete_trials",
     "front",
     "metric_floor",
     "recommend",
-    "smaller_feasible",
     "trial_table",
     "validation_half_width",
 ]
@@ -92,79 +88,6 @@ def recommend(study: optuna.Study) -> FrozenTrial | None:
         return None
     # The lexicographic minimum of a set is never dominated within it, so this is on the front.
     return min(feasible, key=_order_key(higher_is_better(study)))
-
-
-@dataclass(frozen=True)
-class Champion:
-    """The trial to register and why; `trial` is None when nothing can be registered."""
-
-    trial: FrozenTrial | None
-    rule: str
-    note: str
-
-
-def champion(study: optuna.Study, rule: str | None = None) -> Champion:
-    """The model to recommend, by `rule` (default: the study's).
-
-    - "smallest": `recommend`, the smallest trial within the floor on validation.
-    - "confident": the smallest feasible trial whose paired 95% validation interval lies within
-      the floor; the baseline when no trial qualifies, and the note says so.
-    """
-    settings = StudySettings.read(study)
-    rule = rule or settings.champion
-    if rule == "smallest":
-        chosen = recommend(study)
-        note = "smallest trial within the floor on validation" if chosen else "no trial finished"
-        return Champion(chosen, rule, note)
-    confirmed = study.user_attrs.get(CONFIRMATION_ATTR)
-    # By folds, the out-of-fold interval over every training and validation row replaces the
-    # validation split's own: it is the same rule on more rows (search/confirm.py).
-    plan = study.user_attrs.get(CONFIRM_PLAN_ATTR) or {}
-    by_folds = confirmed is not None and (
-        plan.get("by") == "folds" or any(v.get("by") == "folds" for v in confirmed.values())
-    )
-    smaller = [t for t in smaller_feasible(study) if by_folds or _is_confident(t, settings)]
-    base = baseline_trial(study, complete_trials(study))
-    how = "smallest trial whose 95% interval lies within the floor"
-    held = " and held under more seeds"
-    if confirmed is not None:
-        # `search.confirm` retrained the front: only members that held count.
-        # A quantized variant stands or falls with the network it was made from.
-        smaller = [
-            t for t in smaller
-            if confirmed.get(str(t.user_attrs.get("variant_of", t.number)), {}).get("passed")
-        ]  # fmt: skip
-        how = (
-            "smallest trial whose out-of-fold 95% interval lies within the floor"
-            if by_folds
-            else how + ", confirmed under more seeds"
-        )
-    if smaller:
-        return Champion(smaller[0], rule, how)
-    note = (
-        "no front member's out-of-fold 95% interval lies within the floor"
-        if by_folds
-        else "no trial's 95% validation interval lies within the floor"
-        + (held if confirmed is not None else "")
-    ) + ", so the champion is the baseline"
-    return Champion(base, rule, note if base is not None else "the baseline has not finished")
-
-
-def smaller_feasible(study: optuna.Study) -> list[FrozenTrial]:
-    """The feasible trials smaller than the baseline, in the champion's order (smallest first).
-
-    Smaller, because a pruning plan that keeps every neuron is the baseline again.
-    """
-    trials = complete_trials(study)
-    base = baseline_trial(study, trials)
-    kept = [
-        t
-        for t in trials
-        if is_feasible(t)
-        and "repeat_of" not in t.user_attrs
-        and (base is None or t.values[SIZE] < base.values[SIZE])
-    ]
-    return sorted(kept, key=_order_key(higher_is_better(study)))
 
 
 def validation_half_width(table: pd.DataFrame) -> float | None:

@@ -10,6 +10,7 @@ import optuna
 import pandas as pd
 
 from search import pareto
+from search.champion import COST_ATTR, champion, floor_advice
 from search.study import find_study
 from search.study_settings import STOPPED_ATTR, StudySettings
 
@@ -45,8 +46,8 @@ def study_text(study: optuna.Study) -> str:
         lines.append(floor_resolution(table, settings.allowed_drop(), settings.metric, by_folds))
         if plan:
             how = f"by {plan['k']} {plan['by']}" if plan["k"] else "none"
-            lines.append(f"confirmation: {how} ({plan['reason']})")
-        picked = pareto.champion(study)
+            lines.append(f"confirmation: {how} ({plan['reason']}){_cost(study)}")
+        picked = champion(study)
         if picked.trial is not None:
             judged = _out_of_fold(study, picked.trial)
             lines.append(
@@ -54,13 +55,36 @@ def study_text(study: optuna.Study) -> str:
             )
         else:
             lines.append(f"champion ({picked.rule}): none, {picked.note}")
+        lines += [f"  passed over {reason}" for reason in picked.failed[:_SHOWN_FAILED]]
+        if len(picked.failed) > _SHOWN_FAILED:
+            lines.append(f"  ... and {len(picked.failed) - _SHOWN_FAILED} more")
+        half = pareto.validation_half_width(table)
+        unresolved = half is not None and half > settings.allowed_drop()
+        if picked.trial is not None and (picked.trial.user_attrs.get("baseline") or unresolved):
+            lines += floor_advice(study)
     return "\n".join(lines)
+
+
+# Smaller candidates whose failure the report spells out; the rest are counted.
+_SHOWN_FAILED = 5
+
+
+def _cost(study: optuna.Study) -> str:
+    """What confirmation cost: candidates judged, networks trained, seconds."""
+    cost = study.user_attrs.get(COST_ATTR)
+    if not cost:
+        return ""
+    early = f", {cost['rejected_early']} rejected early" if cost.get("rejected_early") else ""
+    return (
+        f"; judged {cost['candidates']} of {cost['of']} candidates with {cost['trainings']} "
+        f"trainings{early} in {cost['seconds']:.0f} s"
+    )
 
 
 def _out_of_fold(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """The champion's out-of-fold delta and interval, when confirmation by folds judged it."""
     confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR) or {}
-    entry = confirmed.get(str(trial.user_attrs.get("variant_of", trial.number)), {})
+    entry = confirmed.get(str(trial.number), {})
     if "cv_delta_ci_low" not in entry:
         return ""
     interval = (entry["val_delta_mean"], entry["cv_delta_ci_low"], entry["cv_delta_ci_high"])

@@ -174,6 +174,11 @@ def _coordinate(
         # Only a finished search registers a champion: a failed baseline leaves nothing to
         # recommend, and an interrupted study's front is not the one its config asked for.
         champion = mirror.finish(status=status, tables=tables, register=status == "FINISHED")
+    if status == "FINISHED" and champion is None and config.search.champion == "within_budget":
+        # The study, its runs and its front stand; only the question asked has no answer.
+        raise TabslimInputError(
+            f"{mirror.champion_note}; raise search.budget, or search again with smaller shapes"
+        )
     table = pareto.trial_table(study)
     return SearchOutcome(
         study=name,

@@ -7,6 +7,7 @@ Optuna storage URL (PostgreSQL for a cluster) is accepted instead.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -100,6 +101,12 @@ def open_study(
     settings.check_matches(stored, f"study '{name}' in {storage_label}")
     if settings.data_fingerprint is not None:
         check_same_data(stored, settings.data_fingerprint, str(settings.data), name)
+    # The champion rule and its budget may change between runs: the latest run's decide.
+    kept = dict(stored.config or {})
+    kept["search"] = dict(kept.get("search") or {}) | {
+        "budget": ((settings.config or {}).get("search") or {}).get("budget")
+    }
+    dataclasses.replace(stored, champion=settings.champion, config=kept).write(existing)
     return existing
 
 

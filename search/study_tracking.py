@@ -28,6 +28,7 @@ from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
 from search import pareto, tracking
 from search.challengers import FRONT_TAG, reference_sample
+from search.champion import COST_ATTR, champion
 from search.hypervolume import hypervolume
 from search.network_store import RemoteNetworks, fetch
 from search.plots import plot_front_html, plot_front_png
@@ -271,6 +272,10 @@ class StudyMirror:
         }
         for row in front_table.itertuples():
             summary[f"front_trial_{row.trial}_test_{metric}"] = float(row.test_metric)
+        cost = self.study.user_attrs.get(COST_ATTR) or {}
+        for key in ("candidates", "trainings", "seconds"):
+            if key in cost:
+                summary[f"confirm_{key}"] = float(cost[key])
         champion_uri = self._register_champion() if register else None
         if champion_uri is not None:
             chosen = table[table["trial"] == self._champion_trial].iloc[0]
@@ -294,7 +299,7 @@ class StudyMirror:
         return champion_uri
 
     def _register_champion(self) -> str | None:
-        picked = pareto.champion(self.study)
+        picked = champion(self.study)
         self.champion_note = picked.note
         chosen = picked.trial
         if chosen is None:

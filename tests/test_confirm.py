@@ -10,9 +10,10 @@ import pytest
 from test_champion import _confirmed_search, _study
 
 from lightning_modules.errors import TabslimInputError
+from search.champion import candidates, champion
 from search.config import validate
-from search.confirm import AUTO_FOLDS, AUTO_MIN_ROWS, _members_in_champion_order, auto_plan
-from search.pareto import CONFIRM_PLAN_ATTR, CONFIRMATION_ATTR, champion
+from search.confirm import AUTO_FOLDS, AUTO_MIN_ROWS, auto_plan
+from search.pareto import CONFIRM_PLAN_ATTR, CONFIRMATION_ATTR
 from search.report import study_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -57,23 +58,22 @@ def _with_variant(study: optuna.Study, source: int, size: float) -> None:
     )
 
 
-def test_folds_judge_members_in_the_champion_s_order_an_int8_copy_by_its_size() -> None:
+def test_candidates_are_every_trial_that_could_hold_smallest_first_an_int8_copy_by_its_size() -> (
+    None
+):
     study = _study(
         [
             (0.968, 200.0, (-0.01, 0.01)),  # trial 1
             (0.971, 500.0, (-0.01, 0.01)),  # trial 2, with a copy smaller than trial 1
-            (0.90, 50.0, (-0.1, -0.05)),  # trial 3: below the floor, never champion
+            (0.90, 50.0, (-0.1, -0.05)),  # trial 3: wholly below the floor, never a candidate
         ]
     )
     _with_variant(study, 2, 150.0)
-    members = [study.trials[n] for n in (1, 2, 3)]
-    order = _members_in_champion_order(study, members)
-    assert [t.number for t in order] == [2, 1]
-    # Trial 2 passed: its smaller copy (trial 4) is the champion, and trial 1 need not be judged.
-    study.set_user_attr(CONFIRMATION_ATTR, {"2": {"runs": 5, "by": "folds", "passed": True,
-                                                 "val_delta_mean": 0.001,
-                                                 "cv_delta_ci_low": -0.002,
-                                                 "cv_delta_ci_high": 0.004}})  # fmt: skip
+    assert [t.number for t in candidates(study)] == [4, 1, 2]
+    # The copy and its source passed: the copy (trial 4) is champion, trial 1 was not judged.
+    held = {"runs": 5, "by": "folds", "passed": True, "val_delta_mean": 0.001,
+            "cv_delta_ci_low": -0.002, "cv_delta_ci_high": 0.004}  # fmt: skip
+    study.set_user_attr(CONFIRMATION_ATTR, {"2": held, "4": held})
     study.set_user_attr(CONFIRM_PLAN_ATTR, {"k": 5, "by": "folds", "reason": "auto: test"})
     chosen = champion(study)
     assert chosen.trial is not None and chosen.trial.number == 4

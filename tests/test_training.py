@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import EarlyStopping
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLPSpec, build
+from lightning_modules.stopping import TrainWhileImproving
 from lightning_modules.training import FitSettings, fit, metric_names
 
 
@@ -81,3 +86,72 @@ def test_categorical_tables_train_end_to_end(name: str, task: str, loss: str) ->
     assert all(math.isfinite(v) for v in result.val_metrics.values())
     # Two epochs are few, but the validation loss falls below the untrained network's.
     assert result.val_metrics[loss] < untrained[loss]
+
+
+class _Scripted(pl.LightningModule):
+    """Logs `val_loss` from a script, one value per epoch: a learning curve the test controls."""
+
+    def __init__(self, losses: list[float], max_epochs: int) -> None:
+        super().__init__()
+        self.losses, self.max_epochs = losses, max_epochs
+        self.layer = torch.nn.Linear(1, 1)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.layer(batch[0]).sum() * 0.0
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        self.log("val_loss", self.losses[min(self.current_epoch, len(self.losses) - 1)])
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=4)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=4)
+
+
+def _run_script(losses: list[float], cap: int = 6, limit: int = 18) -> tuple[int, Any, Any]:
+    """Epochs run under early stopping (patience 2) and `TrainWhileImproving`."""
+    module = _Scripted(losses, cap)
+    extend = TrainWhileImproving("val_loss", "min", patience=2, limit=limit, extension=4)
+    early = EarlyStopping(monitor="val_loss", mode="min", patience=2)
+    trainer = pl.Trainer(
+        max_epochs=cap, callbacks=[early, extend], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module)
+    return trainer.current_epoch, extend, trainer
+
+
+def test_a_run_still_improving_at_the_cap_trains_on_until_it_converges() -> None:
+    # Improving through the cap of 6 epochs up to epoch 9 (1.5), then flat.
+    losses = [10.0 - i for i in range(9)] + [1.5] * 20
+    epochs, extend, trainer = _run_script(losses)
+    assert extend.extensions == 2  # after epochs 6 and 10, each the last planned, improving
+    assert epochs == 12  # best at epoch 9, then two epochs without improvement end it
+    # Each extension restarts the cosine at half the rate it started from.
+    assert trainer.optimizers[0].param_groups[0]["initial_lr"] == pytest.approx(0.1 * 0.25)
+
+
+def test_a_converged_run_stops_before_the_cap_and_a_run_improving_forever_stops_at_the_limit() -> (
+    None
+):
+    epochs, extend, _ = _run_script([5.0, 4.0, 3.0, 4.0, 4.0, 4.0, 4.0])
+    assert (epochs, extend.extensions) == (5, 0)
+    epochs, extend, _ = _run_script([100.0 - i for i in range(40)], limit=12)
+    assert epochs == 12 and extend.extensions == 2
+
+
+def test_fit_records_whether_it_converged(small_table: pd.DataFrame) -> None:
+    data = TabularDataModule.from_frame(small_table, "label", batch_size=32)
+    spec = MLPSpec(hidden=(16, 8), **data.network_inputs())
+    capped = fit(build(spec), data, FitSettings(max_epochs=2, lr=5e-3))
+    assert capped.stopped_by == "epoch_limit" and not capped.converged
+    longer = fit(build(spec), data, FitSettings(max_epochs=2, lr=5e-3, epoch_limit=60))
+    assert longer.epochs > 2
+    assert longer.stopped_by in ("early_stopping", "epoch_limit")
+    assert longer.converged == (longer.stopped_by == "early_stopping")
