@@ -143,6 +143,9 @@ def _own_verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
         # Under seeds a copy is judged by its own split interval; its source by its runs.
         own = split_verdict(trial, settings)
         return Verdict(own.trial, own.delta, own.low, own.high, own.passed, "seeds")
+    if entry is None and source is not None:
+        # Studies confirmed before copies were judged on their own stood them with their source.
+        entry = confirmed.get(str(source))
     if entry is None:
         nan = float("nan")
         return Verdict(trial.number, nan, nan, nan, None, "out-of-fold", "not judged")

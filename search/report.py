@@ -58,8 +58,10 @@ def study_text(study: optuna.Study) -> str:
         lines += [f"  passed over {reason}" for reason in picked.failed[:_SHOWN_FAILED]]
         if len(picked.failed) > _SHOWN_FAILED:
             lines.append(f"  ... and {len(picked.failed) - _SHOWN_FAILED} more")
+        # What the rows can certify, where they certified nothing smaller than the baseline,
+        # or where the split alone decided though it cannot resolve the floor.
         half = pareto.validation_half_width(table)
-        unresolved = half is not None and half > settings.allowed_drop()
+        unresolved = half is not None and half > settings.allowed_drop() and not by_folds
         if picked.trial is not None and (picked.trial.user_attrs.get("baseline") or unresolved):
             lines += floor_advice(study)
     return "\n".join(lines)
