@@ -177,19 +177,22 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
     by_folds = _by_folds(study)
     how = "out-of-fold 95% interval" if by_folds else "95% interval"
     failed: list[str] = []
+    unjudged = 0
     for trial in candidates(study):
         judged = verdict(study, trial)
         if judged.passed:
             confirmed = ", confirmed under more seeds" if judged.how == "seeds" else ""
             note = f"smallest trial whose {how} lies within the floor{confirmed}"
-            return Champion(trial, rule, note + _passed_over(failed), tuple(failed))
+            return Champion(trial, rule, note + _passed_over(failed, unjudged), tuple(failed))
         if judged.passed is None:
-            break  # confirmation stopped before it: nothing larger was judged
+            unjudged += 1  # confirmation skipped it (search/confirm.py: _smallest_passing)
+            continue
         failed.append(_failure(study, trial, judged, settings))
     if base is None:
         return Champion(None, rule, "the baseline has not finished", tuple(failed))
     note = f"no candidate's {how} lies within the floor, so the champion is the baseline"
-    return Champion(base, rule, note + _passed_over(failed, all_failed=True), tuple(failed))
+    note += _passed_over(failed, unjudged, all_failed=True)
+    return Champion(base, rule, note, tuple(failed))
 
 
 def _by_folds(study: optuna.Study) -> bool:
@@ -200,12 +203,16 @@ def _by_folds(study: optuna.Study) -> bool:
     )
 
 
-def _passed_over(failed: list[str], all_failed: bool = False) -> str:
-    if not failed:
-        return ""
-    if all_failed:
-        return f" ({len(failed)} candidate{'s' if len(failed) != 1 else ''} judged)"
-    return f" ({len(failed)} smaller candidate{'s' if len(failed) != 1 else ''} failed)"
+def _passed_over(failed: list[str], unjudged: int, all_failed: bool = False) -> str:
+    """E.g. " (3 smaller candidates failed, 2 not judged)"."""
+    parts = []
+    if failed:
+        plural = "s" if len(failed) != 1 else ""
+        what = f"candidate{plural} judged" if all_failed else f"smaller candidate{plural} failed"
+        parts.append(f"{len(failed)} {what}")
+    if unjudged:
+        parts.append(f"{unjudged} {'more ' if all_failed else 'smaller '}not judged")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _failure(study: optuna.Study, trial: FrozenTrial, judged: Verdict, s: StudySettings) -> str:

@@ -178,13 +178,10 @@ def confirm_candidates(
     judge: _Judge = _Folds(study, ctx, k, bar) if by == "folds" else _Seeds(study, ctx, k, bar)
     summary: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
-    judged = 0
-    for trial in order:
-        if judged >= limit:
-            break
-        judged += 1
+
+    def passes(trial: FrozenTrial) -> bool:
+        """Judge `trial` (a copy with its source first: its networks serve both)."""
         source = trial.user_attrs.get("variant_of")
-        # A copy is judged with its source: the source first (its networks serve both).
         for member in ([study.trials[int(source)]] if source is not None else []) + [trial]:
             if str(member.number) in summary:
                 continue
@@ -194,8 +191,14 @@ def confirm_candidates(
                 entry, row = judge.fp32(member)
             summary[str(member.number)] = entry
             rows.append(row)
-        if summary[str(trial.number)]["passed"] and first_pass_ends:
-            break
+        return bool(summary[str(trial.number)]["passed"])
+
+    if first_pass_ends:
+        judged = _smallest_passing(order, passes, limit)
+    else:
+        judged = len(order[:limit])
+        for trial in order[:limit]:
+            passes(trial)
     bar.total = bar.n
     bar.close()
     study.set_user_attr(SUMMARY_ATTR, summary)
@@ -209,6 +212,44 @@ def confirm_candidates(
     study.set_user_attr(champion.COST_ATTR, cost)
     columns = [*COLUMNS, *FOLD_COLUMNS] if by == "folds" else COLUMNS
     return pd.DataFrame(rows, columns=columns)
+
+
+def _smallest_passing(
+    order: list[FrozenTrial], passes: Callable[[FrozenTrial], bool], limit: int
+) -> int:
+    """Judge candidates, smallest first, for the smallest that passes; returns how many.
+
+    Small candidates fail more often than large ones, and each failure costs up to K
+    trainings, so the walk gallops: it judges positions 0, 1, 3, 7, 15, ... of the size order
+    (and the largest), and once one passes it bisects back between it and the last failure.
+    The candidate just smaller than the one found has then failed; a few smaller ones between
+    galloping steps may be left unjudged, and the champion's note counts them. At most `limit`
+    candidates are judged.
+    """
+    judged = 0
+
+    def judge(index: int) -> bool:
+        nonlocal judged
+        judged += 1
+        return passes(order[index])
+
+    failed, found, index, step = -1, None, 0, 1
+    while index < len(order) and judged < limit:
+        if judge(index):
+            found = index
+            break
+        failed, index, step = index, index + step, step * 2
+    last = len(order) - 1
+    if found is None and failed < last and judged < limit:
+        found = last if judge(last) else None
+        failed = failed if found is not None else last
+    while found is not None and found - failed > 1 and judged < limit:
+        middle = (failed + found) // 2
+        if judge(middle):
+            found = middle
+        else:
+            failed = middle
+    return judged
 
 
 def rejects_early(delta: PairedDelta, settings: StudySettings, folds_seen: int, k: int) -> bool:

@@ -230,3 +230,33 @@ def test_a_search_whose_budget_nothing_meets_exits_2_naming_the_closest_and_keep
             assert trial.user_attrs["metrics"]["converged"] in (0.0, 1.0)
     assert main(["report", "--study", "b", "--storage", journal]) == 0
     assert "champion (within_budget): none, no trial meets search.budget" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("passing", "limit", "judged", "smallest"),
+    [
+        ({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 10, [0], 0),  # the smallest passes: one judgment
+        ({6, 7, 8, 9}, 10, [0, 1, 3, 7, 5, 6], 6),  # gallop 0, 1, 3, 7; bisect 5, 6
+        ({9}, 10, [0, 1, 3, 7, 9, 8], 9),  # past the end of the gallop: the largest, then 8
+        (set(), 10, [0, 1, 3, 7, 9], None),  # nothing passes
+        ({6, 7, 8, 9}, 3, [0, 1, 3], None),  # the limit ends it
+    ],
+)
+def test_the_walk_gallops_over_failures_and_bisects_back_to_the_smallest_that_passes(
+    passing: set[int], limit: int, judged: list[int], smallest: int | None
+) -> None:
+    from search.confirm import _smallest_passing
+
+    order = [optuna.trial.create_trial(value=0.0) for _ in range(10)]
+    for number, trial in enumerate(order):
+        trial.number = number
+    seen: list[int] = []
+
+    def passes(trial: optuna.trial.FrozenTrial) -> bool:
+        seen.append(trial.number)
+        return trial.number in passing
+
+    assert _smallest_passing(order, passes, limit) == len(judged)
+    assert seen == judged
+    found = [n for n in seen if n in passing]
+    assert (min(found) if found else None) == smallest
