@@ -13,7 +13,7 @@ from test_champion import SETTINGS, _study
 
 from search.champion import candidates, champion, floor_advice
 from search.cli import main
-from search.confirm import rejects_early
+from search.judges import rejects_early
 from search.pareto import CONFIRM_PLAN_ATTR, CONFIRMATION_ATTR, front
 from search.quantized import _judged_with_source
 from search.report import study_text
