@@ -334,7 +334,7 @@ def floor_advice(study: optuna.Study) -> list[str]:
     best_trial, _, best_needed = min(judged, key=lambda j: (j[2], j[0].values[SIZE]))
     ratio = pareto.ratio(best_trial.values[SIZE], base.values[SIZE])
     lines.append(
-        f"smallest floor these rows certify: max_metric_drop {best_needed:.4g} (asked: "
+        f"smallest floor these rows certify: max_metric_drop {best_needed:.3g} (asked: "
         f"{settings.max_metric_drop:g}); the champion there would be trial "
         f"{best_trial.number} ({ratio:.3g}x)"
     )
@@ -345,26 +345,35 @@ def floor_advice(study: optuna.Study) -> list[str]:
             lowest = needed
             steps.append((trial, needed))
     shown = ", ".join(
-        f"{pareto.ratio(t.values[SIZE], base.values[SIZE]):.3g}x at {n:.4g}" for t, n in steps[:5]
+        f"{pareto.ratio(t.values[SIZE], base.values[SIZE]):.3g}x at {n:.3g}" for t, n in steps[:5]
     )
     lines.append(f"floor each size certifies (smallest first): {shown}")
-    hopeful = [
-        (t, v) for t, v, _ in sorted(judged, key=lambda j: j[0].values[SIZE])
-        if (v.delta > -drop if higher else v.delta < drop) and not v.passed
-    ]  # fmt: skip
-    if hopeful:
-        trial, v = hopeful[0]
+    # Candidates within the floor by their delta, and how many times their rows each would
+    # need: a paired interval narrows with the square root of its rows.
+    needs = []
+    for trial, v, _ in judged:
         margin = (v.delta + drop) if higher else (drop - v.delta)
-        rows = _rows(study, trial, v)
-        if margin > 0 and rows:
-            factor = ((v.high - v.low) / 2 / margin) ** 2
-            lines.append(
-                f"more rows: trial {trial.number} "
-                f"({pareto.ratio(trial.values[SIZE], base.values[SIZE]):.3g}x, {v.how} delta "
-                f"{v.delta:+.4f}) would hold max_metric_drop {settings.max_metric_drop:g} with "
-                f"about {factor:.1f}x the {rows:,} rows its interval rests on, if its delta held"
+        if margin > 0 and not v.passed and _rows(study, trial, v):
+            needs.append((trial, ((v.high - v.low) / 2 / margin) ** 2))
+    steps = []
+    for factor in _MORE_ROWS:
+        held = [t for t, need in needs if need <= factor]
+        if held:
+            smallest = min(held, key=lambda t: t.values[SIZE])
+            ratio = pareto.ratio(smallest.values[SIZE], base.values[SIZE])
+            steps.append(
+                f"{factor:g}x the rows would certify trial {smallest.number} ({ratio:.3g}x)"
             )
+    if steps:
+        lines.append(
+            f"more rows, if the deltas held: {', '.join(steps)} at max_metric_drop "
+            f"{settings.max_metric_drop:g}"
+        )
     return lines
+
+
+# How many times the rows the "more rows" advice considers.
+_MORE_ROWS = (2.0, 4.0, 10.0)
 
 
 def _rows(study: optuna.Study, trial: FrozenTrial, v: Verdict) -> int:
