@@ -21,16 +21,20 @@ Goals, over real tables of at least 5,000 rows x three seeds: median regret <= 2
 above 4; the champion within the floor on test in >= 90% of studies; never the baseline when
 a trial of at most half its size held the floor on test with its whole test interval.
 
-Beside them, a uniform sweep at the same number of trainings: the baseline plus trials-1
-shapes that multiply every layer alike (geometric from 0.9 down to the space's scale low),
-trained from scratch and confirmed the same way; its champion, its own regret and its wall
-time. The search's champion should be at most the sweep's.
+Beside them, per table, a uniform sweep: the baseline plus trials-1 shapes that multiply
+every layer alike (geometric from 0.9 down to the space's scale low), trained from scratch and
+confirmed the same way; its champion, its regret against its own study's oracle, and its wall
+time. The search's champion should be at most the sweep's. The comparison is at equal trials
+(the sweep trains as many as each search), not at equal wall time: both wall times are printed
+side by side instead.
 
-Run: `.venv/bin/python bench/search_quality.py [--trials 20] [--seeds 0,1,2]
-[--datasets digits,breast_cancer,hi.csv:whi] [--samplers tpe] [--max-epochs N]
-[--confirm-folds K] [--json results.jsonl]`. With `--confirm-folds K`, every study (the
-sweep's too) is confirmed by K folds instead of the default. It prints markdown tables; it
-asserts nothing.
+Run: `.venv/bin/python bench/search_quality.py --datasets hi.csv:whi,health.csv:insurance
+--seeds 0,1,2 --trials 20`. A table is a bundled dataset (default: digits,breast_cancer) or
+`FILE.csv:TARGET`. Other options: `--samplers tpe` (the default search; `random` and
+`random-search`, the random sampler without the ladder, when named), `--max-epochs N`,
+`--confirm-folds K` (every study, the sweep's too, confirmed by K folds instead of
+`search.confirm: auto`), `--json PATH` (one JSON object per study appended to PATH, NaN as
+null). It prints markdown tables; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +138,11 @@ class StudyResult:
     confirm_seconds: float
     confirmed: str
     cost: dict[str, Any]
+    # The champion is the baseline though a trial of at most half its size held on test.
+    baseline_despite_half: bool = False
+    # Trials this study trained, and those it reused from earlier studies of the same table.
+    trained: int = 0
+    reused: int = 0
 
     @property
     def regret(self) -> float:
@@ -237,10 +246,10 @@ def _within(delta: float, drop: float, higher: bool) -> bool:
 
 
 def _held_at_half(study: optuna.Study, result: StudyResult) -> bool:
-    """Whether a trial of at most half the baseline's size held the floor on test with its
-    whole test interval: then the baseline must not be champion."""
+    """Whether a trial of at most half the baseline's size (copies of earlier trials aside) held
+    the floor on test with its whole test interval: then the baseline must not be champion."""
     for t in pareto.complete_trials(study):
-        if t.values[1] > 0.5 * result.baseline_size:
+        if "repeat_of" in t.user_attrs or t.values[1] > 0.5 * result.baseline_size:
             continue
         low, high = _metric(t, "test_delta_ci_low"), _metric(t, "test_delta_ci_high")
         if (low > -result.drop) if result.higher else (high < result.drop):
@@ -255,16 +264,19 @@ def _measure(
     searched = time.perf_counter()
     confirmed = _confirm(study, ctx)
     done = time.perf_counter()
+    # allowed_drop, not max_metric_drop: for rmse the latter is a share of the baseline's RMSE.
     settings = StudySettings.read(study)
     drop, higher = settings.allowed_drop(), settings.higher_is_better
     picked = champion(study)
     base = pareto.baseline_trial(study, pareto.complete_trials(study))
-    return StudyResult(
+    result = StudyResult(
         dataset=dataset, seed=seed, sampler=sampler, champion=picked.trial, note=picked.note,
         oracle=_oracle(study, drop, higher), baseline_size=base.values[1] if base else math.nan,
         drop=drop, higher=higher, seconds=done - started, confirm_seconds=done - searched,
         confirmed=confirmed, cost=study.user_attrs.get(COST_ATTR) or {},
     )  # fmt: skip
+    result.baseline_despite_half = _is_base(result) and _held_at_half(study, result)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=None)
     # Confirm every study, and the sweep, by this many folds instead of `search.confirm: auto`.
     parser.add_argument("--confirm-folds", type=int, default=0)
-    parser.add_argument("--json", default=None, help="also write one JSON line per study here")
+    parser.add_argument("--json", metavar="PATH", help="append one JSON object per study to PATH")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -286,122 +298,186 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results: list[StudyResult] = []
     sweeps: list[StudyResult] = []
-    held: dict[tuple[str, int, str], bool] = {}
+    print("Studies as they end (the sweep columns are filled in the table at the end):\n")
+    _print_header()
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets.split(","):
             config = _config(dataset, Path(tmp), args.max_epochs)
             if args.confirm_folds:
-                config = override(config, "bench", **{"search.confirm": args.confirm_folds,
-                                                      "search.confirm_by": "folds"})  # fmt: skip
+                folds = {"search.confirm": args.confirm_folds, "search.confirm_by": "folds"}
+                config = override(config, "bench", **folds)
             set_training_threads(config)
             ctx = build_context(config)
             ctx.trials_dir = Path(tmp) / Path(dataset.split(":")[0]).stem
             objective = CachedObjective(ctx)
             settings = study_settings(ctx)
             first: StudySettings | None = None
+            own: list[StudyResult] = []
             for seed in seeds:
                 for sampler in samplers:
-                    began = time.perf_counter()
+                    began, counts = time.perf_counter(), (objective.trained, objective.reused)
                     study = _run(objective, first or settings, sampler, seed, args.trials)
                     first = first or StudySettings.read(study)
-                    result = _measure(study, ctx, dataset, seed, sampler, began)
-                    held[(dataset, seed, sampler)] = _held_at_half(study, result)
-                    results.append(result)
-                    _print_row(result, None, held[(dataset, seed, sampler)])
+                    result = _measured(study, ctx, objective, counts, dataset, seed, sampler, began)
+                    own.append(result)
+                    _print_row(result, None)
             assert first is not None
-            began = time.perf_counter()
-            sweep = _sweep(objective, first, args.trials)
-            sweeps.append(_measure(sweep, ctx, dataset, 0, "sweep", began))
+            began, counts = time.perf_counter(), (objective.trained, objective.reused)
+            study = _sweep(objective, first, args.trials)
+            sweep = _measured(study, ctx, objective, counts, dataset, 0, "sweep", began)
+            _print_row(sweep, None)
             print(
-                f"{dataset}: {objective.trained} networks trained, {objective.reused} reused",
+                f"{dataset}: {objective.trained} networks trained, {objective.reused} reused\n",
                 flush=True,
             )
-    _report(results, sweeps, held, time.perf_counter() - started, args.trials)
-    if args.json:
-        with open(args.json, "a") as out:
-            for r in [*results, *sweeps]:
-                out.write(json.dumps(_record(r)) + "\n")
+            results += own
+            sweeps.append(sweep)
+            if args.json:
+                with open(args.json, "a") as out:
+                    for r in [*own, sweep]:
+                        out.write(json.dumps(_record(r, None if r is sweep else sweep)) + "\n")
+    _report(results, sweeps, time.perf_counter() - started, args.trials)
     return 0
 
 
-def _record(r: StudyResult) -> dict[str, Any]:
-    """A study's figures as JSON-ready values."""
-    fields = {k: v for k, v in asdict(r).items() if k not in ("champion", "oracle")}
-    return fields | {
-        "champion": _name(r.champion), "oracle": _name(r.oracle), "regret": r.regret,
-        "within": r.within, "champion_ratio": _size(r.champion, r),
-        "oracle_ratio": _size(r.oracle, r), "test_delta": _metric(r.champion, "test_delta"),
+def _measured(
+    study: optuna.Study,
+    ctx: SearchContext,
+    objective: CachedObjective,
+    counts: tuple[int, int],
+    dataset: str,
+    seed: int,
+    sampler: str,
+    began: float,
+) -> StudyResult:
+    """`_measure`, plus the trials this study trained and reused from the table's cache."""
+    trained, reused = objective.trained - counts[0], objective.reused - counts[1]
+    result = _measure(study, ctx, dataset, seed, sampler, began)
+    result.trained, result.reused = trained, reused
+    return result
+
+
+def _record(r: StudyResult, sweep: StudyResult | None) -> dict[str, Any]:
+    """A study's row as JSON-ready values: numbers as floats, NaN as null."""
+    cost = r.cost or {}
+    record: dict[str, Any] = {
+        "dataset": r.dataset, "seed": r.seed, "sampler": r.sampler, "confirmation": r.confirmed,
+        "champion": _name(r.champion), "champion_size_ratio": _size(r.champion, r),
+        "champion_test_delta": _metric(r.champion, "test_delta"),
+        "champion_test_delta_ci_low": _metric(r.champion, "test_delta_ci_low"),
+        "champion_test_delta_ci_high": _metric(r.champion, "test_delta_ci_high"),
+        "within_floor_on_test": r.within, "allowed_drop": r.drop, "higher_is_better": r.higher,
+        "oracle": _name(r.oracle), "oracle_size_ratio": _size(r.oracle, r),
+        "oracle_test_delta": _metric(r.oracle, "test_delta"), "regret": r.regret,
+        "baseline_despite_half_size": r.baseline_despite_half, "seconds": r.seconds,
+        "confirm_seconds": r.confirm_seconds, "trials_trained": r.trained,
+        "trials_reused": r.reused, "confirm_candidates": cost.get("candidates"),
+        "confirm_of": cost.get("of"), "confirm_trainings": cost.get("trainings"),
+        "confirm_cost_seconds": cost.get("seconds"), "note": r.note,
+        "sweep_champion": _name(sweep.champion) if sweep else None,
+        "sweep_size_ratio": _size(sweep.champion, sweep) if sweep else None,
+        "sweep_test_delta": _metric(sweep.champion, "test_delta") if sweep else None,
+        "sweep_regret": sweep.regret if sweep else None,
+        "sweep_seconds": sweep.seconds if sweep else None,
+        "sweep_confirm_seconds": sweep.confirm_seconds if sweep else None,
+        "champion_le_sweep": _not_larger(r, sweep),
     }  # fmt: skip
+    return {k: _plain(v) if k != "seed" else v for k, v in record.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return float(value) if math.isfinite(value) else None
 
 
 _HEADER = (
     "| table | seed | sampler | confirmation | champion | size ratio | test delta [95% CI] | "
     "within floor on test | oracle, size ratio (test delta) | regret | sweep's champion, size "
-    "ratio (regret in its own study) | champion <= sweep's | wall s (confirmation s) | "
-    "confirmation: judged / candidates, trainings, rejected early |"
+    "ratio (test delta) (regret in its own study) | champion <= sweep's | wall s "
+    "(confirmation s) | sweep's wall s (confirmation s) | trials trained / reused | "
+    "confirmation cost: judged / candidates, trainings, s |"
 )
 
 
-def _print_row(r: StudyResult, sweep: StudyResult | None, held: bool) -> None:
-    cost = r.cost
-    spent = (
-        f"{cost['candidates']} / {cost['of']}, {cost['trainings']}, {cost['rejected_early']}"
-        if cost
-        else "-"
-    )
-    rival = (
-        "-" if sweep is None else f"{_sized(sweep.champion, sweep)} ({_fmt(sweep.regret, '.2f')})"
-    )
-    smaller = "-"
-    if sweep is not None and r.champion is not None and sweep.champion is not None:
-        smaller = "yes" if r.champion.values[1] <= sweep.champion.values[1] else "no"
-    flag = " (baseline, though a half-size trial held on test)" if held and _is_base(r) else ""
+def _print_header() -> None:
+    print(_HEADER)
+    print("|" + "---|" * (_HEADER.count("|") - 1), flush=True)
+
+
+def _print_row(r: StudyResult, sweep: StudyResult | None) -> None:
+    rival = smaller = sweep_wall = "-"
+    if sweep is not None:
+        rival = (
+            f"{_name(sweep.champion)}, {_sized(sweep.champion, sweep)} "
+            f"({_fmt(sweep.regret, '.2f')})"
+        )
+        sweep_wall = f"{sweep.seconds:.0f} ({sweep.confirm_seconds:.0f})"
+        le = _not_larger(r, sweep)
+        smaller = "-" if le is None else ("yes" if le else "no")
+    flag = " (though a half-size trial held on test)" if r.baseline_despite_half else ""
     print(
         f"| {r.dataset} | {r.seed} | {r.sampler} | {r.confirmed} | {_name(r.champion)}{flag} | "
         f"{_fmt(_size(r.champion, r))} | {_interval(r.champion, 'test')} | "
         f"{'yes' if r.within else 'no'} | {_name(r.oracle)}, {_sized(r.oracle, r)} | "
         f"{_fmt(r.regret, '.2f')} | {rival} | {smaller} | {r.seconds:.0f} "
-        f"({r.confirm_seconds:.0f}) | {spent} |",
+        f"({r.confirm_seconds:.0f}) | {sweep_wall} | {r.trained} / {r.reused} | "
+        f"{_spent(r.cost)} |",
         flush=True,
     )
+
+
+def _spent(cost: dict[str, Any]) -> str:
+    """ "3 / 12, 15, 40": candidates judged of those in order, trainings, seconds; "-" if none."""
+    if not cost:
+        return "-"
+    judged = f"{cost.get('candidates', '?')}" + (f" / {cost['of']}" if "of" in cost else "")
+    seconds = cost.get("seconds")
+    spent = f"{judged}, {cost.get('trainings', '?')}"
+    spent += f", {seconds:.0f}" if isinstance(seconds, (int, float)) else ", ?"
+    early = cost.get("rejected_early")
+    return spent + (f" ({early} rejected early)" if early else "")
 
 
 def _is_base(r: StudyResult) -> bool:
     return r.champion is not None and bool(r.champion.user_attrs.get("baseline"))
 
 
+def _not_larger(r: StudyResult, sweep: StudyResult | None) -> bool | None:
+    """Whether the champion is at most the sweep's champion in size; None if either is absent."""
+    if sweep is None or r.champion is None or sweep.champion is None:
+        return None
+    return bool(r.champion.values[1] <= sweep.champion.values[1])
+
+
 def _report(
-    results: list[StudyResult],
-    sweeps: list[StudyResult],
-    held: dict[tuple[str, int, str], bool],
-    seconds: float,
-    trials: int,
+    results: list[StudyResult], sweeps: list[StudyResult], seconds: float, trials: int
 ) -> None:
-    print(f"\n{trials} trials per study, {seconds:.0f} s in all; the sweep trains as many\n")
-    print(_HEADER)
-    print("|" + "---|" * (_HEADER.count("|") - 1))
+    print(
+        f"\n{trials} trials per study, {seconds:.0f} s in all. The sweep trains as many trials as "
+        "each search: the comparison is at equal trials, not at equal wall time, and both wall "
+        "times are shown side by side. A study's wall time leaves out the trials it reused from "
+        "earlier studies of the same table (trials trained / reused).\n"
+    )
+    _print_header()
     sweep_by = {s.dataset: s for s in sweeps}
     for r in results:
-        _print_row(r, sweep_by.get(r.dataset), held[(r.dataset, r.seed, r.sampler)])
+        _print_row(r, sweep_by.get(r.dataset))
     for s in sweeps:
-        _print_row(s, None, False)
+        _print_row(s, None)
     regrets = [r.regret for r in results if r.regret == r.regret]
     n = len(results)
-    bad_baseline = sum(held[(r.dataset, r.seed, r.sampler)] and _is_base(r) for r in results)
-    not_larger = sum(
-        r.champion is not None
-        and sweep_by[r.dataset].champion is not None
-        and r.champion.values[1] <= sweep_by[r.dataset].champion.values[1]  # type: ignore[union-attr]
-        for r in results
+    bad_baseline = sum(r.baseline_despite_half for r in results)
+    not_larger = sum(bool(_not_larger(r, sweep_by.get(r.dataset))) for r in results)
+    median = _fmt(statistics.median(regrets), ".2f") if regrets else "-"
+    largest = _fmt(max(regrets), ".2f") if regrets else "-"
+    print(
+        f"\nregret: median {median} (goal <= 2), max {largest}, above 4 in "
+        f"{sum(x > 4 for x in regrets)} of {len(regrets)} (goal 0); champion within the floor on "
+        f"test in {sum(r.within for r in results)} of {n} (goal >= 90%); the baseline though a "
+        f"trial of at most half its size held on test with its whole interval: {bad_baseline} "
+        f"(goal 0); champion <= the sweep's: {not_larger} of {n}"
     )
-    if regrets:
-        print(
-            f"\nregret: median {statistics.median(regrets):.2f} (goal <= 2), max {max(regrets):.2f}"
-            f", above 4 in {sum(x > 4 for x in regrets)} of {len(regrets)} (goal 0); champion "
-            f"within the floor on test in {sum(r.within for r in results)} of {n} (goal >= 90%); "
-            f"the baseline though a trial of at most half its size held on test with its whole "
-            f"interval: {bad_baseline} (goal 0); champion <= the sweep's: {not_larger} of {n}"
-        )
     print("\nchampion notes:")
     for r in [*results, *sweeps]:
         print(f"- {r.dataset} {r.seed} {r.sampler}: {r.note}")
