@@ -203,11 +203,11 @@ def test_by_folds_the_out_of_fold_interval_decides_in_place_of_the_split_s() -> 
     study.set_user_attr("tabslim_confirmation", {"1": folds | {"passed": False}})
     chosen = champion(study)
     assert chosen.trial is not None and chosen.trial.number == 0
-    # Trial 2 was not judged (confirmation stopped at trial 1, where it passed then): the walk
-    # ends there, since nothing larger was confirmed.
+    # Trial 2 was not judged (confirmation stopped at trial 1, where it passed then), and the
+    # note counts it.
     assert chosen.note == (
         "no candidate's out-of-fold 95% interval lies within the floor, so the champion is "
-        "the baseline (1 candidate judged)"
+        "the baseline (1 candidate judged, 1 more not judged)"
     )
     assert chosen.failed and chosen.failed[0].startswith("trial 1 (0.1x): out-of-fold delta")
 
