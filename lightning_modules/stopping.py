@@ -69,8 +69,8 @@ class TrainWhileImproving(Callback):
     there, and a trial cut off mid-descent is a defect of the search, not a result. When the
     last planned epoch ends and the best value came within the last `patience` epochs (so early
     stopping did not end the run), the run gets `extension` more epochs in a fresh cosine cycle
-    from `restart_share` of the initial learning rate (a warm restart, as in SGDR); a cycle that
-    brings no new best ends through early stopping, and the best weights are kept as before.
+    from `restart_share` of the previous cycle's starting rate (a warm restart, as in SGDR); a
+    cycle that brings no new best ends through early stopping, and the best weights are kept.
 
     Args:
         monitor: the logged validation value early stopping watches, e.g. "val_loss".

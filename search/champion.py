@@ -355,18 +355,18 @@ def floor_advice(study: optuna.Study) -> list[str]:
         margin = (v.delta + drop) if higher else (drop - v.delta)
         if margin > 0 and not v.passed and _rows(study, trial, v):
             needs.append((trial, ((v.high - v.low) / 2 / margin) ** 2))
-    steps = []
+    more: list[str] = []
     for factor in _MORE_ROWS:
         held = [t for t, need in needs if need <= factor]
         if held:
             smallest = min(held, key=lambda t: t.values[SIZE])
             ratio = pareto.ratio(smallest.values[SIZE], base.values[SIZE])
-            steps.append(
+            more.append(
                 f"{factor:g}x the rows would certify trial {smallest.number} ({ratio:.3g}x)"
             )
-    if steps:
+    if more:
         lines.append(
-            f"more rows, if the deltas held: {', '.join(steps)} at max_metric_drop "
+            f"more rows, if the deltas held: {', '.join(more)} at max_metric_drop "
             f"{settings.max_metric_drop:g}"
         )
     return lines

@@ -238,6 +238,13 @@ def test_a_search_whose_budget_nothing_meets_exits_2_naming_the_closest_and_keep
     assert any(t.user_attrs["metrics"]["epochs"] > 3 for t in scratch[1:])
     assert main(["report", "--study", "b", "--storage", journal]) == 0
     assert "champion (within_budget): none, no trial meets search.budget" in capsys.readouterr().out
+    # Run again under the default rule: the study keeps its trials and takes the new rule.
+    raw["search"] = {k: v for k, v in raw["search"].items() if k not in ("champion", "budget")}
+    path.write_text(yaml.safe_dump(raw))
+    again = ["search", "--config", str(path), "--quiet", "--storage", journal, "--study", "b",
+             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
+    assert main(again) == 0
+    assert "champion (confident): trial " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
