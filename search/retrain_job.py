@@ -53,7 +53,7 @@ from search.challengers import (
 from search.config import load_config
 from search.drift import compare
 from search.drift_job import realized_metric, served_predictions
-from search.latency import measure_latency
+from search.latency import compare_latency
 from search.profile import (
     ACCEPTED_FILE,
     ACCEPTED_TAG,
@@ -122,10 +122,13 @@ def _split(frame: pd.DataFrame, holdout: float, time_column: str | None, seed: i
     return ordered.iloc[: len(frame) - n_holdout], ordered.iloc[len(frame) - n_holdout :]
 
 
-def _latency_ms(network: nn.Module) -> float:
-    return measure_latency(
-        network, runtime="onnxruntime", batch_size=1024, max_seconds=0.1
-    ).median_ms
+def _latency_ratio(candidate: nn.Module, champion: nn.Module) -> float:
+    """Challenger time over champion time, interleaved: two absolute timings taken a second
+    apart differ by more than the gate's slack on a busy machine, which failed a challenger of
+    the champion's own shape (x1.3) and promoted a worse one."""
+    return compare_latency(
+        candidate, champion, runtime="onnxruntime", batch_size=1024, max_seconds=0.3
+    ).median
 
 
 def _check_input(frame: pd.DataFrame, profile: dict, target: str, holdout: float) -> None:
@@ -268,7 +271,6 @@ def _retrain(
         spec, network, prep = load_network(network_dir)
         window, rows = _split(frame, holdout, time_column, config.data.seed)
         base_rows = frame_scores(network, prep, rows, target)
-        base_latency = _latency_ms(network)
         base_size = sum(p.numel() for p in network.parameters())
         metric = profile["validation"]["metric"]
         higher = HIGHER_IS_BETTER[metric]
@@ -282,7 +284,7 @@ def _retrain(
             delta = paired_delta(frame_scores(candidate, cand_prep, rows, target), base_rows,
                                  metric, seed=config.search.seed)  # fmt: skip
             size = sum(p.numel() for p in candidate.parameters()) / base_size
-            latency = _latency_ms(candidate) / base_latency
+            latency = _latency_ratio(candidate, network)
             gain_clears = delta.low > min_gain if higher else delta.high < -min_gain
             within = size <= _SIZE_SLACK and latency <= _LATENCY_SLACK
             passed = gain_clears and within
