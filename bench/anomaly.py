@@ -43,10 +43,10 @@ DROP = 0.005
 
 
 def search_section(csv: Path, trials: int, folder: Path) -> str:
-    from search import pareto
-    from search.champion import champion as pick_champion
+    from search.commands import run_search
     from search.config import load_config, override
-    from search.search_job import run_search
+    from search.front import champion as pick_champion
+    from search.front import pareto
 
     config = override(load_config(CONFIG), "bench", **{
         "data.path": str(csv), "data.target": "target", "search.n_trials": trials,

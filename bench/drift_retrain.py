@@ -45,10 +45,8 @@ from lightning_modules.data import TabularDataModule  # noqa: E402
 from lightning_modules.datasets import drift_batch  # noqa: E402
 from lightning_modules.networks import MLPSpec, build  # noqa: E402
 from lightning_modules.training import FitSettings, fit  # noqa: E402
-from search.profile import build_profile  # noqa: E402
-from search.pyfunc_model import log_model  # noqa: E402
-from search.retrain_job import frame_scores, run_retrain  # noqa: E402
-from search.served_model import OnnxPredictor  # noqa: E402
+from search.commands import frame_scores, run_retrain
+from search.serving import OnnxPredictor, build_profile, log_model
 
 BASELINE, COMPACT = (256, 256, 128), (32, 32, 16)
 # tabslim's policies: the default decision, and the realized metric alone.

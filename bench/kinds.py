@@ -186,9 +186,9 @@ def default_search(datasets: Sequence[str], trials: int) -> str:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from search import pareto
+    from search.commands import run_search
     from search.config import load_config, override
-    from search.search_job import run_search
+    from search.front import pareto
 
     rows = []
     for dataset in datasets:

@@ -10,12 +10,12 @@ with the product's `export_onnx` (fp32, verified against torch), and quantized w
 Both with `reduce_range` on CPUs without VNNI, as the product does.
 
 Figures: serialized ONNX bytes; the test metric of each (accuracy) and its change against fp32;
-latency as int8 / fp32 ratio, interleaved in one run (`search.latency.compare_latency`'s
+latency as int8 / fp32 ratio, interleaved in one run (`search.measure.latency.compare_latency`'s
 approach: alternating blocks, median of per-round ratios) at batch 1 and 1024 on 1 thread.
 A test-accuracy change of one row (0.37 points on digits, 1.2 on breast_cancer) is noise.
 
 Run: `.venv/bin/python bench/quantization.py [--datasets digits,breast_cancer]`. It prints a
-markdown table; it asserts nothing. The quantizer is the product's (`search.quantized.quantize`,
+markdown table; it asserts nothing. The quantizer is the product's (`search.front.quantize`,
 which a search applies to every front member); the rest of the measurement is this script's.
 """
 
@@ -39,9 +39,8 @@ import onnxruntime as ort  # noqa: E402
 from lightning_modules.data import TabularDataModule  # noqa: E402
 from lightning_modules.networks import MLP, MLPSpec, build  # noqa: E402
 from lightning_modules.training import FitSettings, fit, quiet_lightning  # noqa: E402
-from search.export import export_onnx  # noqa: E402
-from search.latency import ort_session  # noqa: E402
-from search.quantized import quantize  # noqa: E402
+from search.front import quantize
+from search.measure import export_onnx, ort_session
 
 SHAPES = {"baseline": 1.0, "x0.5": 0.5, "x0.25": 0.25, "x0.125": 0.125}
 SETTINGS = FitSettings(max_epochs=40, lr=2e-3, weight_decay=1e-4, patience=8, accelerator="cpu")

@@ -62,18 +62,23 @@ import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from search import pareto  # noqa: E402
-from search.adapters import set_training_threads  # noqa: E402
-from search.champion import COST_ATTR, champion  # noqa: E402
-from search.config import Config, load_config, override  # noqa: E402
-from search.confirm import confirm_search  # noqa: E402
-from search.context import build_context, study_settings  # noqa: E402
-from search.objective import SearchContext, draw_candidate, run_trial  # noqa: E402
-from search.quantized import quantize_front  # noqa: E402
-from search.samplers import make_sampler  # noqa: E402
-from search.search_job import refine_after_ladder  # noqa: E402
-from search.space import baseline_params, ladder_params, uniform_params  # noqa: E402
-from search.study import directions  # noqa: E402
-from search.study_settings import StudySettings  # noqa: E402
+from search.commands import refine_after_ladder
+from search.config import Config, load_config, override
+from search.front import COST_ATTR, champion, confirm_search, quantize_front
+from search.study import (
+    SearchContext,
+    StudySettings,
+    baseline_params,
+    build_context,
+    directions,
+    draw_candidate,
+    ladder_params,
+    make_sampler,
+    run_trial,
+    set_training_threads,
+    study_settings,
+    uniform_params,
+)
 
 # Plain random search: the random sampler from the first trial after the baseline, without the
 # ladder and its refinement, which are part of the default search's strategy.

@@ -3,14 +3,14 @@
 Runs a real `tabslim search` (configs/default.yaml unless --config) into a temporary MLflow store
 and journal, with each stage's function wrapped by a timer:
 
-- draw: drawing the candidate from the trial (`search.objective.draw_candidate`);
-- build: building the network (`search.objective.build`);
+- draw: drawing the candidate from the trial (`search.study.objective.draw_candidate`);
+- build: building the network (`search.study.objective.build`);
 - train: `Trainer.fit` time as `fit` reports it (`train_seconds`), or the pruning plan's time;
-- export: ONNX export and its check against torch (`search.measure.export_onnx`);
-- latency: the latency timings (`search.measure.measure_latency`);
-- size: parameters, bytes and FLOPs (the rest of `search.objective.measure_network`);
+- export: ONNX export and its check against torch (`search.measure.cost.export_onnx`);
+- latency: the latency timings (`search.measure.cost.measure_latency`);
+- size: parameters, bytes and FLOPs (the rest of `search.study.objective.measure_network`);
 - evaluate: everything else inside the trial (final val/test evaluation, Optuna bookkeeping);
-- saving: writing the trial's network (`search.objective.save_network`);
+- saving: writing the trial's network (`search.study.objective.save_network`);
 - mirroring: MLflow, in the main process after each trial (`StudyMirror.sync`).
 
 Goal (issue 13): the median trial's overhead (all but train) is at most 25% of its training.
@@ -38,8 +38,8 @@ import optuna  # noqa: E402
 
 from search import measure as measure_module  # noqa: E402
 from search import objective, study_tracking  # noqa: E402
-from search.config import load_config, override  # noqa: E402
-from search.search_job import run_search  # noqa: E402
+from search.commands import run_search
+from search.config import load_config, override
 
 SPENT: dict[str, list[float]] = collections.defaultdict(list)
 

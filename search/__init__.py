@@ -1,7 +1,7 @@
 """What decides: config, measurement, MLflow tracking and the `tabslim` CLI.
 
-Only this package talks to Optuna and MLflow. Import submodules directly (`search.measure`,
-`search.config`); this file stays light so that `tabslim --help` starts fast.
+Only this package talks to Optuna and MLflow. Import submodules directly (`search.measure.cost`,
+`search.config.schema`); this file stays light so that `tabslim --help` starts fast.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def test_the_adaptive_schedule_can_be_drawn_in_a_search() -> None:
     import optuna
 
     from search.config import PruneConfig
-    from search.space import draw_plan
+    from search.study import draw_plan
 
     params = {
         "keep_ratio_0": 0.5, "keep_ratio_1": 0.5, "prune_priority_0": 0.5,

@@ -17,8 +17,8 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.datasets import load_bundled
 from lightning_modules.networks import KINDS, build
 from lightning_modules.training import FitSettings, fit
-from search.cli import main
-from search.uncertainty import paired_delta
+from search.commands import main
+from search.measure import paired_delta
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "accordion.yaml"
 

@@ -11,13 +11,19 @@ import pytest
 import yaml
 from test_champion import SETTINGS, _study
 
-from search.champion import candidates, champion, floor_advice
-from search.cli import main
-from search.judges import rejects_early
-from search.pareto import CONFIRM_PLAN_ATTR, CONFIRMATION_ATTR, front
-from search.quantized import _judged_with_source
-from search.report import study_text
-from search.uncertainty import PairedDelta
+from search.commands import main
+from search.front import (
+    CONFIRM_PLAN_ATTR,
+    CONFIRMATION_ATTR,
+    candidates,
+    champion,
+    floor_advice,
+    front,
+    rejects_early,
+    study_text,
+)
+from search.front.quantized import _judged_with_source
+from search.measure import PairedDelta
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -260,7 +266,7 @@ def test_a_search_whose_budget_nothing_meets_exits_2_naming_the_closest_and_keep
 def test_the_walk_gallops_over_failures_and_bisects_back_to_the_smallest_that_passes(
     passing: set[int], limit: int, judged: list[int], smallest: int | None
 ) -> None:
-    from search.confirm import _smallest_passing
+    from search.front.confirm import _smallest_passing
 
     order = [optuna.trial.create_trial(value=0.0) for _ in range(10)]
     for number, trial in enumerate(order):

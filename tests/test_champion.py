@@ -10,11 +10,9 @@ import pytest
 import yaml
 from optuna.distributions import FloatDistribution
 
-from search.champion import candidates, champion
-from search.cli import main
-from search.report import study_text
-from search.study import directions
-from search.study_settings import StudySettings
+from search.commands import main
+from search.front import candidates, champion, study_text
+from search.study import StudySettings, directions
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SETTINGS = StudySettings(
@@ -125,7 +123,7 @@ def test_a_baseline_that_did_not_learn_stops_the_search_and_registers_nothing(
 def test_a_search_that_breaks_is_failed_registers_nothing_and_shows_no_password(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import search.search_job
+    import search.commands.search
 
     secret = "Tb-Pw-31337"
 
@@ -133,7 +131,7 @@ def test_a_search_that_breaks_is_failed_registers_nothing_and_shows_no_password(
         # A bug after the baseline, whose message quotes a URL with a password.
         raise RuntimeError(f"lost postgresql://ann:{secret}@db/s")
 
-    monkeypatch.setattr(search.search_job, "check_baseline_learned", broken)
+    monkeypatch.setattr(search.commands.search, "check_baseline_learned", broken)
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     code = main(
         ["search", "--config", str(Path(__file__).parent / "tiny_search.yaml"), "--quiet",
@@ -148,8 +146,8 @@ def test_a_search_that_breaks_is_failed_registers_nothing_and_shows_no_password(
 
 def _confirmed_search(tmp_path: Path, **search: Any) -> tuple[Any, optuna.Study, Any]:
     """The tiny search with `search` settings on real storage: (outcome, study, config)."""
+    from search.commands import run_search
     from search.config import validate
-    from search.search_job import run_search
 
     raw = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())
     raw["search"] |= search | {"study": "confirmed", "storage": str(tmp_path / "j.journal")}
@@ -214,7 +212,7 @@ def test_by_folds_the_out_of_fold_interval_decides_in_place_of_the_split_s() -> 
 
 @pytest.mark.slow
 def test_confirmation_by_folds_scores_every_training_and_validation_row(tmp_path: Path) -> None:
-    from search.context import build_context
+    from search.study import build_context
 
     outcome, study, config = _confirmed_search(tmp_path, confirm=3, confirm_by="folds")
     summary = study.user_attrs["tabslim_confirmation"]

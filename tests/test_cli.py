@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.cli import main
+from search.commands import main
 
 BIN = Path(sys.executable).parent
 

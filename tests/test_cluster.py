@@ -23,10 +23,10 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from lightning_modules.datasets import load_bundled
-from search.liveness import OWNER_ATTR
+from search.cluster import OWNER_ATTR
 
 ROOT = Path(__file__).resolve().parent.parent
-TABSLIM = [sys.executable, "-m", "search.cli"]
+TABSLIM = [sys.executable, "-m", "search"]
 
 
 @pytest.fixture(scope="module")

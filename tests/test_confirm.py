@@ -10,11 +10,17 @@ import pytest
 from test_champion import _confirmed_search, _study
 
 from lightning_modules.errors import TabslimInputError
-from search.champion import candidates, champion
 from search.config import validate
-from search.confirm import AUTO_FOLDS, AUTO_MIN_ROWS, auto_plan
-from search.pareto import CONFIRM_PLAN_ATTR, CONFIRMATION_ATTR
-from search.report import study_text
+from search.front import (
+    AUTO_FOLDS,
+    AUTO_MIN_ROWS,
+    CONFIRM_PLAN_ATTR,
+    CONFIRMATION_ATTR,
+    auto_plan,
+    candidates,
+    champion,
+    study_text,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

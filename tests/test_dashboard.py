@@ -12,8 +12,7 @@ from pathlib import Path
 from loopback import free_port
 
 from search.config import validate
-from search.study import open_storage, open_study
-from search.study_settings import StudySettings
+from search.study import StudySettings, open_storage, open_study
 
 DASHBOARD = Path(sys.executable).parent / "optuna-dashboard"
 

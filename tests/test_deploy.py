@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.cli import build_parser
+from search.commands import build_parser
 
 DEPLOY = Path(__file__).resolve().parent.parent / "configs" / "deploy"
 

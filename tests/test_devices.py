@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lightning_modules.errors import TabslimInputError
-from search.cli import main
-from search.devices import Slot, parse_devices, pin, plan_slots
-from search.hosts import host_profile
+from search.cluster import Slot, parse_devices, pin, plan_slots
+from search.commands import main
+from search.measure import host_profile
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,8 @@ from mlflow.tracking import MlflowClient
 from lightning_modules.data import TabularDataModule
 from lightning_modules.datasets import drift_batch
 from lightning_modules.networks import MLPSpec, build
-from search.cli import main
-from search.drift_job import run_drift
-from search.pyfunc_model import log_model
+from search.commands import main, run_drift
+from search.serving import log_model
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from search.hypervolume import dominated_volume
+from search.front import dominated_volume
 
 
 def _grid_volume(points: np.ndarray, reference: np.ndarray, cells: int = 40) -> float:

@@ -27,7 +27,7 @@ from lightning_modules.mlp import MLPSpec
 from lightning_modules.networks import KINDS, build, count_parameters, load, spec_from_dict
 from lightning_modules.resnet import ResNetSpec
 from pruning.removal import remove_units
-from search.export import export_onnx
+from search.measure import export_onnx
 
 INPUTS = {"d_num": 5, "d_out": 3, "cat_cardinalities": (4, 3)}
 SPECS = {

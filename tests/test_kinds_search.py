@@ -16,8 +16,8 @@ import yaml
 
 from lightning_modules.datasets import load_bundled
 from lightning_modules.networks import spec_from_dict
-from search.cli import main
-from search.pyfunc_model import load_network, predict_frame
+from search.commands import main
+from search.serving import load_network, predict_frame
 from search.study import searched_trials
 
 TINY = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())

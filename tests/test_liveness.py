@@ -19,7 +19,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from search.liveness import OWNER_ATTR, ProcessLock, lock_folder, recover_dead_trials
+from search.cluster import OWNER_ATTR, ProcessLock, lock_folder, recover_dead_trials
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def _holder(journal: Path) -> subprocess.Popen[str]:
         import sys, time, optuna
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
-        from search.liveness import OWNER_ATTR, ProcessLock, lock_folder
+        from search.cluster import OWNER_ATTR, ProcessLock, lock_folder
         journal = {str(journal)!r}
         lock = ProcessLock(lock_folder(__import__("pathlib").Path(journal)))
         study = optuna.load_study(
@@ -102,7 +102,7 @@ def test_retries_stop_at_the_limit(tmp_path: Path) -> None:
 
 def _search_command(config: Path, journal: Path, tracking: str) -> list[str]:
     return [
-        sys.executable, "-m", "search.cli", "search", "--config", str(config), "--quiet",
+        sys.executable, "-m", "search", "search", "--config", str(config), "--quiet",
         "--storage", str(journal), "--tracking-uri", tracking, "--study", "killed",
     ]  # fmt: skip
 

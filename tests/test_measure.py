@@ -15,9 +15,16 @@ from torch import nn
 
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLPSpec, build
-from search.export import export_onnx
-from search.latency import Latency, compare_latency, measure_latency
-from search.measure import count_flops, count_parameters, measure, serialized_bytes
+from search.measure import (
+    Latency,
+    compare_latency,
+    count_flops,
+    count_parameters,
+    export_onnx,
+    measure,
+    measure_latency,
+    serialized_bytes,
+)
 
 NUMERIC = MLPSpec(d_num=10, d_out=3, hidden=(32, 16))
 MIXED = MLPSpec(d_num=10, d_out=3, hidden=(32, 16), cat_cardinalities=(5, 4))

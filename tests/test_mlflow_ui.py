@@ -34,12 +34,11 @@ from loopback import free_port
 from mlflow.entities import DatasetInput
 from mlflow.tracking import MlflowClient
 
-from search import pareto, tracking
-from search.adapters import load_data
+from search import tracking
+from search.commands import run_search, run_train
 from search.config import Config, load_config, override, validate
-from search.report import front_markdown
-from search.search_job import run_search
-from search.train_job import run_train
+from search.front import front_markdown, pareto
+from search.study import load_data
 
 TINY = Path(__file__).parent / "tiny_search.yaml"
 MLFLOW = Path(sys.executable).parent / "mlflow"

@@ -19,12 +19,19 @@ from matplotlib.figure import Figure
 from matplotlib.text import Annotation
 from optuna.study import StudyDirection
 
-from search import plots
-from search.hypervolume import hypervolume
-from search.pareto import TABLE_COLUMNS, front, metric_floor, recommend, trial_table
-from search.plots import plot_front_html, plot_front_png
-from search.report import format_report
-from search.study_settings import StudySettings
+from search.front import (
+    TABLE_COLUMNS,
+    format_report,
+    front,
+    hypervolume,
+    metric_floor,
+    plot_front_html,
+    plot_front_png,
+    plots,
+    recommend,
+    trial_table,
+)
+from search.study import StudySettings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -14,8 +14,8 @@ import optuna
 import yaml
 from loopback import PG_PASSWORD as PASSWORD
 
+from search.commands import run_search
 from search.config import validate
-from search.search_job import run_search
 
 
 def test_search_runs_and_resumes_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
@@ -37,7 +37,7 @@ def test_search_runs_and_resumes_on_postgresql(tmp_path: Path, postgres_url: str
 def _tabslim(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"} | env
     return subprocess.run(
-        [sys.executable, "-m", "search.cli", *args],
+        [sys.executable, "-m", "search", *args],
         capture_output=True, text=True, env=environment, timeout=600,
     )  # fmt: skip
 

@@ -12,10 +12,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from search import pareto
-from search.cli import main
-from search.latency import ort_session
-from search.quantized import PRECISIONS, has_vnni
+from search.commands import main
+from search.front import PRECISIONS, has_vnni, pareto
+from search.measure import ort_session
 from search.study import searched_trials
 
 TINY = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())

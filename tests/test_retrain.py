@@ -15,9 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lightning_modules.datasets import drift_batch
-from search.cli import main
-from search.profile import ACCEPTED_TAG, read_profile
-from search.retrain_job import run_retrain
+from search.commands import main, run_retrain
+from search.serving import ACCEPTED_TAG, read_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,7 +167,7 @@ def _served_dir(name: str) -> Path:
 
 @pytest.mark.slow
 def test_two_retrains_started_at_once_promote_once(world: dict[str, str], champion: str) -> None:
-    command = [sys.executable, "-m", "search.cli", "retrain", "--model", champion, "--data",
+    command = [sys.executable, "-m", "search", "retrain", "--model", champion, "--data",
                world["concept"], "--target", "churned", "--tracking-uri", world["uri"],
                "--force"]  # fmt: skip
     processes = [

@@ -15,9 +15,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.cli import main
-from search.drift_job import run_drift
-from search.retrain_job import run_retrain
+from search.commands import main, run_drift, run_retrain
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,19 @@ from mlflow.tracking import MlflowClient
 from lightning_modules.datasets import load_bundled
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLPSpec
-from search import pareto
-from search.cli import main
+from search.commands import main, run_search
 from search.config import Config, validate
-from search.context import build_context, study_settings
-from search.objective import SearchContext, run_trial
-from search.pyfunc_model import load_network
-from search.search_job import run_search
-from search.space import baseline_params
-from search.study import directions
-from search.study_settings import StudySettings
+from search.front import pareto
+from search.serving import load_network
+from search.study import (
+    SearchContext,
+    StudySettings,
+    baseline_params,
+    build_context,
+    directions,
+    run_trial,
+    study_settings,
+)
 
 TINY = yaml.safe_load((Path(__file__).parent / "tiny_search.yaml").read_text())
 
@@ -392,8 +395,7 @@ def test_the_default_scheme_trains_the_uniform_ladder_right_after_the_baseline(
     assert [t.user_attrs["hidden"] for t in trials[:3]] == [[32, 16], [16, 8], [8, 4]]
     assert [t.user_attrs["approach"] for t in trials[1:3]] == ["scratch", "scratch"]
     # The fourth refines the ladder where it crossed the floor: a uniform shape again.
-    from search.space import refine_ladder
-    from search.study_settings import is_feasible
+    from search.study import is_feasible, refine_ladder
 
     rungs = [(t.params["width_scale"], is_feasible(t)) for t in trials[1:3]]
     expected = refine_ladder(rungs, config.search.space)

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from search.secrets import install_log_redaction, redact, strip_password, without_passwords
+from search.cluster import install_log_redaction, redact, strip_password, without_passwords
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,9 @@ from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLP, Block, MLPSpec, build
 from lightning_modules.training import FitSettings, fit
 from pruning.sensitivity import COLUMNS, SensitivityResult, check_ratios, layer_order, scan
-from search.cli import build_parser, main
+from search.commands import build_parser, main, run_search
 from search.config import validate
-from search.search_job import run_search
-from search.study_settings import ATTR
+from search.study import ATTR
 
 CONFIG = FitSettings(max_epochs=8, lr=1e-2, patience=8, accelerator="cpu")
 

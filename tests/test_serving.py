@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from loopback import free_port
 
-from search.cli import main
-from search.pyfunc_model import predict_frame
+from search.commands import main
+from search.serving import predict_frame
 
 BIN = Path(sys.executable).parent
 
@@ -65,7 +65,7 @@ def test_the_served_model_is_the_onnx_graph_and_agrees_with_torch(
     local = Path(mlflow.artifacts.download_artifacts(model_uri))
     network_dir = next(local.rglob("model.onnx")).parent
     assert {p.name for p in network_dir.iterdir()} >= {"spec.json", "weights.pt", "model.onnx"}
-    from search.pyfunc_model import load_network
+    from search.serving import load_network
 
     _, network, preprocessor = load_network(network_dir)
     reference = predict_frame(network, preprocessor, rows)

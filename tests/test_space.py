@@ -6,7 +6,7 @@ import pytest
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLPSpec
 from search.config import Range, SpaceConfig, validate
-from search.space import apply_shape, baseline_params, draw_shape, round_width
+from search.study import apply_shape, baseline_params, draw_shape, round_width
 
 BASELINE = (256, 256, 128)
 
@@ -139,7 +139,7 @@ def test_bad_pruning_settings_are_clear_errors(prune: dict[str, object], message
 
 def test_prune_plans_are_sampled_as_data() -> None:
     from search.config import PruneConfig
-    from search.space import draw_plan
+    from search.study import draw_plan
 
     params = {
         "keep_ratio_0": 0.5, "keep_ratio_1": 0.25, "keep_ratio_2": 1.0,
@@ -190,7 +190,7 @@ def test_the_small_networks_are_a_large_part_of_the_default_space() -> None:
 
 def test_prune_trials_draw_their_keep_ratios_from_the_shared_width_parameters() -> None:
     from search.config import PruneConfig
-    from search.space import draw_plan
+    from search.study import draw_plan
 
     params = {
         "width_scale": 0.25, "width_shape_0": 1.0, "width_shape_1": 2.0, "width_shape_2": 0.5,
@@ -204,7 +204,7 @@ def test_prune_trials_draw_their_keep_ratios_from_the_shared_width_parameters() 
 
 
 def test_the_ladder_is_uniform_scratch_shapes() -> None:
-    from search.space import ladder_params
+    from search.study import ladder_params
 
     space = SpaceConfig(ladder=[0.5, 0.25])
     queued = ladder_params(space, 3, ["scratch", "prune"])
@@ -235,6 +235,6 @@ def test_a_ladder_outside_the_scale_is_refused() -> None:
 def test_the_ladder_is_refined_where_it_crossed_the_floor(
     rungs: list[tuple[float, bool]], expected: list[float]
 ) -> None:
-    from search.space import refine_ladder
+    from search.study import refine_ladder
 
     assert refine_ladder(rungs, SpaceConfig()) == pytest.approx(expected, abs=1e-6)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.uncertainty import paired_delta
+from search.measure import paired_delta
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "rmse"])

@@ -17,10 +17,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from lightning_modules.datasets import load_bundled
-from search.cli import main
+from search.cluster import OWNER_ATTR
+from search.commands import main, run_search
 from search.config import validate
-from search.liveness import OWNER_ATTR
-from search.search_job import run_search
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = yaml.safe_load((ROOT / "tests" / "tiny_search.yaml").read_text())
@@ -102,7 +101,7 @@ def test_a_worker_on_a_finished_study_runs_nothing(started: tuple[Path, Path]) -
 
 def _one_line_error(args: list[str]) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "search.cli", *args], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "search", *args], cwd=ROOT, capture_output=True, text=True
     )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr

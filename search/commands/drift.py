@@ -1,0 +1,193 @@
+"""`tabslim drift`: new rows against the reference profile a logged model carries.
+
+Prints the columns worst first and logs one MLflow run (`tabslim.kind = drift`) with the report
+as JSON and HTML, the figure, a metric per column (`drift_psi_<column>`) and tags that link the
+run to the model (and to its registered version, which gets a tag back to the run).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from scipy import stats
+from sklearn.metrics import average_precision_score
+
+from lightning_modules.data import read_table
+from lightning_modules.errors import TabslimInputError
+from search import tracking
+from search.cluster import redact
+from search.config import DEFAULT_TRACKING_URI
+from search.monitor import (
+    DEFAULT_ALPHA,
+    DEFAULT_PSI_THRESHOLD,
+    DriftReport,
+    Realized,
+    compare,
+    plot_drift,
+    render_html,
+)
+from search.serving import OnnxPredictor, read_profile
+
+__all__ = ["DriftOutcome", "realized_metric", "run_drift"]
+
+_ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+@dataclass
+class DriftOutcome:
+    report: DriftReport
+    run_id: str
+    tracking_uri: str
+
+
+def _model_files(model_uri: str, tracking_uri: str) -> Path:
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except (MlflowException, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TabslimInputError(
+            f"no model {model_uri} at {redact(tracking_uri)}: {reason}"
+        ) from None
+    return local / "artifacts" / "network"
+
+
+def served_predictions(network_dir: Path, frame: pd.DataFrame, profile: dict) -> pd.Series:
+    """What the served model says of each row: its prediction, or (task anomaly) its score,
+    which is what drifts and what the PR AUC is realized on."""
+    served = OnnxPredictor(network_dir).predict(frame)
+    column = "anomaly_score" if profile["task"] == "anomaly" else "prediction"
+    return pd.Series(served[column].to_numpy())
+
+
+def realized_metric(profile: dict, frame: pd.DataFrame, predictions: pd.Series) -> Realized | None:
+    """The metric on labelled new rows with a 95% bootstrap interval (seeded)."""
+    target = profile["target"]
+    if target not in frame.columns:
+        return None
+    labelled = frame[target].notna().to_numpy()
+    if labelled.sum() < 2:
+        return None
+    actual, predicted = frame[target][labelled], predictions[labelled]
+    validation = profile["validation"]
+    if profile["task"] == "anomaly":
+        return _realized_pr_auc(profile, actual, predicted)
+    if profile["task"] == "regression":
+        errors = (predicted.to_numpy(float) - actual.to_numpy(float)) ** 2
+        value = float(np.sqrt(errors.mean()))
+
+        def statistic(rows: np.ndarray) -> float:
+            return float(np.sqrt(np.mean(rows)))
+    else:
+        # Labels compare as the profile stores them: as strings.
+        errors = (predicted.astype("string") == actual.astype("string")).to_numpy(float)
+        value = float(errors.mean())
+
+        def statistic(rows: np.ndarray) -> float:
+            return float(np.mean(rows))
+
+    interval = stats.bootstrap(
+        (errors,), statistic, n_resamples=2000, method="percentile", vectorized=False,
+        random_state=np.random.default_rng(0),
+    ).confidence_interval  # fmt: skip
+    return Realized(validation["metric"], value, float(interval.low), float(interval.high),
+                    float(validation["value"]))  # fmt: skip
+
+
+def _realized_pr_auc(profile: dict, actual: pd.Series, scores: pd.Series) -> Realized | None:
+    labels = (actual.astype("string") == str(profile["positive_class"])).to_numpy(int)
+    if labels.min() == labels.max():
+        return None  # no positive (or no normal) labelled row: PR AUC is undefined
+    values = scores.to_numpy(float)
+    value = float(average_precision_score(labels, values))
+    interval = stats.bootstrap(
+        (labels, values), lambda y, s: average_precision_score(y, s) if y.min() < y.max() else 0.0,
+        paired=True, n_resamples=1000, method="percentile", vectorized=False,
+        random_state=np.random.default_rng(0),
+    ).confidence_interval  # fmt: skip
+    validation = profile["validation"]
+    return Realized(validation["metric"], value, float(interval.low), float(interval.high),
+                    float(validation["value"]))  # fmt: skip
+
+
+def _metric_name(column: str) -> str:
+    # MLflow metric names take letters, digits and _-. /; the rest becomes _.
+    return "drift_psi_" + re.sub(r"[^A-Za-z0-9_\-. /]", "_", column)
+
+
+def run_drift(
+    model_uri: str,
+    data_path: str,
+    *,
+    tracking_uri: str = DEFAULT_TRACKING_URI,
+    experiment: str = "tabslim",
+    psi_threshold: float = DEFAULT_PSI_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+) -> DriftOutcome:
+    """Compare `data_path`'s rows with `model_uri`'s profile; log and return the report.
+
+    All input (model, its profile, the table and its columns) is checked before anything is
+    logged.
+    """
+    if not (psi_threshold > 0 and 0 < alpha < 1):
+        raise TabslimInputError(
+            f"--psi-threshold must be above 0 and --alpha in (0, 1), but got "
+            f"{psi_threshold=} and {alpha=}"
+        )
+    experiment_id = tracking.configure(tracking_uri, experiment)
+    network_dir = _model_files(model_uri, tracking_uri)
+    profile = read_profile(network_dir, model_uri)
+    frame = read_table(data_path)
+    missing = [c for c in profile["columns"] if c not in frame.columns]
+    if missing:
+        raise TabslimInputError(
+            f"{data_path} lacks the columns {missing}, which model {model_uri} takes"
+        )
+    if frame.empty:
+        raise TabslimInputError(f"{data_path} has no rows to compare")
+    predictions = served_predictions(network_dir, frame, profile)
+    realized = realized_metric(profile, frame, predictions)
+    report = compare(
+        profile, frame, predictions=predictions, realized=realized,
+        psi_threshold=psi_threshold, alpha=alpha,
+    )  # fmt: skip
+    match = _ALIAS_URI.match(model_uri)
+    client = MlflowClient()
+    version = None
+    if match and match["alias"]:
+        version = client.get_model_version_by_alias(match["name"], match["alias"]).version
+    elif match:
+        version = match["version"]
+    tags = {"tabslim.kind": "drift", "tabslim.model_uri": model_uri, "tabslim.data": data_path}
+    if match and version is not None:
+        tags |= {"tabslim.model_name": match["name"], "tabslim.model_version": str(version)}
+    with mlflow.start_run(experiment_id=experiment_id, run_name="drift", tags=tags) as run:
+        metrics = {_metric_name(c.column): c.psi for c in report.columns}
+        metrics |= {
+            "drift_share": report.share_drifted,
+            "drift_score": report.score,
+            "drift_prediction_psi": report.prediction_psi,
+        }
+        if report.realized is not None:
+            metrics |= {
+                f"realized_{report.realized.metric}": report.realized.value,
+                f"realized_{report.realized.metric}_ci_low": report.realized.low,
+                f"realized_{report.realized.metric}_ci_high": report.realized.high,
+            }
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(report.to_dict(), "drift_report.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot_drift(report, profile, frame, Path(tmp) / "drift.png")
+            mlflow.log_artifact(str(png))
+            mlflow.log_text(render_html(report, f"Drift of {model_uri}", png), "drift_report.html")
+    if match and version is not None:
+        client.set_model_version_tag(match["name"], str(version), "tabslim.last_drift_run",
+                                     run.info.run_id)  # fmt: skip
+    return DriftOutcome(report, run.info.run_id, tracking_uri)

@@ -1,0 +1,318 @@
+"""`tabslim search`: the multi-objective width search, from config to registered champion.
+
+The main process checks the input, trains the baseline first (so every later trial and every
+report is relative to it), then runs trials beside any extra worker processes on the same
+study, mirroring finished trials to MLflow as they land.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.evaluation import no_better_than_constant
+from search import tracking
+from search.cluster import (
+    ProcessLock,
+    RemoteNetworks,
+    Slot,
+    is_server,
+    owned_by,
+    pinned,
+    process_lock,
+    recover_dead_trials,
+    slots_for,
+    wait_for_running,
+    without_passwords,
+)
+from search.commands.worker import local_worker
+from search.config import Config
+from search.front import confirm_search, paired_comparison, pareto, study_text
+from search.study import (
+    DEFAULT_STORAGE,
+    STOPPED_ATTR,
+    TARGET_ATTR,
+    TRIAL_ERRORS,
+    SearchContext,
+    StopAtTarget,
+    StudySettings,
+    baseline_params,
+    build_context,
+    data_params,
+    is_feasible,
+    ladder_params,
+    open_storage,
+    open_study,
+    print_notes,
+    quiet,
+    refine_ladder,
+    run_trial,
+    searched_trials,
+    set_training_threads,
+    storage_label,
+    study_name,
+    study_settings,
+    uniform_params,
+)
+from search.tracking import StudyMirror
+
+
+def _complete(study: optuna.Study) -> int:
+    return searched_trials(study)
+
+
+@dataclass
+class SearchOutcome:
+    study: str
+    storage: str
+    trials: int
+    front_size: int
+    champion_uri: str | None
+    champion_note: str
+    report: str
+    parent_run_id: str
+    experiment_id: str
+
+
+def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
+    """Run (or continue) the study the config describes. Input is checked before anything runs."""
+    quiet()
+    slots = slots_for(config)
+    config = pinned(config, slots[0], len(slots))
+    ctx = build_context(config)
+    set_training_threads(config, config.search.workers)
+    name = study_name(config)
+    # The tracking store is checked before the storage is opened, so that bad input leaves no
+    # study (and no journal file) behind.
+    experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
+    storage = open_storage(config.search.storage, max_retries=config.search.max_retries)
+    study = open_study(name, storage, storage_label(config), config, study_settings(ctx))
+    with process_lock(config.search.storage, DEFAULT_STORAGE) as lock:
+        return _coordinate(study, ctx, lock, progress, slots, experiment_id)
+
+
+def _coordinate(
+    study: optuna.Study,
+    ctx: SearchContext,
+    lock: ProcessLock | None,
+    progress: bool,
+    slots: list[Slot],
+    experiment_id: str,
+) -> SearchOutcome:
+    """The coordinator: baseline, its own trials, local workers, MLflow, the champion."""
+    config, name = ctx.config, study.study_name
+    locks = lock.folder if lock else None
+    owner = lock.owner if lock else f"{os.uname().nodename}-{os.getpid()}"
+    # Trials a killed run left RUNNING are failed and queued again before anything else.
+    recover_dead_trials(study, locks, config.search.max_retries)
+    # Workers run until the study has what its latest `tabslim search` asked for.
+    study.set_user_attr(TARGET_ATTR, config.search.n_trials)
+    print_notes(ctx.data)
+    ctx.trials_dir.mkdir(parents=True, exist_ok=True)
+    params = tracking.flatten("", without_passwords(config.model_dump(exclude={"tracking"})))
+    params |= data_params(ctx.data)
+    params |= {"study": name, "storage": storage_label(config)}
+    mirror = StudyMirror(
+        study=study,
+        experiment_id=experiment_id,
+        trials_dir=ctx.trials_dir,
+        input_example=ctx.data.example_rows(),
+        keep_models=config.search.keep_models,
+        params=params,
+        dataset=tracking.training_dataset(ctx.data, config.data),
+        data=ctx.data,
+        reference_rows=config.tracking.reference_rows,
+    )
+    mirror.start()
+    if is_server(config.tracking.uri):
+        # Nodes share no disk: trials' networks travel as artifacts of the parent run.
+        ctx.remote = mirror.remote = RemoteNetworks(config.tracking.uri, mirror.parent_run_id)
+    target = config.search.n_trials
+    bar = tqdm(
+        total=target, initial=min(_complete(study), target), desc=name, unit="trial",
+        disable=not progress, dynamic_ncols=True,
+    )  # fmt: skip
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial | None) -> None:
+        recover_dead_trials(study, locks, config.search.max_retries)
+        refine_after_ladder(study, ctx)
+        front_size = mirror.sync()
+        bar.n = min(_complete(study), target)
+        bar.set_postfix(front=front_size, refresh=False)
+        bar.refresh()
+
+    objective = owned_by(owner, functools.partial(run_trial, ctx=ctx))
+    status = "FINISHED"
+    try:
+        if StudySettings.read(study).baseline_trial is None:
+            _run_baseline(study, ctx, objective, after_trial)
+        check_baseline_learned(study, ctx)
+        remaining = target - _complete(study)
+        if remaining > 0:
+            parent = mirror.parent_run_id if ctx.remote else None
+            _optimize(study, config, objective, after_trial, remaining, parent, locks, slots)
+        if config.search.quantize:
+            # Imported here: ONNX Runtime's quantizer is only needed once the front stands.
+            from search.front import quantize_front
+
+            quantize_front(study, ctx)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        # Bad input, a bug, a lost storage: the parent run says FAILED, never FINISHED.
+        status = "FAILED"
+        raise
+    finally:
+        bar.close()
+        tables = {}
+        if config.search.paired and status == "FINISHED":
+            tables["paired_comparison.csv"] = paired_comparison(study, ctx)
+        if status == "FINISHED":
+            confirmation = confirm_search(study, ctx, progress)
+            if confirmation is not None:
+                tables["confirmation.csv"] = confirmation
+        # Only a finished search registers a champion: a failed baseline leaves nothing to
+        # recommend, and an interrupted study's front is not the one its config asked for.
+        champion = mirror.finish(status=status, tables=tables, register=status == "FINISHED")
+    if status == "FINISHED" and champion is None and config.search.champion == "within_budget":
+        # The study, its runs and its front stand; only the question asked has no answer.
+        raise TabslimInputError(
+            f"{mirror.champion_note}; raise search.budget, or search again with smaller shapes"
+        )
+    table = pareto.trial_table(study)
+    return SearchOutcome(
+        study=name,
+        storage=storage_label(config),
+        trials=_complete(study),
+        front_size=int(table["pareto"].sum()) if len(table) else 0,
+        champion_uri=champion,
+        champion_note=mirror.champion_note,
+        report=study_text(study),
+        parent_run_id=mirror.parent_run_id,
+        experiment_id=experiment_id,
+    )
+
+
+def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callback: Any) -> None:
+    """Train the baseline as the study's first trial; everything is measured against it."""
+    n_layers = len(ctx.baseline.group_sizes())
+    study.enqueue_trial(
+        baseline_params(ctx.config.search.space, n_layers),
+        user_attrs={"baseline": True},
+        skip_if_exists=True,
+    )
+    # A baseline that diverges is caught here and reported by `check_baseline_learned`.
+    study.optimize(objective, n_trials=1, callbacks=[callback], catch=TRIAL_ERRORS)
+    search = ctx.config.search
+    room = max(0, search.n_trials - _complete(study))
+    for params in ladder_params(search.space, n_layers, search.approaches)[:room]:
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
+REFINED_ATTR = "tabslim_ladder_refined"
+
+
+def refine_after_ladder(study: optuna.Study, ctx: SearchContext) -> None:
+    """Once every ladder trial has finished, queue the uniform shapes `refine_ladder` names.
+
+    Runs in the main process after each trial (workers' trials included, through the storage),
+    once per study: the study attribute remembers that it happened.
+    """
+    search = ctx.config.search
+    n_layers = len(ctx.baseline.group_sizes())
+    ladder = ladder_params(search.space, n_layers, search.approaches)
+    if not ladder or study.user_attrs.get(REFINED_ATTR):
+        return
+    wanted = [{k: v for k, v in params.items() if k != "approach"} for params in ladder]
+    done: dict[float, bool] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        params = {k: v for k, v in trial.params.items() if k != "approach"}
+        if params in wanted:
+            # The ladder's uniform multiplier: the scale, or (per layer) the first multiplier.
+            scale = params["width_scale"] if "width_scale" in params else params["multiplier_0"]
+            done[float(scale)] = is_feasible(trial)
+    room = search.n_trials - _complete(study)
+    if len(done) < len(ladder) or room <= 0:
+        return
+    study.set_user_attr(REFINED_ATTR, True)
+    rungs = list(done.items())
+    choice = {"approach": "scratch"} if len(search.approaches) > 1 else {}
+    for multiplier in refine_ladder(rungs, search.space)[:room]:
+        study.enqueue_trial(choice | uniform_params(search.space, n_layers, multiplier))
+
+
+def check_baseline_learned(study: optuna.Study, ctx: SearchContext) -> None:
+    """Raise a one-line error when the baseline learned nothing: every candidate would be judged
+    against it, and the search would register a champion at chance level. The reason is kept
+    on the study, so that `tabslim report` says why it stopped."""
+    settings = StudySettings.read(study)
+    training = ctx.config.training
+    causes = (
+        f"a learning rate too high or too low (training.lr {training.lr:g}), too few epochs "
+        f"(training.max_epochs {training.max_epochs}), or columns that do not predict the "
+        "target can cause this; search again under a new --study name"
+    )
+    reason = None
+    if settings.baseline_metric is None:
+        reason = (
+            f"the baseline of study '{study.study_name}' did not finish training (its loss or "
+            f"metrics were not finite); {causes}"
+        )
+    elif (guess := no_better_than_constant(ctx.data, settings.baseline_metric)) is not None:
+        reason = (
+            f"the baseline did not learn: its validation {ctx.metric} "
+            f"{settings.baseline_metric:.4g} is no better than {guess}; {causes}"
+        )
+    if reason is not None:
+        study.set_user_attr(STOPPED_ATTR, reason)
+        raise TabslimInputError(reason)
+
+
+def _optimize(
+    study: optuna.Study,
+    config: Config,
+    objective: Any,
+    callback: Any,
+    remaining: int,
+    parent_run_id: str | None,
+    locks: Path | None,
+    slots: list[Slot],
+) -> None:
+    search = config.search
+    processes = []
+    if len(slots) > 1:
+        context = multiprocessing.get_context("spawn")
+        for index, slot in enumerate(slots[1:], start=1):
+            process = context.Process(
+                target=local_worker,
+                args=(config.model_dump_json(), index, parent_run_id, slot),
+                daemon=False,
+            )
+            process.start()
+            processes.append(process)
+    try:
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=search.timeout,
+            catch=TRIAL_ERRORS,
+            callbacks=[StopAtTarget(search.n_trials), callback],
+            gc_after_trial=True,
+        )
+        # Trials other nodes' workers still run land after this one's last: wait for them, so
+        # that the front, MLflow and the champion see every trial.
+        wait_for_running(study, locks, search.max_retries)
+    finally:
+        for process in processes:
+            process.join()
+        callback(study, None)

@@ -1,0 +1,20 @@
+"""Named choices that the config, the CLI's help and the code behind them share.
+
+Plain constants, so that reading them imports neither Optuna nor torch (`tabslim --help` is fast).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = ["RUNTIMES", "SAMPLERS", "SHARED_PARAMETERS_ONLY", "Runtime", "Sampler"]
+
+# Where latency is timed: eager torch, or ONNX Runtime on the CPU (`search.measure.latency`).
+Runtime = Literal["torch", "onnxruntime"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+
+# The Optuna samplers a search can use (`search.study.samplers` builds them).
+Sampler = Literal["tpe", "nsga2", "random", "gp", "qmc"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
+# These model only parameters that every trial shares; a study of both approaches has none.
+SHARED_PARAMETERS_ONLY: tuple[str, ...] = ("nsga2", "gp", "qmc")

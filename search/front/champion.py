@@ -1,0 +1,386 @@
+"""The champion: which trained network a study recommends, and why each smaller one was not.
+
+- "confident" (the default): the smallest candidate whose confirmed 95% interval of its delta
+  to the baseline lies within the floor. Candidates are every finished trial and INT8 copy
+  smaller than the baseline whose validation interval still reaches into the floor, not only
+  the Pareto front: a network dominated on validation by a lucky neighbour may be the one that
+  holds. The interval is the out-of-fold one where `search.front.confirm` judged by folds, the
+  validation split's otherwise. An INT8 copy passes only with its fp32 source.
+- "smallest": the smallest trial within the floor by its validation point estimate, uncertified.
+- "within_budget": the most accurate candidate within `search.budget` (parameters, latency),
+  judged on the same intervals.
+
+The rule "lies within the floor" is a one-sided test of non-inferiority: the lower end of the
+two-sided 95% interval (97.5% one-sided) must be above the floor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from search.front import pareto
+from search.front.pareto import LATENCY, METRIC, SIZE, baseline_trial, complete_trials
+from search.study import StudySettings, is_feasible
+
+__all__ = [
+    "COST_ATTR",
+    "Champion",
+    "Verdict",
+    "candidates",
+    "champion",
+    "closest_to_budget",
+    "could_hold",
+    "floor_advice",
+    "meets_budget",
+    "split_verdict",
+    "verdict",
+]
+
+# What confirmation cost: candidates judged, networks trained, seconds (search/confirm.py).
+COST_ATTR = "tabslim_confirm_cost"
+# The reasons a note lists for smaller candidates that failed; the rest are counted.
+_SHOWN_REASONS = 5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A candidate's judged interval of candidate minus baseline, and whether it holds."""
+
+    trial: int
+    delta: float
+    low: float
+    high: float
+    passed: bool | None  # None: not judged (confirmation stopped before it)
+    how: str  # "out-of-fold", "validation" or "seeds"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The trial to register and why; `trial` is None when nothing can be registered.
+
+    `failed` says, smallest first, why each smaller candidate was passed over.
+    """
+
+    trial: FrozenTrial | None
+    rule: str
+    note: str
+    failed: tuple[str, ...] = ()
+
+
+def could_hold(trial: FrozenTrial, settings: StudySettings) -> bool:
+    """Whether the trial's validation interval still reaches into the floor (its point estimate,
+    where it has no interval): only then can a confirmation find it within the floor."""
+    metrics = trial.user_attrs.get("metrics") or {}
+    low, high = metrics.get("val_delta_ci_low"), metrics.get("val_delta_ci_high")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return is_feasible(trial)
+    drop = settings.allowed_drop()
+    return bool(high > -drop) if settings.higher_is_better else bool(low < drop)
+
+
+def candidates(study: optuna.Study) -> list[FrozenTrial]:
+    """Every finished trial and INT8 copy smaller than the baseline that could hold the floor,
+    in the champion's order: smallest by the size objective, then faster, then better."""
+    settings = StudySettings.read(study)
+    trials = complete_trials(study)
+    base = baseline_trial(study, trials)
+    kept = [
+        t
+        for t in trials
+        if "repeat_of" not in t.user_attrs
+        and not t.user_attrs.get("baseline")
+        and (base is None or t.values[SIZE] < base.values[SIZE])
+        and could_hold(t, settings)
+    ]
+    sign = -1.0 if settings.higher_is_better else 1.0
+    return sorted(
+        kept, key=lambda t: (t.values[SIZE], t.values[LATENCY], sign * t.values[METRIC], t.number)
+    )
+
+
+def _source(trial: FrozenTrial) -> int | None:
+    source = trial.user_attrs.get("variant_of")
+    return None if source is None else int(source)
+
+
+def split_verdict(trial: FrozenTrial, settings: StudySettings) -> Verdict:
+    metrics = trial.user_attrs.get("metrics") or {}
+    nan = float("nan")
+    low = float(metrics.get("val_delta_ci_low", nan))
+    high = float(metrics.get("val_delta_ci_high", nan))
+    delta = float(metrics.get("val_delta", settings.delta(trial.values[METRIC])))
+    return Verdict(trial.number, delta, low, high, settings.is_confident(low, high), "validation")
+
+
+def verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
+    """How `trial` fared: out-of-fold or under seeds where confirmation judged it, on the
+    validation split otherwise. An INT8 copy passes only when its source passes as well."""
+    own = _own_verdict(study, trial)
+    source = _source(trial)
+    if source is None or not own.passed:
+        return own
+    held = _own_verdict(study, study.trials[source]).passed
+    if held:
+        return own
+    reason = f"its source, trial {source}, does not hold the floor"
+    return Verdict(own.trial, own.delta, own.low, own.high, False, own.how, reason)
+
+
+def _own_verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
+    settings = StudySettings.read(study)
+    confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR)
+    if confirmed is None:
+        return split_verdict(trial, settings)
+    entry = confirmed.get(str(trial.number))
+    source = _source(trial)
+    if entry is None and source is not None and confirmed.get(str(source), {}).get("by") == "seeds":
+        # Under seeds a copy is judged by its own split interval; its source by its runs.
+        own = split_verdict(trial, settings)
+        return Verdict(own.trial, own.delta, own.low, own.high, own.passed, "seeds")
+    if entry is None and source is not None:
+        # Studies confirmed before copies were judged on their own stood them with their source.
+        entry = confirmed.get(str(source))
+    if entry is None:
+        nan = float("nan")
+        return Verdict(trial.number, nan, nan, nan, None, "out-of-fold", "not judged")
+    how = "out-of-fold" if entry.get("by", "seeds") == "folds" else "seeds"
+    delta = float(entry.get("val_delta_mean", float("nan")))
+    low = float(entry.get("cv_delta_ci_low", delta))
+    high = float(entry.get("cv_delta_ci_high", delta))
+    return Verdict(
+        trial.number, delta, low, high, bool(entry.get("passed")), how, entry.get("reason", "")
+    )
+
+
+def champion(study: optuna.Study, rule: str | None = None) -> Champion:
+    """The model to recommend by `rule` (default: the study's); see the module docstring."""
+    settings = StudySettings.read(study)
+    rule = rule or settings.champion
+    if rule == "smallest":
+        chosen = pareto.recommend(study)
+        note = (
+            "smallest trial within the floor by its validation point estimate (uncertified: "
+            "no interval was asked to clear the floor)"
+            if chosen
+            else "no trial finished"
+        )
+        return Champion(chosen, rule, note)
+    if rule == "within_budget":
+        return _within_budget(study, settings)
+    base = baseline_trial(study, complete_trials(study))
+    by_folds = _by_folds(study)
+    how = "out-of-fold 95% interval" if by_folds else "95% interval"
+    failed: list[str] = []
+    unjudged = 0
+    for trial in candidates(study):
+        judged = verdict(study, trial)
+        if judged.passed:
+            confirmed = ", confirmed under more seeds" if judged.how == "seeds" else ""
+            note = f"smallest trial whose {how} lies within the floor{confirmed}"
+            return Champion(trial, rule, note + _passed_over(failed, unjudged), tuple(failed))
+        if judged.passed is None:
+            unjudged += 1  # confirmation skipped it (search/confirm.py: _smallest_passing)
+            continue
+        failed.append(_failure(study, trial, judged, settings))
+    if base is None:
+        return Champion(None, rule, "the baseline has not finished", tuple(failed))
+    note = f"no candidate's {how} lies within the floor, so the champion is the baseline"
+    note += _passed_over(failed, unjudged, all_failed=True)
+    return Champion(base, rule, note, tuple(failed))
+
+
+def _by_folds(study: optuna.Study) -> bool:
+    plan = study.user_attrs.get(pareto.CONFIRM_PLAN_ATTR) or {}
+    confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR)
+    return confirmed is not None and (
+        plan.get("by") == "folds" or any(v.get("by") == "folds" for v in confirmed.values())
+    )
+
+
+def _passed_over(failed: list[str], unjudged: int, all_failed: bool = False) -> str:
+    """E.g. " (3 smaller candidates failed, 2 not judged)"."""
+    parts = []
+    if failed:
+        plural = "s" if len(failed) != 1 else ""
+        what = f"candidate{plural} judged" if all_failed else f"smaller candidate{plural} failed"
+        parts.append(f"{len(failed)} {what}")
+    if unjudged:
+        parts.append(f"{unjudged} {'more ' if all_failed else 'smaller '}not judged")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _failure(study: optuna.Study, trial: FrozenTrial, judged: Verdict, s: StudySettings) -> str:
+    """One line: which trial, its size, and why it did not hold."""
+    base = baseline_trial(study, complete_trials(study))
+    ratio = pareto.ratio(trial.values[SIZE], base.values[SIZE]) if base else float("nan")
+    precision = trial.user_attrs.get("precision")
+    name = f"trial {trial.number} ({ratio:.3g}x{', ' + precision if precision else ''})"
+    interval = f"{judged.how} delta {judged.delta:+.4f} [{judged.low:+.4f}, {judged.high:+.4f}]"
+    drop = s.allowed_drop()
+    if s.higher_is_better:
+        floor, outside = f"-{drop:.4g}", judged.high < -drop
+    else:
+        floor, outside = f"+{drop:.4g}", judged.low > drop
+    why = judged.reason or ("lies outside the floor" if outside else "crosses the floor")
+    return f"{name}: {interval} {why} ({floor})"
+
+
+def meets_budget(trial: FrozenTrial, budget: dict[str, Any]) -> bool:
+    """Within every limit of `search.budget` ({"parameters": N, "latency_ms": T}, either)."""
+    return all(excess <= 1.0 for excess in _excess(trial, budget).values())
+
+
+def _excess(trial: FrozenTrial, budget: dict[str, Any]) -> dict[str, float]:
+    """Each limit's measured value over the limit (<= 1 is within it)."""
+    metrics = trial.user_attrs.get("metrics") or {}
+    measured = {"parameters": float(metrics.get("parameters", math.inf))}
+    measured["latency_ms"] = float(trial.values[LATENCY])
+    return {k: measured[k] / float(v) for k, v in budget.items() if v is not None}
+
+
+def closest_to_budget(study: optuna.Study, budget: dict[str, Any]) -> str:
+    """The trial nearest to `budget` (the smallest worst excess), as words for an error line."""
+    trials = [t for t in complete_trials(study) if "repeat_of" not in t.user_attrs]
+    if not trials:
+        return "no trial finished"
+    nearest = min(trials, key=lambda t: (max(_excess(t, budget).values()), t.number))
+    parameters = float((nearest.user_attrs.get("metrics") or {}).get("parameters", math.nan))
+    return (
+        f"the closest is trial {nearest.number} with {parameters:,.0f} parameters and "
+        f"{nearest.values[LATENCY]:.4g} ms"
+    )
+
+
+def _within_budget(study: optuna.Study, settings: StudySettings) -> Champion:
+    budget = {k: v for k, v in (_budget(study) or {}).items() if v is not None}
+    rule = "within_budget"
+    limits = ", ".join(f"{k} <= {v:g}" for k, v in budget.items())
+    inside = [
+        t
+        for t in complete_trials(study)
+        if "repeat_of" not in t.user_attrs and meets_budget(t, budget)
+    ]
+    if not inside:
+        return Champion(None, rule, f"no trial meets search.budget ({limits}); "
+                        + closest_to_budget(study, budget))  # fmt: skip
+    judged = [(t, verdict(study, t)) for t in inside]
+    # Confirmation judges the best few by validation; only judged ones compete once it has.
+    if study.user_attrs.get(pareto.CONFIRMATION_ATTR) is not None:
+        judged = [(t, v) for t, v in judged if v.passed is not None] or judged
+    sign = 1.0 if settings.higher_is_better else -1.0
+
+    def accuracy(pair: tuple[FrozenTrial, Verdict]) -> tuple[float, float, int]:
+        trial, v = pair
+        delta = v.delta if math.isfinite(v.delta) else settings.delta(trial.values[METRIC])
+        return (-sign * delta, trial.values[SIZE], trial.number)
+
+    trial, best = min(judged, key=accuracy)
+    holds = (
+        "holds the floor"
+        if best.passed or trial.user_attrs.get("baseline")
+        else ("does not hold the floor")
+    )
+    note = (
+        f"most accurate candidate within search.budget ({limits}) by its {best.how} delta "
+        f"{best.delta:+.4f}; it {holds}"
+    )
+    return Champion(trial, rule, note)
+
+
+def _budget(study: optuna.Study) -> dict[str, Any] | None:
+    config = StudySettings.read(study).config or {}
+    return (config.get("search") or {}).get("budget")
+
+
+def floor_advice(study: optuna.Study) -> list[str]:
+    """What these rows can certify, where they cannot certify the floor asked for.
+
+    From the judged intervals (out-of-fold where confirmation ran, validation otherwise): the
+    smallest floor at which some smaller network holds, the champion at that floor, and for
+    the smallest candidate within the floor by its point estimate, how many more rows would
+    narrow its interval enough, if its delta held.
+    """
+    settings = StudySettings.read(study)
+    if settings.baseline_metric is None:
+        return []
+    trials = complete_trials(study)
+    base = baseline_trial(study, trials)
+    if base is None:
+        return []
+    higher, drop = settings.higher_is_better, settings.allowed_drop()
+    scale = 1.0 if higher else abs(settings.baseline_metric) or 1.0
+    judged = []
+    for trial in trials:
+        if trial.user_attrs.get("baseline") or "repeat_of" in trial.user_attrs:
+            continue
+        if trial.values[SIZE] >= base.values[SIZE]:
+            continue
+        v = verdict(study, trial)
+        if v.passed is None or not (math.isfinite(v.low) and math.isfinite(v.high)):
+            v = split_verdict(trial, settings)
+        if math.isfinite(v.low) and math.isfinite(v.high):
+            # The floor this interval certifies, in max_metric_drop's units.
+            needed = (-v.low if higher else v.high) / scale
+            judged.append((trial, v, max(needed, 0.0)))
+    if not judged:
+        return []
+    lines = []
+    best_trial, _, best_needed = min(judged, key=lambda j: (j[2], j[0].values[SIZE]))
+    ratio = pareto.ratio(best_trial.values[SIZE], base.values[SIZE])
+    lines.append(
+        f"smallest floor these rows certify: max_metric_drop {best_needed:.3g} (asked: "
+        f"{settings.max_metric_drop:g}); the champion there would be trial "
+        f"{best_trial.number} ({ratio:.3g}x)"
+    )
+    # Smaller networks need a wider floor: each size that needs less than every smaller one.
+    steps, lowest = [], math.inf
+    for trial, _, needed in sorted(judged, key=lambda j: j[0].values[SIZE]):
+        if needed < lowest:
+            lowest = needed
+            steps.append((trial, needed))
+    shown = ", ".join(
+        f"{pareto.ratio(t.values[SIZE], base.values[SIZE]):.3g}x at {n:.3g}" for t, n in steps[:5]
+    )
+    lines.append(f"floor each size certifies (smallest first): {shown}")
+    # Candidates within the floor by their delta, and how many times their rows each would
+    # need: a paired interval narrows with the square root of its rows.
+    needs = []
+    for trial, v, _ in judged:
+        margin = (v.delta + drop) if higher else (drop - v.delta)
+        if margin > 0 and not v.passed and _rows(study, trial, v):
+            needs.append((trial, ((v.high - v.low) / 2 / margin) ** 2))
+    more: list[str] = []
+    for factor in _MORE_ROWS:
+        held = [t for t, need in needs if need <= factor]
+        if held:
+            smallest = min(held, key=lambda t: t.values[SIZE])
+            ratio = pareto.ratio(smallest.values[SIZE], base.values[SIZE])
+            more.append(
+                f"{factor:g}x the rows would certify trial {smallest.number} ({ratio:.3g}x)"
+            )
+    if more:
+        lines.append(
+            f"more rows, if the deltas held: {', '.join(more)} at max_metric_drop "
+            f"{settings.max_metric_drop:g}"
+        )
+    return lines
+
+
+# How many times the rows the "more rows" advice considers.
+_MORE_ROWS = (2.0, 4.0, 10.0)
+
+
+def _rows(study: optuna.Study, trial: FrozenTrial, v: Verdict) -> int:
+    """How many rows `v`'s interval rests on (0 when the study does not say)."""
+    confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR) or {}
+    entry = confirmed.get(str(trial.number)) or {}
+    if v.how == "out-of-fold" and entry.get("cv_rows"):
+        return int(entry["cv_rows"])
+    plan = study.user_attrs.get(pareto.CONFIRM_PLAN_ATTR) or {}
+    return int(plan.get("val_rows", 0))

@@ -1,0 +1,279 @@
+"""How one candidate is judged again: out-of-fold against the fold's baseline, or under seeds.
+
+`search.front.confirm` (search/confirm.py) decides which candidates, and in which order; a judge
+trains what one verdict needs and returns it as a study entry and a table row.
+
+- `Folds`: the training and validation rows dealt into K folds; per fold the baseline and the
+  candidate train on the others, and every row is scored by networks that never saw it. Fold
+  data, baselines and candidates' networks are made on demand and kept, so an INT8 copy reuses
+  its source's networks (quantized the way the search quantizes) and a candidate rejected
+  early costs less.
+- `Seeds`: the candidate trained again under K more seeds on the same split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+from torch import nn
+from tqdm import tqdm
+
+from lightning_modules.data import TabularDataModule
+from lightning_modules.evaluation import evaluate_network, output_row_scores, row_scores
+from lightning_modules.networks import build, spec_from_dict
+from lightning_modules.training import FitSettings, fit
+from pruning.plan import PruningPlan, apply_plan
+from search.front.champion import split_verdict
+from search.measure import PairedDelta, paired_delta
+from search.study import SearchContext, StudySettings, fit_settings, load_baseline, scratch_settings
+
+__all__ = ["COLUMNS", "FOLD_COLUMNS", "RUNS_ATTR", "Folds", "Judge", "Seeds", "rejects_early"]
+
+# Folds seen before a candidate may be rejected early: one fold's rows are too few to judge.
+EARLY_REJECT_AFTER = 2
+# Each retrained run by "trial:seed", so that a resumed study trains none twice.
+RUNS_ATTR = "tabslim_confirm_runs"
+
+COLUMNS = [
+    "trial", "approach", "precision", "widths", "runs", "val_mean", "val_std", "val_min",
+    "val_max", "val_delta_mean", "test_mean", "test_std", "passed", "reason",
+]  # fmt: skip
+# By folds also: the rows the out-of-fold interval rests on, and the interval.
+FOLD_COLUMNS = ["cv_rows", "cv_delta_ci_low", "cv_delta_ci_high"]
+
+
+def rejects_early(delta: PairedDelta, settings: StudySettings, folds_seen: int, k: int) -> bool:
+    """Whether a candidate can be dropped before its last fold: after `EARLY_REJECT_AFTER`
+    folds its running out-of-fold interval lies wholly outside the floor, so more folds would
+    only narrow an interval that already fails. One that still straddles the floor goes on."""
+    if not EARLY_REJECT_AFTER <= folds_seen < k:
+        return False
+    drop = settings.allowed_drop()
+    return delta.high < -drop if settings.higher_is_better else delta.low > drop
+
+
+class Judge:
+    """Judges one candidate at a time, counting the networks it trained."""
+
+    trainings = 0
+
+    def fp32(self, trial: FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
+        raise NotImplementedError
+
+    def copy(
+        self, trial: FrozenTrial, source: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        raise NotImplementedError
+
+
+def _member(
+    trial: FrozenTrial, data: TabularDataModule, baseline: nn.Module, fitting: FitSettings,
+    config: Any,
+) -> nn.Module:  # fmt: skip
+    """The trial's candidate trained again on `data`: its pruning plan applied to `baseline`,
+    or its widths from scratch (with `data`'s input widths: a fold may see other categories)."""
+    if trial.user_attrs.get("approach") == "prune":
+        plan = PruningPlan.from_dict(trial.user_attrs["plan"])
+        return apply_plan(
+            baseline, plan, data=data, fit_settings=fitting, seed=fitting.seed
+        ).network
+    spec = dataclasses.replace(spec_from_dict(trial.user_attrs["spec"]), **data.network_inputs())
+    settings = dataclasses.replace(scratch_settings(config, trial.params), seed=fitting.seed)
+    return fit(build(spec, seed=fitting.seed), data, settings, evaluate_test=False).network
+
+
+class Folds(Judge):
+    """Out-of-fold judging; fold data, baselines and candidates' networks are made on demand
+    and kept, so a copy reuses its source's networks and a rejected candidate costs less."""
+
+    def __init__(self, study: optuna.Study, ctx: SearchContext, k: int, bar: tqdm) -> None:
+        self.study, self.ctx, self.k, self.bar = study, ctx, k, bar
+        self.settings = StudySettings.read(study)
+        self.fitting = fit_settings(ctx.config)
+        self.trainings = 0
+        self._data: dict[int, TabularDataModule] = {}
+        self._baselines: dict[int, tuple[nn.Module, np.ndarray]] = {}
+        self._networks: dict[tuple[int, int], nn.Module] = {}
+
+    def _fold(self, fold: int) -> tuple[TabularDataModule, nn.Module, np.ndarray]:
+        if fold not in self._data:
+            self._data[fold] = self.ctx.data.refolded(fold, self.k, seed=self.ctx.config.data.seed)
+        data = self._data[fold]
+        if fold not in self._baselines:
+            # Every kind's spec is a frozen dataclass with the network_inputs() fields.
+            spec = dataclasses.replace(self.ctx.baseline, **data.network_inputs())  # type: ignore[type-var]
+            network = fit(
+                build(spec, seed=self.fitting.seed), data, self.fitting, evaluate_test=False
+            ).network
+            self._baselines[fold] = (network, row_scores(network, data, "val"))
+            self._trained()
+        return data, *self._baselines[fold]
+
+    def _trained(self) -> None:
+        self.trainings += 1
+        self.bar.update()
+
+    def _network(self, trial: FrozenTrial, fold: int) -> nn.Module:
+        data, baseline, _ = self._fold(fold)
+        key = (trial.number, fold)
+        if key not in self._networks:
+            self._networks[key] = _member(trial, data, baseline, self.fitting, self.ctx.config)
+            self._trained()
+        return self._networks[key]
+
+    def _judge(
+        self, trial: FrozenTrial, rows_of: Callable[[nn.Module, TabularDataModule], np.ndarray]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        rows, base_rows, vals, tests = [], [], [], []
+        metric, seed = self.ctx.metric, self.ctx.config.search.seed
+        source = self.study.trials[int(trial.user_attrs.get("variant_of", trial.number))]
+        # A copy's own metrics per fold would need its graph on the test rows too; its rows
+        # decide, and the table shows the source's fold metrics only for fp32 members.
+        own = source is trial
+        delta: PairedDelta | None = None
+        rejected = False
+        for fold in range(self.k):
+            data, _, baseline_rows = self._fold(fold)
+            network = self._network(source, fold)
+            rows.append(rows_of(network, data))
+            base_rows.append(baseline_rows)
+            if own:
+                vals.append(evaluate_network(network, data, "val")[metric])
+                tests.append(evaluate_network(network, data, "test")[metric])
+            delta = paired_delta(np.concatenate(rows), np.concatenate(base_rows), metric, seed=seed)
+            if rejects_early(delta, self.settings, fold + 1, self.k):
+                rejected = True
+                break
+        assert delta is not None
+        passed = not rejected and self.settings.is_confident(delta.low, delta.high)
+        reason = f"rejected after {len(rows)} of {self.k} folds, wholly outside" if rejected else ""
+        cv_rows = int(sum(len(r) for r in rows))
+        entry = {
+            "runs": len(rows), "by": "folds", "val_delta_mean": delta.delta, "passed": passed,
+            "cv_delta_ci_low": delta.low, "cv_delta_ci_high": delta.high, "cv_rows": cv_rows,
+            "rejected_early": rejected, "reason": reason,
+        }  # fmt: skip
+        row = _row(trial, vals or [math.nan], tests or [math.nan], delta.delta, passed, reason)
+        row |= {
+            "cv_rows": cv_rows, "cv_delta_ci_low": delta.low, "cv_delta_ci_high": delta.high,
+        }  # fmt: skip
+        return entry, row
+
+    def fp32(self, trial: FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self._judge(trial, lambda network, data: row_scores(network, data, "val"))
+
+    def copy(
+        self, trial: FrozenTrial, source: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        precision = str(trial.user_attrs.get("precision"))
+        threads = self.ctx.config.measure.threads
+        entry, row = self._judge(
+            trial, lambda network, data: _quantized_rows(network, data, precision, threads)
+        )
+        if entry["passed"] and not source["passed"]:
+            reason = f"its source, trial {trial.user_attrs['variant_of']}, does not hold"
+            entry, row = entry | {"passed": False, "reason": reason}, row | {
+                "passed": False, "reason": reason,
+            }  # fmt: skip
+        return entry, row
+
+
+def _quantized_rows(
+    network: nn.Module, data: TabularDataModule, precision: str, threads: int
+) -> np.ndarray:
+    """The per-row scores of `network`'s `precision` copy on `data`'s validation rows, made as
+    the search makes its INT8 copies (`search.front.quantized`)."""
+    from search.front.quantized import graph_outputs, quantize
+    from search.measure import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(network, Path(tmp) / "fp32.onnx")
+        graph = quantize(fp32, Path(tmp) / "int8.onnx", precision, data.tensors["train"])
+        return output_row_scores(graph_outputs(graph, data, "val", threads), data, "val")
+
+
+class Seeds(Judge):
+    """Judging under more seeds: the candidate trained again K times on the same split."""
+
+    def __init__(self, study: optuna.Study, ctx: SearchContext, k: int, bar: tqdm) -> None:
+        self.study, self.ctx, self.k, self.bar = study, ctx, k, bar
+        self.settings = StudySettings.read(study)
+        self.trainings = 0
+
+    def _retrain(self, trial: FrozenTrial, seed: int) -> dict[str, float]:
+        fitting = dataclasses.replace(fit_settings(self.ctx.config), seed=seed)
+        baseline = load_baseline(self.ctx, self.settings, self.study)
+        network = _member(trial, self.ctx.data, baseline, fitting, self.ctx.config)
+        metric = self.ctx.metric
+        return {
+            "val": evaluate_network(network, self.ctx.data, "val")[metric],
+            "test": evaluate_network(network, self.ctx.data, "test")[metric],
+        }
+
+    def fp32(self, trial: FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
+        runs: dict[str, dict[str, float]] = dict(self.study.user_attrs.get(RUNS_ATTR, {}))
+        metrics = trial.user_attrs["metrics"]
+        metric = self.ctx.metric
+        vals, tests = [metrics[f"val_{metric}"]], [metrics[f"test_{metric}"]]
+        first_seed = self.ctx.config.training.seed + 1
+        for seed in range(first_seed, first_seed + self.k):
+            key = f"{trial.number}:{seed}"
+            if key not in runs:
+                runs[key] = self._retrain(trial, seed)
+                self.study.set_user_attr(RUNS_ATTR, runs)
+                self.trainings += 1
+            self.bar.update()
+            vals.append(runs[key]["val"])
+            tests.append(runs[key]["test"])
+        base = float(self.settings.baseline_metric or 0.0)  # judged only once it is known
+        delta = statistics.fmean(vals) - base
+        split = split_verdict(trial, self.settings)
+        passed = self.settings.violation(base + delta) <= 0 and bool(split.passed)
+        reason = "" if passed or split.passed else "its validation interval crosses the floor"
+        entry = {"runs": len(vals), "by": "seeds", "val_delta_mean": delta, "passed": passed,
+                 "reason": reason}  # fmt: skip
+        return entry, _row(trial, vals, tests, delta, passed, reason)
+
+    def copy(
+        self, trial: FrozenTrial, source: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        split = split_verdict(trial, self.settings)
+        passed = bool(source["passed"]) and bool(split.passed)
+        reason = "" if passed else "it or its source does not hold"
+        entry = {"runs": source["runs"], "by": "seeds", "val_delta_mean": split.delta,
+                 "passed": passed, "reason": reason}  # fmt: skip
+        metrics = trial.user_attrs["metrics"]
+        metric = self.ctx.metric
+        vals, tests = [metrics[f"val_{metric}"]], [metrics[f"test_{metric}"]]
+        return entry, _row(trial, vals, tests, split.delta, passed, reason)
+
+
+def _row(
+    trial: FrozenTrial, vals: list[float], tests: list[float], delta: float, passed: bool,
+    reason: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "trial": trial.number,
+        "approach": trial.user_attrs.get("approach", ""),
+        "precision": trial.user_attrs.get("precision", "fp32"),
+        "widths": "-".join(map(str, trial.user_attrs.get("hidden", []))),
+        "runs": len(vals),
+        "val_mean": statistics.fmean(vals),
+        "val_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        "val_min": min(vals),
+        "val_max": max(vals),
+        "val_delta_mean": delta,
+        "test_mean": statistics.fmean(tests),
+        "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+        "passed": passed,
+        "reason": reason,
+    }

@@ -1,0 +1,63 @@
+"""The paper's comparison at matched sizes: pruned front members re-trained from scratch.
+
+Klemetti et al. found that training the smaller shape from scratch usually ends more accurate
+than pruning and fine-tuning. With `search.front.paired`, every front member that came from
+pruning is trained again from scratch with identical widths; the table goes to the parent MLflow
+run.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pandas as pd
+
+from lightning_modules.networks import build, count_parameters, spec_from_dict
+from lightning_modules.training import fit
+from search.front import pareto
+from search.study import SearchContext, fit_settings
+
+# Study attribute caching finished pairs, so that a resumed study does not train them again.
+PAIRED_ATTR = "tabslim_paired"
+
+
+def paired_comparison(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
+    """One row per pruned front member: its metrics beside a scratch twin of the same widths."""
+    metric = ctx.metric
+    cache: dict[str, dict[str, float]] = dict(study.user_attrs.get(PAIRED_ATTR, {}))
+    rows = []
+    for trial in pareto.front(study):
+        if trial.user_attrs.get("approach") != "prune":
+            continue
+        spec = spec_from_dict(trial.user_attrs["spec"])
+        if str(trial.number) not in cache:
+            config = fit_settings(ctx.config)
+            twin = fit(build(spec, seed=config.seed), ctx.data, config)
+            cache[str(trial.number)] = {
+                "val": twin.val_metrics[metric],
+                "test": twin.test_metrics[metric],
+            }
+            study.set_user_attr(PAIRED_ATTR, cache)
+        twin_metrics = cache[str(trial.number)]
+        metrics = trial.user_attrs["metrics"]
+        plan = trial.user_attrs.get("plan", {})
+        rows.append(
+            {
+                "trial": trial.number,
+                "widths": "-".join(map(str, spec.group_sizes())),
+                "parameters": count_parameters(build(spec)),
+                "criterion": plan.get("criterion"),
+                "fine_tune_epochs": plan.get("fine_tune_epochs"),
+                f"prune_val_{metric}": metrics[f"val_{metric}"],
+                f"scratch_val_{metric}": twin_metrics["val"],
+                f"prune_test_{metric}": metrics.get(f"test_{metric}"),
+                f"scratch_test_{metric}": twin_metrics["test"],
+                "scratch_minus_prune_test": twin_metrics["test"]
+                - metrics.get(f"test_{metric}", 0.0),
+            }
+        )
+    columns = [
+        "trial", "widths", "parameters", "criterion", "fine_tune_epochs",
+        f"prune_val_{metric}", f"scratch_val_{metric}", f"prune_test_{metric}",
+        f"scratch_test_{metric}", "scratch_minus_prune_test",
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,15 @@
+from .cost import Measurement as Measurement
+from .cost import count_flops as count_flops
+from .cost import count_parameters as count_parameters
+from .cost import measure as measure
+from .cost import serialized_bytes as serialized_bytes
+from .export import export_onnx as export_onnx
+from .hosts import WHERE_RAN as WHERE_RAN
+from .hosts import cuda_latency_ms as cuda_latency_ms
+from .hosts import host_profile as host_profile
+from .latency import Latency as Latency
+from .latency import compare_latency as compare_latency
+from .latency import measure_latency as measure_latency
+from .latency import ort_session as ort_session
+from .uncertainty import PairedDelta as PairedDelta
+from .uncertainty import paired_delta as paired_delta

@@ -1,0 +1,340 @@
+"""Latency of a network on eager torch and on ONNX Runtime: absolute, and as interleaved ratios.
+
+Absolute latencies on shared, noisy machines drift from minute to minute, so a speed-up should
+come from `compare_latency`, which interleaves candidate and reference and reports the ratio;
+`measure_latency` gives absolute figures for people to read in MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.networks import evaluating
+from search.config.choices import RUNTIMES
+from search.measure.export import example_inputs, export_onnx
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+
+Call = Callable[[], object]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Wall-clock time of one forward call, over `repeats` timed calls after a warm-up."""
+
+    runtime: str
+    batch_size: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    iqr_ms: float
+    repeats: int
+    threads: int
+
+    def to_metrics(self, prefix: str = "latency") -> dict[str, float]:
+        """Flat MLflow names, e.g. `latency_onnxruntime_b1024_median_ms`."""
+        key = f"{prefix}_{self.runtime}_b{self.batch_size}"
+        return {
+            f"{key}_median_ms": self.median_ms,
+            f"{key}_p10_ms": self.p10_ms,
+            f"{key}_p90_ms": self.p90_ms,
+            f"{key}_iqr_ms": self.iqr_ms,
+        }
+
+
+@dataclass(frozen=True)
+class LatencyRatio:
+    """Candidate time / reference time, from rounds that interleave the two.
+
+    `median` below 1 means the candidate is faster. `calls_per_round` is (candidate,
+    reference). `candidate_ms` and `reference_ms` are median per-call times from the same
+    rounds, for reading, not for comparing across runs.
+    """
+
+    runtime: str
+    batch_size: int
+    median: float
+    p10: float
+    p90: float
+    rounds: int
+    calls_per_round: tuple[int, int]
+    threads: int
+    candidate_ms: float
+    reference_ms: float
+
+    def to_metrics(self, prefix: str = "latency_ratio") -> dict[str, float]:
+        """Flat MLflow names, e.g. `latency_ratio_torch_b1024_median`."""
+        key = f"{prefix}_{self.runtime}_b{self.batch_size}"
+        return {f"{key}_median": self.median, f"{key}_p10": self.p10, f"{key}_p90": self.p90}
+
+
+def check_runtime(runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise TabslimInputError(f"runtime must be one of {sorted(RUNTIMES)}, but got {runtime=}")
+
+
+def check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise TabslimInputError(f"{name} must be at least 1, but got {name}={value!r}")
+
+
+def check_budget(*, min_repeats: int, max_repeats: int, max_seconds: float) -> None:
+    if max_repeats < min_repeats:
+        raise TabslimInputError(
+            f"the most repeats must be at least the fewest, but got {max_repeats=} "
+            f"and {min_repeats=}"
+        )
+    if not max_seconds >= 0:
+        raise TabslimInputError(f"max_seconds must be at least 0, but got {max_seconds=}")
+
+
+def measure_latency(
+    network: nn.Module,
+    *,
+    runtime: str,
+    batch_size: int,
+    threads: int = 1,
+    warmup: int = 5,
+    min_repeats: int = 10,
+    max_repeats: int = 500,
+    max_seconds: float = 0.25,
+    onnx_path: str | Path | None = None,
+) -> Latency:
+    """Time single forward calls of `network` on `runtime` with a fixed thread count.
+
+    Timing stops after `max_repeats` calls or, once `min_repeats` are in, after `max_seconds`.
+
+    Args:
+        runtime: "torch" (eager, on the device of the network's parameters, eval mode,
+            inference mode) or "onnxruntime" (CPU provider, all graph optimisations).
+        onnx_path: an export of this network to reuse; without it the network is exported to
+            a temporary file first, which takes about a second.
+    """
+    check_runtime(runtime)
+    check_positive(batch_size=batch_size, threads=threads, warmup=warmup, min_repeats=min_repeats)
+    check_budget(min_repeats=min_repeats, max_repeats=max_repeats, max_seconds=max_seconds)
+    with runner(network, runtime, threads, onnx_path) as make_call:
+        call = make_call(batch_size)
+        for _ in range(warmup):
+            call()
+        samples = time_calls(call, min_repeats, max_repeats, max_seconds)
+    p10, p25, p50, p75, p90 = np.percentile(samples, [10, 25, 50, 75, 90]) / 1e6
+    return Latency(
+        runtime=runtime,
+        batch_size=batch_size,
+        median_ms=float(p50),
+        p10_ms=float(p10),
+        p90_ms=float(p90),
+        iqr_ms=float(p75 - p25),
+        repeats=len(samples),
+        threads=threads,
+    )
+
+
+def compare_latency(
+    candidate: nn.Module,
+    reference: nn.Module,
+    *,
+    runtime: str,
+    batch_size: int,
+    threads: int = 1,
+    rounds: int = 30,
+    min_rounds: int = 5,
+    max_seconds: float = 1.0,
+    calls_per_round: int | None = None,
+    warmup: int = 3,
+) -> LatencyRatio:
+    """Latency of `candidate` relative to `reference`, measured side by side.
+
+    Each round times a block of calls of each network, alternating which goes first, and
+    gives one ratio of per-call times; the result is the median ratio and its p10/p90. Load on
+    a shared machine drifts slowly, so both blocks of a round see about the same load and the
+    ratio stays stable where absolute times do not.
+
+    Args:
+        rounds: the most rounds; after `min_rounds`, rounds stop once `max_seconds` is spent.
+        calls_per_round: calls per block for both networks; by default each network gets
+            enough calls for its block to last about 2 ms (one call of a small network is too
+            short to time well), and a single call when one call takes longer.
+    """
+    check_runtime(runtime)
+    check_positive(batch_size=batch_size, threads=threads, warmup=warmup, min_rounds=min_rounds)
+    check_budget(min_repeats=min_rounds, max_repeats=rounds, max_seconds=max_seconds)
+    if calls_per_round is not None:
+        check_positive(calls_per_round=calls_per_round)
+    with _paired_calls(candidate, reference, runtime, batch_size, threads) as calls:
+        # Warm-up doubles as calibration: the fastest warm-up call of each is its typical cost.
+        single_ns = [min(time_calls(call, warmup, warmup, 0.0)) for call in calls]
+        blocks = (
+            (_block_size(single_ns[0]), _block_size(single_ns[1]))
+            if calls_per_round is None
+            else (calls_per_round, calls_per_round)
+        )
+        ratios, per_call_ns = _interleaved_rounds(calls, blocks, rounds, min_rounds, max_seconds)
+    p10, p50, p90 = np.percentile(ratios, [10, 50, 90])
+    return LatencyRatio(
+        runtime=runtime,
+        batch_size=batch_size,
+        median=float(p50),
+        p10=float(p10),
+        p90=float(p90),
+        rounds=len(ratios),
+        calls_per_round=blocks,
+        threads=threads,
+        candidate_ms=float(np.median(per_call_ns[0])) / 1e6,
+        reference_ms=float(np.median(per_call_ns[1])) / 1e6,
+    )
+
+
+@contextlib.contextmanager
+def _paired_calls(
+    candidate: nn.Module, reference: nn.Module, runtime: str, batch_size: int, threads: int
+) -> Iterator[tuple[Call, Call]]:
+    """One ready forward call of each network on `runtime`, exported first for ONNX Runtime."""
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        calls: list[Call] = []
+        for name, network in (("candidate", candidate), ("reference", reference)):
+            onnx_path = (
+                export_onnx(network, tmp / f"{name}.onnx") if runtime == "onnxruntime" else None
+            )
+            make_call = stack.enter_context(runner(network, runtime, threads, onnx_path))
+            calls.append(make_call(batch_size))
+        yield calls[0], calls[1]
+
+
+def _interleaved_rounds(
+    calls: tuple[Call, Call],
+    blocks: tuple[int, int],
+    rounds: int,
+    min_rounds: int,
+    max_seconds: float,
+) -> tuple[list[float], tuple[list[float], list[float]]]:
+    """Per round, candidate / reference per-call time; and each one's per-call nanoseconds."""
+    ratios: list[float] = []
+    per_call_ns: tuple[list[float], list[float]] = ([], [])
+    start = time.perf_counter_ns()
+    for i in range(rounds):
+        # Alternate which goes first, so that neither always runs on a warmer cache.
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for which in order:
+            per_call_ns[which].append(_time_block(calls[which], blocks[which]) / blocks[which])
+        ratios.append(per_call_ns[0][-1] / max(per_call_ns[1][-1], 1.0))
+        spent = (time.perf_counter_ns() - start) / 1e9
+        if i + 1 >= min_rounds and spent >= max_seconds:
+            break
+    return ratios, per_call_ns
+
+
+def _device(network: nn.Module) -> torch.device:
+    parameter = next(network.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def inputs_on_device(network: nn.Module, batch_size: int) -> tuple[torch.Tensor, ...]:
+    device = _device(network)
+    return tuple(t.to(device) for t in example_inputs(network, batch_size))
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def ort_session(path: str | Path, threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime session on the CPU with a fixed thread count and every optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # One graph, run sequentially: a second pool of inter-op threads would only compete.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@contextlib.contextmanager
+def runner(
+    network: nn.Module, runtime: str, threads: int, onnx_path: str | Path | None
+) -> Iterator[Callable[[int], Call]]:
+    """Yield `batch_size -> call`, where `call()` runs one forward pass with fixed inputs."""
+    if runtime == "torch":
+        with evaluating(network), _torch_threads(threads), torch.inference_mode():
+            yield lambda batch_size: _torch_call(network, batch_size)
+        return
+    with contextlib.ExitStack() as stack:
+        if onnx_path is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            onnx_path = export_onnx(network, tmp / "network.onnx")
+        session = ort_session(onnx_path, threads)
+        names = [node.name for node in session.get_inputs()]
+
+        def make_ort_call(batch_size: int) -> Call:
+            arrays = [t.detach().cpu().numpy() for t in example_inputs(network, batch_size)]
+            feeds = dict(zip(names, arrays, strict=True))
+            return lambda: session.run(None, feeds)
+
+        yield make_ort_call
+
+
+def _torch_call(network: nn.Module, batch_size: int) -> Call:
+    device = _device(network)
+    inputs = inputs_on_device(network, batch_size)
+
+    def call() -> object:
+        out = network(*inputs)
+        # CUDA runs asynchronously; without a sync the clock would time the launch only.
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+
+    return call
+
+
+def time_calls(call: Call, min_repeats: int, max_repeats: int, max_seconds: float) -> list[int]:
+    """Nanoseconds per call, until `max_repeats`, or `max_seconds` once `min_repeats` are in."""
+    budget_ns = max_seconds * 1e9
+    samples: list[int] = []
+    start = time.perf_counter_ns()
+    while len(samples) < max_repeats:
+        before = time.perf_counter_ns()
+        call()
+        after = time.perf_counter_ns()
+        samples.append(after - before)
+        if len(samples) >= min_repeats and after - start >= budget_ns:
+            break
+    return samples
+
+
+def _time_block(call: Call, calls: int) -> int:
+    start = time.perf_counter_ns()
+    for _ in range(calls):
+        call()
+    return time.perf_counter_ns() - start
+
+
+def _block_size(single_ns: float) -> int:
+    # A block of ~2 ms is long next to the clock's and the loop's overhead, and short next to
+    # the drift of the machine's load, so both blocks of a round see the same load.
+    return max(1, min(math.ceil(2e6 / max(single_ns, 1.0)), 1000))

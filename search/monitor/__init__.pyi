@@ -1,0 +1,10 @@
+from .challengers import ChallengerOptions as ChallengerOptions
+from .challengers import train_challengers as train_challengers
+from .challengers import training_window as training_window
+from .drift import DEFAULT_ALPHA as DEFAULT_ALPHA
+from .drift import DEFAULT_PSI_THRESHOLD as DEFAULT_PSI_THRESHOLD
+from .drift import DriftReport as DriftReport
+from .drift import Realized as Realized
+from .drift import compare as compare
+from .drift_report import plot_drift as plot_drift
+from .drift_report import render_html as render_html

@@ -1,0 +1,143 @@
+"""The challengers `tabslim retrain` trains on a window of new rows, and the window itself.
+
+- `scratch`: the champion's widths trained from scratch, preprocessing refitted on the window
+  (new categories, new scales);
+- `fine_tune`: the champion itself, a quarter of the epochs more on the window, keeping its
+  preprocessing (skipped when the window holds classes the champion never saw);
+- `search` (only with `--search N`): a short search on the window, seeded with the shapes of
+  the champion's study front and bounded by the champion's widths, so never larger than it.
+
+The window is the new rows before the holdout, plus, with `--reference-share S`, a seeded
+share S of the training rows stored with the champion (`reference_rows.parquet`), so that a
+challenger does not forget what the old rows taught when the new window is small.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from torch import nn
+
+from lightning_modules.columns import time_order
+from lightning_modules.data import TabularDataModule
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.family import NetworkSpec
+from lightning_modules.networks import build
+from lightning_modules.preprocessing import Preprocessor
+from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, fit
+from search.serving import REFERENCE_ROWS_FILE
+from search.study import fit_settings
+
+Challenger = tuple[nn.Module, Preprocessor, TabularDataModule]
+# A searched challenger's groups are drawn down to this share of the champion's widths.
+_SEARCH_LOW = 0.25
+
+
+@dataclass(frozen=True)
+class ChallengerOptions:
+    """Args:
+    reference_share: share of the champion's stored training rows added to the window.
+    search_trials: trials of the `search` challenger; 0 leaves it out.
+    front: group widths of the champion's study front, to seed the search with.
+    """
+
+    reference_share: float = 0.0
+    search_trials: int = 0
+    front: list[list[int]] = field(default_factory=list)
+
+
+def training_window(
+    window: pd.DataFrame, network_dir: Path, share: float, time_column: str | None, seed: int
+) -> pd.DataFrame:
+    """The new rows' window, with a seeded `share` of the champion's training rows before it."""
+    if share <= 0:
+        return window
+    path = network_dir / REFERENCE_ROWS_FILE
+    if not path.is_file():
+        raise TabslimInputError(
+            "--reference-share needs the training rows stored with the champion, but this "
+            "version was logged without them; use --reference-share 0, or log it again"
+        )
+    stored = pd.read_parquet(path)
+    reference = stored.sample(n=max(1, round(share * len(stored))), random_state=seed)
+    if time_column is not None:
+        # The stored rows carry no time column; they come before every new row.
+        earliest = window.iloc[time_order(window, time_column).argsort(kind="stable")]
+        reference = reference.assign(**{time_column: earliest[time_column].iloc[0]})
+    return pd.concat([reference, window], ignore_index=True)[list(window.columns)]
+
+
+def train_challengers(
+    window: pd.DataFrame, target: str, time_column: str | None, config: Any,
+    champion: tuple[NetworkSpec, nn.Module, Preprocessor], options: ChallengerOptions,
+) -> tuple[dict[str, Challenger], list[str]]:  # fmt: skip
+    """Every challenger trained on `window`, and a line for each one left out."""
+    spec, network, prep = champion
+    settings = fit_settings(config)
+    common = {"task": prep.task, "time_column": time_column, "seed": config.data.seed}
+    scratch_data = TabularDataModule.from_frame(window, target, **common)
+    # Every kind's spec is a frozen dataclass with the network_inputs() fields.
+    shape = dataclasses.replace(spec, **scratch_data.network_inputs())  # type: ignore[type-var]
+    scratch = fit(build(shape, seed=settings.seed), scratch_data, settings, evaluate_test=False)
+    found = {"scratch": (scratch.network, scratch_data.preprocessor, scratch_data)}
+    skipped: list[str] = []
+    # Fine-tuning keeps the champion's outputs: a class it never saw cannot be learned there.
+    unknown = sorted(set(map(str, window[target].unique())) - set(map(str, prep.classes)))
+    if prep.task in ("regression", "anomaly") or not unknown:
+        tuned_data = TabularDataModule.from_frame(window, target, preprocessor=prep, **common)
+        tuning = dataclasses.replace(settings, max_epochs=max(1, settings.max_epochs // 4))
+        tuned = fit(copy.deepcopy(network), tuned_data, tuning, evaluate_test=False)
+        found["fine_tune"] = (tuned.network, prep, tuned_data)
+    else:
+        skipped.append(
+            f"fine_tune skipped: the new rows hold classes the champion never saw {unknown}"
+        )
+    if options.search_trials > 0:
+        found["search"] = _searched(shape, scratch_data, settings, options)
+    return found, skipped
+
+
+def _searched(
+    champion: NetworkSpec, data: TabularDataModule, settings: Any, options: ChallengerOptions
+) -> Challenger:
+    """The best of a short TPE search over widths up to the champion's, on the window's
+    validation rows; the front's shapes that fit under the champion go first."""
+    widths = champion.group_sizes()
+    metric = PRIMARY_METRIC[data.task]
+    trained: dict[int, nn.Module] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        sizes = [
+            max(1, round(w * trial.suggest_float(f"share_{i}", _SEARCH_LOW, 1.0, log=True)))
+            for i, w in enumerate(widths)
+        ]
+        spec = champion.with_group_sizes(sizes)
+        result = fit(build(spec, seed=settings.seed), data, settings, evaluate_test=False)
+        trained[trial.number] = result.network
+        trial.set_user_attr("widths", sizes)
+        value = result.val_metrics[metric]
+        return (
+            value if math.isfinite(value) else -math.inf if HIGHER_IS_BETTER[metric] else math.inf
+        )
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize" if HIGHER_IS_BETTER[metric] else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=settings.seed),
+    )
+    for shape in options.front:
+        if len(shape) == len(widths) and all(
+            1 <= s <= w for s, w in zip(shape, widths, strict=True)
+        ):
+            shares = [min(1.0, max(_SEARCH_LOW, s / w)) for s, w in zip(shape, widths, strict=True)]
+            study.enqueue_trial({f"share_{i}": v for i, v in enumerate(shares)})
+    study.optimize(objective, n_trials=options.search_trials)
+    best = study.best_trial
+    return trained[best.number], data.preprocessor, data

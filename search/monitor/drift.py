@@ -1,0 +1,230 @@
+"""New rows against a model's reference profile: which columns drifted, and how much it matters.
+
+Per column, the test that fits its type (Kolmogorov-Smirnov for numeric columns, chi-squared
+for categorical ones), with p-values corrected across columns (Benjamini-Hochberg), and effect
+sizes that do not grow with the number of rows: the population stability index (PSI) on the
+reference bins, and the Wasserstein distance in reference standard deviations (numeric) or the
+Jensen-Shannon distance (categorical). With enough rows every p-value becomes significant, so
+a column counts as drifted only when its PSI also passes a threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from search.serving import MISSING, bin_counts
+
+__all__ = ["ColumnDrift", "DriftReport", "Realized", "compare", "psi"]
+
+# PSI rule of thumb: below 0.1 stable, 0.1-0.25 some shift, above 0.25 a large one.
+DEFAULT_PSI_THRESHOLD = 0.2
+DEFAULT_ALPHA = 0.05
+# A share never seen in the reference gets this much instead of 0, so that logs stay finite.
+_EPSILON = 1e-4
+# Columns the model hardly uses still count this much in the weighted score.
+_IMPORTANCE_FLOOR = 0.01
+
+
+def psi(reference: np.ndarray, new: np.ndarray) -> float:
+    """Population stability index of two distributions over the same bins (shares or counts)."""
+    p = np.clip(reference / max(reference.sum(), 1), _EPSILON, None)
+    q = np.clip(new / max(new.sum(), 1), _EPSILON, None)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    kind: str
+    test: str
+    statistic: float
+    p_value: float
+    psi: float
+    distance: float
+    unseen_share: float
+    missing_change: float
+    importance: float
+    p_adjusted: float = float("nan")
+    drifted: bool = False
+
+
+@dataclass(frozen=True)
+class Realized:
+    """The model's metric on labelled new rows, with a 95% bootstrap interval, and on
+    validation when it was logged."""
+
+    metric: str
+    value: float
+    low: float
+    high: float
+    reference: float
+
+
+@dataclass
+class DriftReport:
+    rows: int
+    psi_threshold: float
+    alpha: float
+    columns: list[ColumnDrift] = field(default_factory=list)
+    prediction_psi: float = float("nan")
+    realized: Realized | None = None
+    # Columns the model never took as features, and why (from the profile).
+    dropped: dict[str, str] = field(default_factory=dict)
+    # What the rows were compared with, when not the model's training data (`tabslim retrain`).
+    reference_note: str | None = None
+
+    @property
+    def drifted(self) -> list[ColumnDrift]:
+        return [c for c in self.columns if c.drifted]
+
+    @property
+    def share_drifted(self) -> float:
+        return len(self.drifted) / len(self.columns) if self.columns else 0.0
+
+    @property
+    def score(self) -> float:
+        """Importance-weighted mean PSI: drift in the columns the model relies on weighs most."""
+        weights = np.array([max(c.importance, _IMPORTANCE_FLOOR) for c in self.columns])
+        values = np.array([c.psi for c in self.columns])
+        return float(np.sum(weights * values) / np.sum(weights)) if len(values) else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "psi_threshold": self.psi_threshold,
+            "alpha": self.alpha,
+            "share_drifted": self.share_drifted,
+            "score": self.score,
+            "prediction_psi": self.prediction_psi,
+            "realized": dataclasses.asdict(self.realized) if self.realized else None,
+            "columns": [dataclasses.asdict(c) for c in self.columns],
+            "dropped_columns": self.dropped,
+            "reference": self.reference_note or "the model's training data",
+        }
+
+    def format_table(self) -> str:
+        """Worst column first: drifted ones, then by PSI."""
+        lines = [
+            f"{'column':<24} {'kind':<11} {'test':<5} {'p (BH)':>8} {'PSI':>7} "
+            f"{'distance':>9} {'unseen':>7} {'importance':>10}  drifted"
+        ]
+        for c in self.columns:
+            lines.append(
+                f"{c.column[:24]:<24} {c.kind:<11} {c.test:<5} {c.p_adjusted:>8.2g} "
+                f"{c.psi:>7.3f} {c.distance:>9.3f} {c.unseen_share:>7.1%} {c.importance:>10.4f}  "
+                f"{'yes' if c.drifted else 'no'}"
+            )
+        return "\n".join([*lines, *self.summary()])
+
+    def summary(self) -> list[str]:
+        """The lines under the table: the verdict, what was not compared, the realized metric."""
+        lines = [
+            f"{len(self.drifted)} of {len(self.columns)} columns drifted (PSI >= "
+            f"{self.psi_threshold:g} and corrected p < {self.alpha:g}); importance-weighted "
+            f"drift score {self.score:.3f}; prediction PSI {self.prediction_psi:.3f}"
+        ]
+        if self.reference_note:
+            lines.append(self.reference_note)
+        if self.dropped:
+            lines.append(f"not features, so not compared: {', '.join(self.dropped)}")
+        if self.realized is not None:
+            r = self.realized
+            lines.append(
+                f"realized {r.metric} on these rows: {r.value:.4f} [{r.low:.4f}, {r.high:.4f}] "
+                f"(validation when logged: {r.reference:.4f})"
+            )
+        return lines
+
+
+def _numeric(name: str, ref: dict[str, Any], values: pd.Series, importance: float) -> ColumnDrift:
+    x = pd.to_numeric(values, errors="coerce")
+    present = x.dropna().to_numpy(dtype=float)
+    sample = np.asarray(ref["sample"], dtype=float)
+    if len(present) and len(sample):
+        test = stats.ks_2samp(sample, present)
+        statistic, p_value = float(test.statistic), float(test.pvalue)
+        spread = ref["std"] or 1.0
+        distance = float(stats.wasserstein_distance(sample, present)) / spread
+    else:
+        statistic, p_value, distance = float("nan"), 1.0, float("nan")
+    edges = ref["bin_edges"]
+    shift = psi(np.asarray(ref["bin_counts"], float), bin_counts(present, edges)) if edges else 0.0
+    return ColumnDrift(
+        name, "numeric", "ks", statistic, p_value, shift, distance, 0.0,
+        float(x.isna().mean()) - ref["missing_rate"], importance,
+    )  # fmt: skip
+
+
+def _categorical(
+    name: str, ref: dict[str, Any], values: pd.Series, importance: float
+) -> ColumnDrift:
+    labels = values.astype("string").fillna(MISSING)
+    counts = labels.value_counts()
+    known = list(ref["frequencies"])
+    unseen = float(counts[~counts.index.isin(known)].sum())
+    # Unseen categories pooled into one bin: the preprocessing maps them all to one index.
+    observed = np.array([float(counts.get(k, 0)) for k in known] + [unseen])
+    expected_share = np.array([ref["frequencies"][k] for k in known] + [0.0])
+    expected_share = np.clip(expected_share, _EPSILON, None)
+    expected_share /= expected_share.sum()
+    total = observed.sum()
+    if total > 0:
+        test = stats.chisquare(observed, expected_share * total)
+        statistic, p_value = float(test.statistic), float(test.pvalue)
+        distance = float(jensenshannon(expected_share, observed / total, base=2))
+    else:
+        statistic, p_value, distance = float("nan"), 1.0, float("nan")
+    return ColumnDrift(
+        name, "categorical", "chi2", statistic, p_value, psi(expected_share, observed), distance,
+        unseen / total if total else 0.0, float(values.isna().mean()) - ref["missing_rate"],
+        importance,
+    )  # fmt: skip
+
+
+def distribution_psi(reference: dict[str, Any], values: pd.Series) -> float:
+    """PSI of a profiled distribution (numeric bins or categories) against new values."""
+    if reference["type"] == "numeric":
+        x = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+        edges = reference["bin_edges"]
+        return psi(np.asarray(reference["bin_counts"], float), bin_counts(x, edges))
+    return _categorical("", reference, values, 0.0).psi
+
+
+def compare(
+    profile: dict[str, Any],
+    frame: pd.DataFrame,
+    *,
+    predictions: pd.Series | None = None,
+    realized: Realized | None = None,
+    psi_threshold: float = DEFAULT_PSI_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+) -> DriftReport:
+    """The drift of `frame`'s columns against `profile`, worst column first."""
+    importance = profile.get("importance", {})
+    found = []
+    for name, ref in profile["columns"].items():
+        measure = _numeric if ref["type"] == "numeric" else _categorical
+        found.append(measure(name, ref, frame[name], float(importance.get(name, 0.0))))
+    adjusted = stats.false_discovery_control([c.p_value for c in found], method="bh")
+    columns = [
+        dataclasses.replace(
+            c, p_adjusted=float(p), drifted=bool(p < alpha and c.psi >= psi_threshold)
+        )
+        for c, p in zip(found, adjusted, strict=True)
+    ]
+    columns.sort(key=lambda c: (not c.drifted, -c.psi if math.isfinite(c.psi) else 0.0))
+    report = DriftReport(
+        len(frame), psi_threshold, alpha, columns, realized=realized,
+        dropped=dict(profile.get("dropped_columns", {})),
+    )  # fmt: skip
+    if predictions is not None:
+        report.prediction_psi = distribution_psi(profile["prediction_distribution"], predictions)
+    return report

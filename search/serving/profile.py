@@ -1,0 +1,183 @@
+"""The reference profile stored with every logged model: what its training data looked like.
+
+Drift checks compare new rows with this profile, so they never need the old training file. It
+is plain JSON (`profile.json`, beside the spec and weights), and holds per raw input column its
+type and missing rate; for numeric columns decile bin edges and counts and a seeded sample of
+training values; for categorical ones the category frequencies (what the preprocessing would
+treat as unseen is every category not listed). Also the target's distribution, the model's
+predictions and metric on the validation split, and a permutation importance per column on
+validation, so that drift in a column the model ignores weighs little.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import average_precision_score
+from torch import nn
+
+from lightning_modules.data import TabularDataModule
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
+from search.serving.served_model import PROFILE_FILE
+
+__all__ = [
+    "ACCEPTED_FILE", "ACCEPTED_TAG", "MISSING", "PROFILE_FILE", "accepted_profile", "bin_counts",
+    "build_profile", "read_profile",
+]  # fmt: skip
+
+PROFILE_VERSION = 1
+# Categorical missing values are counted as this category, as the preprocessing encodes them.
+MISSING = "<missing>"
+_BINS = 10
+# Training values kept per numeric column for the two-sample tests: enough for a KS test to see
+# a shift of a tenth of a standard deviation, small enough for a JSON file.
+_SAMPLE = 2000
+# A champion's version tag: the retrain run whose rows it was kept on (see `accepted_profile`),
+# and that run's artifact holding the profile later retrains measure drift from.
+ACCEPTED_TAG = "tabslim.accepted_rows_run"
+ACCEPTED_FILE = "accepted_profile.json"
+# What the rows a champion was kept on replace in its profile; the validation metric (the
+# tolerance's reference) and the importances stay the champion's own.
+_ACCEPTED_KEYS = ("columns", "target_distribution", "prediction_distribution", "training_rows")
+
+
+def bin_counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Counts of `values` in the bins between `edges`; values beyond them go to the end bins."""
+    interior = np.asarray(edges[1:-1], dtype=float)
+    index = np.searchsorted(interior, values, side="right")
+    return np.bincount(index, minlength=max(len(edges) - 1, 1))
+
+
+def _numeric(values: pd.Series, rng: np.random.Generator) -> dict[str, Any]:
+    x = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, _BINS + 1))).tolist() if len(x) else []
+    sample = rng.choice(x, size=min(_SAMPLE, len(x)), replace=False) if len(x) else x
+    return {
+        "type": "numeric",
+        "missing_rate": float(values.isna().mean()),
+        "bin_edges": edges,
+        "bin_counts": bin_counts(x, edges).tolist() if edges else [],
+        "sample": sorted(sample.tolist()),
+        "mean": float(x.mean()) if len(x) else 0.0,
+        "std": float(x.std()) if len(x) else 0.0,
+    }
+
+
+def _categorical(values: pd.Series) -> dict[str, Any]:
+    labels = values.astype("string").fillna(MISSING)
+    frequencies = labels.value_counts(normalize=True)
+    return {
+        "type": "categorical",
+        "missing_rate": float(values.isna().mean()),
+        "frequencies": {str(k): float(v) for k, v in frequencies.items()},
+    }
+
+
+def _predict(network: nn.Module, data: TabularDataModule, frame: pd.DataFrame) -> np.ndarray:
+    """Predictions in the target's terms; for task anomaly, each row's anomaly score."""
+    arrays = data.preprocessor.transform(frame)
+    with torch.inference_mode():
+        output = network.cpu().eval()(arrays["x_num"], arrays["x_cat"])
+    decoded = data.preprocessor.decode(output, arrays["x_num"])
+    return np.asarray(decoded["anomaly_score" if data.task == "anomaly" else "prediction"])
+
+
+def _metric(task: str, predicted: np.ndarray, actual: pd.Series, positive: Any = None) -> float:
+    if task == "anomaly":
+        labels = (actual.to_numpy(dtype=object) == positive).astype(int)
+        return float(average_precision_score(labels, predicted.astype(float)))
+    if task == "regression":
+        error = predicted.astype(float) - actual.to_numpy(dtype=float)
+        return float(np.sqrt(np.mean(error**2)))
+    return float(np.mean(predicted == actual.to_numpy(dtype=object)))
+
+
+def _importance(
+    network: nn.Module, data: TabularDataModule, base: float, rng: np.random.Generator
+) -> dict[str, float]:
+    """How much the validation metric worsens when one column's values are shuffled."""
+    frame, target = data.val_frame, data.target
+    higher = HIGHER_IS_BETTER[PRIMARY_METRIC[data.task]]
+    importance = {}
+    for column in data.preprocessor.feature_columns:
+        shuffled = frame.copy()
+        shuffled[column] = rng.permutation(shuffled[column].to_numpy())
+        value = _metric(
+            data.task, _predict(network, data, shuffled), frame[target], _positive(data)
+        )
+        worse = base - value if higher else value - base
+        importance[column] = max(float(worse), 0.0)
+    return importance
+
+
+def _json_label(label: Any) -> Any:
+    return label.item() if hasattr(label, "item") else label
+
+
+def _positive(data: TabularDataModule) -> Any:
+    """Task anomaly's positive label (the second class); None for other tasks."""
+    return data.preprocessor.classes[1] if data.task == "anomaly" else None
+
+
+def build_profile(data: TabularDataModule, network: nn.Module, *, seed: int = 0) -> dict[str, Any]:
+    """The profile of `network` and the training split of `data`, JSON-ready."""
+    rng = np.random.default_rng(seed)
+    prep, train = data.preprocessor, data.train_frame
+    columns = {
+        c: _numeric(train[c], rng) if c in prep.numeric else _categorical(train[c])
+        for c in prep.feature_columns
+    }
+    regression = data.task == "regression"
+    predicted = _predict(network, data, data.val_frame)
+    metric = PRIMARY_METRIC[data.task]
+    value = _metric(data.task, predicted, data.val_frame[data.target], _positive(data))
+    return {
+        "version": PROFILE_VERSION,
+        "task": data.task,
+        "target": data.target,
+        "training_rows": len(train),
+        "columns": columns,
+        "target_distribution": _numeric(train[data.target], rng)
+        if regression
+        else _categorical(train[data.target]),
+        "prediction_distribution": _numeric(pd.Series(predicted, dtype=float), rng)
+        if regression or data.task == "anomaly"
+        else _categorical(pd.Series(predicted)),
+        "validation": {"metric": metric, "value": value, "rows": len(data.val_frame)},
+        "positive_class": _json_label(_positive(data)),
+        "importance": _importance(network, data, value, rng),
+        # Not features: identifiers, dates, the time column, those the user named; and why.
+        "dropped_columns": dict(data.dropped),
+        "time_column": data.time_column,
+    }
+
+
+def read_profile(directory: Path, model: str) -> dict[str, Any]:
+    """The profile stored with a model, or a one-line error for a model logged without one."""
+    path = directory / PROFILE_FILE
+    if not path.is_file():
+        raise TabslimInputError(
+            f"model {model} has no reference profile (it was logged before tabslim stored "
+            "one); train or search again to log a model with one"
+        )
+    return dict(json.loads(path.read_text()))
+
+
+def accepted_profile(
+    profile: dict[str, Any], data: TabularDataModule, network: nn.Module, run_id: str
+) -> dict[str, Any]:
+    """`profile` with its distributions taken from new rows the champion was kept on.
+
+    A retrain that the drift score alone called for, in which no challenger beat the champion
+    on the holdout, has shown the shift harmless to it: the labels show no fall, and training
+    on the new rows bought nothing. Later retrains measure drift from those rows, so that one
+    known shift does not call for a retrain on every batch that follows.
+    """
+    fresh = build_profile(data, network)
+    return profile | {k: fresh[k] for k in _ACCEPTED_KEYS} | {"accepted_from_run": run_id}

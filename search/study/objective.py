@@ -1,0 +1,342 @@
+"""One trial: draw a candidate, train it (from scratch, or prune the baseline and fine-tune),
+measure it, and return the three objectives.
+
+Each step is a small function; `run_trial` only strings them together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from torch import nn
+
+from lightning_modules.data import TabularDataModule
+from lightning_modules.evaluation import evaluate_network, row_scores
+from lightning_modules.family import NetworkSpec, TabularNetwork
+from lightning_modules.networks import build
+from lightning_modules.stopping import StopBelowThreshold
+from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, FitSettings, fit
+from pruning.plan import PruningPlan, apply_plan
+from search.cluster import RemoteNetworks, fetch, publish
+from search.config import Config
+from search.measure import WHERE_RAN, cuda_latency_ms, host_profile, measure, paired_delta
+from search.serving import load_network, save_network
+from search.study.adapters import fit_settings, run_metrics
+from search.study.settings import StudySettings, latency_metric
+from search.study.space import ScratchShape, apply_shape, draw_approach, draw_plan, draw_shape
+
+# A trial stops early when, after the grace period, its best validation metric is this far past
+# the floor: the floor's own margin again, plus 2% of the baseline (clearly out of reach).
+_HOPELESS_FRACTION = 0.02
+
+
+@dataclass
+class SearchContext:
+    """What every trial of a study shares; rebuilt identically in each worker process."""
+
+    config: Config
+    data: TabularDataModule
+    baseline: NetworkSpec
+    trials_dir: Path
+    # The trained baseline, loaded once per process for prune trials.
+    trained_baseline: nn.Module | None = None
+    # The baseline's per-row scores by split, loaded once per process for paired deltas.
+    baseline_rows: dict[str, np.ndarray] | None = None
+    # The MLflow server that holds every trial's network when nodes share no disk.
+    remote: RemoteNetworks | None = None
+
+    def network_dir(self, study: optuna.Study, number: int) -> Path:
+        """Trial `number`'s saved network on this node (downloaded first if need be)."""
+        return fetch(study, number, self.trials_dir, self.remote)
+
+    @property
+    def metric(self) -> str:
+        return PRIMARY_METRIC[self.data.task]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER[self.metric]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a trial will train: a scratch shape or a pruning plan, and its repeat key."""
+
+    approach: str
+    shape: ScratchShape | None = None
+    plan: PruningPlan | None = None
+
+    @property
+    def key(self) -> str:
+        """Identifies what would be trained, to recognise a repeat of an earlier trial."""
+        drawn = self.shape if self.shape is not None else self.plan
+        assert drawn is not None
+        return drawn.key()
+
+
+@dataclass
+class Trained:
+    """A candidate after training: the network, its spec and metrics, and the epochs run.
+
+    `epochs` counts training epochs for both approaches: from scratch until early stopping, or
+    every fine-tuning epoch of a pruning plan.
+    """
+
+    network: nn.Module
+    spec: NetworkSpec
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    epochs: int
+    seconds: float
+    stopped_below_floor: bool = False
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # How training ended (`lightning_modules.training.STOPPED_BY`, or "plan" for the planned
+    # fine-tuning epochs of a pruned network).
+    stopped_by: str = "plan"
+
+
+def draw_candidate(trial: optuna.Trial, ctx: SearchContext) -> Candidate:
+    """The baseline's own shape for the baseline trial; otherwise an approach and its draw."""
+    search = ctx.config.search
+    is_baseline = bool(trial.user_attrs.get("baseline", False))
+    approach = "scratch" if is_baseline else draw_approach(trial, search.approaches)
+    if approach == "scratch":
+        shape = draw_shape(trial, search.space, ctx.baseline.group_sizes())
+        return Candidate(approach, shape=shape)
+    plan = draw_plan(trial, search.prune, len(ctx.baseline.group_sizes()), search.space)
+    return Candidate(approach, plan=plan)
+
+
+def _find_repeat(study: optuna.Study, key: str, number: int) -> optuna.trial.FrozenTrial | None:
+    """A finished trial that trained exactly this candidate; training it again would waste time."""
+    for done in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if done.number != number and done.user_attrs.get("candidate_key") == key:
+            return done
+    return None
+
+
+def _stopper(ctx: SearchContext, settings: StudySettings) -> StopBelowThreshold | None:
+    limit = settings.floor()
+    if limit is None or settings.baseline_metric is None:
+        return None
+    margin = settings.allowed_drop() + _HOPELESS_FRACTION * abs(settings.baseline_metric)
+    threshold = limit - margin if ctx.higher_is_better else limit + margin
+    max_epochs = ctx.config.training.max_epochs
+    return StopBelowThreshold(
+        f"val_{ctx.metric}",
+        threshold,
+        higher_is_better=ctx.higher_is_better,
+        # Three quarters of the epochs: small networks learn more slowly, and cutting them off
+        # at half their epochs kept the search away from exactly the sizes it looks for.
+        grace_epochs=max(5, (3 * max_epochs) // 4),
+    )
+
+
+def scratch_settings(
+    config: Config, params: Mapping[str, Any], baseline: bool = False
+) -> FitSettings:
+    """How a scratch candidate trains: the training section, with its own searched learning
+    rate and weight decay, and room to train on while it still improves (`max_epochs_factor`).
+
+    The epoch cap fits the baseline; a small network is often still improving there, and
+    cutting it off would judge an unfinished network. The baseline keeps the cap as it is.
+    """
+    settings = fit_settings(config)
+    limit = None if baseline else round(settings.max_epochs * config.search.max_epochs_factor)
+    return dataclasses.replace(
+        settings,
+        lr=params.get("lr", settings.lr),
+        weight_decay=params.get("weight_decay", settings.weight_decay),
+        epoch_limit=limit,
+    )
+
+
+def train_scratch(
+    ctx: SearchContext,
+    shape: ScratchShape,
+    stopper: StopBelowThreshold | None,
+    baseline: bool = False,
+) -> Trained:
+    """Approach 1 of Klemetti et al.: the smaller shape, trained from scratch."""
+    spec = apply_shape(ctx.baseline, shape)
+    settings = scratch_settings(ctx.config, shape.training, baseline)
+    result = fit(
+        build(spec, seed=settings.seed),
+        ctx.data,
+        settings,
+        extra_callbacks=[stopper] if stopper else [],
+    )
+    assert isinstance(result.network, TabularNetwork)
+    return Trained(
+        network=result.network,
+        spec=spec,
+        val_metrics=result.val_metrics,
+        test_metrics=result.test_metrics,
+        epochs=result.epochs,
+        seconds=result.seconds,
+        stopped_below_floor=bool(stopper and stopper.stopped_epoch is not None),
+        stopped_by=result.stopped_by,
+    )
+
+
+def load_baseline(ctx: SearchContext, settings: StudySettings, study: optuna.Study) -> nn.Module:
+    """The study's trained baseline: trained once (trial 0), read back by every worker."""
+    if ctx.trained_baseline is None:
+        if settings.baseline_trial is None:
+            raise RuntimeError("a prune trial needs the baseline, which has not finished yet")
+        _, network, _ = load_network(ctx.network_dir(study, settings.baseline_trial))
+        assert isinstance(network, TabularNetwork)
+        ctx.trained_baseline = network
+    return ctx.trained_baseline
+
+
+def prune_baseline(
+    ctx: SearchContext, plan: PruningPlan, settings: StudySettings, study: optuna.Study
+) -> Trained:
+    """Approach 2 of Klemetti et al.: prune the trained baseline structurally, then fine-tune."""
+    started = time.perf_counter()
+    fit_with = fit_settings(ctx.config)
+    result = apply_plan(
+        load_baseline(ctx, settings, study),
+        plan,
+        data=ctx.data,
+        fit_settings=fit_with,
+        seed=fit_with.seed,
+    )
+    return Trained(
+        network=result.network,
+        spec=result.network.spec,
+        val_metrics=result.val_metrics,
+        test_metrics=evaluate_network(result.network, ctx.data, "test"),
+        epochs=result.epochs,
+        seconds=time.perf_counter() - started,
+        details=result.details,
+    )
+
+
+def measure_network(ctx: SearchContext, trained: Trained) -> dict[str, float]:
+    """Validation and test metrics, size and the latency objective, as one flat dict of floats."""
+    latency = ctx.config.search.latency
+    measured = measure(
+        trained.network,
+        batch_sizes=(latency.batch_size,),
+        runtimes=(latency.runtime,),
+        threads=ctx.config.measure.threads,
+        max_seconds=latency.seconds,
+    )
+    metrics = run_metrics(
+        trained.val_metrics,
+        trained.test_metrics,
+        measured,
+        train_seconds=trained.seconds,
+        epochs=trained.epochs,
+    )
+    # Comparable across nodes: the same latency over a reference network timed on this host.
+    host = host_profile(latency.runtime, latency.batch_size, ctx.config.measure.threads)
+    metrics["reference_latency_ms"] = host.reference_ms
+    metrics["latency_relative"] = metrics[latency_metric(ctx.config)] / host.reference_ms
+    cuda = cuda_latency_ms(trained.network, latency.batch_size)
+    if cuda is not None:
+        metrics[f"latency_cuda_b{latency.batch_size}_median_ms"] = cuda
+    return metrics
+
+
+ROWS_FILE = "row_scores.npz"
+SPLITS = ("val", "test")
+
+
+def paired_metrics(
+    ctx: SearchContext, settings: StudySettings, rows: dict[str, np.ndarray], study: optuna.Study
+) -> dict[str, float]:
+    """Candidate minus baseline on the same validation and test rows, with 95% intervals."""
+    if ctx.baseline_rows is None:
+        if settings.baseline_trial is None:
+            return {}
+        path = ctx.network_dir(study, settings.baseline_trial) / ROWS_FILE
+        with np.load(path) as stored:
+            ctx.baseline_rows = {split: stored[split] for split in SPLITS}
+    metrics: dict[str, float] = {}
+    for split in SPLITS:
+        delta = paired_delta(
+            rows[split], ctx.baseline_rows[split], ctx.metric, seed=ctx.config.search.seed
+        )
+        metrics |= delta.to_metrics(split)
+    return metrics
+
+
+def _record(
+    trial: optuna.Trial, settings: StudySettings, values: tuple[float, float, float], **attrs: Any
+) -> tuple[float, float, float]:
+    """Store the trial's outcome (user attributes and the floor constraint); return its values."""
+    for name, value in attrs.items():
+        trial.set_user_attr(name, value)
+    trial.set_constraint("metric_floor", settings.violation(values[0]))
+    return values
+
+
+def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, float]:
+    """The objective: (validation metric, size, latency) of one drawn candidate."""
+    settings = StudySettings.read(trial.study)
+    is_baseline = bool(trial.user_attrs.get("baseline", False))
+    candidate = draw_candidate(trial, ctx)
+    trial.set_user_attr("approach", candidate.approach)
+    trial.set_user_attr("candidate_key", candidate.key)
+    if candidate.plan is not None:
+        trial.set_user_attr("plan", candidate.plan.to_dict())
+    repeat = _find_repeat(trial.study, candidate.key, trial.number)
+    if repeat is not None and repeat.values is not None:
+        # Its metrics were measured where the first one ran: that host goes with them.
+        names = ("metrics", "spec", "hidden", *WHERE_RAN)
+        copied = {name: repeat.user_attrs[name] for name in names if name in repeat.user_attrs}
+        values = (repeat.values[0], repeat.values[1], repeat.values[2])
+        return _record(trial, settings, values, repeat_of=repeat.number, **copied)
+
+    if candidate.shape is not None:
+        stopper = None if is_baseline else _stopper(ctx, settings)
+        trained = train_scratch(ctx, candidate.shape, stopper, baseline=is_baseline)
+    else:
+        assert candidate.plan is not None
+        trained = prune_baseline(ctx, candidate.plan, settings, trial.study)
+    metrics = measure_network(ctx, trained)
+    if trained.stopped_by != "plan":
+        # Whether training ended on early stopping: one cut off while improving is unfinished.
+        metrics["converged"] = float(trained.stopped_by == "early_stopping")
+    rows = {split: row_scores(trained.network, ctx.data, split) for split in SPLITS}
+    directory = ctx.trials_dir / f"trial-{trial.number}"
+    if is_baseline:
+        ctx.baseline_rows = rows
+    metrics |= paired_metrics(ctx, settings, rows, trial.study)
+    value = metrics[f"val_{ctx.metric}"]
+    values = (value, metrics[settings.size], metrics[settings.latency])
+    if not all(math.isfinite(v) for v in values):
+        raise RuntimeError(f"trial {trial.number} produced non-finite objectives {values}")
+    save_network(directory, trained.spec, trained.network, ctx.data.preprocessor)
+    np.savez(directory / ROWS_FILE, val=rows["val"], test=rows["test"])
+    publish(trial, directory, ctx.remote)
+    if is_baseline:
+        settings = settings.with_baseline(trial.number, value)
+        settings.write(trial.study)
+    return _record(
+        trial,
+        settings,
+        values,
+        hidden=list(trained.spec.group_sizes()),
+        spec=trained.spec.to_dict(),
+        metrics=metrics,
+        stopped_below_floor=trained.stopped_below_floor,
+        stopped_by=trained.stopped_by,
+        **host_profile(
+            ctx.config.search.latency.runtime,
+            ctx.config.search.latency.batch_size,
+            ctx.config.measure.threads,
+        ).attrs(),
+        **({"prune_details": trained.details} if trained.details else {}),
+    )

@@ -1,0 +1,13 @@
+from .registry import Busy as Busy
+from .registry import champion_version as champion_version
+from .registry import promote as promote
+from .registry import retrain_lock as retrain_lock
+from .registry import rollback as rollback
+from .store import EXPERIMENT_KIND_TAG as EXPERIMENT_KIND_TAG
+from .store import artifact_root as artifact_root
+from .store import configure as configure
+from .store import find_study_run as find_study_run
+from .store import flatten as flatten
+from .store import log_dataset as log_dataset
+from .store import training_dataset as training_dataset
+from .study_mirror import StudyMirror as StudyMirror

@@ -1,0 +1,340 @@
+"""MLflow mirrors the study for people: one parent run per study, one nested run per trial.
+
+Optuna owns the trial state; this module copies finished trials into MLflow, keeps each trial's
+`pareto` tag current as the front moves, and at the end logs the front (table and plots) and
+registers the recommended model. Only the process that owns the parent run writes to MLflow, so
+worker processes never contend for the SQLite store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import pandas as pd
+from mlflow.entities import DatasetInput, Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+from lightning_modules.data import TabularDataModule
+from lightning_modules.errors import TabslimInputError
+from lightning_modules.evaluation import serving_preprocessor
+from search import tracking
+from search.cluster import RemoteNetworks, fetch
+from search.front import (
+    COST_ATTR,
+    champion,
+    front_markdown,
+    hypervolume,
+    pareto,
+    plot_front_html,
+    plot_front_png,
+    study_text,
+)
+from search.serving import FRONT_TAG, build_profile, load_network, log_model, reference_sample
+from search.study import StudySettings, is_feasible
+
+CHAMPION = "champion"
+_DONE = (TrialState.COMPLETE, TrialState.FAIL)
+
+
+def _tag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+@dataclass
+class StudyMirror:
+    """Mirrors one study into one MLflow experiment.
+
+    Args:
+        trials_dir: where trials saved their networks (spec, preprocessing, weights).
+        input_example: a few raw rows, logged with each model as its input example.
+        keep_models: "pareto" logs models of front members only, "all" of every trial.
+        dataset: the training data, linked to the parent run and to every trial's run.
+    """
+
+    study: optuna.Study
+    experiment_id: str
+    trials_dir: Path
+    input_example: Any
+    keep_models: str = "pareto"
+    params: dict[str, Any] = field(default_factory=dict)
+    dataset: DatasetInput | None = None
+    # Set once the parent run exists, when the tracking URI is a server: see network_store.
+    remote: RemoteNetworks | None = None
+    # The study's data, for the reference profile logged with each model (`search.serving.profile`).
+    data: TabularDataModule | None = None
+    # Training rows stored with each logged model (`tracking.reference_rows`).
+    reference_rows: int = 0
+    client: MlflowClient = field(default_factory=MlflowClient)
+    parent_run_id: str = ""
+    _runs: dict[int, str] = field(default_factory=dict)
+    _pareto: dict[int, bool] = field(default_factory=dict)
+    _models: dict[int, str] = field(default_factory=dict)
+    _champion_trial: int = -1
+    champion_note: str = ""
+
+    def start(self) -> str:
+        """Find or create the study's parent run, and learn which trials are mirrored already."""
+        name = self.study.study_name
+        found = tracking.find_study_run(self.client, self.experiment_id, name)
+        if found is not None:
+            self.parent_run_id = found
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=name,
+                tags={"tabslim.kind": "study", "tabslim.study": name},
+            )
+            self.parent_run_id = run.info.run_id
+            params = [Param(k, str(v)[:6000]) for k, v in self.params.items()]
+            for start in range(0, len(params), 100):
+                self.client.log_batch(self.parent_run_id, params=params[start : start + 100])
+        if self.dataset is not None:
+            tracking.log_dataset(self.client, self.parent_run_id, self.dataset)
+        for run in self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`tabslim.study` = '{name}' and tags.`tabslim.kind` = 'trial'",
+            max_results=50000,
+        ):
+            number = int(run.data.tags["tabslim.trial"])
+            if run.info.status == "RUNNING" or number in self._runs:
+                # A mirror cut off half-way by a killed coordinator, or a second copy of one:
+                # deleted, so that `sync` logs the trial again, once and whole.
+                self.client.delete_run(run.info.run_id)
+                continue
+            self._runs[number] = run.info.run_id
+            self._pareto[number] = run.data.tags.get("pareto") == "true"
+            if "tabslim.model_uri" in run.data.tags:
+                self._models[number] = run.data.tags["tabslim.model_uri"]
+        return self.parent_run_id
+
+    def sync(self) -> int:
+        """Mirror every newly finished trial and refresh the pareto tags; returns the front size."""
+        front = {t.number for t in pareto.front(self.study)}
+        for trial in self.study.get_trials(deepcopy=False, states=_DONE):
+            if trial.number not in self._runs:
+                self._mirror(trial, trial.number in front)
+        for number, run_id in self._runs.items():
+            on_front = number in front
+            if self._pareto.get(number) != on_front:
+                self.client.set_tag(run_id, "pareto", _tag(on_front))
+                self._pareto[number] = on_front
+        return len(front)
+
+    def _mirror(self, trial: FrozenTrial, on_front: bool) -> None:
+        attrs = trial.user_attrs
+        feasible = is_feasible(trial)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial.number}",
+            start_time=int(trial.datetime_start.timestamp() * 1000)
+            if trial.datetime_start
+            else None,
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                "tabslim.kind": "trial",
+                "tabslim.study": self.study.study_name,
+                "tabslim.trial": str(trial.number),
+                "tabslim.state": trial.state.name,
+                "tabslim.approach": str(attrs.get("approach", "")),
+                "tabslim.precision": str(attrs.get("precision", "fp32")),
+                "baseline": _tag(bool(attrs.get("baseline", False))),
+                # Where it ran: latencies of different hosts compare through latency_relative.
+                **{
+                    f"tabslim.{k}": str(attrs[k])
+                    for k in ("host", "cpu_model", "gpu")
+                    if k in attrs
+                },
+                "feasible": _tag(feasible),
+                "pareto": _tag(on_front),
+                **({"repeat_of": str(attrs["repeat_of"])} if "repeat_of" in attrs else {}),
+            },
+        )
+        run_id = run.info.run_id
+        if self.dataset is not None:
+            self.client.log_inputs(run_id, datasets=[self.dataset])
+        # Floats from a step grid print as 0.15000000000000002; six digits read better.
+        params = {
+            k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in trial.params.items()
+        }
+        params["approach"] = str(attrs.get("approach", ""))
+        params["precision"] = str(attrs.get("precision", "fp32"))
+        if "variant_of" in attrs:
+            params["variant_of"] = str(attrs["variant_of"])
+        params["widths"] = "-".join(map(str, attrs.get("hidden", [])))
+        # What an adaptive schedule chose by itself: kept widths, steps accepted and rolled back.
+        for key, value in (attrs.get("prune_details") or {}).items():
+            params[f"prune.{key}"] = (
+                "-".join(map(str, value)) if isinstance(value, list) else str(value)
+            )
+        finished = trial.datetime_complete or trial.datetime_start
+        timestamp = int(finished.timestamp() * 1000) if finished else _now()
+        metrics = [Metric(k, float(v), timestamp, 0) for k, v in attrs.get("metrics", {}).items()]
+        self.client.log_batch(
+            run_id,
+            metrics=metrics,
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[
+                RunTag("tabslim.stopped_below_floor", _tag(attrs.get("stopped_below_floor", False)))
+            ],
+        )
+        end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
+        status = "FINISHED" if trial.state == TrialState.COMPLETE else "FAILED"
+        self.client.set_terminated(run_id, status=status, end_time=end)
+        self._runs[trial.number] = run_id
+        self._pareto[trial.number] = on_front
+        # Front members get their models at `finish`: the front moves with every trial, and a
+        # logged model costs about as much as training a small candidate.
+        if trial.state == TrialState.COMPLETE and self.keep_models == "all":
+            self._log_model(trial)
+
+    def _log_model(self, trial: FrozenTrial) -> str | None:
+        number = trial.user_attrs.get("repeat_of", trial.number)
+        try:
+            directory = fetch(self.study, number, self.trials_dir, self.remote)
+        except TabslimInputError:
+            return None  # a trial of a study made before networks were kept
+        spec, network, preprocessor = load_network(directory)
+        # Task anomaly: the served model flags rows at the threshold the trial chose on
+        # validation with its own outputs (an INT8 copy's differ from its source's).
+        threshold = trial.user_attrs.get("metrics", {}).get("val_threshold")
+        if preprocessor.task == "anomaly" and threshold is not None:
+            preprocessor = dataclasses.replace(preprocessor, anomaly_threshold=float(threshold))
+        elif self.data is not None:
+            preprocessor = serving_preprocessor(network, self.data)
+        run_id = self._runs[trial.number]
+        with mlflow.start_run(run_id=run_id, nested=True):
+            profile = build_profile(self.data, network) if self.data is not None else None
+            # A quantized variant's folder holds the INT8 graph it was measured as: that serves.
+            graph = directory / "model.onnx" if "precision" in trial.user_attrs else None
+            rows = reference_sample(self.data, self.reference_rows) if self.data else None
+            info = log_model(
+                spec, network, preprocessor, self.input_example, profile=profile,
+                onnx_graph=graph, reference_rows=rows,
+            )  # fmt: skip
+        self.client.set_tag(run_id, "tabslim.model_uri", info.model_uri)
+        self._models[trial.number] = info.model_uri
+        return str(info.model_uri)
+
+    def finish(
+        self,
+        *,
+        status: str = "FINISHED",
+        tables: dict[str, pd.DataFrame] | None = None,
+        register: bool = True,
+    ) -> str | None:
+        """Log the front, its plots and test metrics on the parent; register the champion.
+
+        Returns the champion's model URI, or None when none was registered (`register` off,
+        e.g. because the baseline did not learn, or nothing finished).
+        """
+        self.sync()
+        for trial in pareto.front(self.study):
+            if trial.number not in self._models:
+                self._log_model(trial)
+        settings = StudySettings.read(self.study)
+        table = pareto.trial_table(self.study)
+        run_id = self.parent_run_id
+        metric = settings.metric
+        front_table = table[table["pareto"]] if len(table) else table
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            table.to_csv(folder / "trials.csv", index=False)
+            front_table.to_csv(folder / "pareto_front.csv", index=False)
+            self.client.log_artifact(run_id, str(folder / "trials.csv"))
+            self.client.log_artifact(run_id, str(folder / "pareto_front.csv"))
+            if len(table):
+                plots = {"pareto_front.html": plot_front_html, "pareto_front.png": plot_front_png}
+                for name, plot in plots.items():
+                    plot(
+                        table,
+                        folder / name,
+                        metric=metric,
+                        floor=settings.floor(),
+                        title=f"{self.study.study_name}: {len(table)} trials",
+                    )
+                    self.client.log_artifact(run_id, str(folder / name))
+            report = study_text(self.study)
+            (folder / "report.txt").write_text(report + "\n")
+            self.client.log_artifact(run_id, str(folder / "report.txt"))
+            for name, extra in (tables or {}).items():
+                extra.to_csv(folder / name, index=False)
+                self.client.log_artifact(run_id, str(folder / name))
+        summary = {
+            "trials_complete": float(len(table)),
+            "front_size": float(len(front_table)),
+            "hypervolume": hypervolume(self.study),
+        }
+        for row in front_table.itertuples():
+            summary[f"front_trial_{row.trial}_test_{metric}"] = float(row.test_metric)
+        cost = self.study.user_attrs.get(COST_ATTR) or {}
+        for key in ("candidates", "trainings", "seconds"):
+            if key in cost:
+                summary[f"confirm_{key}"] = float(cost[key])
+        champion_uri = self._register_champion() if register else None
+        if champion_uri is not None:
+            chosen = table[table["trial"] == self._champion_trial].iloc[0]
+            summary |= {
+                "champion_trial": float(chosen["trial"]),
+                "champion_param_ratio": float(chosen["param_ratio"]),
+                "champion_latency_ratio": float(chosen["latency_ratio"]),
+                f"champion_val_{metric}": float(chosen["metric"]),
+                f"champion_test_{metric}": float(chosen["test_metric"]),
+                "champion_val_delta_ci_low": float(chosen["delta_low"]),
+                "champion_val_delta_ci_high": float(chosen["delta_high"]),
+                "champion_test_delta": float(chosen["test_delta"]),
+                "champion_test_delta_ci_low": float(chosen["test_delta_low"]),
+                "champion_test_delta_ci_high": float(chosen["test_delta_high"]),
+            }
+            summary = {k: v for k, v in summary.items() if v == v}  # MLflow refuses NaN
+        self.client.log_batch(run_id, metrics=[Metric(k, v, _now(), 0) for k, v in summary.items()])
+        # The run's Description in the UI: the front at a glance, before opening any artifact.
+        self.client.set_tag(run_id, "mlflow.note.content", front_markdown(table, metric=metric))
+        self.client.set_terminated(run_id, status=status)
+        return champion_uri
+
+    def _register_champion(self) -> str | None:
+        picked = champion(self.study)
+        self.champion_note = picked.note
+        chosen = picked.trial
+        if chosen is None:
+            return None
+        self._champion_trial = chosen.number
+        self.client.set_tag(self.parent_run_id, "champion_rule", picked.rule)
+        model_uri = self._models.get(chosen.number) or self._log_model(chosen)
+        if model_uri is None:
+            return None
+        name = self.study.study_name
+        try:
+            current = self.client.get_model_version_by_alias(name, CHAMPION)
+        except mlflow.exceptions.MlflowException:
+            current = None
+        # The front's shapes travel with the champion: `tabslim retrain --search` starts there.
+        front = [
+            t.user_attrs["hidden"] for t in pareto.front(self.study)
+            if "hidden" in t.user_attrs and "variant_of" not in t.user_attrs
+        ]  # fmt: skip
+        if current is not None and current.tags.get("tabslim.trial") == str(chosen.number):
+            # The same champion, but a resumed search may have moved the front.
+            self.client.set_model_version_tag(name, current.version, FRONT_TAG, json.dumps(front))
+            return f"models:/{name}@{CHAMPION}"
+        version = mlflow.register_model(
+            model_uri, name, tags={"tabslim.trial": str(chosen.number), "tabslim.study": name,
+                                   FRONT_TAG: json.dumps(front)},
+        )  # fmt: skip
+        self.client.set_registered_model_alias(name, CHAMPION, version.version)
+        self.client.set_tag(self.parent_run_id, "champion_trial", str(chosen.number))
+        return f"models:/{name}@{CHAMPION}"
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
