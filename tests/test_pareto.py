@@ -4,7 +4,7 @@ import base64
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
@@ -13,11 +13,11 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from hand_built import ACCURACY, RMSE, accuracy_study, add_trial, new_study
 from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation
-from optuna.study import StudyDirection
 
 from search.front import (
     TABLE_COLUMNS,
@@ -31,112 +31,38 @@ from search.front import (
     recommend,
     trial_table,
 )
-from search.study import StudySettings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-ACCURACY = {
-    "task": "multiclass",
-    "metric": "accuracy",
-    "higher_is_better": True,
-    "size": "parameters",
-    "latency": "latency_onnxruntime_b1024_median_ms",
-    "max_metric_drop": 0.005,
-    "baseline_trial": 0,
-    "baseline_metric": 0.97,
-}
-RMSE = {
-    "task": "regression",
-    "metric": "rmse",
-    "higher_is_better": False,
-    "size": "size_bytes",
-    "latency": "latency_onnxruntime_b1024_median_ms",
-    "max_metric_drop": 0.05,  # relative for rmse: 5% of the baseline's 10.0, so 0.5
-    "baseline_trial": 0,
-    "baseline_metric": 10.0,
-}
-
-
-def _study(settings: dict[str, Any]) -> optuna.Study:
-    minimize = StudyDirection.MINIMIZE
-    metric = StudyDirection.MAXIMIZE if settings["higher_is_better"] else minimize
-    study = optuna.create_study(directions=[metric, minimize, minimize])
-    study.set_user_attr("tabslim", settings)
-    return study
-
-
-def _add(
-    study: optuna.Study,
-    metric: float,
-    size: float,
-    latency: float,
-    *,
-    approach: str = "scratch",
-    hidden: Sequence[int] = (64, 32),
-    baseline: bool = False,
-    metrics: dict[str, float] | None = None,
-    constraint: float | None = None,
-) -> None:
-    """Add a COMPLETE trial whose constraint is computed as the objective does, from the floor."""
-    if constraint is None:
-        constraint = StudySettings.read(study).violation(metric)
-    user_attrs: dict[str, Any] = {
-        "approach": approach,
-        "hidden": list(hidden),
-        "metrics": {"parameters": size} if metrics is None else metrics,
-    }
-    if baseline:
-        user_attrs["baseline"] = True
-    study.add_trial(
-        optuna.trial.create_trial(
-            values=[metric, size, latency],
-            user_attrs=user_attrs,
-            constraints={"metric_floor": constraint},
-        )
-    )
-
-
-def _accuracy_study() -> optuna.Study:
-    """Baseline 0; 1 and 4 on the front; 2 infeasible; 3 dominated by 1; baseline dominated by 4."""
-    study = _study(ACCURACY)
-    _add(study, 0.970, 10_000, 2.0, hidden=(256, 128), baseline=True)
-    _add(
-        study,
-        0.968,
-        2_500,
-        1.0,
-        hidden=(64, 32),
-        metrics={"parameters": 2_500, "test_accuracy": 0.961},
-    )
-    _add(study, 0.960, 1_000, 0.8, approach="prune", hidden=(32, 16))
-    _add(study, 0.966, 5_000, 1.5, hidden=(128, 32))
-    _add(study, 0.972, 6_000, 1.8, approach="prune", hidden=(128, 64))
-    return study
-
 
 def test_front_excludes_infeasible_and_dominated_trials() -> None:
-    members = front(_accuracy_study())
+    members = front(accuracy_study())
     assert [t.number for t in members] == [1, 4]
 
 
-def test_front_trusts_optuna_feasibility_from_create_trial_constraints() -> None:
-    study = _accuracy_study()
-    infeasible = study.trials[2]
-    assert infeasible.constraints == {"metric_floor": pytest.approx(0.005)}
-    assert 2 not in {t.number for t in study.best_trials}
+def test_front_leaves_out_repeats_and_orders_smallest_first() -> None:
+    study = accuracy_study()
+    # A repeat of trial 1's sample carries trial 1's values: it is the same model, so only the
+    # original stands on the front. Optuna alone lists both.
+    add_trial(study, 0.968, 2_500, 1.0, hidden=(64, 32), repeat_of=1)
+    assert len(study.best_trials) == 3
+    members = front(study)
+    assert [t.number for t in members] == [1, 4]
+    sizes = [t.values[1] for t in members]
+    assert sizes == sorted(sizes)
 
 
 def test_a_trial_without_constraints_counts_as_feasible() -> None:
     # Optuna treats an empty constraint dict as feasible, even beside constrained trials.
-    study = _study(ACCURACY)
+    study = new_study(ACCURACY)
     study.add_trial(optuna.trial.create_trial(values=[0.97, 10_000, 2.0], user_attrs={}))
-    _add(study, 0.90, 1_000, 1.0)
+    add_trial(study, 0.90, 1_000, 1.0)
     assert [t.number for t in front(study)] == [0]
     assert trial_table(study)["feasible"].tolist() == [False, True]
 
 
 def test_table_for_higher_is_better_metric() -> None:
-    table = trial_table(_accuracy_study())
+    table = trial_table(accuracy_study())
     assert tuple(table.columns) == TABLE_COLUMNS
     assert table["trial"].tolist() == [2, 1, 3, 4, 0]  # sorted by size
     row = table.set_index("trial").loc[1]
@@ -155,11 +81,11 @@ def test_table_for_higher_is_better_metric() -> None:
 
 
 def test_table_for_lower_is_better_metric_uses_size_objective_and_parameters_apart() -> None:
-    study = _study(RMSE)
+    study = new_study(RMSE)
     # Size objective is bytes; parameters live in metrics and get their own ratio.
-    _add(study, 10.0, 4_000, 2.0, baseline=True, metrics={"parameters": 1_000})
-    _add(study, 10.3, 1_000, 1.0, metrics={"parameters": 250, "test_rmse": 10.9})
-    _add(study, 10.8, 500, 0.5, metrics={"parameters": 120})
+    add_trial(study, 10.0, 4_000, 2.0, baseline=True, metrics={"parameters": 1_000})
+    add_trial(study, 10.3, 1_000, 1.0, metrics={"parameters": 250, "test_rmse": 10.9})
+    add_trial(study, 10.8, 500, 0.5, metrics={"parameters": 120})
     table = trial_table(study).set_index("trial")
     assert table.loc[1, "metric_delta"] == pytest.approx(0.3)  # positive: worse for rmse
     assert table.loc[1, "size_ratio"] == pytest.approx(0.25)
@@ -172,8 +98,8 @@ def test_table_for_lower_is_better_metric_uses_size_objective_and_parameters_apa
 
 def test_table_ratios_are_nan_without_a_finished_baseline() -> None:
     settings = {k: v for k, v in ACCURACY.items() if k not in ("baseline_trial", "baseline_metric")}
-    study = _study(settings)
-    _add(study, 0.9, 100, 1.0, constraint=-1.0)
+    study = new_study(settings)
+    add_trial(study, 0.9, 100, 1.0, constraint=-1.0)
     table = trial_table(study)
     assert table[["metric_delta", "size_ratio", "param_ratio", "latency_ratio"]].isna().all().all()
     assert not table["baseline"].any()
@@ -182,87 +108,38 @@ def test_table_ratios_are_nan_without_a_finished_baseline() -> None:
 
 
 def test_table_skips_unfinished_trials_and_is_empty_for_a_new_study() -> None:
-    study = _accuracy_study()
+    study = accuracy_study()
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
     assert len(trial_table(study)) == 5
-    empty = trial_table(_study(ACCURACY))
+    empty = trial_table(new_study(ACCURACY))
     assert empty.empty
     assert tuple(empty.columns) == TABLE_COLUMNS
 
 
 def test_recommend_picks_the_smallest_feasible_trial() -> None:
-    assert recommend(_accuracy_study()).number == 1  # type: ignore[union-attr]
+    assert recommend(accuracy_study()).number == 1  # type: ignore[union-attr]
 
 
 def test_recommend_breaks_size_ties_by_latency_then_metric() -> None:
-    study = _study(ACCURACY)
-    _add(study, 0.970, 10_000, 2.0, baseline=True)
-    _add(study, 0.969, 1_000, 1.2)
-    _add(study, 0.967, 1_000, 1.1)
-    _add(study, 0.968, 1_000, 1.1)
+    study = new_study(ACCURACY)
+    add_trial(study, 0.970, 10_000, 2.0, baseline=True)
+    add_trial(study, 0.969, 1_000, 1.2)
+    add_trial(study, 0.967, 1_000, 1.1)
+    add_trial(study, 0.968, 1_000, 1.1)
     assert recommend(study).number == 3  # type: ignore[union-attr]
 
 
 def test_recommend_is_none_without_a_feasible_trial() -> None:
-    study = _study(ACCURACY)
-    _add(study, 0.90, 1_000, 1.0)
-    _add(study, 0.95, 2_000, 1.0)
+    study = new_study(ACCURACY)
+    add_trial(study, 0.90, 1_000, 1.0)
+    add_trial(study, 0.95, 2_000, 1.0)
     assert recommend(study) is None
     assert front(study) == []
-    assert recommend(_study(ACCURACY)) is None
-
-
-def test_hypervolume_is_zero_for_only_the_baseline() -> None:
-    study = _study(ACCURACY)
-    _add(study, 0.97, 1_000, 2.0, baseline=True)
-    assert hypervolume(study) == 0.0
-
-
-def test_hypervolume_matches_a_hand_computed_box() -> None:
-    study = _study(ACCURACY)
-    _add(study, 0.97, 1_000, 2.0, baseline=True)
-    _add(study, 0.97, 500, 1.6)  # loss 0, size ratio 0.5, latency ratio 0.8
-    assert hypervolume(study) == pytest.approx(0.005 * 0.5 * 0.45)
-    assert hypervolume(study, latency_ref=1.0) == pytest.approx(0.005 * 0.5 * 0.2)
-
-
-def test_hypervolume_grows_with_a_dominating_point_and_ignores_the_rest() -> None:
-    study = _study(ACCURACY)
-    _add(study, 0.97, 1_000, 2.0, baseline=True)
-    _add(study, 0.97, 500, 1.6)
-    before = hypervolume(study)
-    _add(study, 0.95, 100, 0.2)  # infeasible: below the floor
-    _add(study, 0.99, 1_200, 0.2)  # larger than the baseline: outside the box
-    assert hypervolume(study) == pytest.approx(before)
-    _add(study, 0.971, 400, 1.0)  # dominates trial 1
-    assert hypervolume(study) > before
-
-
-def test_hypervolume_counts_loss_the_other_way_for_lower_is_better_metrics() -> None:
-    study = _study(RMSE)
-    _add(study, 10.0, 1_000, 2.0, baseline=True)
-    _add(study, 9.9, 500, 1.6)  # rmse 0.1 better: loss clipped at 0, so the box is 0.5 deep
-    assert hypervolume(study) == pytest.approx(0.5 * 0.5 * 0.45)
-    _add(study, 10.3, 500, 1.6)  # rmse 0.3 worse: loss 0.3, a shallower box it lies inside
-    assert hypervolume(study) == pytest.approx(0.5 * 0.5 * 0.45)
-
-
-def test_hypervolume_does_not_reward_gains_over_the_baseline() -> None:
-    # A better validation metric counts as no loss: on small tables it is a row or two of luck.
-    study = _study(ACCURACY)
-    _add(study, 0.97, 1_000, 2.0, baseline=True)
-    _add(study, 0.99, 500, 1.6)
-    assert hypervolume(study) == pytest.approx(0.005 * 0.5 * 0.45)
-
-
-@pytest.mark.parametrize("latency_ref", [0.0, -1.0, float("nan")])
-def test_hypervolume_rejects_a_bad_latency_reference(latency_ref: float) -> None:
-    with pytest.raises(ValueError, match="latency_ref"):
-        hypervolume(_accuracy_study(), latency_ref=latency_ref)
+    assert recommend(new_study(ACCURACY)) is None
 
 
 def test_metric_floor_is_baseline_minus_allowed_drop() -> None:
-    assert metric_floor(_accuracy_study()) == pytest.approx(0.965)
+    assert metric_floor(accuracy_study()) == pytest.approx(0.965)
 
 
 def _plotly_figure(html: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -290,7 +167,7 @@ def _numbers(values: list[float] | dict[str, str]) -> list[float]:
 def test_plot_front_html_is_offline_and_holds_every_trial_the_front_and_the_floor(
     tmp_path: Path,
 ) -> None:
-    study = _accuracy_study()
+    study = accuracy_study()
     path = plot_front_html(
         trial_table(study), tmp_path / "front.html", metric="accuracy", floor=metric_floor(study)
     )
@@ -334,7 +211,7 @@ def _pixels(image: np.ndarray, colour: str) -> int:
 def test_plot_front_png_draws_the_baseline_star_and_the_floor(
     tmp_path: Path, read_png: Callable[[Path], np.ndarray]
 ) -> None:
-    study = _accuracy_study()
+    study = accuracy_study()
     path = plot_front_png(
         trial_table(study), tmp_path / "front.png", metric="accuracy", floor=metric_floor(study)
     )
@@ -347,7 +224,7 @@ def test_plot_front_png_draws_the_baseline_star_and_the_floor(
 def test_plots_survive_an_empty_table_and_a_missing_baseline(
     tmp_path: Path, read_png: Callable[[Path], np.ndarray]
 ) -> None:
-    empty = trial_table(_study(ACCURACY))
+    empty = trial_table(new_study(ACCURACY))
     image = read_png(plot_front_png(empty, tmp_path / "empty.png", metric="accuracy"))
     assert image.shape[:2] == (750, 1200)
     html = plot_front_html(empty, tmp_path / "empty.html", metric="accuracy").read_text()
@@ -355,9 +232,9 @@ def test_plots_survive_an_empty_table_and_a_missing_baseline(
     assert data == [] and "shapes" not in layout
     assert layout["title"]["text"] == "accuracy vs parameters (0 trials, 0 on front)"
 
-    study = _study({k: v for k, v in ACCURACY.items() if k != "baseline_trial"})
-    _add(study, 0.968, 2_500, 1.0)
-    _add(study, 0.972, 6_000, 1.8)
+    study = new_study({k: v for k, v in ACCURACY.items() if k != "baseline_trial"})
+    add_trial(study, 0.968, 2_500, 1.0)
+    add_trial(study, 0.972, 6_000, 1.8)
     table = trial_table(study)
     image = read_png(plot_front_png(table, tmp_path / "nobase.png", metric="accuracy"))
     # No baseline star and no floor line without a baseline or a floor.
@@ -373,10 +250,10 @@ def test_plot_front_png_labels_of_a_crowded_front_do_not_overlap(
 ) -> None:
     # Nearly equal sizes and metrics: every point lands on the same few pixels; 20 labels are
     # more than the offsets to try, so some are stacked above the others.
-    study = _study(ACCURACY)
-    _add(study, 0.969, 10_000, 2.0, hidden=(256, 128), baseline=True)
+    study = new_study(ACCURACY)
+    add_trial(study, 0.969, 10_000, 2.0, hidden=(256, 128), baseline=True)
     for i in range(n_members):
-        _add(study, 0.970 + 1e-5 * i, 1_000 + i, 1.0, hidden=(64 + i, 32))
+        add_trial(study, 0.970 + 1e-5 * i, 1_000 + i, 1.0, hidden=(64 + i, 32))
     table = trial_table(study)
     assert int(table["pareto"].sum()) == n_members
     placed: list[tuple[Figure, list[Annotation]]] = []
@@ -418,7 +295,7 @@ def test_plot_front_png_labels_of_a_crowded_front_do_not_overlap(
 
 
 def test_format_report_lists_the_baseline_first_then_front_members() -> None:
-    report = format_report(trial_table(_accuracy_study()), metric="accuracy")
+    report = format_report(trial_table(accuracy_study()), metric="accuracy")
     header, columns, *rows = report.splitlines()
     assert "accuracy" in header and "5 finished trials" in header and "2 Pareto-front" in header
     assert columns.split()[:2] == ["trial", "approach"]
@@ -431,9 +308,9 @@ def test_format_report_lists_the_baseline_first_then_front_members() -> None:
 
 
 def test_format_report_signs_deltas_and_keeps_small_ratios_readable() -> None:
-    study = _study(RMSE)
-    _add(study, 10.0, 40_000, 2.0, baseline=True, metrics={"parameters": 10_000})
-    _add(study, 10.3, 400, 0.5, metrics={"parameters": 100})
+    study = new_study(RMSE)
+    add_trial(study, 10.0, 40_000, 2.0, baseline=True, metrics={"parameters": 10_000})
+    add_trial(study, 10.3, 400, 0.5, metrics={"parameters": 100})
     header, _, base_row, row = format_report(trial_table(study), metric="rmse").splitlines()
     assert "rmse" in header
     assert "+0.0000" in base_row and "1.00x" in base_row
@@ -442,12 +319,12 @@ def test_format_report_signs_deltas_and_keeps_small_ratios_readable() -> None:
 
 
 def test_format_report_for_a_study_without_trials() -> None:
-    report = format_report(trial_table(_study(ACCURACY)), metric="accuracy")
+    report = format_report(trial_table(new_study(ACCURACY)), metric="accuracy")
     assert report.startswith("No finished trials")
 
 
 def test_table_dtypes_suit_filtering() -> None:
-    table = trial_table(_accuracy_study())
+    table = trial_table(accuracy_study())
     assert table["baseline"].dtype == bool
     assert pd.api.types.is_float_dtype(table["metric"])
 
@@ -455,12 +332,12 @@ def test_table_dtypes_suit_filtering() -> None:
 def test_front_labels_keep_clear_of_markers_error_bars_and_the_floor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    study = _study(ACCURACY)
-    _add(study, 0.97, 100_000, 2.0, hidden=(256, 128), baseline=True)
+    study = new_study(ACCURACY)
+    add_trial(study, 0.97, 100_000, 2.0, hidden=(256, 128), baseline=True)
     spread = [(0.966, 2_000, 1.0), (0.969, 5_000, 1.2), (0.972, 12_000, 1.4), (0.974, 14_000, 1.6)]
     for i, (metric, size, latency) in enumerate(spread):
         interval = {"val_delta_ci_low": metric - 0.97 - 0.01, "val_delta_ci_high": metric - 0.96}
-        _add(study, metric, size, latency, hidden=(16 + i, 8),
+        add_trial(study, metric, size, latency, hidden=(16 + i, 8),
              metrics={"parameters": size, **interval})  # fmt: skip
     table = trial_table(study)
     placed: list[tuple[Figure, Axes, list[Annotation], list[Any]]] = []
