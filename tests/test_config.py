@@ -6,14 +6,19 @@ import pytest
 
 from lightning_modules.datasets import BUNDLED
 from lightning_modules.errors import TabslimInputError
-from search.config import DEFAULT_CONFIG, Config, load_config, override, validate
+from search.config import Config, load_config, override, validate
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
-def test_default_config_names_a_bundled_dataset() -> None:
+def test_without_a_file_the_config_is_the_built_in_defaults_wherever_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An installed wheel has no configs/ folder: the defaults must not be read from the tree.
+    monkeypatch.chdir(tmp_path)
     config = load_config()
-    assert DEFAULT_CONFIG.name == "default.yaml"
+    assert config == Config()
     assert config.data.dataset in BUNDLED and config.data.path is None
-    assert config == load_config(DEFAULT_CONFIG)
 
 
 def test_the_built_in_defaults_are_the_default_config() -> None:

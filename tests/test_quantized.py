@@ -13,7 +13,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from search.commands import main
-from search.front import PRECISIONS, has_vnni, pareto
+from search.config.choices import PRECISIONS
+from search.front import has_vnni, pareto
 from search.measure import ort_session
 from search.study import searched_trials
 

@@ -1,4 +1,3 @@
-from .schema import DEFAULT_CONFIG as DEFAULT_CONFIG
 from .schema import DEFAULT_TRACKING_URI as DEFAULT_TRACKING_URI
 from .schema import Config as Config
 from .schema import DataConfig as DataConfig

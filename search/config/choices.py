@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-__all__ = ["RUNTIMES", "SAMPLERS", "SHARED_PARAMETERS_ONLY", "Runtime", "Sampler"]
+__all__ = [
+    "PRECISIONS",
+    "RUNTIMES",
+    "SAMPLERS",
+    "SHARED_PARAMETERS_ONLY",
+    "Precision",
+    "Runtime",
+    "Sampler",
+]
 
 # Where latency is timed: eager torch, or ONNX Runtime on the CPU (`search.measure.latency`).
 Runtime = Literal["torch", "onnxruntime"]
@@ -18,3 +26,7 @@ Sampler = Literal["tpe", "nsga2", "random", "gp", "qmc"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 # These model only parameters that every trial shares; a study of both approaches has none.
 SHARED_PARAMETERS_ONLY: tuple[str, ...] = ("nsga2", "gp", "qmc")
+
+# The INT8 copies a search can make of its front members (`search.front.quantized`).
+Precision = Literal["int8_dynamic", "int8_static"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)

@@ -18,12 +18,10 @@ from lightning_modules.errors import TabslimInputError
 from pruning.choices import CONTROL_CRITERION, CRITERIA, Schedule, check_criterion
 from pruning.removal import kept_count
 from search.config.base import Section, describe_error, expected_keys
-from search.config.choices import SHARED_PARAMETERS_ONLY, Runtime, Sampler
+from search.config.choices import SHARED_PARAMETERS_ONLY, Precision, Runtime, Sampler
 from search.config.model import ModelConfig, has_batch_norm
 
 Approach = Literal["scratch", "prune"]
-Precision = Literal["int8_dynamic", "int8_static"]
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
 
 class DataConfig(Section):
@@ -279,7 +277,7 @@ class SearchConfig(Section):
     )
     # Re-train pruned front members from scratch at identical widths, for the paper's comparison.
     paired: bool = False
-    # INT8 copies of every fp32 front member, measured and added to the front (search/quantized.py)
+    # INT8 copies of every fp32 front member, measured and added to the front (front/quantized.py)
     quantize: list[Precision] = Field(default_factory=lambda: list(get_args(Precision)))
     prune: PruneConfig = Field(default_factory=PruneConfig)
 
@@ -404,8 +402,14 @@ def validate(raw: Any, source: str) -> Config:
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """The config in `path` (default: configs/default.yaml), validated."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+    """The config in `path`, validated; without one, the built-in defaults.
+
+    The defaults are configs/default.yaml's values (a test keeps the two equal), so an installed
+    wheel, which does not ship configs/, runs the same as a checkout.
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
     if not path.is_file():
         raise TabslimInputError(f"config file '{path}' does not exist (expected a YAML file)")
     try:

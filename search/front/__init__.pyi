@@ -21,7 +21,6 @@ from .pareto import recommend as recommend
 from .pareto import trial_table as trial_table
 from .plots import plot_front_html as plot_front_html
 from .plots import plot_front_png as plot_front_png
-from .quantized import PRECISIONS as PRECISIONS
 from .quantized import has_vnni as has_vnni
 from .quantized import quantize as quantize
 from .quantized import quantize_front as quantize_front

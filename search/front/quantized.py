@@ -53,7 +53,6 @@ from search.study import (
     run_metrics,
 )
 
-PRECISIONS = ("int8_dynamic", "int8_static")
 PRECISION_ATTR = "precision"
 # Rows of the training split that calibrate static quantization's activation ranges.
 CALIBRATION_ROWS = 512
@@ -66,8 +65,11 @@ def quantize_front(study: optuna.Study, ctx: SearchContext) -> list[int]:
         return []
     settings = StudySettings.read(study)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    done = {(t.user_attrs[VARIANT_ATTR], t.user_attrs[PRECISION_ATTR]) for t in complete
-            if is_variant(t)}  # fmt: skip
+    done = {
+        (t.user_attrs[VARIANT_ATTR], t.user_attrs[PRECISION_ATTR])
+        for t in complete
+        if is_variant(t)
+    }
     added = []
     for member in pareto.front(study):
         if is_variant(member):
@@ -115,10 +117,14 @@ def quantize(
             names = [node.name for node in session.get_inputs()]
             feeds = {name: calibration[name][:CALIBRATION_ROWS].numpy() for name in names}
             quantize_static(
-                str(fp32), str(target), _one_batch(feeds), quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                str(fp32),
+                str(target),
+                _one_batch(feeds),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
                 reduce_range=reduce_range,
-            )  # fmt: skip
+            )
     return target
 
 
@@ -155,9 +161,14 @@ def graph_outputs(path: Path, data: TabularDataModule, split: str, threads: int)
 
 
 def _add_variant(
-    study: optuna.Study, ctx: SearchContext, settings: StudySettings,
-    member: optuna.trial.FrozenTrial, network: Any, folder: Path, precision: str,
-) -> int:  # fmt: skip
+    study: optuna.Study,
+    ctx: SearchContext,
+    settings: StudySettings,
+    member: optuna.trial.FrozenTrial,
+    network: Any,
+    folder: Path,
+    precision: str,
+) -> int:
     graph = folder / "model.onnx"
     with np.load(folder / ROWS_FILE) as stored:  # still the source's: the folder is its copy
         source_rows = stored["val"]
@@ -166,9 +177,13 @@ def _add_variant(
     np.savez(folder / ROWS_FILE, val=rows["val"], test=rows["test"])
     latency = ctx.config.search.latency
     timed = measure_latency(
-        network, runtime="onnxruntime", batch_size=latency.batch_size,
-        threads=ctx.config.measure.threads, max_seconds=latency.seconds, onnx_path=graph,
-    )  # fmt: skip
+        network,
+        runtime="onnxruntime",
+        batch_size=latency.batch_size,
+        threads=ctx.config.measure.threads,
+        max_seconds=latency.seconds,
+        onnx_path=graph,
+    )
     measured = Measurement(
         parameters=int(member.user_attrs["metrics"]["parameters"]),
         size_bytes=graph.stat().st_size,  # the INT8 graph: what serves it
@@ -185,25 +200,31 @@ def _add_variant(
     metrics |= versus.to_metrics("val_vs_source")
     value = _judged_with_source(metrics[f"val_{ctx.metric}"], member.values[0], settings)
     attrs = {
-        "approach": "quantize", PRECISION_ATTR: precision, VARIANT_ATTR: member.number,
-        "hidden": member.user_attrs["hidden"], "spec": member.user_attrs["spec"],
-        "metrics": metrics, DIGESTS_ATTR: digests(folder),
-    }  # fmt: skip
+        "approach": "quantize",
+        PRECISION_ATTR: precision,
+        VARIANT_ATTR: member.number,
+        "hidden": member.user_attrs["hidden"],
+        "spec": member.user_attrs["spec"],
+        "metrics": metrics,
+        DIGESTS_ATTR: digests(folder),
+    }
     for key in ("host", "cpu_model", "reference_latency_ms", "gpu"):
         if key in member.user_attrs:
             attrs[key] = member.user_attrs[key]
     values = [value, metrics[settings.size], metrics[settings.latency]]
     study.add_trial(
         optuna.trial.create_trial(
-            values=values, user_attrs=attrs,
+            values=values,
+            user_attrs=attrs,
             constraints={"metric_floor": settings.violation(value)},
         )
-    )  # fmt: skip
+    )
     number = next(
-        t.number for t in study.get_trials(deepcopy=False)
+        t.number
+        for t in study.get_trials(deepcopy=False)
         if t.user_attrs.get(VARIANT_ATTR) == member.number
         and t.user_attrs.get(PRECISION_ATTR) == precision
-    )  # fmt: skip
+    )
     target = ctx.trials_dir / f"trial-{number}"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(folder, target)
