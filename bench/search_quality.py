@@ -62,7 +62,6 @@ import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from search import pareto  # noqa: E402
-from search.commands import refine_after_ladder
 from search.config import Config, load_config, override
 from search.front import COST_ATTR, champion, confirm_search, quantize_front
 from search.study import (
@@ -74,6 +73,7 @@ from search.study import (
     draw_candidate,
     ladder_params,
     make_sampler,
+    refine_after_ladder,
     run_trial,
     set_training_threads,
     study_settings,

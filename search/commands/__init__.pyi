@@ -3,6 +3,5 @@ from .cli import main as main
 from .drift import run_drift as run_drift
 from .retrain import frame_scores as frame_scores
 from .retrain import run_retrain as run_retrain
-from .search import refine_after_ladder as refine_after_ladder
 from .search import run_search as run_search
 from .train import run_train as run_train

@@ -42,12 +42,16 @@ from lightning_modules.family import TabularNetwork
 from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.training import HIGHER_IS_BETTER
 from search import tracking
-from search.commands.drift import realized_metric, served_predictions
 from search.config import load_config
-from search.measure import compare_latency, paired_delta
+from search.measure import paired_delta
 from search.monitor import (
     ChallengerOptions,
+    Verdict,
     compare,
+    latency_ratio,
+    realized_metric,
+    retrain_reasons,
+    served_predictions,
     train_challengers,
     training_window,
 )
@@ -67,9 +71,6 @@ from search.tracking import Busy, champion_version, promote, retrain_lock
 
 __all__ = ["RetrainOutcome", "frame_scores", "run_retrain"]
 
-# A challenger may be this much larger or slower than the champion and still fit its budget:
-# new categories widen an embedding a little, and latency timing is noisy.
-_SIZE_SLACK, _LATENCY_SLACK = 1.05, 1.25
 _MIN_HOLDOUT_ROWS = 20
 _DONE_TAG = "tabslim.retrain."
 
@@ -120,15 +121,6 @@ def _split(frame: pd.DataFrame, holdout: float, time_column: str | None, seed: i
     else:
         ordered = frame.iloc[np.random.default_rng(seed).permutation(len(frame))]
     return ordered.iloc[: len(frame) - n_holdout], ordered.iloc[len(frame) - n_holdout :]
-
-
-def _latency_ratio(candidate: nn.Module, champion: nn.Module) -> float:
-    """Challenger time over champion time, interleaved: two absolute timings taken a second
-    apart differ by more than the gate's slack on a busy machine, which failed a challenger of
-    the champion's own shape (x1.3) and promoted a worse one."""
-    return compare_latency(
-        candidate, champion, runtime="onnxruntime", batch_size=1024, max_seconds=0.3
-    ).median
 
 
 def _check_input(frame: pd.DataFrame, profile: dict, target: str, holdout: float) -> None:
@@ -203,7 +195,7 @@ def run_retrain(
         profile, frame, predictions=predictions,
         realized=realized_metric(profile, frame, predictions),
     )  # fmt: skip
-    reasons = _reasons(report, profile, tolerance, drift_threshold, force)
+    reasons = retrain_reasons(report, profile, tolerance, drift_threshold, force)
     if accepted_run is not None:
         report.reference_note = (
             f"drift measured from the rows of retrain run {accepted_run}, on which version "
@@ -226,28 +218,6 @@ def run_retrain(
     except Busy:
         return RetrainOutcome("busy", [f"another retrain of {name!r} is running"],
                               champion.version)  # fmt: skip
-
-
-def _reasons(report: Any, profile: dict, tolerance: float, threshold: float, force: bool) -> list:
-    reasons = ["--force"] if force else []
-    realized = report.realized
-    if realized is not None:
-        higher = HIGHER_IS_BETTER[realized.metric]
-        # RMSE's tolerance is relative, as the search's floor is. The whole 95% interval must
-        # lie beyond it: a tolerance below the noise of the new rows would retrain on noise.
-        allowed = tolerance if higher else tolerance * realized.reference
-        # The end of the interval on the side of the reference: the smallest fall the rows allow.
-        closest = realized.high if higher else realized.low
-        fell = (realized.reference - closest) * (1 if higher else -1)
-        if fell > allowed:
-            reasons.append(
-                f"realized {realized.metric} {realized.value:.4f} [{realized.low:.4f}, "
-                f"{realized.high:.4f}] against {realized.reference:.4f} on validation "
-                f"(tolerance {allowed:.4g})"
-            )
-    if report.score >= threshold:
-        reasons.append(f"drift score {report.score:.3f} >= {threshold:g}")
-    return reasons
 
 
 def _retrain(
@@ -284,13 +254,9 @@ def _retrain(
             delta = paired_delta(frame_scores(candidate, cand_prep, rows, target), base_rows,
                                  metric, seed=config.search.seed)  # fmt: skip
             size = sum(p.numel() for p in candidate.parameters()) / base_size
-            latency = _latency_ratio(candidate, network)
-            gain_clears = delta.low > min_gain if higher else delta.high < -min_gain
-            within = size <= _SIZE_SLACK and latency <= _LATENCY_SLACK
-            passed = gain_clears and within
-            figures = {"holdout_delta": delta.delta, "holdout_delta_ci_low": delta.low,
-                       "holdout_delta_ci_high": delta.high, "size_ratio": size,
-                       "latency_ratio": latency}  # fmt: skip
+            verdict = Verdict.judge(delta, size, latency_ratio(candidate, network), metric,
+                                    min_gain)  # fmt: skip
+            passed, figures = verdict.passed, verdict.figures()
             with mlflow.start_run(run_name=kind, nested=True):
                 mlflow.log_metrics(figures)
                 mlflow.set_tags({"tabslim.kind": "challenger", "tabslim.passed": str(passed)})
@@ -303,11 +269,7 @@ def _retrain(
                         reference_rows=reference_sample(data, config.tracking.reference_rows),
                     )  # fmt: skip
                     passing.append((delta.delta if higher else -delta.delta, kind, info, figures))
-            lines.append(
-                f"{kind:<10} {metric} delta on {len(rows)} holdout rows {delta.delta:+.4f} "
-                f"[{delta.low:+.4f}, {delta.high:+.4f}]; size x{size:.2f}, latency x{latency:.2f}"
-                f": {'passes' if passed else 'does not pass'} the gate"
-            )
+            lines.append(verdict.line(kind, metric, len(rows)))
         outcome = _promote(client, name, champion, passing, reasons, run.info.run_id,
                            window, data_path)  # fmt: skip
         if outcome.action == "retrained, champion kept" and not any(

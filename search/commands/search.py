@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from tqdm import tqdm
 
 from lightning_modules.errors import TabslimInputError
@@ -48,26 +48,20 @@ from search.study import (
     baseline_params,
     build_context,
     data_params,
-    is_feasible,
     ladder_params,
     open_storage,
     open_study,
     print_notes,
     quiet,
-    refine_ladder,
+    refine_after_ladder,
     run_trial,
     searched_trials,
     set_training_threads,
     storage_label,
     study_name,
     study_settings,
-    uniform_params,
 )
 from search.tracking import StudyMirror
-
-
-def _complete(study: optuna.Study) -> int:
-    return searched_trials(study)
 
 
 @dataclass
@@ -138,7 +132,7 @@ def _coordinate(
         ctx.remote = mirror.remote = RemoteNetworks(config.tracking.uri, mirror.parent_run_id)
     target = config.search.n_trials
     bar = tqdm(
-        total=target, initial=min(_complete(study), target), desc=name, unit="trial",
+        total=target, initial=min(searched_trials(study), target), desc=name, unit="trial",
         disable=not progress, dynamic_ncols=True,
     )  # fmt: skip
 
@@ -146,7 +140,7 @@ def _coordinate(
         recover_dead_trials(study, locks, config.search.max_retries)
         refine_after_ladder(study, ctx)
         front_size = mirror.sync()
-        bar.n = min(_complete(study), target)
+        bar.n = min(searched_trials(study), target)
         bar.set_postfix(front=front_size, refresh=False)
         bar.refresh()
 
@@ -156,7 +150,7 @@ def _coordinate(
         if StudySettings.read(study).baseline_trial is None:
             _run_baseline(study, ctx, objective, after_trial)
         check_baseline_learned(study, ctx)
-        remaining = target - _complete(study)
+        remaining = target - searched_trials(study)
         if remaining > 0:
             parent = mirror.parent_run_id if ctx.remote else None
             _optimize(study, config, objective, after_trial, remaining, parent, locks, slots)
@@ -193,7 +187,7 @@ def _coordinate(
     return SearchOutcome(
         study=name,
         storage=storage_label(config),
-        trials=_complete(study),
+        trials=searched_trials(study),
         front_size=int(table["pareto"].sum()) if len(table) else 0,
         champion_uri=champion,
         champion_note=mirror.champion_note,
@@ -214,41 +208,9 @@ def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callb
     # A baseline that diverges is caught here and reported by `check_baseline_learned`.
     study.optimize(objective, n_trials=1, callbacks=[callback], catch=TRIAL_ERRORS)
     search = ctx.config.search
-    room = max(0, search.n_trials - _complete(study))
+    room = max(0, search.n_trials - searched_trials(study))
     for params in ladder_params(search.space, n_layers, search.approaches)[:room]:
         study.enqueue_trial(params, skip_if_exists=True)
-
-
-REFINED_ATTR = "tabslim_ladder_refined"
-
-
-def refine_after_ladder(study: optuna.Study, ctx: SearchContext) -> None:
-    """Once every ladder trial has finished, queue the uniform shapes `refine_ladder` names.
-
-    Runs in the main process after each trial (workers' trials included, through the storage),
-    once per study: the study attribute remembers that it happened.
-    """
-    search = ctx.config.search
-    n_layers = len(ctx.baseline.group_sizes())
-    ladder = ladder_params(search.space, n_layers, search.approaches)
-    if not ladder or study.user_attrs.get(REFINED_ATTR):
-        return
-    wanted = [{k: v for k, v in params.items() if k != "approach"} for params in ladder]
-    done: dict[float, bool] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        params = {k: v for k, v in trial.params.items() if k != "approach"}
-        if params in wanted:
-            # The ladder's uniform multiplier: the scale, or (per layer) the first multiplier.
-            scale = params["width_scale"] if "width_scale" in params else params["multiplier_0"]
-            done[float(scale)] = is_feasible(trial)
-    room = search.n_trials - _complete(study)
-    if len(done) < len(ladder) or room <= 0:
-        return
-    study.set_user_attr(REFINED_ATTR, True)
-    rungs = list(done.items())
-    choice = {"approach": "scratch"} if len(search.approaches) > 1 else {}
-    for multiplier in refine_ladder(rungs, search.space)[:room]:
-        study.enqueue_trial(choice | uniform_params(search.space, n_layers, multiplier))
 
 
 def check_baseline_learned(study: optuna.Study, ctx: SearchContext) -> None:

@@ -267,8 +267,11 @@ def _within_budget(study: optuna.Study, settings: StudySettings) -> Champion:
         if "repeat_of" not in t.user_attrs and meets_budget(t, budget)
     ]
     if not inside:
-        return Champion(None, rule, f"no trial meets search.budget ({limits}); "
-                        + closest_to_budget(study, budget))  # fmt: skip
+        return Champion(
+            None,
+            rule,
+            f"no trial meets search.budget ({limits}); " + closest_to_budget(study, budget),
+        )
     judged = [(t, verdict(study, t)) for t in inside]
     # Confirmation judges the best few by validation; only judged ones compete once it has.
     if study.user_attrs.get(pareto.CONFIRMATION_ATTR) is not None:

@@ -89,22 +89,35 @@ def auto_plan(
     validation rows are expected to narrow it within the floor (a paired interval narrows with
     the square root of its rows), on at least AUTO_MIN_ROWS rows not ordered in time."""
     if time_ordered:
-        return ConfirmPlan(0, "folds", "auto: skipped, data.time_column orders the rows, and "
-                           "folds dealt at random would train on later rows")  # fmt: skip
+        return ConfirmPlan(
+            0,
+            "folds",
+            "auto: skipped, data.time_column orders the rows, and "
+            "folds dealt at random would train on later rows",
+        )
     seen = f"the validation intervals (+/-{half:.4f}, median)"
     if half <= drop:
         return ConfirmPlan(0, "folds", f"auto: not needed, {seen} resolve the floor ({drop:.4g})")
     projected = half * math.sqrt(val_rows / rows)
     expected = f"{AUTO_FOLDS} folds over {rows} rows would give about +/-{projected:.4f}"
     if rows < AUTO_MIN_ROWS:
-        return ConfirmPlan(0, "folds", f"auto: skipped, {seen} are wider than the floor "
-                           f"({drop:.4g}), but {rows} rows are fewer than {AUTO_MIN_ROWS}, too few "
-                           "for folds to resolve it")  # fmt: skip
+        return ConfirmPlan(
+            0,
+            "folds",
+            f"auto: skipped, {seen} are wider than the floor "
+            f"({drop:.4g}), but {rows} rows are fewer than {AUTO_MIN_ROWS}, too few "
+            "for folds to resolve it",
+        )
     if projected > drop:
-        return ConfirmPlan(0, "folds", f"auto: skipped, {seen} are wider than the floor "
-                           f"({drop:.4g}) and {expected}, still wider")  # fmt: skip
-    return ConfirmPlan(AUTO_FOLDS, "folds", f"auto: {seen} are wider than the floor "
-                       f"({drop:.4g}); {expected}")  # fmt: skip
+        return ConfirmPlan(
+            0,
+            "folds",
+            f"auto: skipped, {seen} are wider than the floor "
+            f"({drop:.4g}) and {expected}, still wider",
+        )
+    return ConfirmPlan(
+        AUTO_FOLDS, "folds", f"auto: {seen} are wider than the floor ({drop:.4g}); {expected}"
+    )
 
 
 def confirm_search(
@@ -150,9 +163,12 @@ def confirm_candidates(
     first_pass_ends = ctx.config.search.champion != "within_budget"
     limit = ctx.config.search.confirm_limit
     bar = tqdm(
-        total=k * (1 + min(len(order), limit)), desc=f"confirming by {k} {by}", unit="fit",
-        disable=not progress, dynamic_ncols=True,
-    )  # fmt: skip
+        total=k * (1 + min(len(order), limit)),
+        desc=f"confirming by {k} {by}",
+        unit="fit",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     judge: Judge = Folds(study, ctx, k, bar) if by == "folds" else Seeds(study, ctx, k, bar)
     summary: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []

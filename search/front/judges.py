@@ -44,9 +44,21 @@ EARLY_REJECT_AFTER = 2
 RUNS_ATTR = "tabslim_confirm_runs"
 
 COLUMNS = [
-    "trial", "approach", "precision", "widths", "runs", "val_mean", "val_std", "val_min",
-    "val_max", "val_delta_mean", "test_mean", "test_std", "passed", "reason",
-]  # fmt: skip
+    "trial",
+    "approach",
+    "precision",
+    "widths",
+    "runs",
+    "val_mean",
+    "val_std",
+    "val_min",
+    "val_max",
+    "val_delta_mean",
+    "test_mean",
+    "test_std",
+    "passed",
+    "reason",
+]
 # By folds also: the rows the out-of-fold interval rests on, and the interval.
 FOLD_COLUMNS = ["cv_rows", "cv_delta_ci_low", "cv_delta_ci_high"]
 
@@ -76,9 +88,12 @@ class Judge:
 
 
 def _member(
-    trial: FrozenTrial, data: TabularDataModule, baseline: nn.Module, fitting: FitSettings,
+    trial: FrozenTrial,
+    data: TabularDataModule,
+    baseline: nn.Module,
+    fitting: FitSettings,
     config: Any,
-) -> nn.Module:  # fmt: skip
+) -> nn.Module:
     """The trial's candidate trained again on `data`: its pruning plan applied to `baseline`,
     or its widths from scratch (with `data`'s input widths: a fold may see other categories)."""
     if trial.user_attrs.get("approach") == "prune":
@@ -158,14 +173,22 @@ class Folds(Judge):
         reason = f"rejected after {len(rows)} of {self.k} folds, wholly outside" if rejected else ""
         cv_rows = int(sum(len(r) for r in rows))
         entry = {
-            "runs": len(rows), "by": "folds", "val_delta_mean": delta.delta, "passed": passed,
-            "cv_delta_ci_low": delta.low, "cv_delta_ci_high": delta.high, "cv_rows": cv_rows,
-            "rejected_early": rejected, "reason": reason,
-        }  # fmt: skip
+            "runs": len(rows),
+            "by": "folds",
+            "val_delta_mean": delta.delta,
+            "passed": passed,
+            "cv_delta_ci_low": delta.low,
+            "cv_delta_ci_high": delta.high,
+            "cv_rows": cv_rows,
+            "rejected_early": rejected,
+            "reason": reason,
+        }
         row = _row(trial, vals or [math.nan], tests or [math.nan], delta.delta, passed, reason)
         row |= {
-            "cv_rows": cv_rows, "cv_delta_ci_low": delta.low, "cv_delta_ci_high": delta.high,
-        }  # fmt: skip
+            "cv_rows": cv_rows,
+            "cv_delta_ci_low": delta.low,
+            "cv_delta_ci_high": delta.high,
+        }
         return entry, row
 
     def fp32(self, trial: FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -181,9 +204,14 @@ class Folds(Judge):
         )
         if entry["passed"] and not source["passed"]:
             reason = f"its source, trial {trial.user_attrs['variant_of']}, does not hold"
-            entry, row = entry | {"passed": False, "reason": reason}, row | {
-                "passed": False, "reason": reason,
-            }  # fmt: skip
+            entry, row = (
+                entry | {"passed": False, "reason": reason},
+                row
+                | {
+                    "passed": False,
+                    "reason": reason,
+                },
+            )
         return entry, row
 
 
@@ -239,8 +267,13 @@ class Seeds(Judge):
         split = split_verdict(trial, self.settings)
         passed = self.settings.violation(base + delta) <= 0 and bool(split.passed)
         reason = "" if passed or split.passed else "its validation interval crosses the floor"
-        entry = {"runs": len(vals), "by": "seeds", "val_delta_mean": delta, "passed": passed,
-                 "reason": reason}  # fmt: skip
+        entry = {
+            "runs": len(vals),
+            "by": "seeds",
+            "val_delta_mean": delta,
+            "passed": passed,
+            "reason": reason,
+        }
         return entry, _row(trial, vals, tests, delta, passed, reason)
 
     def copy(
@@ -249,8 +282,13 @@ class Seeds(Judge):
         split = split_verdict(trial, self.settings)
         passed = bool(source["passed"]) and bool(split.passed)
         reason = "" if passed else "it or its source does not hold"
-        entry = {"runs": source["runs"], "by": "seeds", "val_delta_mean": split.delta,
-                 "passed": passed, "reason": reason}  # fmt: skip
+        entry = {
+            "runs": source["runs"],
+            "by": "seeds",
+            "val_delta_mean": split.delta,
+            "passed": passed,
+            "reason": reason,
+        }
         metrics = trial.user_attrs["metrics"]
         metric = self.ctx.metric
         vals, tests = [metrics[f"val_{metric}"]], [metrics[f"test_{metric}"]]
@@ -258,9 +296,13 @@ class Seeds(Judge):
 
 
 def _row(
-    trial: FrozenTrial, vals: list[float], tests: list[float], delta: float, passed: bool,
+    trial: FrozenTrial,
+    vals: list[float],
+    tests: list[float],
+    delta: float,
+    passed: bool,
     reason: str = "",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     return {
         "trial": trial.number,
         "approach": trial.user_attrs.get("approach", ""),

@@ -56,8 +56,15 @@ def paired_comparison(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
             }
         )
     columns = [
-        "trial", "widths", "parameters", "criterion", "fine_tune_epochs",
-        f"prune_val_{metric}", f"scratch_val_{metric}", f"prune_test_{metric}",
-        f"scratch_test_{metric}", "scratch_minus_prune_test",
-    ]  # fmt: skip
+        "trial",
+        "widths",
+        "parameters",
+        "criterion",
+        "fine_tune_epochs",
+        f"prune_val_{metric}",
+        f"scratch_val_{metric}",
+        f"prune_test_{metric}",
+        f"scratch_test_{metric}",
+        "scratch_minus_prune_test",
+    ]
     return pd.DataFrame(rows, columns=columns)

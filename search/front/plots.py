@@ -297,9 +297,12 @@ def _place_labels(
     hidden = sum(not label.get_visible() for label in labels)
     if hidden:
         fig.text(
-            0.01, 0.01, f"{hidden} crowded labels left out; widths are in pareto_front.csv",
-            fontsize=7, color="0.4",
-        )  # fmt: skip
+            0.01,
+            0.01,
+            f"{hidden} crowded labels left out; widths are in pareto_front.csv",
+            fontsize=7,
+            color="0.4",
+        )
     return labels
 
 

@@ -8,3 +8,10 @@ from .drift import Realized as Realized
 from .drift import compare as compare
 from .drift_report import plot_drift as plot_drift
 from .drift_report import render_html as render_html
+from .gate import LATENCY_SLACK as LATENCY_SLACK
+from .gate import SIZE_SLACK as SIZE_SLACK
+from .gate import Verdict as Verdict
+from .gate import latency_ratio as latency_ratio
+from .gate import retrain_reasons as retrain_reasons
+from .realized import realized_metric as realized_metric
+from .realized import served_predictions as served_predictions

@@ -75,9 +75,13 @@ def training_window(
 
 
 def train_challengers(
-    window: pd.DataFrame, target: str, time_column: str | None, config: Any,
-    champion: tuple[NetworkSpec, nn.Module, Preprocessor], options: ChallengerOptions,
-) -> tuple[dict[str, Challenger], list[str]]:  # fmt: skip
+    window: pd.DataFrame,
+    target: str,
+    time_column: str | None,
+    config: Any,
+    champion: tuple[NetworkSpec, nn.Module, Preprocessor],
+    options: ChallengerOptions,
+) -> tuple[dict[str, Challenger], list[str]]:
     """Every challenger trained on `window`, and a line for each one left out."""
     spec, network, prep = champion
     settings = fit_settings(config)

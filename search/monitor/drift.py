@@ -158,9 +158,17 @@ def _numeric(name: str, ref: dict[str, Any], values: pd.Series, importance: floa
     edges = ref["bin_edges"]
     shift = psi(np.asarray(ref["bin_counts"], float), bin_counts(present, edges)) if edges else 0.0
     return ColumnDrift(
-        name, "numeric", "ks", statistic, p_value, shift, distance, 0.0,
-        float(x.isna().mean()) - ref["missing_rate"], importance,
-    )  # fmt: skip
+        name,
+        "numeric",
+        "ks",
+        statistic,
+        p_value,
+        shift,
+        distance,
+        0.0,
+        float(x.isna().mean()) - ref["missing_rate"],
+        importance,
+    )
 
 
 def _categorical(
@@ -183,10 +191,17 @@ def _categorical(
     else:
         statistic, p_value, distance = float("nan"), 1.0, float("nan")
     return ColumnDrift(
-        name, "categorical", "chi2", statistic, p_value, psi(expected_share, observed), distance,
-        unseen / total if total else 0.0, float(values.isna().mean()) - ref["missing_rate"],
+        name,
+        "categorical",
+        "chi2",
+        statistic,
+        p_value,
+        psi(expected_share, observed),
+        distance,
+        unseen / total if total else 0.0,
+        float(values.isna().mean()) - ref["missing_rate"],
         importance,
-    )  # fmt: skip
+    )
 
 
 def distribution_psi(reference: dict[str, Any], values: pd.Series) -> float:
@@ -222,9 +237,13 @@ def compare(
     ]
     columns.sort(key=lambda c: (not c.drifted, -c.psi if math.isfinite(c.psi) else 0.0))
     report = DriftReport(
-        len(frame), psi_threshold, alpha, columns, realized=realized,
+        len(frame),
+        psi_threshold,
+        alpha,
+        columns,
+        realized=realized,
         dropped=dict(profile.get("dropped_columns", {})),
-    )  # fmt: skip
+    )
     if predictions is not None:
         report.prediction_psi = distribution_psi(profile["prediction_distribution"], predictions)
     return report

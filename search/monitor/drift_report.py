@@ -54,8 +54,9 @@ def plot_drift(
             labels = list(ref["frequencies"])[:12]
             new_share = [counts.get(k, 0) / max(len(frame), 1) for k in labels]
             positions = np.arange(len(labels))
-            axis.bar(positions - 0.2, [ref["frequencies"][k] for k in labels], 0.4,
-                     label="reference")  # fmt: skip
+            axis.bar(
+                positions - 0.2, [ref["frequencies"][k] for k in labels], 0.4, label="reference"
+            )
             axis.bar(positions + 0.2, new_share, 0.4, label="new")
             axis.set_xticks(positions, labels, rotation=45, ha="right")
         axis.set_title(f"{column.column}: PSI {column.psi:.2f}")
@@ -83,7 +84,7 @@ def render_html(report: DriftReport, title: str, png: Path) -> str:
             c.missing_change,
             c.importance,
             "yes" if c.drifted else "no",
-        )  # fmt: skip
+        )
         for c in report.columns
     )
     summary = html.escape("\n".join(report.summary()))

@@ -27,9 +27,15 @@ from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
 from search.serving.served_model import PROFILE_FILE
 
 __all__ = [
-    "ACCEPTED_FILE", "ACCEPTED_TAG", "MISSING", "PROFILE_FILE", "accepted_profile", "bin_counts",
-    "build_profile", "read_profile",
-]  # fmt: skip
+    "ACCEPTED_FILE",
+    "ACCEPTED_TAG",
+    "MISSING",
+    "PROFILE_FILE",
+    "accepted_profile",
+    "bin_counts",
+    "build_profile",
+    "read_profile",
+]
 
 PROFILE_VERSION = 1
 # Categorical missing values are counted as this category, as the preprocessing encodes them.

@@ -1,4 +1,5 @@
-"""What every process of a study rebuilds first: its name, where its networks live, its context.
+"""What every process of a study rebuilds first: its name, where its networks live, and the
+`SearchContext` every trial shares.
 
 Shared by the coordinator (`tabslim search`), its local workers and `tabslim worker`.
 """
@@ -7,19 +8,61 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
+from torch import nn
 
 from lightning_modules.data import TabularDataModule
-from search.cluster import redact
+from lightning_modules.family import NetworkSpec
+from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
+from search.cluster import RemoteNetworks, fetch, redact
 from search.config import Config
-from search.study.adapters import baseline_spec, data_fingerprint, load_data
-from search.study.objective import SearchContext
+from search.study.data import data_fingerprint, load_data
 from search.study.settings import StudySettings
 from search.study.storage import DEFAULT_STORAGE
+from search.study.training import baseline_spec
 
-__all__ = ["build_context", "quiet", "storage_label", "study_name", "study_settings", "trials_root"]
+__all__ = [
+    "SearchContext",
+    "build_context",
+    "quiet",
+    "storage_label",
+    "study_name",
+    "study_settings",
+    "trials_root",
+]
+
+
+@dataclass
+class SearchContext:
+    """What every trial of a study shares; rebuilt identically in each worker process."""
+
+    config: Config
+    data: TabularDataModule
+    baseline: NetworkSpec
+    trials_dir: Path
+    # The trained baseline, loaded once per process for prune trials.
+    trained_baseline: nn.Module | None = None
+    # The baseline's per-row scores by split, loaded once per process for paired deltas.
+    baseline_rows: dict[str, np.ndarray] | None = None
+    # The MLflow server that holds every trial's network when nodes share no disk.
+    remote: RemoteNetworks | None = None
+
+    def network_dir(self, study: optuna.Study, number: int) -> Path:
+        """Trial `number`'s saved network on this node (downloaded first if need be)."""
+        return fetch(study, number, self.trials_dir, self.remote)
+
+    @property
+    def metric(self) -> str:
+        return PRIMARY_METRIC[self.data.task]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER[self.metric]
+
 
 # A failing candidate (say, a width that diverges) is recorded as FAIL; the search goes on.
 TRIAL_ERRORS = (RuntimeError, FloatingPointError)

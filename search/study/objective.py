@@ -11,59 +11,30 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from torch import nn
 
-from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network, row_scores
 from lightning_modules.family import NetworkSpec, TabularNetwork
 from lightning_modules.networks import build
 from lightning_modules.stopping import StopBelowThreshold
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, FitSettings, fit
+from lightning_modules.training import FitSettings, fit
 from pruning.plan import PruningPlan, apply_plan
-from search.cluster import RemoteNetworks, fetch, publish
+from search.cluster import publish
 from search.config import Config
 from search.measure import WHERE_RAN, cuda_latency_ms, host_profile, measure, paired_delta
 from search.serving import load_network, save_network
-from search.study.adapters import fit_settings, run_metrics
+from search.study.context import SearchContext
 from search.study.settings import StudySettings, latency_metric
 from search.study.space import ScratchShape, apply_shape, draw_approach, draw_plan, draw_shape
+from search.study.training import fit_settings, run_metrics
 
 # A trial stops early when, after the grace period, its best validation metric is this far past
 # the floor: the floor's own margin again, plus 2% of the baseline (clearly out of reach).
 _HOPELESS_FRACTION = 0.02
-
-
-@dataclass
-class SearchContext:
-    """What every trial of a study shares; rebuilt identically in each worker process."""
-
-    config: Config
-    data: TabularDataModule
-    baseline: NetworkSpec
-    trials_dir: Path
-    # The trained baseline, loaded once per process for prune trials.
-    trained_baseline: nn.Module | None = None
-    # The baseline's per-row scores by split, loaded once per process for paired deltas.
-    baseline_rows: dict[str, np.ndarray] | None = None
-    # The MLflow server that holds every trial's network when nodes share no disk.
-    remote: RemoteNetworks | None = None
-
-    def network_dir(self, study: optuna.Study, number: int) -> Path:
-        """Trial `number`'s saved network on this node (downloaded first if need be)."""
-        return fetch(study, number, self.trials_dir, self.remote)
-
-    @property
-    def metric(self) -> str:
-        return PRIMARY_METRIC[self.data.task]
-
-    @property
-    def higher_is_better(self) -> bool:
-        return HIGHER_IS_BETTER[self.metric]
 
 
 @dataclass(frozen=True)

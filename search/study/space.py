@@ -10,13 +10,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.trial import TrialState
 
 from lightning_modules.family import NetworkSpec
 from pruning.plan import PruningPlan, layer_priorities_to_order
 from search.config import PruneConfig, Range, SpaceConfig
+from search.study.settings import is_feasible
+from search.study.storage import searched_trials
+
+if TYPE_CHECKING:
+    from search.study.context import SearchContext
 
 TRAINING_KNOBS = ("lr", "weight_decay", "dropout")
 
@@ -197,3 +203,35 @@ def draw_plan(
         fine_tune_epochs=int(trial.suggest_categorical("fine_tune_epochs", space.fine_tune_epochs)),
         step_epochs=space.step_epochs if schedule in ("iterative", "adaptive") else 0,
     )
+
+
+REFINED_ATTR = "tabslim_ladder_refined"
+
+
+def refine_after_ladder(study: optuna.Study, ctx: SearchContext) -> None:
+    """Once every ladder trial has finished, queue the uniform shapes `refine_ladder` names.
+
+    Runs in the main process after each trial (workers' trials included, through the storage),
+    once per study: the study attribute remembers that it happened.
+    """
+    search = ctx.config.search
+    n_layers = len(ctx.baseline.group_sizes())
+    ladder = ladder_params(search.space, n_layers, search.approaches)
+    if not ladder or study.user_attrs.get(REFINED_ATTR):
+        return
+    wanted = [{k: v for k, v in params.items() if k != "approach"} for params in ladder]
+    done: dict[float, bool] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        params = {k: v for k, v in trial.params.items() if k != "approach"}
+        if params in wanted:
+            # The ladder's uniform multiplier: the scale, or (per layer) the first multiplier.
+            scale = params["width_scale"] if "width_scale" in params else params["multiplier_0"]
+            done[float(scale)] = is_feasible(trial)
+    room = search.n_trials - searched_trials(study)
+    if len(done) < len(ladder) or room <= 0:
+        return
+    study.set_user_attr(REFINED_ATTR, True)
+    rungs = list(done.items())
+    choice = {"approach": "scratch"} if len(search.approaches) > 1 else {}
+    for multiplier in refine_ladder(rungs, search.space)[:room]:
+        study.enqueue_trial(choice | uniform_params(search.space, n_layers, multiplier))

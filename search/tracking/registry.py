@@ -85,9 +85,11 @@ def promote(client: MlflowClient, name: str, new_version: str, started_from: str
     current = client.get_model_version_by_alias(name, CHAMPION).version
     if str(current) != str(started_from):
         return Promotion(
-            False, new_version, str(current),
+            False,
+            new_version,
+            str(current),
             f"not promoted: champion moved to version {current} while this retrain ran",
-        )  # fmt: skip
+        )
     client.set_registered_model_alias(name, PREVIOUS, str(started_from))
     client.set_registered_model_alias(name, CHAMPION, str(new_version))
     return Promotion(True, new_version, str(started_from), "promoted")

@@ -40,8 +40,8 @@ from search.front import (
 )
 from search.serving import FRONT_TAG, build_profile, load_network, log_model, reference_sample
 from search.study import StudySettings, is_feasible
+from search.tracking.registry import CHAMPION
 
-CHAMPION = "champion"
 _DONE = (TrialState.COMPLETE, TrialState.FAIL)
 
 
@@ -218,9 +218,14 @@ class StudyMirror:
             graph = directory / "model.onnx" if "precision" in trial.user_attrs else None
             rows = reference_sample(self.data, self.reference_rows) if self.data else None
             info = log_model(
-                spec, network, preprocessor, self.input_example, profile=profile,
-                onnx_graph=graph, reference_rows=rows,
-            )  # fmt: skip
+                spec,
+                network,
+                preprocessor,
+                self.input_example,
+                profile=profile,
+                onnx_graph=graph,
+                reference_rows=rows,
+            )
         self.client.set_tag(run_id, "tabslim.model_uri", info.model_uri)
         self._models[trial.number] = info.model_uri
         return str(info.model_uri)
@@ -320,17 +325,23 @@ class StudyMirror:
             current = None
         # The front's shapes travel with the champion: `tabslim retrain --search` starts there.
         front = [
-            t.user_attrs["hidden"] for t in pareto.front(self.study)
+            t.user_attrs["hidden"]
+            for t in pareto.front(self.study)
             if "hidden" in t.user_attrs and "variant_of" not in t.user_attrs
-        ]  # fmt: skip
+        ]
         if current is not None and current.tags.get("tabslim.trial") == str(chosen.number):
             # The same champion, but a resumed search may have moved the front.
             self.client.set_model_version_tag(name, current.version, FRONT_TAG, json.dumps(front))
             return f"models:/{name}@{CHAMPION}"
         version = mlflow.register_model(
-            model_uri, name, tags={"tabslim.trial": str(chosen.number), "tabslim.study": name,
-                                   FRONT_TAG: json.dumps(front)},
-        )  # fmt: skip
+            model_uri,
+            name,
+            tags={
+                "tabslim.trial": str(chosen.number),
+                "tabslim.study": name,
+                FRONT_TAG: json.dumps(front),
+            },
+        )
         self.client.set_registered_model_alias(name, CHAMPION, version.version)
         self.client.set_tag(self.parent_run_id, "champion_trial", str(chosen.number))
         return f"models:/{name}@{CHAMPION}"

@@ -1,0 +1,93 @@
+"""What `tabslim retrain` decides: whether the champion needs retraining, and whether a
+challenger may replace it.
+
+A challenger passes the gate when its paired holdout gain over the champion clears the minimum
+gain with its whole 95% interval, and it is no larger and no slower than the champion allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from lightning_modules.training import HIGHER_IS_BETTER
+from search.measure import PairedDelta, compare_latency
+
+__all__ = ["LATENCY_SLACK", "SIZE_SLACK", "Verdict", "latency_ratio", "retrain_reasons"]
+
+# A challenger may be this much larger or slower than the champion and still fit its budget:
+# new categories widen an embedding a little, and latency timing is noisy.
+SIZE_SLACK, LATENCY_SLACK = 1.05, 1.25
+
+
+def retrain_reasons(
+    report: Any, profile: dict, tolerance: float, threshold: float, force: bool
+) -> list[str]:
+    """Why the champion needs retraining; none means it does not."""
+    reasons = ["--force"] if force else []
+    realized = report.realized
+    if realized is not None:
+        higher = HIGHER_IS_BETTER[realized.metric]
+        # RMSE's tolerance is relative, as the search's floor is. The whole 95% interval must
+        # lie beyond it: a tolerance below the noise of the new rows would retrain on noise.
+        allowed = tolerance if higher else tolerance * realized.reference
+        # The end of the interval on the side of the reference: the smallest fall the rows allow.
+        closest = realized.high if higher else realized.low
+        fell = (realized.reference - closest) * (1 if higher else -1)
+        if fell > allowed:
+            reasons.append(
+                f"realized {realized.metric} {realized.value:.4f} [{realized.low:.4f}, "
+                f"{realized.high:.4f}] against {realized.reference:.4f} on validation "
+                f"(tolerance {allowed:.4g})"
+            )
+    if report.score >= threshold:
+        reasons.append(f"drift score {report.score:.3f} >= {threshold:g}")
+    return reasons
+
+
+def latency_ratio(candidate: nn.Module, champion: nn.Module) -> float:
+    """Challenger time over champion time, interleaved: two absolute timings taken a second
+    apart differ by more than the gate's slack on a busy machine, which failed a challenger of
+    the champion's own shape (x1.3) and promoted a worse one."""
+    return compare_latency(
+        candidate, champion, runtime="onnxruntime", batch_size=1024, max_seconds=0.3
+    ).median
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A challenger against the champion on the holdout rows."""
+
+    delta: PairedDelta
+    size: float
+    latency: float
+    passed: bool
+
+    @classmethod
+    def judge(
+        cls, delta: PairedDelta, size: float, latency: float, metric: str, min_gain: float
+    ) -> Verdict:
+        higher = HIGHER_IS_BETTER[metric]
+        gain_clears = delta.low > min_gain if higher else delta.high < -min_gain
+        within = size <= SIZE_SLACK and latency <= LATENCY_SLACK
+        return cls(delta, size, latency, gain_clears and within)
+
+    def figures(self) -> dict[str, float]:
+        """The MLflow metrics of the challenger's run."""
+        return {
+            "holdout_delta": self.delta.delta,
+            "holdout_delta_ci_low": self.delta.low,
+            "holdout_delta_ci_high": self.delta.high,
+            "size_ratio": self.size,
+            "latency_ratio": self.latency,
+        }
+
+    def line(self, kind: str, metric: str, rows: int) -> str:
+        d = self.delta
+        return (
+            f"{kind:<10} {metric} delta on {rows} holdout rows {d.delta:+.4f} "
+            f"[{d.low:+.4f}, {d.high:+.4f}]; size x{self.size:.2f}, latency x{self.latency:.2f}"
+            f": {'passes' if self.passed else 'does not pass'} the gate"
+        )

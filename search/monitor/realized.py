@@ -1,0 +1,95 @@
+"""How the deployed model did on new rows that carry their labels: the metric it was validated
+on, realized on those rows, with a seeded 95% bootstrap interval.
+
+`tabslim drift` reports it; `tabslim retrain` retrains when it falls below validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import average_precision_score
+
+from search.monitor.drift import Realized
+from search.serving import OnnxPredictor
+
+__all__ = ["realized_metric", "served_predictions"]
+
+
+def served_predictions(network_dir: Path, frame: pd.DataFrame, profile: dict) -> pd.Series:
+    """What the served model says of each row: its prediction, or (task anomaly) its score,
+    which is what drifts and what the PR AUC is realized on."""
+    served = OnnxPredictor(network_dir).predict(frame)
+    column = "anomaly_score" if profile["task"] == "anomaly" else "prediction"
+    return pd.Series(served[column].to_numpy())
+
+
+def realized_metric(profile: dict, frame: pd.DataFrame, predictions: pd.Series) -> Realized | None:
+    """The metric on labelled new rows with a 95% bootstrap interval (seeded)."""
+    target = profile["target"]
+    if target not in frame.columns:
+        return None
+    labelled = frame[target].notna().to_numpy()
+    if labelled.sum() < 2:
+        return None
+    actual, predicted = frame[target][labelled], predictions[labelled]
+    validation = profile["validation"]
+    if profile["task"] == "anomaly":
+        return _realized_pr_auc(profile, actual, predicted)
+    if profile["task"] == "regression":
+        errors = (predicted.to_numpy(float) - actual.to_numpy(float)) ** 2
+        value = float(np.sqrt(errors.mean()))
+
+        def statistic(rows: np.ndarray) -> float:
+            return float(np.sqrt(np.mean(rows)))
+    else:
+        # Labels compare as the profile stores them: as strings.
+        errors = (predicted.astype("string") == actual.astype("string")).to_numpy(float)
+        value = float(errors.mean())
+
+        def statistic(rows: np.ndarray) -> float:
+            return float(np.mean(rows))
+
+    interval = stats.bootstrap(
+        (errors,),
+        statistic,
+        n_resamples=2000,
+        method="percentile",
+        vectorized=False,
+        random_state=np.random.default_rng(0),
+    ).confidence_interval
+    return Realized(
+        validation["metric"],
+        value,
+        float(interval.low),
+        float(interval.high),
+        float(validation["value"]),
+    )
+
+
+def _realized_pr_auc(profile: dict, actual: pd.Series, scores: pd.Series) -> Realized | None:
+    labels = (actual.astype("string") == str(profile["positive_class"])).to_numpy(int)
+    if labels.min() == labels.max():
+        return None  # no positive (or no normal) labelled row: PR AUC is undefined
+    values = scores.to_numpy(float)
+    value = float(average_precision_score(labels, values))
+    interval = stats.bootstrap(
+        (labels, values),
+        lambda y, s: average_precision_score(y, s) if y.min() < y.max() else 0.0,
+        paired=True,
+        n_resamples=1000,
+        method="percentile",
+        vectorized=False,
+        random_state=np.random.default_rng(0),
+    ).confidence_interval
+    validation = profile["validation"]
+    return Realized(
+        validation["metric"],
+        value,
+        float(interval.low),
+        float(interval.high),
+        float(validation["value"]),
+    )
