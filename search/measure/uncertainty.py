@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from lightning_modules.metrics import metric_of_rows
+
 __all__ = ["CONFIDENCE", "PairedDelta", "paired_delta"]
 
 CONFIDENCE = 0.95
@@ -41,12 +43,6 @@ class PairedDelta:
             f"{prefix}_delta_ci_low": self.low,
             f"{prefix}_delta_ci_high": self.high,
         }
-
-
-def _metric(rows: np.ndarray, metric: str, axis: int = -1) -> np.ndarray:
-    # Rows hold what the metric averages: correctness (accuracy) or squared errors (rmse).
-    mean = np.mean(rows, axis=axis)
-    return np.sqrt(mean) if metric == "rmse" else mean
 
 
 def _paired_proportions(
@@ -91,7 +87,7 @@ def paired_delta(
             f"paired rows must be two equal, non-empty vectors, but got shapes "
             f"{candidate.shape} and {baseline.shape}."
         )
-    delta = float(_metric(candidate, metric) - _metric(baseline, metric))
+    delta = float(metric_of_rows(metric, candidate) - metric_of_rows(metric, baseline))
     if len(candidate) == 1:
         # One row resamples to itself: there is no spread to estimate.
         return PairedDelta(delta, delta, delta)
@@ -103,7 +99,7 @@ def paired_delta(
         return _paired_proportions(candidate, baseline, delta, seed)
 
     def statistic(c: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        return _metric(c, metric, axis) - _metric(b, metric, axis)
+        return metric_of_rows(metric, c, axis) - metric_of_rows(metric, b, axis)
 
     result = stats.bootstrap(
         (candidate, baseline),

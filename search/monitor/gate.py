@@ -10,12 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import torch
 from torch import nn
 
+from lightning_modules.metrics import Task, row_scores
+from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.training import HIGHER_IS_BETTER
 from search.measure import PairedDelta, compare_latency
 
-__all__ = ["LATENCY_SLACK", "SIZE_SLACK", "Verdict", "latency_ratio", "retrain_reasons"]
+__all__ = [
+    "LATENCY_SLACK",
+    "SIZE_SLACK",
+    "Verdict",
+    "frame_scores",
+    "latency_ratio",
+    "retrain_reasons",
+]
 
 # A challenger may be this much larger or slower than the champion and still fit its budget:
 # new categories widen an embedding a little, and latency timing is noisy.
@@ -45,6 +57,21 @@ def retrain_reasons(
     if report.score >= threshold:
         reasons.append(f"drift score {report.score:.3f} >= {threshold:g}")
     return reasons
+
+
+def frame_scores(
+    network: nn.Module, prep: Preprocessor, frame: pd.DataFrame, target: str
+) -> np.ndarray:
+    """Per holdout row, what the task's metric is made of (`lightning_modules.metrics`), for
+    the paired comparison of challenger and champion on the same rows."""
+    inputs = prep.transform(frame)
+    with torch.inference_mode():
+        output = network.cpu().eval()(inputs["x_num"], inputs["x_cat"])
+    decoded = prep.decode(output, inputs["x_num"])
+    task = Task(prep.task)
+    if task is Task.ANOMALY:
+        return row_scores(task, decoded["anomaly_score"], frame[target], prep.classes[1])
+    return row_scores(task, decoded["prediction"], frame[target])
 
 
 def latency_ratio(candidate: nn.Module, champion: nn.Module) -> float:

@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import average_precision_score
 
+from lightning_modules.metrics import Task, metric_of_rows, row_scores
 from search.monitor.drift import Realized
 from search.serving import OnnxPredictor
 
@@ -23,7 +24,7 @@ def served_predictions(network_dir: Path, frame: pd.DataFrame, profile: dict) ->
     """What the served model says of each row: its prediction, or (task anomaly) its score,
     which is what drifts and what the PR AUC is realized on."""
     served = OnnxPredictor(network_dir).predict(frame)
-    column = "anomaly_score" if profile["task"] == "anomaly" else "prediction"
+    column = "anomaly_score" if Task(profile["task"]) is Task.ANOMALY else "prediction"
     return pd.Series(served[column].to_numpy())
 
 
@@ -37,24 +38,17 @@ def realized_metric(profile: dict, frame: pd.DataFrame, predictions: pd.Series) 
         return None
     actual, predicted = frame[target][labelled], predictions[labelled]
     validation = profile["validation"]
-    if profile["task"] == "anomaly":
-        return _realized_pr_auc(profile, actual, predicted)
-    if profile["task"] == "regression":
-        errors = (predicted.to_numpy(float) - actual.to_numpy(float)) ** 2
-        value = float(np.sqrt(errors.mean()))
+    task = Task(profile["task"])
+    rows = row_scores(task, predicted, actual, profile.get("positive_class"))
+    if task is Task.ANOMALY:
+        return _realized_pr_auc(profile, rows)
+    value = float(metric_of_rows(task.metric, rows))
 
-        def statistic(rows: np.ndarray) -> float:
-            return float(np.sqrt(np.mean(rows)))
-    else:
-        # Labels compare as the profile stores them: as strings.
-        errors = (predicted.astype("string") == actual.astype("string")).to_numpy(float)
-        value = float(errors.mean())
-
-        def statistic(rows: np.ndarray) -> float:
-            return float(np.mean(rows))
+    def statistic(sample: np.ndarray) -> float:
+        return float(metric_of_rows(task.metric, sample))
 
     interval = stats.bootstrap(
-        (errors,),
+        (rows,),
         statistic,
         n_resamples=2000,
         method="percentile",
@@ -70,12 +64,11 @@ def realized_metric(profile: dict, frame: pd.DataFrame, predictions: pd.Series) 
     )
 
 
-def _realized_pr_auc(profile: dict, actual: pd.Series, scores: pd.Series) -> Realized | None:
-    labels = (actual.astype("string") == str(profile["positive_class"])).to_numpy(int)
+def _realized_pr_auc(profile: dict, pairs: np.ndarray) -> Realized | None:
+    values, labels = pairs[:, 0], pairs[:, 1].astype(int)
     if labels.min() == labels.max():
         return None  # no positive (or no normal) labelled row: PR AUC is undefined
-    values = scores.to_numpy(float)
-    value = float(average_precision_score(labels, values))
+    value = float(metric_of_rows("pr_auc", pairs))
     interval = stats.bootstrap(
         (labels, values),
         lambda y, s: average_precision_score(y, s) if y.min() < y.max() else 0.0,

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import average_precision_score
 from torch import nn
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.metrics import Task, metric_of_rows, row_scores
 from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
 from search.serving.served_model import PROFILE_FILE
 
@@ -95,13 +95,8 @@ def _predict(network: nn.Module, data: TabularDataModule, frame: pd.DataFrame) -
 
 
 def _metric(task: str, predicted: np.ndarray, actual: pd.Series, positive: Any = None) -> float:
-    if task == "anomaly":
-        labels = (actual.to_numpy(dtype=object) == positive).astype(int)
-        return float(average_precision_score(labels, predicted.astype(float)))
-    if task == "regression":
-        error = predicted.astype(float) - actual.to_numpy(dtype=float)
-        return float(np.sqrt(np.mean(error**2)))
-    return float(np.mean(predicted == actual.to_numpy(dtype=object)))
+    rows = row_scores(task, predicted, actual, positive)
+    return float(metric_of_rows(Task(task).metric, rows))
 
 
 def _importance(
@@ -128,7 +123,7 @@ def _json_label(label: Any) -> Any:
 
 def _positive(data: TabularDataModule) -> Any:
     """Task anomaly's positive label (the second class); None for other tasks."""
-    return data.preprocessor.classes[1] if data.task == "anomaly" else None
+    return data.preprocessor.classes[1] if Task(data.task) is Task.ANOMALY else None
 
 
 def build_profile(data: TabularDataModule, network: nn.Module, *, seed: int = 0) -> dict[str, Any]:
