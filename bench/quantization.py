@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 network = fit(build(spec, seed=0), data, SETTINGS).network
                 assert isinstance(network, MLP)
                 fp32 = export_onnx(network, folder / f"{dataset}-{name}.onnx")
-                # The product's quantizer (search/quantized.py), as a search's front gets it.
+                # The product's quantizer (search/front/quantized.py), as a search's front gets it.
                 dynamic = quantize(fp32, folder / f"{dataset}-{name}-dynamic.onnx",
                                    "int8_dynamic", data.tensors["train"])  # fmt: skip
                 static = quantize(fp32, folder / f"{dataset}-{name}-static.onnx",

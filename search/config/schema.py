@@ -261,12 +261,12 @@ class SearchConfig(Section):
     # (uncertified); within_budget: the most accurate candidate within search.budget.
     champion: Literal["confident", "smallest", "within_budget"] = "confident"
     budget: Budget | None = None
-    # Judge candidates again before the champion is picked (search/confirm.py): under this
+    # Judge candidates again before the champion is picked (search/front/confirm.py): under this
     # many more seeds, or in this many folds of the training and validation rows.
     # auto: 5 folds when the validation split cannot resolve the floor and folds can.
     confirm: int | Literal["auto"] = "auto"
     confirm_by: Literal["seeds", "folds"] | None = None  # None: seeds for K, folds for auto
-    # At most this many candidates are judged, smallest first (search/confirm.py).
+    # At most this many candidates are judged, smallest first (search/front/confirm.py).
     confirm_limit: int = Field(default=10, ge=1)
     # A scratch trial still improving at training.max_epochs trains on, in warm-restarted
     # cosine cycles, up to this many times max_epochs (1: it stops at the cap).

@@ -41,7 +41,7 @@ __all__ = [
     "verdict",
 ]
 
-# What confirmation cost: candidates judged, networks trained, seconds (search/confirm.py).
+# What confirmation cost: candidates judged, networks trained, seconds (search/front/confirm.py).
 COST_ATTR = "tabslim_confirm_cost"
 # The reasons a note lists for smaller candidates that failed; the rest are counted.
 _SHOWN_REASONS = 5
@@ -185,7 +185,7 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
             note = f"smallest trial whose {how} lies within the floor{confirmed}"
             return Champion(trial, rule, note + _passed_over(failed, unjudged), tuple(failed))
         if judged.passed is None:
-            unjudged += 1  # confirmation skipped it (search/confirm.py: _smallest_passing)
+            unjudged += 1  # confirmation skipped it (search/front/confirm.py: _smallest_passing)
             continue
         failed.append(_failure(study, trial, judged, settings))
     if base is None:

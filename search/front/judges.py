@@ -1,7 +1,7 @@
 """How one candidate is judged again: out-of-fold against the fold's baseline, or under seeds.
 
-`search.front.confirm` (search/confirm.py) decides which candidates, and in which order; a judge
-trains what one verdict needs and returns it as a study entry and a table row.
+`search.front.confirm` decides which candidates, and in which order; a judge trains what one
+verdict needs and returns it as a study entry and a table row.
 
 - `Folds`: the training and validation rows dealt into K folds; per fold the baseline and the
   candidate train on the others, and every row is scored by networks that never saw it. Fold

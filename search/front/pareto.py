@@ -66,7 +66,7 @@ _DTYPES: dict[str, str] = (
 )
 # The study attribute where `search.front.confirm` keeps, per trial, whether it passed confirmation.
 CONFIRMATION_ATTR = "tabslim_confirmation"
-# And how it was confirmed, and why: search/confirm.py's ConfirmPlan as a dict.
+# And how it was confirmed, and why: search/front/confirm.py's ConfirmPlan as a dict.
 CONFIRM_PLAN_ATTR = "tabslim_confirm_plan"
 # Positions in `FrozenTrial.values`, fixed by the study's directions.
 METRIC, SIZE, LATENCY = 0, 1, 2

@@ -124,7 +124,7 @@ def find_study(name: str, storage_url: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-# A quantized copy of a front member (search/quantized.py) is a finished trial of the study,
+# A quantized copy of a front member (search/front/quantized.py) is a finished trial of the study,
 # but not one the search ran: it does not count towards `search.n_trials`.
 VARIANT_ATTR = "variant_of"
 
