@@ -5,7 +5,6 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -17,6 +16,7 @@ from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import MLPSpec, build
 from search.measure import (
     Latency,
+    Timing,
     compare_latency,
     count_flops,
     count_parameters,
@@ -30,7 +30,7 @@ NUMERIC = MLPSpec(d_num=10, d_out=3, hidden=(32, 16))
 MIXED = MLPSpec(d_num=10, d_out=3, hidden=(32, 16), cat_cardinalities=(5, 4))
 
 # Short budgets keep the file fast; the statistics tested here hold for any budget.
-FAST: dict[str, Any] = {"warmup": 2, "min_repeats": 5, "max_repeats": 200, "max_seconds": 0.03}
+FAST = Timing(warmup=2, min_repeats=5, max_repeats=200, max_seconds=0.03)
 
 
 def _training_flags(network: nn.Module) -> list[bool]:
@@ -138,10 +138,10 @@ def test_measure_latency_reports_the_settings_it_ran_with(
 ) -> None:
     network, path = exported
     latency = measure_latency(
-        network, runtime=runtime, batch_size=batch_size, threads=1, onnx_path=path, **FAST
+        network, runtime=runtime, batch_size=batch_size, threads=1, onnx_path=path, timing=FAST
     )
     assert (latency.runtime, latency.batch_size, latency.threads) == (runtime, batch_size, 1)
-    assert FAST["min_repeats"] <= latency.repeats <= FAST["max_repeats"]
+    assert FAST.min_repeats <= latency.repeats <= FAST.max_repeats
     assert set(latency.to_metrics()) == {
         f"latency_{runtime}_b{batch_size}_{stat}_ms" for stat in ("median", "p10", "p90", "iqr")
     }
@@ -165,7 +165,10 @@ class _Sleeper(nn.Module):
 
 def test_measure_latency_of_a_known_slow_call_is_that_call_in_milliseconds() -> None:
     latency = measure_latency(
-        _Sleeper(0.002), runtime="torch", batch_size=8, warmup=1, min_repeats=5, max_seconds=0.03
+        _Sleeper(0.002),
+        runtime="torch",
+        batch_size=8,
+        timing=Timing(warmup=1, min_repeats=5, max_seconds=0.03),
     )
     # Every call sleeps at least 2 ms; waking up late on a loaded machine only adds to that.
     assert latency.p10_ms >= 1.95
@@ -189,10 +192,9 @@ def test_measure_latency_repeats_obey_the_counts_and_the_time_budget(
         _Sleeper(0.002),
         runtime="torch",
         batch_size=1,
-        warmup=1,
-        min_repeats=min_repeats,
-        max_repeats=max_repeats,
-        max_seconds=max_seconds,
+        timing=Timing(
+            warmup=1, min_repeats=min_repeats, max_repeats=max_repeats, max_seconds=max_seconds
+        ),
     )
     assert fewest <= latency.repeats <= most
 
@@ -202,7 +204,10 @@ def test_measure_latency_sees_a_much_wider_network_at_a_large_batch() -> None:
     # apart, the median comes out ~100x larger, so a factor of 5 leaves room for any load.
     wide, narrow = (
         measure_latency(
-            build(NUMERIC.with_hidden((width, width))), runtime="torch", batch_size=1024, **FAST
+            build(NUMERIC.with_hidden((width, width))),
+            runtime="torch",
+            batch_size=1024,
+            timing=FAST,
         )
         for width in (512, 8)
     )
@@ -216,7 +221,7 @@ def test_measure_latency_restores_modes_and_threads() -> None:
     threads = torch.get_num_threads()
     other = 2 if threads == 1 else 1
     for runtime in ("torch", "onnxruntime"):
-        measure_latency(network, runtime=runtime, batch_size=4, threads=other, **FAST)
+        measure_latency(network, runtime=runtime, batch_size=4, threads=other, timing=FAST)
     count_flops(network, batch_size=4)
     assert _training_flags(network) == flags
     assert torch.get_num_threads() == threads
@@ -295,7 +300,7 @@ def test_measure_reports_every_metric_per_runtime_and_batch_size_asked_for(
     runtimes: tuple[str, ...], batch_sizes: tuple[int, ...]
 ) -> None:
     network = build(MIXED)
-    result = measure(network, batch_sizes=batch_sizes, runtimes=runtimes, threads=1, **FAST)
+    result = measure(network, batch_sizes=batch_sizes, runtimes=runtimes, threads=1, timing=FAST)
     asked = [(runtime, batch) for runtime in runtimes for batch in batch_sizes]
     assert [(lat.runtime, lat.batch_size) for lat in result.latencies] == asked
     assert all(lat.threads == 1 for lat in result.latencies)

@@ -35,6 +35,7 @@ from search.cluster import DIGESTS_ATTR, digests, fetch
 from search.front import pareto
 from search.measure import (
     Measurement,
+    Timing,
     count_flops,
     export_onnx,
     measure_latency,
@@ -181,7 +182,7 @@ def _add_variant(
         runtime="onnxruntime",
         batch_size=latency.batch_size,
         threads=ctx.config.measure.threads,
-        max_seconds=latency.seconds,
+        timing=Timing(max_seconds=latency.seconds),
         onnx_path=graph,
     )
     measured = Measurement(

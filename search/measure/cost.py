@@ -20,8 +20,9 @@ from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import count_parameters, evaluating
 from search.measure.export import export_onnx
 from search.measure.latency import (
+    DEFAULT_TIMING,
     Latency,
-    check_budget,
+    Timing,
     check_positive,
     check_runtime,
     inputs_on_device,
@@ -79,15 +80,12 @@ def measure(
     batch_sizes: Sequence[int] = (1, 1024),
     runtimes: Sequence[str] = ("torch", "onnxruntime"),
     threads: int = 1,
-    warmup: int = 5,
-    min_repeats: int = 10,
-    max_repeats: int = 500,
-    max_seconds: float = 0.25,
+    timing: Timing = DEFAULT_TIMING,
 ) -> Measurement:
     """Parameters, serialized size, FLOPs at batch 1, and latency per runtime and batch size.
 
-    The network is exported to ONNX once and the file reused for every batch size. `warmup`,
-    `min_repeats`, `max_repeats` and `max_seconds` apply to each latency.
+    The network is exported to ONNX once and the file reused for every batch size; `timing`
+    applies to each latency.
     """
     for runtime in runtimes:
         check_runtime(runtime)
@@ -95,8 +93,7 @@ def measure(
         raise TabslimInputError("batch_sizes must name at least one batch size, but got none")
     for batch_size in batch_sizes:
         check_positive(batch_size=batch_size)
-    check_positive(threads=threads, warmup=warmup, min_repeats=min_repeats)
-    check_budget(min_repeats=min_repeats, max_repeats=max_repeats, max_seconds=max_seconds)
+    check_positive(threads=threads)
 
     latencies: list[Latency] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,10 +108,7 @@ def measure(
                         runtime=runtime,
                         batch_size=batch_size,
                         threads=threads,
-                        warmup=warmup,
-                        min_repeats=min_repeats,
-                        max_repeats=max_repeats,
-                        max_seconds=max_seconds,
+                        timing=timing,
                         onnx_path=onnx_path,
                     )
                 )

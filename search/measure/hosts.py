@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from lightning_modules.networks import MLPSpec, build
-from search.measure.latency import measure_latency
+from search.measure.latency import Timing, measure_latency
 
 __all__ = ["WHERE_RAN", "HostProfile", "cuda_latency_ms", "host_profile"]
 
@@ -60,7 +60,11 @@ def host_profile(runtime: str, batch_size: int, threads: int) -> HostProfile:
     """This process's host and its reference latency for one timing setup (timed once)."""
     reference = build(REFERENCE_SPEC, seed=0)
     latency = measure_latency(
-        reference, runtime=runtime, batch_size=batch_size, threads=threads, max_seconds=0.2
+        reference,
+        runtime=runtime,
+        batch_size=batch_size,
+        threads=threads,
+        timing=Timing(max_seconds=0.2),
     )
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return HostProfile(socket.gethostname(), _cpu_model(), latency.median_ms, gpu)
@@ -74,5 +78,5 @@ def cuda_latency_ms(network: torch.nn.Module, batch_size: int) -> float | None:
 
     on_gpu = copy.deepcopy(network).to("cuda")
     return measure_latency(
-        on_gpu, runtime="torch", batch_size=batch_size, max_seconds=0.1
+        on_gpu, runtime="torch", batch_size=batch_size, timing=Timing(max_seconds=0.1)
     ).median_ms

@@ -103,21 +103,37 @@ def check_budget(*, min_repeats: int, max_repeats: int, max_seconds: float) -> N
         raise TabslimInputError(f"max_seconds must be at least 0, but got {max_seconds=}")
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How long one latency is timed: `warmup` untimed calls, then timed calls until
+    `max_repeats`, or, once `min_repeats` are in, until `max_seconds` are spent."""
+
+    warmup: int = 5
+    min_repeats: int = 10
+    max_repeats: int = 500
+    max_seconds: float = 0.25
+
+    def __post_init__(self) -> None:
+        check_positive(warmup=self.warmup, min_repeats=self.min_repeats)
+        check_budget(
+            min_repeats=self.min_repeats, max_repeats=self.max_repeats, max_seconds=self.max_seconds
+        )
+
+
+# The timing a latency gets unless the caller gives one (frozen, so one instance serves all).
+DEFAULT_TIMING = Timing()
+
+
 def measure_latency(
     network: nn.Module,
     *,
     runtime: str,
     batch_size: int,
     threads: int = 1,
-    warmup: int = 5,
-    min_repeats: int = 10,
-    max_repeats: int = 500,
-    max_seconds: float = 0.25,
+    timing: Timing = DEFAULT_TIMING,
     onnx_path: str | Path | None = None,
 ) -> Latency:
     """Time single forward calls of `network` on `runtime` with a fixed thread count.
-
-    Timing stops after `max_repeats` calls or, once `min_repeats` are in, after `max_seconds`.
 
     Args:
         runtime: "torch" (eager, on the device of the network's parameters, eval mode,
@@ -126,13 +142,12 @@ def measure_latency(
             a temporary file first, which takes about a second.
     """
     check_runtime(runtime)
-    check_positive(batch_size=batch_size, threads=threads, warmup=warmup, min_repeats=min_repeats)
-    check_budget(min_repeats=min_repeats, max_repeats=max_repeats, max_seconds=max_seconds)
+    check_positive(batch_size=batch_size, threads=threads)
     with runner(network, runtime, threads, onnx_path) as make_call:
         call = make_call(batch_size)
-        for _ in range(warmup):
+        for _ in range(timing.warmup):
             call()
-        samples = time_calls(call, min_repeats, max_repeats, max_seconds)
+        samples = time_calls(call, timing.min_repeats, timing.max_repeats, timing.max_seconds)
     p10, p25, p50, p75, p90 = np.percentile(samples, [10, 25, 50, 75, 90]) / 1e6
     return Latency(
         runtime=runtime,

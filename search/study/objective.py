@@ -25,7 +25,14 @@ from lightning_modules.training import FitSettings, fit
 from pruning.plan import PruningPlan, apply_plan
 from search.cluster import publish
 from search.config import Config
-from search.measure import WHERE_RAN, cuda_latency_ms, host_profile, measure, paired_delta
+from search.measure import (
+    WHERE_RAN,
+    Timing,
+    cuda_latency_ms,
+    host_profile,
+    measure,
+    paired_delta,
+)
 from search.serving import load_network, save_network
 from search.study.context import SearchContext
 from search.study.settings import StudySettings, latency_metric
@@ -201,7 +208,7 @@ def measure_network(ctx: SearchContext, trained: Trained) -> dict[str, float]:
         batch_sizes=(latency.batch_size,),
         runtimes=(latency.runtime,),
         threads=ctx.config.measure.threads,
-        max_seconds=latency.seconds,
+        timing=Timing(max_seconds=latency.seconds),
     )
     metrics = run_metrics(
         trained.val_metrics,
