@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from search.commands import main
-from search.config.choices import PRECISIONS
+from search.config import PRECISIONS
 from search.front import has_vnni, pareto
 from search.measure import ort_session
 from search.study import searched_trials

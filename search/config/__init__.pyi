@@ -1,3 +1,4 @@
+from .choices import PRECISIONS as PRECISIONS
 from .schema import DEFAULT_TRACKING_URI as DEFAULT_TRACKING_URI
 from .schema import Config as Config
 from .schema import DataConfig as DataConfig
