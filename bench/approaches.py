@@ -51,14 +51,9 @@ from torch import nn
 import pruning.plan
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network
+from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC  # noqa: E402
 from lightning_modules.networks import MLP, MLPSpec, build, count_parameters
-from lightning_modules.training import (
-    HIGHER_IS_BETTER,
-    PRIMARY_METRIC,
-    FitSettings,
-    fit,
-    quiet_lightning,
-)
+from lightning_modules.training import FitSettings, fit, quiet_lightning  # noqa: E402
 from pruning.criteria import CRITERIA, layer_scores
 from pruning.fine_tune import fine_tune
 from pruning.plan import PruningPlan, apply_plan

@@ -40,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lightning_modules.data import TabularDataModule  # noqa: E402
 from lightning_modules.evaluation import evaluate_network  # noqa: E402
+from lightning_modules.metrics import PRIMARY_METRIC  # noqa: E402
 from lightning_modules.networks import KINDS, build, count_parameters  # noqa: E402
-from lightning_modules.training import PRIMARY_METRIC, FitSettings, fit, quiet_lightning  # noqa: E402
+from lightning_modules.training import FitSettings, fit, quiet_lightning  # noqa: E402
 from pruning.plan import PruningPlan, apply_plan  # noqa: E402
 
 DATASETS = ("breast_cancer", "synthetic_classification")

@@ -11,10 +11,9 @@ from torch import nn
 
 from lightning_modules import anomaly
 from lightning_modules.data import TabularDataModule
+from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, Task, correct_rows
 from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.training import (
-    HIGHER_IS_BETTER,
-    PRIMARY_METRIC,
     FitSettings,
     TabularModule,
     evaluate,
@@ -49,14 +48,14 @@ def output_metrics(
             (`output` itself when `split` is "val").
     """
     y = data.tensors[split]["y"]
-    if data.task == anomaly.TASK:
+    if Task(data.task) is Task.ANOMALY:
         val_output = output if split == "val" else val_output
         assert val_output is not None, "task anomaly's threshold is chosen on validation"
         val = (_scores(val_output, data, "val"), data.tensors["val"]["y"].numpy())
         return anomaly.split_metrics(val, (_scores(output, data, split), y.numpy()),
                                      data.anomaly_fpr)  # fmt: skip
     metrics = task_metrics(data.task, data.network_inputs()["d_out"])
-    if data.task == "regression":
+    if Task(data.task) is Task.REGRESSION:
         scale, shift = data.preprocessor.target_std, data.preprocessor.target_mean
         metrics.update(output * scale + shift, y * scale + shift)
     else:
@@ -85,13 +84,14 @@ def output_row_scores(output: torch.Tensor, data: TabularDataModule, split: str)
     Task anomaly's PR AUC is no mean over rows: its rows are (score, 0/1 label) pairs, (N, 2).
     """
     tensors = data.tensors[split]
-    if data.task == anomaly.TASK:
+    task = Task(data.task)
+    if task is Task.ANOMALY:
         return np.stack([_scores(output, data, split), tensors["y"].numpy()], axis=1)
-    if data.task == "regression":
-        prep = data.preprocessor
-        error = (output - tensors["y"]).squeeze(1).double() * prep.target_std
+    if task is Task.REGRESSION:
+        # The residual in standardised units times the target's scale: the original-scale error.
+        error = (output - tensors["y"]).squeeze(1).double() * data.preprocessor.target_std
         return (error**2).numpy()
-    return (output.argmax(dim=1) == tensors["y"]).double().numpy()
+    return correct_rows(output.argmax(dim=1).numpy(), tensors["y"].numpy())
 
 
 def constant_prediction_metric(data: TabularDataModule, split: str = "val") -> float:
@@ -102,9 +102,9 @@ def constant_prediction_metric(data: TabularDataModule, split: str = "val") -> f
     network that does no better has learned nothing.
     """
     y_train, y = data.tensors["train"]["y"], data.tensors[split]["y"]
-    if data.task == anomaly.TASK:
+    if Task(data.task) is Task.ANOMALY:
         return anomaly.constant_pr_auc(y.numpy())  # a constant score ranks nothing
-    if data.task == "regression":
+    if Task(data.task) is Task.REGRESSION:
         # Targets are standardised on the training rows, so the training mean is 0 here.
         rmse = float(torch.sqrt(torch.mean(y.double() ** 2))) * data.preprocessor.target_std
         return rmse
@@ -125,7 +125,9 @@ def no_better_than_constant(
     if HIGHER_IS_BETTER[metric]:
         no_better = value <= constant + tolerance
         guess = (
-            "one score for every row" if data.task == anomaly.TASK else "the most frequent class"
+            "one score for every row"
+            if Task(data.task) is Task.ANOMALY
+            else "the most frequent class"
         )
     else:
         no_better = value >= constant - tolerance
@@ -141,7 +143,7 @@ def serving_preprocessor(network: nn.Module, data: TabularDataModule) -> Preproc
     """The data's preprocessing as `network`'s logged model serves it: for task anomaly, with
     the threshold chosen on validation for this network (other tasks: unchanged)."""
     prep = data.preprocessor
-    if data.task != anomaly.TASK:
+    if Task(data.task) is not Task.ANOMALY:
         return prep
     scores = anomaly.network_scores(network, data, "val")
     threshold = anomaly.choose_threshold(scores, data.tensors["val"]["y"].numpy())

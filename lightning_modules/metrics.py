@@ -18,6 +18,8 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 __all__ = [
+    "HIGHER_IS_BETTER",
+    "PRIMARY_METRIC",
     "Task",
     "correct_rows",
     "labelled_pairs",
@@ -42,6 +44,22 @@ class Task(str, Enum):
     @property
     def is_classification(self) -> bool:
         return self in (Task.BINARY, Task.MULTICLASS)
+
+
+# The metric that judges a model, per task name, and whether larger is better, per metric.
+PRIMARY_METRIC: dict[str, str] = {task.value: task.metric for task in Task}
+HIGHER_IS_BETTER = {
+    "pr_auc": True,
+    "recall_at_fpr": True,
+    "f1": True,
+    "accuracy": True,
+    "balanced_accuracy": True,
+    "roc_auc": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+}
 
 
 def correct_rows(predicted: Any, actual: Any) -> np.ndarray:

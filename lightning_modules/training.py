@@ -6,7 +6,6 @@ and test share one step. Metrics come from torchmetrics and fit the task.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -23,31 +22,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_modules import anomaly
+from lightning_modules.callbacks import KeepBestWeights, TrainWhileImproving
 from lightning_modules.data import TabularDataModule
-from lightning_modules.stopping import TrainWhileImproving, fit_epoch_value
-
-# The metric that judges a model, and whether larger is better, per task.
-PRIMARY_METRIC = {
-    "binary": "accuracy", "multiclass": "accuracy", "regression": "rmse", "anomaly": "pr_auc"
-}  # fmt: skip
-HIGHER_IS_BETTER = {
-    "pr_auc": True,
-    "recall_at_fpr": True,
-    "f1": True,
-    "accuracy": True,
-    "balanced_accuracy": True,
-    "roc_auc": True,
-    "log_loss": False,
-    "rmse": False,
-    "mae": False,
-    "r2": True,
-}
+from lightning_modules.metrics import HIGHER_IS_BETTER, Task
 
 
 def metric_names(task: str) -> list[str]:
-    if task == anomaly.TASK:
+    if Task(task) is Task.ANOMALY:
         return list(anomaly.METRICS)
-    if task == "regression":
+    if Task(task) is Task.REGRESSION:
         return ["rmse", "mae", "r2"]
     return ["accuracy", "balanced_accuracy", "roc_auc", "log_loss"]
 
@@ -58,7 +41,7 @@ warnings.filterwarnings("ignore", message="No positive samples in targets", cate
 
 
 def task_metrics(task: str, n_classes: int) -> torchmetrics.MetricCollection:
-    if task == anomaly.TASK:
+    if Task(task) is Task.ANOMALY:
         # Per epoch, for the logs; the reported metrics (a threshold chosen on validation
         # included) come from `evaluate`, which sees the whole split at once.
         return torchmetrics.MetricCollection(
@@ -67,7 +50,7 @@ def task_metrics(task: str, n_classes: int) -> torchmetrics.MetricCollection:
                 "roc_auc": torchmetrics.AUROC(task="binary"),
             }  # fmt: skip
         )
-    if task == "regression":
+    if Task(task) is Task.REGRESSION:
         return torchmetrics.MetricCollection(
             {
                 "rmse": torchmetrics.MeanSquaredError(squared=False),
@@ -146,9 +129,9 @@ class TabularModule(pl.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         output = self.network(batch["x_num"], batch["x_cat"])
         y = batch["y"]
-        if self.task == anomaly.TASK:
+        if Task(self.task) is Task.ANOMALY:
             return self._anomaly_step(output, batch, stage)
-        if self.task == "regression":
+        if Task(self.task) is Task.REGRESSION:
             loss = F.mse_loss(output, y)
         else:
             per_row = F.cross_entropy(output, y, reduction="none")
@@ -159,7 +142,7 @@ class TabularModule(pl.LightningModule):
             return loss
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=batch_size)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        if self.task == "regression":
+        if Task(self.task) is Task.REGRESSION:
             scale, shift = self.hparams["target_std"], self.hparams["target_mean"]
             metrics.update(output * scale + shift, y * scale + shift)
         else:
@@ -249,36 +232,6 @@ class TabularModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
-
-
-class KeepBestWeights(Callback):
-    """Keeps the weights of the best validation epoch in memory and restores them at the end.
-
-    Early stopping alone would hand back the last epoch's weights, `patience` epochs past the
-    best; a checkpoint file per trial would cost disk and time for no gain.
-    """
-
-    def __init__(self, monitor: str, mode: str) -> None:
-        self.monitor = monitor
-        self.mode = mode
-        self.best: float | None = None
-        self.best_epoch = -1
-        self._state: dict[str, torch.Tensor] | None = None
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        current = fit_epoch_value(trainer, self.monitor)
-        if current is None:
-            return
-        better = self.best is None or (
-            current < self.best if self.mode == "min" else current > self.best
-        )
-        if better:
-            self.best, self.best_epoch = current, trainer.current_epoch
-            self._state = copy.deepcopy(pl_module.state_dict())
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._state is not None:
-            pl_module.load_state_dict(self._state)
 
 
 @dataclass
@@ -413,7 +366,7 @@ def evaluate(
     module: TabularModule, trainer: pl.Trainer, data: TabularDataModule, stage: str
 ) -> dict[str, float]:
     """The task's metrics of the module's current weights on one split, names without prefix."""
-    if data.task == anomaly.TASK:
+    if Task(data.task) is Task.ANOMALY:
         return anomaly.split_metrics_of(module.network, data, stage)
     if stage == "val":
         (results,) = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)

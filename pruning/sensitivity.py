@@ -32,7 +32,8 @@ from matplotlib.figure import Figure
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import evaluate_network
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, FitSettings
+from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
+from lightning_modules.training import FitSettings
 from pruning.batch_norm import recalibrate_batch_norm
 from pruning.choices import DEFAULT_CRITERION, DEFAULT_EPOCHS, DEFAULT_RATIOS
 from pruning.criteria import calibration_batch, check_criterion, layer_scores

@@ -5,9 +5,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from lightning_modules.metrics import Task, correct_rows, metric_of_rows, row_scores
+from lightning_modules.metrics import PRIMARY_METRIC, Task, correct_rows, metric_of_rows, row_scores
 from lightning_modules.preprocessing import TASKS
-from lightning_modules.training import PRIMARY_METRIC
 
 
 @pytest.mark.parametrize("task", TASKS)

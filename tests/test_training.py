@@ -10,10 +10,10 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_modules.callbacks import TrainWhileImproving
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLPSpec, build
-from lightning_modules.stopping import TrainWhileImproving
 from lightning_modules.training import FitSettings, fit, metric_names
 
 

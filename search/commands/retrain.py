@@ -39,8 +39,8 @@ from lightning_modules.data import TabularDataModule, read_table
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
 from lightning_modules.family import TabularNetwork
+from lightning_modules.metrics import HIGHER_IS_BETTER
 from lightning_modules.preprocessing import Preprocessor
-from lightning_modules.training import HIGHER_IS_BETTER
 from search import tracking
 from search.config import load_config
 from search.measure import paired_delta

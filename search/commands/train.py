@@ -11,8 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import no_better_than_constant, serving_preprocessor
+from lightning_modules.metrics import PRIMARY_METRIC
 from lightning_modules.networks import build
-from lightning_modules.training import PRIMARY_METRIC, fit
+from lightning_modules.training import fit
 from search import tracking
 from search.cluster import without_passwords
 from search.config import Config

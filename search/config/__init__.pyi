@@ -1,10 +1,10 @@
 from .choices import PRECISIONS as PRECISIONS
-from .sections import DEFAULT_TRACKING_URI as DEFAULT_TRACKING_URI
 from .schema import Config as Config
+from .schema import load_config as load_config
+from .schema import override as override
+from .schema import validate as validate
+from .sections import DEFAULT_TRACKING_URI as DEFAULT_TRACKING_URI
 from .sections import DataConfig as DataConfig
 from .sections import PruneConfig as PruneConfig
 from .sections import Range as Range
 from .sections import SpaceConfig as SpaceConfig
-from .schema import load_config as load_config
-from .schema import override as override
-from .schema import validate as validate

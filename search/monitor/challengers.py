@@ -29,9 +29,10 @@ from lightning_modules.columns import time_order
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.family import NetworkSpec
+from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 from lightning_modules.networks import build
 from lightning_modules.preprocessing import Preprocessor
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC, fit
+from lightning_modules.training import fit
 from search.serving import REFERENCE_ROWS_FILE
 from search.study import fit_settings
 

@@ -15,9 +15,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lightning_modules.metrics import Task, row_scores
+from lightning_modules.metrics import HIGHER_IS_BETTER, Task, row_scores
 from lightning_modules.preprocessing import Preprocessor
-from lightning_modules.training import HIGHER_IS_BETTER
 from search.measure import PairedDelta, compare_latency
 
 __all__ = [

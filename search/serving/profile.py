@@ -22,8 +22,13 @@ from torch import nn
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.metrics import Task, metric_of_rows, row_scores
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
+from lightning_modules.metrics import (
+    HIGHER_IS_BETTER,
+    PRIMARY_METRIC,
+    Task,
+    metric_of_rows,
+    row_scores,
+)
 from search.serving.served_model import PROFILE_FILE
 
 __all__ = [

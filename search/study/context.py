@@ -17,7 +17,7 @@ from torch import nn
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.family import NetworkSpec
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
+from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 from search.cluster import RemoteNetworks, fetch, redact
 from search.config import Config
 from search.study.data import data_fingerprint, load_data

@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.training import HIGHER_IS_BETTER, PRIMARY_METRIC
+from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 from search.cluster import without_passwords
 from search.config import Config
 

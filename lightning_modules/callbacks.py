@@ -1,6 +1,13 @@
-"""Stop training that clearly cannot reach a required validation metric."""
+"""The Lightning callbacks of a fit, in one place (Lightning's own layout):
+
+- `KeepBestWeights`: the best validation epoch's weights, restored at the end;
+- `StopBelowThreshold`: stops a trial that clearly cannot reach the floor;
+- `TrainWhileImproving`: trains on past the epoch cap while validation still improves.
+"""
 
 from __future__ import annotations
+
+import copy
 
 import pytorch_lightning as pl
 import torch
@@ -129,3 +136,33 @@ class TrainWhileImproving(Callback):
             config.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=epochs + 1
             )
+
+
+class KeepBestWeights(Callback):
+    """Keeps the weights of the best validation epoch in memory and restores them at the end.
+
+    Early stopping alone would hand back the last epoch's weights, `patience` epochs past the
+    best; a checkpoint file per trial would cost disk and time for no gain.
+    """
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        self.monitor = monitor
+        self.mode = mode
+        self.best: float | None = None
+        self.best_epoch = -1
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        current = fit_epoch_value(trainer, self.monitor)
+        if current is None:
+            return
+        better = self.best is None or (
+            current < self.best if self.mode == "min" else current > self.best
+        )
+        if better:
+            self.best, self.best_epoch = current, trainer.current_epoch
+            self._state = copy.deepcopy(pl_module.state_dict())
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._state is not None:
+            pl_module.load_state_dict(self._state)
