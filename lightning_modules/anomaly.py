@@ -11,7 +11,7 @@ when its score is at or above it).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,14 @@ from lightning_modules.errors import TabslimInputError
 if TYPE_CHECKING:
     from torch import nn
 
-    from lightning_modules.data import TabularDataModule
+
+class SplitTensors(Protocol):
+    """What the scoring below reads of a data module (`lightning_modules.data`, which imports
+    this module, so the type is named by its shape rather than imported)."""
+
+    tensors: dict[str, dict[str, torch.Tensor]]
+    anomaly_fpr: float
+
 
 TASK = "anomaly"
 METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "f1", "threshold")
@@ -113,7 +120,7 @@ def constant_pr_auc(labels: Sequence[int] | np.ndarray) -> float:
     return float(np.mean(labels))
 
 
-def network_scores(network: nn.Module, data: TabularDataModule, split: str) -> np.ndarray:
+def network_scores(network: nn.Module, data: SplitTensors, split: str) -> np.ndarray:
     """(rows,) reconstruction errors of `split`'s rows, in eval mode."""
     tensors = data.tensors[split]
     flags = [(m, m.training) for m in network.modules()]
@@ -128,7 +135,7 @@ def network_scores(network: nn.Module, data: TabularDataModule, split: str) -> n
     return reconstruction_scores(output, tensors["x_num"]).numpy()
 
 
-def split_metrics_of(network: nn.Module, data: TabularDataModule, split: str) -> dict[str, float]:
+def split_metrics_of(network: nn.Module, data: SplitTensors, split: str) -> dict[str, float]:
     """Metrics of `split` at the threshold chosen on the validation split."""
     labels = {s: data.tensors[s]["y"].numpy() for s in ("val", split)}
     val = (network_scores(network, data, "val"), labels["val"])

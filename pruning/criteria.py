@@ -1,7 +1,7 @@
 """Unit importance criteria: one score per unit of every prunable group of a network.
 
 Higher means more important, so `keep_top(scores[i], ratio)` keeps the best units of group i.
-Criteria read units through the network-family interface (`lightning_modules.family`): a
+Criteria read units through the network-family interface (`lightning_modules.networks.base`): a
 group's weight slices for the magnitude criteria, its BatchNorm slices for `bn_scale`, and its
 gate (the module whose output holds the units) for the data criteria.
 Criteria only read the network: its weights, gradients, hooks and train/eval flags are as they
@@ -19,17 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import PrunableGroup, Slice, evaluating
+from lightning_modules.networks.base import PrunableGroup, evaluating, unit_values
 from pruning.choices import CRITERIA, check_criterion
 
 if TYPE_CHECKING:
     from lightning_modules.data import TabularDataModule
 
-__all__ = ["CRITERIA", "calibration_batch", "check_criterion", "layer_scores", "unit_values"]
-
-
-# Criteria that look at what the network computes on real rows.
-_NEEDS_CALIBRATION = ("activation_mean", "apoz", "taylor")
+__all__ = ["CRITERIA", "calibration_batch", "check_criterion", "layer_scores"]
 
 
 def layer_scores(
@@ -117,13 +113,6 @@ def calibration_batch(
     generator = torch.Generator().manual_seed(seed)
     rows = torch.randperm(n_rows, generator=generator)[:size]
     return {name: tensor[rows] for name, tensor in tensors.items()}
-
-
-def unit_values(state: dict[str, torch.Tensor], piece: Slice) -> torch.Tensor:
-    """(size, n): every value of `state[piece.key]` that each unit owns, one row per unit."""
-    tensor = state[piece.key].detach()
-    picked = tensor.index_select(piece.dim, piece.index.flatten()).movedim(piece.dim, 0)
-    return picked.reshape(piece.index.shape[0], -1)
 
 
 def _bn_scales(network: Any, groups: list[PrunableGroup]) -> list[torch.Tensor]:

@@ -1,6 +1,6 @@
 """Physical unit removal: a smaller dense network, never a mask.
 
-Every kind declares its prunable groups (`lightning_modules.family`): for each unit, the
+Every kind declares its prunable groups (`lightning_modules.networks.base`): for each unit, the
 positions it owns along dimensions of `state_dict` entries (its rows, its BatchNorm entries,
 a later layer's columns that read it). Removing units keeps only the kept units' positions
 along each of those dimensions. The result is again a network built from a spec, so the same
@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import PrunableGroup
 from lightning_modules.networks import build
+from lightning_modules.networks.base import PrunableGroup
 
 
 def remove_units(network: Any, keep: Sequence[Sequence[int] | None]) -> Any:

@@ -48,7 +48,7 @@ from torch import nn
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import TabularNetwork
+from lightning_modules.networks.base import TabularNetwork, unit_values
 from lightning_modules.training import FitSettings, fit
 
 __all__ = ["perturbation_scores"]
@@ -165,8 +165,6 @@ def _incoming(network: Any) -> list[torch.Tensor]:
     up to steps of about the learning rate: its drift is optimiser noise, not a response to the
     target, and in a small layer it would outweigh the whole weight row.
     """
-    from pruning.criteria import unit_values
-
     state = network.state_dict()
     rows = []
     for group in network.prunable_groups():

@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.accordion import AccordionSpec
-from lightning_modules.cnn1d import CNN1dSpec
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.ft_transformer import FTTransformerSpec
-from lightning_modules.mlp import MLPSpec
 from lightning_modules.networks import KINDS, build, count_parameters, load, spec_from_dict
-from lightning_modules.resnet import ResNetSpec
+from lightning_modules.networks.accordion import AccordionSpec
+from lightning_modules.networks.cnn1d import CNN1dSpec
+from lightning_modules.networks.ft_transformer import FTTransformerSpec
+from lightning_modules.networks.mlp import MLPSpec
+from lightning_modules.networks.resnet import ResNetSpec
 from pruning.removal import remove_units
 from search.measure import export_onnx
 

@@ -28,9 +28,9 @@ from torch import nn
 from lightning_modules.columns import time_order
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import NetworkSpec
 from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 from lightning_modules.networks import build
+from lightning_modules.networks.base import NetworkSpec
 from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.training import fit
 from search.serving import REFERENCE_ROWS_FILE

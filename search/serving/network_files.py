@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lightning_modules.family import NetworkSpec
 from lightning_modules.networks import load, spec_from_dict
+from lightning_modules.networks.base import NetworkSpec
 from lightning_modules.preprocessing import Preprocessor
 from search.serving.served_model import (
     PREPROCESSOR_FILE,

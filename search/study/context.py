@@ -16,8 +16,8 @@ import optuna
 from torch import nn
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.family import NetworkSpec
 from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
+from lightning_modules.networks.base import NetworkSpec
 from search.cluster import RemoteNetworks, fetch, redact
 from search.config import Config
 from search.study.data import data_fingerprint, load_data

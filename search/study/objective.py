@@ -19,8 +19,8 @@ from torch import nn
 
 from lightning_modules.callbacks import StopBelowThreshold
 from lightning_modules.evaluation import evaluate_network, row_scores
-from lightning_modules.family import NetworkSpec, TabularNetwork
 from lightning_modules.networks import build
+from lightning_modules.networks.base import NetworkSpec, TabularNetwork
 from lightning_modules.training import FitSettings, fit
 from pruning.plan import PruningPlan, apply_plan
 from search.cluster import publish

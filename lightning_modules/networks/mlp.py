@@ -15,15 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import (
+from lightning_modules.networks.base import (
     ACTIVATIONS,
+    ConcatenatedInputs,
     Gate,
     PrunableGroup,
     Slice,
-    SpecData,
-    check_activation,
-    check_dropout,
-    check_inputs,
     check_widths,
     embed_inputs,
     example_inputs_for,
@@ -35,7 +32,7 @@ KIND = "mlp"
 
 
 @dataclass(frozen=True)
-class MLPSpec(SpecData):
+class MLPSpec(ConcatenatedInputs):
     """Everything needed to build an `MLP`; every width is explicit.
 
     Args:
@@ -58,21 +55,12 @@ class MLPSpec(SpecData):
 
     def __post_init__(self) -> None:
         self._as_tuples("hidden", "cat_cardinalities")
-        if self.kind != KIND:
-            raise TabslimInputError(f"MLPSpec is for kind 'mlp', but got kind={self.kind!r}")
-        check_activation(self.activation)
+        self._check_common(KIND, self.activation)
         if not self.hidden or any(w < 1 for w in self.hidden):
             raise TabslimInputError(
                 f"every hidden width must be at least 1, but got hidden={list(self.hidden)}"
             )
         check_widths(KIND, d_embedding=self.d_embedding)
-        check_inputs(d_num=self.d_num, d_out=self.d_out, cat_cardinalities=self.cat_cardinalities)
-        check_dropout(self.dropout)
-
-    @property
-    def d_in(self) -> int:
-        """Width of the first linear layer's input: numeric features plus all embeddings."""
-        return self.d_num + len(self.cat_cardinalities) * self.d_embedding
 
     def group_names(self) -> tuple[str, ...]:
         return tuple(f"layer{i}" for i in range(len(self.hidden)))

@@ -17,21 +17,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import (
+from lightning_modules.networks.base import (
     ACTIVATIONS,
-    SpecData,
-    check_activation,
-    check_dropout,
-    check_inputs,
+    ConcatenatedInputs,
     check_widths,
 )
-from lightning_modules.mlp import MLP, MLPSpec
+from lightning_modules.networks.mlp import MLP, MLPSpec
 
 KIND = "accordion"
 
 
 @dataclass(frozen=True)
-class AccordionSpec(SpecData):
+class AccordionSpec(ConcatenatedInputs):
     """Args:
     encoder: widths from the input to the bottleneck, e.g. (32, 8, 24): contract, expand,
         contract.
@@ -53,8 +50,7 @@ class AccordionSpec(SpecData):
 
     def __post_init__(self) -> None:
         self._as_tuples("encoder", "decoder", "cat_cardinalities")
-        if self.kind != KIND:
-            raise TabslimInputError(f"AccordionSpec is for kind {KIND!r}, but got {self.kind!r}")
+        self._check_common(KIND, self.activation)
         check_widths(KIND, bottleneck=self.bottleneck, d_embedding=self.d_embedding)
         for name in ("encoder", "decoder"):
             if any(w < 1 for w in getattr(self, name)):
@@ -62,13 +58,6 @@ class AccordionSpec(SpecData):
                     f"accordion network: every {name} width must be at least 1, but got "
                     f"{name}={list(getattr(self, name))}"
                 )
-        check_activation(self.activation)
-        check_inputs(d_num=self.d_num, d_out=self.d_out, cat_cardinalities=self.cat_cardinalities)
-        check_dropout(self.dropout)
-
-    @property
-    def d_in(self) -> int:
-        return self.d_num + len(self.cat_cardinalities) * self.d_embedding
 
     @property
     def hidden(self) -> tuple[int, ...]:
@@ -155,6 +144,6 @@ class Accordion(MLP):
 
 
 def closed_form_parameters(spec: AccordionSpec) -> int:
-    from lightning_modules.mlp import closed_form_parameters as mlp_parameters
+    from lightning_modules.networks.mlp import closed_form_parameters as mlp_parameters
 
     return mlp_parameters(spec.as_mlp())

@@ -188,6 +188,37 @@ class SpecData:
         for name in names:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
 
+    # Fields every kind's spec declares (as dataclass fields of its own).
+    kind: str
+    d_num: int
+    d_out: int
+    cat_cardinalities: tuple[int, ...]
+    dropout: float
+
+    def _check_common(self, kind: str, activation: str | None = None) -> None:
+        """What every kind checks: that the spec is its own kind's, the inputs and outputs, the
+        dropout, and (for kinds that take one) the activation."""
+        if self.kind != kind:
+            raise TabslimInputError(
+                f"{type(self).__name__} is for kind {kind!r}, but got {self.kind!r}"
+            )
+        if activation is not None:
+            check_activation(activation)
+        check_inputs(d_num=self.d_num, d_out=self.d_out, cat_cardinalities=self.cat_cardinalities)
+        check_dropout(self.dropout)
+
+
+class ConcatenatedInputs(SpecData):
+    """A spec whose network takes the numeric features and one `d_embedding`-wide embedding per
+    categorical column, side by side (every kind but the FT-Transformer, which tokenizes)."""
+
+    d_embedding: int
+
+    @property
+    def d_in(self) -> int:
+        """Width of the first layer's input: numeric features plus all embeddings."""
+        return self.d_num + len(self.cat_cardinalities) * self.d_embedding
+
 
 def spec_to_dict(spec: Any) -> dict[str, Any]:
     """A dataclass spec as JSON-ready data: tuples become lists."""
@@ -254,3 +285,10 @@ def evaluating(network: nn.Module) -> Iterator[None]:
     finally:
         for module, training in flags:
             module.training = training
+
+
+def unit_values(state: dict[str, torch.Tensor], piece: Slice) -> torch.Tensor:
+    """(size, n): every value of `state[piece.key]` that each unit owns, one row per unit."""
+    tensor = state[piece.key].detach()
+    picked = tensor.index_select(piece.dim, piece.index.flatten()).movedim(piece.dim, 0)
+    return picked.reshape(piece.index.shape[0], -1)

@@ -27,13 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import (
+from lightning_modules.networks.base import (
     Gate,
     PrunableGroup,
     Slice,
     SpecData,
-    check_dropout,
-    check_inputs,
     check_widths,
     example_inputs_for,
     interleaved,
@@ -65,8 +63,7 @@ class FTTransformerSpec(SpecData):
 
     def __post_init__(self) -> None:
         self._as_tuples("heads", "ffn_hidden", "cat_cardinalities")
-        if self.kind != KIND:
-            raise TabslimInputError(f"FTTransformerSpec is for kind {KIND!r}, got {self.kind!r}")
+        self._check_common(KIND)
         check_widths(
             KIND, d_token=self.d_token, heads=self.heads, d_head=self.d_head, ffn=self.ffn_hidden
         )
@@ -80,8 +77,6 @@ class FTTransformerSpec(SpecData):
                 f"ffn_activation must be one of {list(FFN_ACTIVATIONS)}, "
                 f"but got {self.ffn_activation!r}"
             )
-        check_inputs(d_num=self.d_num, d_out=self.d_out, cat_cardinalities=self.cat_cardinalities)
-        check_dropout(self.dropout)
 
     @property
     def n_blocks(self) -> int:

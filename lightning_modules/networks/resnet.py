@@ -19,15 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import (
+from lightning_modules.networks.base import (
     ACTIVATIONS,
+    ConcatenatedInputs,
     Gate,
     PrunableGroup,
     Slice,
-    SpecData,
-    check_activation,
-    check_dropout,
-    check_inputs,
     check_widths,
     embed_inputs,
     example_inputs_for,
@@ -39,7 +36,7 @@ KIND = "resnet"
 
 
 @dataclass(frozen=True)
-class ResNetSpec(SpecData):
+class ResNetSpec(ConcatenatedInputs):
     """Args:
     d_main: the residual stream's width.
     hidden: each block's hidden width, first to last.
@@ -57,16 +54,8 @@ class ResNetSpec(SpecData):
 
     def __post_init__(self) -> None:
         self._as_tuples("hidden", "cat_cardinalities")
-        if self.kind != KIND:
-            raise TabslimInputError(f"ResNetSpec is for kind 'resnet', but got {self.kind!r}")
+        self._check_common(KIND, self.activation)
         check_widths(KIND, d_main=self.d_main, hidden=self.hidden, d_embedding=self.d_embedding)
-        check_activation(self.activation)
-        check_inputs(d_num=self.d_num, d_out=self.d_out, cat_cardinalities=self.cat_cardinalities)
-        check_dropout(self.dropout)
-
-    @property
-    def d_in(self) -> int:
-        return self.d_num + len(self.cat_cardinalities) * self.d_embedding
 
     def group_names(self) -> tuple[str, ...]:
         return (*(f"block{i}.hidden" for i in range(len(self.hidden))), "residual")

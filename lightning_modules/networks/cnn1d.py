@@ -20,13 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import (
+from lightning_modules.networks.base import (
+    ConcatenatedInputs,
     Gate,
     PrunableGroup,
     Slice,
-    SpecData,
-    check_dropout,
-    check_inputs,
     check_widths,
     embed_inputs,
     example_inputs_for,
@@ -44,7 +42,7 @@ def pooled_length(length: int) -> int:
 
 
 @dataclass(frozen=True)
-class CNN1dSpec(SpecData):
+class CNN1dSpec(ConcatenatedInputs):
     """Args:
     expansion: channels of the dense expansion; it has expansion x length outputs.
     length: the signal length each channel is reshaped to (at least 4).
@@ -65,8 +63,7 @@ class CNN1dSpec(SpecData):
 
     def __post_init__(self) -> None:
         self._as_tuples("skip", "middle", "cat_cardinalities")
-        if self.kind != KIND:
-            raise TabslimInputError(f"CNN1dSpec is for kind {KIND!r}, but got {self.kind!r}")
+        self._check_common(KIND)
         check_widths(
             KIND, expansion=self.expansion, skip=self.skip, middle=self.middle,
             d_embedding=self.d_embedding,
@@ -78,12 +75,6 @@ class CNN1dSpec(SpecData):
                 f"cnn1d needs one skip and one middle width per block, but got "
                 f"skip={list(self.skip)} and middle={list(self.middle)}"
             )
-        check_inputs(d_num=self.d_num, d_out=self.d_out, cat_cardinalities=self.cat_cardinalities)
-        check_dropout(self.dropout)
-
-    @property
-    def d_in(self) -> int:
-        return self.d_num + len(self.cat_cardinalities) * self.d_embedding
 
     def group_names(self) -> tuple[str, ...]:
         blocks = [(f"block{i}.skip", f"block{i}.middle") for i in range(len(self.skip))]

@@ -3,7 +3,7 @@
 A network is rebuilt exactly from `spec + state_dict`: the spec is plain data (ints, lists,
 a few options), so a pruned or shrunken shape can be logged, compared and retrained without
 pickling modules. `KINDS` maps `model.kind` to its family; the interface a kind provides is in
-`lightning_modules.family`.
+`lightning_modules.networks.base`.
 """
 
 from __future__ import annotations
@@ -16,38 +16,8 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lightning_modules import accordion, cnn1d, ft_transformer, mlp, resnet
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.family import (
-    ACTIVATIONS,
-    NetworkSpec,
-    PrunableGroup,
-    TabularNetwork,
-    count_parameters,
-    evaluating,
-    group_widths_key,
-)
-from lightning_modules.mlp import MLP, Block, MLPSpec
-
-__all__ = [
-    "ACTIVATIONS",
-    "KINDS",
-    "MLP",
-    "Block",
-    "Family",
-    "MLPSpec",
-    "NetworkSpec",
-    "PrunableGroup",
-    "TabularNetwork",
-    "baseline_spec",
-    "build",
-    "count_parameters",
-    "evaluating",
-    "family",
-    "group_widths_key",
-    "load",
-    "spec_from_dict",
-]
+from lightning_modules.networks import accordion, cnn1d, ft_transformer, mlp, resnet
 
 
 @dataclass(frozen=True)
