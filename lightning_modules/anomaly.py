@@ -92,8 +92,13 @@ def metrics(
     """The task's metrics of `scores` against 0/1 `labels` at a threshold chosen elsewhere."""
     if labels.min() == labels.max():
         nan = float("nan")
-        return {"pr_auc": nan, "roc_auc": nan, "recall_at_fpr": nan, "f1": nan,
-                "threshold": threshold}  # fmt: skip
+        return {
+            "pr_auc": nan,
+            "roc_auc": nan,
+            "recall_at_fpr": nan,
+            "f1": nan,
+            "threshold": threshold,
+        }
     false_rate, true_rate, _ = roc_curve(labels, scores)
     flagged = scores >= threshold
     tp = float(np.sum(flagged & (labels == 1)))

@@ -100,9 +100,15 @@ def drift_batch(kind: str, seed: int = 0, n_rows: int = 2000) -> pd.DataFrame:
     logit = sign * 1.5 * tenure - 1.0 * usage + 0.7 * support + effect
     churned = rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))
     return pd.DataFrame(
-        {"tenure": tenure, "usage": usage, "support": support, "noise": noise, "plan": plan,
-         "churned": np.where(churned, "yes", "no")}
-    )  # fmt: skip
+        {
+            "tenure": tenure,
+            "usage": usage,
+            "support": support,
+            "noise": noise,
+            "plan": plan,
+            "churned": np.where(churned, "yes", "no"),
+        }
+    )
 
 
 def synthetic_fraud(seed: int = 0, n_rows: int = 6000, fraud_share: float = 0.02) -> pd.DataFrame:

@@ -52,8 +52,9 @@ def output_metrics(
         val_output = output if split == "val" else val_output
         assert val_output is not None, "task anomaly's threshold is chosen on validation"
         val = (_scores(val_output, data, "val"), data.tensors["val"]["y"].numpy())
-        return anomaly.split_metrics(val, (_scores(output, data, split), y.numpy()),
-                                     data.anomaly_fpr)  # fmt: skip
+        return anomaly.split_metrics(
+            val, (_scores(output, data, split), y.numpy()), data.anomaly_fpr
+        )
     metrics = task_metrics(data.task, data.network_inputs()["d_out"])
     if Task(data.task) is Task.REGRESSION:
         scale, shift = data.preprocessor.target_std, data.preprocessor.target_mean

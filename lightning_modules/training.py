@@ -48,7 +48,7 @@ def task_metrics(task: str, n_classes: int) -> torchmetrics.MetricCollection:
             {
                 "pr_auc": torchmetrics.AveragePrecision(task="binary"),
                 "roc_auc": torchmetrics.AUROC(task="binary"),
-            }  # fmt: skip
+            }
         )
     if Task(task) is Task.REGRESSION:
         return torchmetrics.MetricCollection(

@@ -181,9 +181,14 @@ class SensitivityResult:
             for (row, col), value in np.ndenumerate(values):
                 strong = np.isfinite(value) and abs(value) > 0.6 * limit
                 ax.text(
-                    col, row, f"{value:+.3f}" if np.isfinite(value) else "nan",
-                    ha="center", va="center", fontsize=8, color="white" if strong else "black",
-                )  # fmt: skip
+                    col,
+                    row,
+                    f"{value:+.3f}" if np.isfinite(value) else "nan",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if strong else "black",
+                )
             ax.set_xticks(range(n_ratios), [f"{r:g}" for r in self.ratios])
             ax.set_xlabel("share of neurons removed")
             ax.set_title(f"{epoch} fine-tuning epoch{'' if epoch == 1 else 's'}")

@@ -90,10 +90,15 @@ class AccordionSpec(ConcatenatedInputs):
 
     def as_mlp(self) -> MLPSpec:
         return MLPSpec(
-            d_num=self.d_num, d_out=self.d_out, hidden=self.hidden,
-            cat_cardinalities=self.cat_cardinalities, d_embedding=self.d_embedding,
-            dropout=self.dropout, activation=self.activation, batch_norm=self.batch_norm,
-        )  # fmt: skip
+            d_num=self.d_num,
+            d_out=self.d_out,
+            hidden=self.hidden,
+            cat_cardinalities=self.cat_cardinalities,
+            d_embedding=self.d_embedding,
+            dropout=self.dropout,
+            activation=self.activation,
+            batch_norm=self.batch_norm,
+        )
 
 
 class Options(BaseModel):
@@ -125,10 +130,15 @@ class Options(BaseModel):
 def baseline(options: Options, **inputs: Any) -> AccordionSpec:
     decoder = options.decoder if options.decoder is not None else list(reversed(options.encoder))
     return AccordionSpec(
-        encoder=tuple(options.encoder), bottleneck=options.bottleneck, decoder=tuple(decoder),
-        d_embedding=options.d_embedding, dropout=options.dropout,
-        activation=options.activation, batch_norm=options.batch_norm, **inputs,
-    )  # fmt: skip
+        encoder=tuple(options.encoder),
+        bottleneck=options.bottleneck,
+        decoder=tuple(decoder),
+        d_embedding=options.d_embedding,
+        dropout=options.dropout,
+        activation=options.activation,
+        batch_norm=options.batch_norm,
+        **inputs,
+    )
 
 
 class Accordion(MLP):

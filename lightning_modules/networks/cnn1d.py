@@ -65,9 +65,12 @@ class CNN1dSpec(ConcatenatedInputs):
         self._as_tuples("skip", "middle", "cat_cardinalities")
         self._check_common(KIND)
         check_widths(
-            KIND, expansion=self.expansion, skip=self.skip, middle=self.middle,
+            KIND,
+            expansion=self.expansion,
+            skip=self.skip,
+            middle=self.middle,
             d_embedding=self.d_embedding,
-        )  # fmt: skip
+        )
         if self.length < 4:
             raise TabslimInputError(f"cnn1d length must be at least 4, but got {self.length}")
         if len(self.skip) != len(self.middle):

@@ -313,7 +313,7 @@ class FTTransformer(nn.Module):
                 *(
                     Slice(f"{block}.attention.{p}.weight", 1, rows, "consumer")
                     for p in ("query", "key", "value")
-                ),  # fmt: skip
+                ),
                 Slice(f"{block}.attention.output.weight", 0, rows, "weight"),
                 Slice(f"{block}.attention.output.bias", 0, rows, "bias"),
                 Slice(f"{block}.ffn.linear1.weight", 1, rows, "consumer"),

@@ -34,7 +34,7 @@ class Family:
 KINDS: dict[str, Family] = {
     module.KIND: Family(
         spec, network, module.Options, module.baseline, module.closed_form_parameters
-    )  # fmt: skip
+    )
     for module, spec, network in (
         (mlp, mlp.MLPSpec, mlp.MLP),
         (resnet, resnet.ResNetSpec, resnet.ResNet),
