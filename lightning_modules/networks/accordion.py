@@ -144,6 +144,11 @@ def baseline(options: Options, **inputs: Any) -> AccordionSpec:
 class Accordion(MLP):
     """An MLP whose hidden layers are the encoder, the bottleneck and the decoder.
 
+    ```
+    x_num (B, d_num), x_cat (B, n_cat) -> embed, concatenate -> (B, d_in)
+      -> encoder widths -> (B, bottleneck) -> decoder widths -> Linear -> (B, d_out)
+    ```
+
     forward(x_num (B, d_num), x_cat) -> (B, d_out), the reconstruction of x_num under task
     anomaly. Its state_dict is an MLP's; its spec (and so its groups' names) the accordion's.
     """

@@ -171,6 +171,19 @@ class SkipBlock(nn.Module):
 
 
 class CNN1d(nn.Module):
+    """The MoA-style 1D CNN: a dense layer reshaped into channels, then convolutions.
+
+    ```
+    x_num (B, d_num), x_cat (B, n_cat) -> embed, concatenate -> (B, d_in)
+      -> BatchNorm -> Dropout -> Linear -> CELU -> (B, expansion * length)
+      -> reshape (B, expansion, length)
+      -> SkipBlock per block: (B, c_in, L) -> (B, skip[i], L'), out = convs(s) * s
+      -> MaxPool -> flatten (B, skip[-1] * L'') -> BatchNorm -> Dropout -> Linear -> (B, d_out)
+    ```
+    Prunable groups: `expansion` (whole channels of the dense layer), and per block `skip` and
+    `middle`.
+    """
+
     def __init__(self, spec: CNN1dSpec) -> None:
         super().__init__()
         self.spec = spec

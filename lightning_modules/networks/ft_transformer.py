@@ -240,6 +240,17 @@ class TransformerBlock(nn.Module):
 
 
 class FTTransformer(nn.Module):
+    """The FT-Transformer: every column a token, a CLS token read out by the head.
+
+    ```
+    x_num (B, d_num), x_cat (B, n_cat) -> tokenize -> (B, T, d_token), T = 1 + d_num + n_cat
+      -> [x + Attention(LayerNorm(x)); x + FeedForward(LayerNorm(x))] per block, (B, T, d_token)
+         attention: heads[i] heads of d_head; feed-forward: d_token -> ffn_hidden[i] -> d_token
+      -> the CLS token (B, d_token) -> LayerNorm -> ReLU -> Linear -> (B, d_out)
+    ```
+    Prunable groups: each block's heads and ffn width, and `token`, coupled across everything.
+    """
+
     def __init__(self, spec: FTTransformerSpec) -> None:
         super().__init__()
         self.spec = spec

@@ -128,7 +128,12 @@ class Block(nn.Module):
 class MLP(nn.Module):
     """An MLP over numeric features and embedded categorical columns.
 
-    forward(x_num (B, d_num) float, x_cat (B, n_cat) int64) -> (B, d_out) logits or values.
+    ```
+    x_num (B, d_num), x_cat (B, n_cat) -> embed, concatenate -> (B, d_in)
+      -> [Linear -> BatchNorm -> activation -> Dropout] per hidden width -> (B, hidden[-1])
+      -> Linear -> (B, d_out): logits (classes) or values (regression, reconstruction)
+    ```
+    d_in = d_num + n_cat * d_embedding. Prunable groups: one per hidden block (`layer<i>`).
     """
 
     def __init__(self, spec: MLPSpec) -> None:

@@ -96,6 +96,8 @@ def baseline(options: Options, **inputs: Any) -> ResNetSpec:
 
 
 class ResidualBlock(nn.Module):
+    """(B, d_main) -> (B, d_main): x + Dropout(Linear(Dropout(activation(Linear(BatchNorm(x))))))"""
+
     def __init__(self, *, d_main: int, d_hidden: int, activation: str, dropout: float) -> None:
         super().__init__()
         self.norm = nn.BatchNorm1d(d_main)
@@ -111,6 +113,19 @@ class ResidualBlock(nn.Module):
 
 
 class ResNet(nn.Module):
+    """The rtdl ResNet for tabular data.
+
+    ```
+    x_num (B, d_num), x_cat (B, n_cat) -> embed, concatenate -> (B, d_in)
+      -> Linear -> (B, d_main)
+      -> [x + Dropout(Linear(Dropout(activation(Linear(BatchNorm(x))))))] per block,
+         (B, d_main) -> (B, hidden[i]) -> (B, d_main)
+      -> BatchNorm -> ReLU -> Linear -> (B, d_out)
+    ```
+    Prunable groups: each block's hidden width, and `residual`, the stream's d_main channels,
+    coupled across the projection, every block and the head.
+    """
+
     def __init__(self, spec: ResNetSpec) -> None:
         super().__init__()
         self.spec = spec
