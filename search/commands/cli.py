@@ -7,21 +7,18 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from lightning_modules.errors import TabslimInputError
-from pruning.choices import CRITERIA, DEFAULT_CRITERION, DEFAULT_EPOCHS, DEFAULT_RATIOS
+from pruning.choices import CRITERIA
 from search.cluster import install_log_redaction, redact
-from search.commands import handlers as cli_handlers
-from search.config.choices import SAMPLERS
+from search.commands import handlers
+from search.commands.settings import DriftSettings, RetrainSettings, SensitivitySettings, Settings
+from search.config.choices import SAMPLERS, TASK_CHOICES
 
 STORAGE_ENV = "TABSLIM_STORAGE"
 
 EXIT_BAD_INPUT = 2
-TASKS = ("auto", "classification", "binary", "multiclass", "regression", "anomaly")
-
-
-def _listed(values: Sequence[object]) -> str:
-    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 def _positive_int(text: str) -> int:
@@ -44,46 +41,165 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+# Every flag, declared once: how it is read, and what it says where a command adds nothing.
+# A command may say in its own words what a shared flag means there (`--tracking-uri` of a
+# worker is the study's server), and its defaults come from its settings (settings.py).
+FLAGS: dict[str, dict[str, Any]] = {
+    "--data": {"metavar": "FILE"},
+    "--dataset": {"metavar": "NAME", "help": "a bundled dataset instead of a file"},
+    "--target": {"metavar": "COLUMN"},
+    "--task": {"choices": TASK_CHOICES},
+    "--drop-columns": {
+        "metavar": "A,B,...",
+        "help": "columns that are not features (IDs and dates are left out without asking)",
+    },
+    "--time-column": {"metavar": "COLUMN"},
+    "--config": {"metavar": "FILE"},
+    "--tracking-uri": {"metavar": "URI"},
+    "--experiment": {"metavar": "NAME", "help": "MLflow experiment name"},
+    "--max-epochs": {"type": _positive_int, "metavar": "N"},
+    "--seed": {"type": int, "metavar": "N", "help": "seeds the split and the training"},
+    "--quiet": {"action": "store_true", "help": "no progress bar"},
+    "--study": {"metavar": "NAME"},
+    "--storage": {"metavar": "URL"},
+    "--model": {"metavar": "NAME"},
+    "--n-trials": {
+        "type": _positive_int,
+        "metavar": "N",
+        "help": "trials the study should have in all (the baseline included)",
+    },
+    "--timeout": {
+        "type": _positive_float,
+        "metavar": "S",
+        "help": "stop starting trials after S seconds",
+    },
+    "--workers": {"type": _positive_int, "metavar": "N", "help": "local worker processes"},
+    "--devices": {
+        "metavar": "auto|cpu|0,1,...",
+        "help": "the GPUs this node's worker processes train on, one each (default: auto, all "
+        "GPUs there are, else the CPU)",
+    },
+    "--workers-per-device": {
+        "type": _positive_int,
+        "metavar": "K",
+        "help": "worker processes per device (several small trials share a GPU well)",
+    },
+    "--sampler": {
+        "metavar": "NAME",
+        "help": f"Optuna sampler: {', '.join(SAMPLERS)} (default: tpe)",
+    },
+    "--psi-threshold": {
+        "type": float,
+        "metavar": "X",
+        "help": "PSI from which a column counts as drifted (default: %(default)s)",
+    },
+    "--alpha": {
+        "type": float,
+        "metavar": "P",
+        "help": "corrected p-value below which a shift counts (default: %(default)s)",
+    },
+    "--dry-run": {"action": "store_true", "help": "say what it would do, change nothing"},
+    "--force": {"action": "store_true", "help": "retrain even without drift"},
+    "--holdout": {
+        "type": float,
+        "metavar": "SHARE",
+        "help": "share of the new rows held out, the latest ones (default: %(default)s)",
+    },
+    "--min-gain": {
+        "type": float,
+        "metavar": "X",
+        "help": "how far a challenger's interval must clear the champion (default: %(default)s)",
+    },
+    "--tolerance": {
+        "type": float,
+        "metavar": "X",
+        "help": "how far the realized metric may fall below validation (relative for RMSE) "
+        "before it retrains (default: %(default)s)",
+    },
+    "--drift-threshold": {
+        "type": float,
+        "metavar": "X",
+        "help": "importance-weighted drift score that calls for a retrain (default: "
+        "%(default)s; inf: only a fall of the realized metric does)",
+    },
+    "--reference-share": {
+        "type": float,
+        "metavar": "S",
+        "help": "add this share of the training rows stored with the champion to the window "
+        "(default: %(default)s, the new rows only)",
+    },
+    "--search": {
+        "type": int,
+        "metavar": "N",
+        "help": "also train a challenger found by an N-trial search seeded with the champion's "
+        "study front and bounded by its widths (default: %(default)s, none)",
+    },
+    "--ratios": {
+        "metavar": "R,R,...",
+        "help": "shares of a group's units to remove, each in (0, 1); a group always keeps at "
+        "least one unit (default: %(default)s)",
+    },
+    "--criterion": {
+        "metavar": "NAME",
+        "help": f"unit importance criterion deciding which units go: {', '.join(CRITERIA)} "
+        "(default: %(default)s)",
+    },
+    "--epochs": {
+        "metavar": "E,E,...",
+        "help": "fine-tuning epochs after pruning, each tried separately (default: %(default)s)",
+    },
+}
+
+
+def _add(parser: Any, flag: str, settings: type[Settings] | None = None, **said: Any) -> None:
+    """`flag` as FLAGS declares it, with what this command `said`; its default, if any, from
+    the command's `settings` (the field named like the flag)."""
+    field = flag.removeprefix("--").replace("-", "_")
+    if settings is not None and field in settings.model_fields:
+        said.setdefault("default", settings.model_fields[field].default)
+    parser.add_argument(flag, **(FLAGS[flag] | said))
+
+
+def _storage(parser: argparse.ArgumentParser, what: str) -> None:
+    # An environment variable keeps a URL with a password off the command line (and `ps`).
+    default = os.environ.get(STORAGE_ENV) or None
+    help = f"{what} (default: ${STORAGE_ENV}, else mlruns/optuna.journal)"
+    _add(parser, "--storage", default=default, help=help)
+
+
+def _data_and_config(parser: argparse.ArgumentParser) -> None:
+    """The flags `train` and `search` share: the data, the config and what overrides it."""
     source = parser.add_argument_group("data (overrides the config's data section)")
-    source.add_argument("--data", metavar="FILE", help="a CSV or Parquet file to train on")
-    source.add_argument("--dataset", metavar="NAME", help="a bundled dataset instead of a file")
-    source.add_argument("--target", metavar="COLUMN", help="the column to predict")
-    source.add_argument("--task", choices=TASKS)
-    source.add_argument(
-        "--drop-columns", metavar="A,B,...",
-        help="columns that are not features (IDs and dates are left out without asking)",
-    )  # fmt: skip
-    source.add_argument(
-        "--time-column", metavar="COLUMN",
+    _add(source, "--data", help="a CSV or Parquet file to train on")
+    _add(source, "--dataset")
+    _add(source, "--target", help="the column to predict")
+    _add(source, "--task")
+    _add(source, "--drop-columns")
+    _add(
+        source,
+        "--time-column",
         help="orders the rows for a split in time (train earliest, test latest); never a feature",
-    )  # fmt: skip
-    parser.add_argument(
-        "--config", metavar="FILE", help="YAML config (default: configs/default.yaml)"
     )
-    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
-    parser.add_argument("--experiment", metavar="NAME", help="MLflow experiment name")
-    parser.add_argument("--max-epochs", type=_positive_int, metavar="N")
-    parser.add_argument("--seed", type=int, metavar="N", help="seeds the split and the training")
+    _add(parser, "--config", help="YAML config (default: configs/default.yaml)")
+    _add(parser, "--tracking-uri", help="MLflow tracking URI")
+    _add(parser, "--experiment")
+    _add(parser, "--max-epochs")
+    _add(parser, "--seed")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tabslim",
-        description="Find smaller, faster neural networks for tabular data at (nearly) the same "
-        "accuracy. Results go to MLflow (default: sqlite:///mlruns/mlflow.db).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _train(commands: Any) -> None:
     train = commands.add_parser(
         "train",
         help="train the baseline network once, measure it and log it to MLflow",
         description="Train the configured baseline MLP, measure its size and latency, and log "
         "parameters, metrics and a raw-DataFrame pyfunc model to MLflow.",
     )
-    _add_common(train)
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(handler=cli_handlers.train_command)
+    _data_and_config(train)
+    _add(train, "--quiet")
+    train.set_defaults(handler=handlers.train_command)
 
+
+def _search(commands: Any) -> None:
     search = commands.add_parser(
         "search",
         help="search per-layer widths for smaller, faster networks (multi-objective Optuna)",
@@ -93,28 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
         "within the accuracy floor as '<study>@champion'. Running it again with "
         "the same study continues it: finished trials are kept and never trained twice.",
     )
-    _add_common(search)
-    search.add_argument(
-        "--n-trials", type=_positive_int, metavar="N",
-        help="trials the study should have in all (the baseline included)",
-    )  # fmt: skip
-    search.add_argument(
-        "--timeout", type=_positive_float, metavar="S", help="stop starting trials after S seconds"
-    )
-    search.add_argument("--study", metavar="NAME", help="study name (default: tabslim-<data>)")
-    _storage_flag(
+    _data_and_config(search)
+    _add(search, "--n-trials")
+    _add(search, "--timeout")
+    _add(search, "--study", help="study name (default: tabslim-<data>)")
+    _storage(
         search,
         "Optuna storage: a journal file path or a database URL, e.g. "
         "postgresql+psycopg://user@host/db with the password in PGPASSWORD or ~/.pgpass",
     )
-    search.add_argument("--workers", type=_positive_int, metavar="N", help="local worker processes")
-    _device_flags(search)
-    search.add_argument(
-        "--sampler", metavar="NAME", help=f"Optuna sampler: {', '.join(SAMPLERS)} (default: tpe)"
-    )
-    search.add_argument("--quiet", action="store_true", help="no progress bar")
-    search.set_defaults(handler=cli_handlers.search_command)
+    for flag in ("--workers", "--devices", "--workers-per-device", "--sampler", "--quiet"):
+        _add(search, flag)
+    search.set_defaults(handler=handlers.search_command)
 
+
+def _worker(commands: Any) -> None:
     worker = commands.add_parser(
         "worker",
         help="join a study that `tabslim search` started, and run its trials",
@@ -123,21 +232,26 @@ def build_parser() -> argparse.ArgumentParser:
         "start workers on as many nodes as you like, against a storage they all reach "
         "(PostgreSQL). The coordinator (`tabslim search`) mirrors their trials to MLflow.",
     )
-    worker.add_argument("--study", required=True, metavar="NAME")
-    _storage_flag(worker, "the study's Optuna storage")
-    worker.add_argument(
-        "--tracking-uri", metavar="URI",
+    _add(worker, "--study", required=True)
+    _storage(worker, "the study's Optuna storage")
+    _add(
+        worker,
+        "--tracking-uri",
         help="the study's MLflow tracking server (http://HOST:PORT), through which trials' "
         "networks travel when nodes share no disk (default: the study's)",
-    )  # fmt: skip
-    worker.add_argument(
-        "--data", metavar="FILE",
+    )
+    _add(
+        worker,
+        "--data",
         help="the study's table on this node (default: the path the study records); refused "
         "when its contents differ",
-    )  # fmt: skip
-    _device_flags(worker)
-    worker.set_defaults(handler=cli_handlers.worker_command)
+    )
+    _add(worker, "--devices")
+    _add(worker, "--workers-per-device")
+    worker.set_defaults(handler=handlers.worker_command)
 
+
+def _drift(commands: Any) -> None:
     drift = commands.add_parser(
         "drift",
         help="compare new rows with the reference profile a logged model carries",
@@ -148,22 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
         "also the realized metric with its 95% interval. Prints the columns worst first and "
         "logs an MLflow run with drift_report.json, drift_report.html and drift.png.",
     )
-    drift.add_argument("--model", required=True, metavar="URI",
-                       help="e.g. models:/tabslim-digits@champion")  # fmt: skip
-    drift.add_argument("--data", required=True, metavar="FILE", help="new rows, CSV or Parquet")
-    drift.add_argument(
-        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: mlruns/mlflow.db)"
+    _add(
+        drift, "--model", required=True, metavar="URI", help="e.g. models:/tabslim-digits@champion"
     )
-    drift.add_argument(
-        "--psi-threshold", type=float, default=0.2, metavar="X",
-        help="PSI from which a column counts as drifted (default: %(default)s)",
-    )  # fmt: skip
-    drift.add_argument(
-        "--alpha", type=float, default=0.05, metavar="P",
-        help="corrected p-value below which a shift counts (default: %(default)s)",
-    )  # fmt: skip
-    drift.set_defaults(handler=cli_handlers.drift_command)
+    _add(drift, "--data", required=True, help="new rows, CSV or Parquet")
+    _add(drift, "--tracking-uri", help="MLflow tracking URI (default: mlruns/mlflow.db)")
+    _add(drift, "--psi-threshold", DriftSettings)
+    _add(drift, "--alpha", DriftSettings)
+    drift.set_defaults(handler=handlers.drift_command)
 
+
+def _retrain(commands: Any) -> None:
     retrain = commands.add_parser(
         "retrain",
         help="retrain the registered champion on new rows when they call for it",
@@ -171,74 +280,49 @@ def build_parser() -> argparse.ArgumentParser:
         "needs it (or with --force), train challengers on a window of the rows (the "
         "champion's widths from scratch, and the champion fine-tuned), score all on a holdout "
         "that lies after the window in time, and promote a challenger only when its paired "
-        "95%% interval clears --min-gain within the champion's size and latency. Safe to "
+        "95% interval clears --min-gain within the champion's size and latency. Safe to "
         "schedule: the same data twice changes nothing, and two runs at once promote at most "
         "once. Exit code 0 for every normal outcome.",
     )
-    retrain.add_argument("--model", required=True, metavar="NAME", help="a registered model")
-    retrain.add_argument("--data", required=True, metavar="FILE", help="new labelled rows")
-    retrain.add_argument("--target", required=True, metavar="COLUMN")
-    retrain.add_argument("--time-column", metavar="COLUMN", help="orders window and holdout")
-    retrain.add_argument(
-        "--config", metavar="FILE", help="training settings (default: configs/default.yaml)"
-    )
-    retrain.add_argument(
-        "--tracking-uri", metavar="URI", help="default: the config's, mlruns/mlflow.db"
-    )
-    retrain.add_argument(
-        "--dry-run", action="store_true", help="say what it would do, change nothing"
-    )
-    retrain.add_argument("--force", action="store_true", help="retrain even without drift")
-    retrain.add_argument(
-        "--holdout", type=float, default=0.3, metavar="SHARE",
-        help="share of the new rows held out, the latest ones (default: %(default)s)",
-    )  # fmt: skip
-    retrain.add_argument(
-        "--min-gain", type=float, default=0.0, metavar="X",
-        help="how far a challenger's interval must clear the champion (default: %(default)s)",
-    )  # fmt: skip
-    retrain.add_argument(
-        "--tolerance", type=float, default=0.01, metavar="X",
-        help="how far the realized metric may fall below validation (relative for RMSE) "
-        "before it retrains (default: %(default)s)",
-    )  # fmt: skip
-    retrain.add_argument(
-        "--drift-threshold", type=float, default=0.1, metavar="X",
-        help="importance-weighted drift score that calls for a retrain (default: %(default)s; "
-        "inf: only a fall of the realized metric does)",
-    )  # fmt: skip
-    retrain.add_argument(
-        "--reference-share", type=float, default=0.0, metavar="S",
-        help="add this share of the training rows stored with the champion to the window "
-        "(default: %(default)s, the new rows only)",
-    )  # fmt: skip
-    retrain.add_argument(
-        "--search", type=int, default=0, metavar="N",
-        help="also train a challenger found by an N-trial search seeded with the champion's "
-        "study front and bounded by its widths (default: %(default)s, none)",
-    )  # fmt: skip
-    retrain.set_defaults(handler=cli_handlers.retrain_command)
+    _add(retrain, "--model", required=True, help="a registered model")
+    _add(retrain, "--data", required=True, help="new labelled rows")
+    _add(retrain, "--target", required=True)
+    _add(retrain, "--time-column", help="orders window and holdout")
+    _add(retrain, "--config", help="training settings (default: configs/default.yaml)")
+    _add(retrain, "--tracking-uri", help="default: the config's, mlruns/mlflow.db")
+    for flag in ("--dry-run", "--force", "--holdout", "--min-gain", "--tolerance"):
+        _add(retrain, flag, RetrainSettings)
+    _add(retrain, "--drift-threshold", RetrainSettings)
+    _add(retrain, "--reference-share", RetrainSettings)
+    _add(retrain, "--search", default=RetrainSettings.model_fields["search_trials"].default)
+    retrain.set_defaults(handler=handlers.retrain_command)
 
+
+def _rollback(commands: Any) -> None:
     rollback = commands.add_parser(
         "rollback",
         help="move NAME@champion back to NAME@previous",
         description="Move the alias champion back to the version the last promotion replaced "
         "(and previous to the one it leaves); run it again to undo.",
     )
-    rollback.add_argument("--model", required=True, metavar="NAME")
-    rollback.add_argument("--tracking-uri", metavar="URI", help="default: mlruns/mlflow.db")
-    rollback.set_defaults(handler=cli_handlers.rollback_command)
+    _add(rollback, "--model", required=True)
+    _add(rollback, "--tracking-uri", help="default: mlruns/mlflow.db")
+    rollback.set_defaults(handler=handlers.rollback_command)
 
+
+def _report(commands: Any) -> None:
     report = commands.add_parser(
         "report",
         help="print a study's Pareto front relative to its baseline",
         description="Print the front of a study as a table relative to the baseline: parameter "
         "ratio, latency ratio and validation metric delta.",
     )
-    report.add_argument("--study", required=True, metavar="NAME")
-    _storage_flag(report, "Optuna storage")
-    report.set_defaults(handler=cli_handlers.report_command)
+    _add(report, "--study", required=True)
+    _storage(report, "Optuna storage")
+    report.set_defaults(handler=handlers.report_command)
 
+
+def _sensitivity(commands: Any) -> None:
     sensitivity = commands.add_parser(
         "sensitivity",
         help="prune each prunable group (hidden layer, heads, channels...) of a study's baseline "
@@ -252,49 +336,24 @@ def build_parser() -> argparse.ArgumentParser:
         "under the study's MLflow run. Takes a study made by `tabslim search` (its config, data "
         "split and baseline network are stored with it), not a bare model.",
     )
-    sensitivity.add_argument("--study", required=True, metavar="NAME")
-    _storage_flag(sensitivity, "Optuna storage")
-    sensitivity.add_argument(
-        "--ratios", default=_listed(DEFAULT_RATIOS), metavar="R,R,...",
-        help="shares of a group's units to remove, each in (0, 1); a group always keeps at "
-        "least one unit (default: %(default)s)",
-    )  # fmt: skip
-    sensitivity.add_argument(
-        "--criterion", default=DEFAULT_CRITERION, metavar="NAME",
-        help=f"unit importance criterion deciding which units go: {', '.join(CRITERIA)} "
-        "(default: %(default)s)",
-    )  # fmt: skip
-    sensitivity.add_argument(
-        "--epochs", default=_listed(DEFAULT_EPOCHS), metavar="E,E,...",
-        help="fine-tuning epochs after pruning, each tried separately (default: %(default)s)",
-    )  # fmt: skip
-    sensitivity.add_argument(
-        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: the study's)"
+    _add(sensitivity, "--study", required=True)
+    _storage(sensitivity, "Optuna storage")
+    for flag in ("--ratios", "--criterion", "--epochs"):
+        _add(sensitivity, flag, SensitivitySettings)
+    _add(sensitivity, "--tracking-uri", help="MLflow tracking URI (default: the study's)")
+    sensitivity.set_defaults(handler=handlers.sensitivity_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tabslim",
+        description="Find smaller, faster neural networks for tabular data at (nearly) the same "
+        "accuracy. Results go to MLflow (default: sqlite:///mlruns/mlflow.db).",
     )
-    sensitivity.set_defaults(handler=cli_handlers.sensitivity_command)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_train, _search, _worker, _drift, _retrain, _rollback, _report, _sensitivity):
+        add(commands)
     return parser
-
-
-def _device_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--devices", metavar="auto|cpu|0,1,...",
-        help="the GPUs this node's worker processes train on, one each (default: auto, all "
-        "GPUs there are, else the CPU)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--workers-per-device", type=_positive_int, metavar="K",
-        help="worker processes per device (several small trials share a GPU well)",
-    )  # fmt: skip
-
-
-def _storage_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    # An environment variable keeps a URL with a password off the command line (and `ps`).
-    parser.add_argument(
-        "--storage",
-        metavar="URL",
-        default=os.environ.get(STORAGE_ENV) or None,
-        help=f"{what} (default: ${STORAGE_ENV}, else mlruns/optuna.journal)",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,9 +21,8 @@ from lightning_modules.errors import TabslimInputError
 from search import tracking
 from search.cluster import redact
 from search.config import DEFAULT_TRACKING_URI
+from search.config.choices import DRIFT_ALPHA, DRIFT_PSI_THRESHOLD
 from search.monitor import (
-    DEFAULT_ALPHA,
-    DEFAULT_PSI_THRESHOLD,
     DriftReport,
     compare,
     plot_drift,
@@ -67,8 +66,8 @@ def run_drift(
     *,
     tracking_uri: str = DEFAULT_TRACKING_URI,
     experiment: str = "tabslim",
-    psi_threshold: float = DEFAULT_PSI_THRESHOLD,
-    alpha: float = DEFAULT_ALPHA,
+    psi_threshold: float = DRIFT_PSI_THRESHOLD,
+    alpha: float = DRIFT_ALPHA,
 ) -> DriftOutcome:
     """Compare `data_path`'s rows with `model_uri`'s profile; log and return the report.
 
@@ -94,9 +93,13 @@ def run_drift(
     predictions = served_predictions(network_dir, frame, profile)
     realized = realized_metric(profile, frame, predictions)
     report = compare(
-        profile, frame, predictions=predictions, realized=realized,
-        psi_threshold=psi_threshold, alpha=alpha,
-    )  # fmt: skip
+        profile,
+        frame,
+        predictions=predictions,
+        realized=realized,
+        psi_threshold=psi_threshold,
+        alpha=alpha,
+    )
     match = _ALIAS_URI.match(model_uri)
     client = MlflowClient()
     version = None
@@ -127,6 +130,7 @@ def run_drift(
             mlflow.log_artifact(str(png))
             mlflow.log_text(render_html(report, f"Drift of {model_uri}", png), "drift_report.html")
     if match and version is not None:
-        client.set_model_version_tag(match["name"], str(version), "tabslim.last_drift_run",
-                                     run.info.run_id)  # fmt: skip
+        client.set_model_version_tag(
+            match["name"], str(version), "tabslim.last_drift_run", run.info.run_id
+        )
     return DriftOutcome(report, run.info.run_id, tracking_uri)

@@ -10,39 +10,29 @@ import sys
 
 from lightning_modules.errors import TabslimInputError
 from search.cluster import redact
+from search.commands.settings import (
+    DataSettings,
+    DriftSettings,
+    RetrainSettings,
+    SearchSettings,
+    SensitivitySettings,
+    WorkerSettings,
+)
 
 
-def _config_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _config_from(options: DataSettings):  # type: ignore[no-untyped-def]
     from search.config import load_config, override
 
-    config = load_config(args.config)
-    if args.data is not None and args.target is None and config.data.path is None:
+    config = load_config(options.config)
+    if options.data is not None and options.target is None and config.data.path is None:
         raise TabslimInputError("--data needs --target COLUMN: the column to predict")
-    return override(
-        config,
-        "from the command line",
-        **{
-            "data.path": args.data,
-            "data.dataset": args.dataset,
-            "data.target": args.target,
-            "data.task": args.task,
-            "data.drop_columns": [c for c in args.drop_columns.split(",") if c]
-            if args.drop_columns
-            else None,
-            "data.time_column": args.time_column,
-            "data.seed": args.seed,
-            "training.seed": args.seed,
-            "training.max_epochs": args.max_epochs,
-            "tracking.uri": args.tracking_uri,
-            "tracking.experiment": args.experiment,
-        },
-    )
+    return override(config, "from the command line", **options.overrides())
 
 
 def train_command(args: argparse.Namespace) -> int:
     from search.commands.train import run_train
 
-    config = _config_from(args)
+    config = _config_from(DataSettings.from_args(args))
     # Lightning's per-step bar is for a terminal; in a log file it is thousands of lines.
     outcome = run_train(config, progress_bar=not args.quiet and sys.stdout.isatty())
     tracking = config.tracking
@@ -57,22 +47,9 @@ def search_command(args: argparse.Namespace) -> int:
     from search.commands.search import run_search
     from search.config import override
 
-    config = override(
-        _config_from(args),
-        "from the command line",
-        **{
-            "search.n_trials": args.n_trials,
-            "search.timeout": args.timeout,
-            "search.study": args.study,
-            "search.storage": args.storage,
-            "search.workers": args.workers,
-            "search.devices": args.devices,
-            "search.workers_per_device": args.workers_per_device,
-            "search.seed": args.seed,
-            "search.sampler": args.sampler,
-        },
-    )
-    outcome = run_search(config, progress=not args.quiet)
+    options = SearchSettings.from_args(args)
+    config = override(_config_from(options), "from the command line", **options.search_overrides())
+    outcome = run_search(config, progress=not options.quiet)
     print(outcome.report)
     print(
         f"study '{outcome.study}' in {outcome.storage}: {outcome.trials} trials, "
@@ -96,13 +73,14 @@ def search_command(args: argparse.Namespace) -> int:
 def worker_command(args: argparse.Namespace) -> int:
     from search.commands.worker import run_workers
 
+    options = WorkerSettings.from_args(args)
     outcomes = run_workers(
-        args.study,
-        args.storage,
-        devices=args.devices or "auto",
-        workers_per_device=args.workers_per_device,
-        tracking_uri=args.tracking_uri,
-        data_path=args.data,
+        options.study,
+        options.storage,
+        devices=options.devices,
+        workers_per_device=options.workers_per_device,
+        tracking_uri=options.tracking_uri,
+        data_path=options.data,
     )
     for outcome in outcomes:
         print(
@@ -116,12 +94,13 @@ def drift_command(args: argparse.Namespace) -> int:
     from search.commands.drift import run_drift
     from search.config import DEFAULT_TRACKING_URI
 
+    options = DriftSettings.from_args(args)
     outcome = run_drift(
         args.model,
         args.data,
-        tracking_uri=args.tracking_uri or DEFAULT_TRACKING_URI,
-        psi_threshold=args.psi_threshold,
-        alpha=args.alpha,
+        tracking_uri=options.tracking_uri or DEFAULT_TRACKING_URI,
+        psi_threshold=options.psi_threshold,
+        alpha=options.alpha,
     )
     print(outcome.report.format_table())
     print(f"MLflow run {outcome.run_id} at {redact(outcome.tracking_uri)}")
@@ -129,7 +108,7 @@ def drift_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from search.front import study_report
+    from search.commands.report import study_report
 
     print(study_report(args.study, args.storage))
     return 0
@@ -138,21 +117,15 @@ def report_command(args: argparse.Namespace) -> int:
 def sensitivity_command(args: argparse.Namespace) -> int:
     from search.commands.sensitivity import run_sensitivity
 
-    try:
-        ratios = [float(part) for part in args.ratios.split(",")]
-        epochs = [int(part) for part in args.epochs.split(",")]
-    except ValueError:
-        raise TabslimInputError(
-            "--ratios and --epochs take comma-separated numbers (like 0.25,0.5 and 0,1), "
-            f"but got --ratios {args.ratios!r} --epochs {args.epochs!r}"
-        ) from None
+    options = SensitivitySettings.from_args(args)
+    ratios, epochs = options.lists()
     outcome = run_sensitivity(
         args.study,
         args.storage,
         ratios=ratios,
-        criterion=args.criterion,
+        criterion=options.criterion,
         fine_tune_epochs=epochs,
-        tracking_uri=args.tracking_uri,
+        tracking_uri=options.tracking_uri,
     )
     result = outcome.result
     print(result.format_table())
@@ -170,22 +143,8 @@ def sensitivity_command(args: argparse.Namespace) -> int:
 def retrain_command(args: argparse.Namespace) -> int:
     from search.commands.retrain import run_retrain
 
-    outcome = run_retrain(
-        args.model,
-        args.data,
-        args.target,
-        tracking_uri=args.tracking_uri,
-        time_column=args.time_column,
-        config_path=args.config,
-        dry_run=args.dry_run,
-        force=args.force,
-        holdout=args.holdout,
-        min_gain=args.min_gain,
-        tolerance=args.tolerance,
-        drift_threshold=args.drift_threshold,
-        reference_share=args.reference_share,
-        search_trials=args.search,
-    )
+    options = RetrainSettings.from_args(args, config_path="config", search_trials="search")
+    outcome = run_retrain(args.model, args.data, args.target, options)
     for line in outcome.lines:
         print(line)
     print(f"{outcome.action}: {'; '.join(outcome.reasons)}")

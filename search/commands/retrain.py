@@ -30,7 +30,6 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -42,12 +41,14 @@ from lightning_modules.metrics import HIGHER_IS_BETTER
 from lightning_modules.networks.base import TabularNetwork
 from lightning_modules.preprocessing import Preprocessor
 from search import tracking
+from search.commands.settings import RetrainSettings
 from search.config import load_config
 from search.measure import paired_delta
 from search.monitor import (
     ChallengerOptions,
     Verdict,
     compare,
+    frame_scores,
     latency_ratio,
     realized_metric,
     retrain_reasons,
@@ -69,7 +70,7 @@ from search.serving import (
 from search.study import set_training_threads
 from search.tracking import Busy, champion_version, promote, retrain_lock
 
-__all__ = ["RetrainOutcome", "frame_scores", "run_retrain"]
+__all__ = ["RetrainOutcome", "run_retrain"]
 
 _MIN_HOLDOUT_ROWS = 20
 _DONE_TAG = "tabslim.retrain."
@@ -93,25 +94,6 @@ def _fingerprint(path: str, target: str, time_column: str | None) -> str:
     digest = hashlib.sha256(Path(path).read_bytes())
     digest.update(f"{target}|{time_column}".encode())
     return digest.hexdigest()[:16]
-
-
-def frame_scores(
-    network: nn.Module, prep: Preprocessor, frame: pd.DataFrame, target: str
-) -> np.ndarray:
-    """Per holdout row: 1/0 for a right/wrong class, the squared error (original scale), or
-    for task anomaly the (anomaly score, 0/1 label) pair."""
-    inputs = prep.transform(frame)
-    with torch.inference_mode():
-        output = network.cpu().eval()(inputs["x_num"], inputs["x_cat"])
-    decoded = prep.decode(output, inputs["x_num"])
-    if prep.task == "anomaly":
-        positive = (frame[target].astype("string") == str(prep.classes[1])).to_numpy(float)
-        return np.stack([decoded["anomaly_score"], positive], axis=1)
-    predicted = decoded["prediction"]
-    if prep.task == "regression":
-        return (np.asarray(predicted, float) - frame[target].to_numpy(float)) ** 2
-    return (pd.Series(predicted).astype("string").to_numpy()
-            == frame[target].astype("string").to_numpy()).astype(float)  # fmt: skip
 
 
 def _split(frame: pd.DataFrame, holdout: float, time_column: str | None, seed: int) -> tuple:
@@ -139,37 +121,41 @@ def _check_input(frame: pd.DataFrame, profile: dict, target: str, holdout: float
         )
 
 
+@dataclass
+class _Job:
+    """One retrain of `name@champion` on one table: what every step reads."""
+
+    name: str
+    data_path: str
+    target: str
+    settings: RetrainSettings
+    config: Any
+    client: MlflowClient
+    champion: Any
+    network_dir: Path
+    profile: dict
+    frame: pd.DataFrame
+    fingerprint: str
+
+    def outcome(self, action: str, reasons: list[str], lines: list[str] | None = None) -> Any:
+        return RetrainOutcome(action, reasons, self.champion.version, lines or [])
+
+
 def run_retrain(
     name: str,
     data_path: str,
     target: str,
-    *,
-    tracking_uri: str | None = None,
-    time_column: str | None = None,
-    config_path: str | None = None,
-    dry_run: bool = False,
-    force: bool = False,
-    holdout: float = 0.3,
-    min_gain: float = 0.0,
-    tolerance: float = 0.01,
-    drift_threshold: float = 0.1,
-    reference_share: float = 0.0,
-    search_trials: int = 0,
+    settings: RetrainSettings | None = None,
+    **options: Any,
 ) -> RetrainOutcome:
-    """Retrain `name@champion` on `data_path` if it needs it; see the module docstring."""
-    if not (0.05 <= holdout <= 0.8 and tolerance >= 0 and drift_threshold > 0):
-        raise TabslimInputError(
-            f"--holdout must be in [0.05, 0.8], --tolerance at least 0 and --drift-threshold "
-            f"above 0, but got {holdout=}, {tolerance=}, {drift_threshold=}"
-        )
-    if not (0 <= reference_share <= 1 and 0 <= search_trials <= 200):
-        raise TabslimInputError(
-            f"--reference-share must be in [0, 1] and --search in [0, 200], but got "
-            f"{reference_share=}, {search_trials=}"
-        )
-    config = load_config(config_path)
+    """Retrain `name@champion` on `data_path` if it needs it; see the module docstring.
+
+    `settings`, or the same as keyword arguments (`tracking_uri=`, `force=`, ...).
+    """
+    settings = settings or RetrainSettings.of(**options)
+    config = load_config(settings.config_path)
     # The flag, else the config's store (`--config` may name a team server).
-    tracking_uri = tracking_uri or config.tracking.uri
+    tracking_uri = settings.tracking_uri or config.tracking.uri
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     experiment_id = tracking.configure(tracking_uri, config.tracking.experiment)
     client = MlflowClient()
@@ -181,81 +167,101 @@ def run_retrain(
     if accepted_run is not None:
         profile = mlflow.artifacts.load_dict(f"runs:/{accepted_run}/{ACCEPTED_FILE}")
     frame = read_table(data_path)
-    _check_input(frame, profile, target, holdout)
+    _check_input(frame, profile, target, settings.holdout)
     frame = frame[frame[target].notna()].reset_index(drop=True)
+    time_column = settings.time_column
     if time_column is not None:
         time_order(frame, time_column)  # a one-line error for a column that does not parse
-    fingerprint = _fingerprint(data_path, target, time_column)
-    done = client.get_registered_model(name).tags.get(_DONE_TAG + fingerprint)
+    job = _Job(
+        name,
+        data_path,
+        target,
+        settings,
+        config,
+        client,
+        champion,
+        network_dir,
+        profile,
+        frame,
+        _fingerprint(data_path, target, time_column),
+    )
+    done = client.get_registered_model(name).tags.get(_DONE_TAG + job.fingerprint)
     if done is not None:
-        return RetrainOutcome("already done", [f"this data was handled before: {done}"],
-                              champion.version)  # fmt: skip
+        return job.outcome("already done", [f"this data was handled before: {done}"])
     predictions = served_predictions(network_dir, frame, profile)
     report = compare(
-        profile, frame, predictions=predictions,
+        profile,
+        frame,
+        predictions=predictions,
         realized=realized_metric(profile, frame, predictions),
-    )  # fmt: skip
-    reasons = retrain_reasons(report, profile, tolerance, drift_threshold, force)
+    )
+    reasons = retrain_reasons(
+        report, profile, settings.tolerance, settings.drift_threshold, settings.force
+    )
     if accepted_run is not None:
         report.reference_note = (
             f"drift measured from the rows of retrain run {accepted_run}, on which version "
             f"{champion.version} was kept (tag {ACCEPTED_TAG})"
         )
-    if dry_run:
+    if settings.dry_run:
         action = "dry run: would retrain" if reasons else "dry run: no retrain needed"
-        return RetrainOutcome(action, reasons or ["no drift or loss beyond the thresholds"],
-                              champion.version, report.summary())  # fmt: skip
+        no_reason = ["no drift or loss beyond the thresholds"]
+        return job.outcome(action, reasons or no_reason, report.summary())
     try:
         with retrain_lock(tracking_uri, name):
-            options = ChallengerOptions(
-                reference_share, search_trials, front_widths(dict(champion.tags or {}))
-            )
-            return _retrain(
-                name, frame, target, time_column, config, experiment_id, client, champion,
-                network_dir, profile, report, reasons, fingerprint, holdout, min_gain, data_path,
-                options,
-            )  # fmt: skip
+            return _retrain(job, experiment_id, report, reasons)
     except Busy:
-        return RetrainOutcome("busy", [f"another retrain of {name!r} is running"],
-                              champion.version)  # fmt: skip
+        return job.outcome("busy", [f"another retrain of {name!r} is running"])
 
 
-def _retrain(
-    name: str, frame: pd.DataFrame, target: str, time_column: str | None, config: Any,
-    experiment_id: str, client: MlflowClient, champion: Any, network_dir: Path, profile: dict,
-    report: Any, reasons: list[str], fingerprint: str, holdout: float, min_gain: float,
-    data_path: str, options: ChallengerOptions,
-) -> RetrainOutcome:  # fmt: skip
-    tags = {"tabslim.kind": "retrain", "tabslim.model_name": name,
-            "tabslim.champion_version": str(champion.version)}  # fmt: skip
+def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> RetrainOutcome:
+    name, champion, config, settings = job.name, job.champion, job.config, job.settings
+    tags = {
+        "tabslim.kind": "retrain",
+        "tabslim.model_name": name,
+        "tabslim.champion_version": str(champion.version),
+    }
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"retrain-{name}", tags=tags
     ) as run:
         mlflow.log_dict(report.to_dict(), "drift_report.json")
         if not reasons:
             mlflow.set_tag("tabslim.outcome", "no retrain")
-            client.set_registered_model_tag(name, _DONE_TAG + fingerprint, "no retrain")
-            return RetrainOutcome("no retrain", ["no drift or loss beyond the thresholds"],
-                                  champion.version, report.summary(), run.info.run_id)  # fmt: skip
+            job.client.set_registered_model_tag(name, _DONE_TAG + job.fingerprint, "no retrain")
+            outcome = job.outcome(
+                "no retrain", ["no drift or loss beyond the thresholds"], report.summary()
+            )
+            outcome.run_id = run.info.run_id
+            return outcome
         set_training_threads(config)
-        spec, network, prep = load_network(network_dir)
-        window, rows = _split(frame, holdout, time_column, config.data.seed)
-        base_rows = frame_scores(network, prep, rows, target)
+        spec, network, prep = load_network(job.network_dir)
+        window, rows = _split(job.frame, settings.holdout, settings.time_column, config.data.seed)
+        base_rows = frame_scores(network, prep, rows, job.target)
         base_size = sum(p.numel() for p in network.parameters())
-        metric = profile["validation"]["metric"]
+        metric = job.profile["validation"]["metric"]
         higher = HIGHER_IS_BETTER[metric]
-        window = training_window(window, network_dir, options.reference_share, time_column,
-                                 config.data.seed)  # fmt: skip
+        window = training_window(
+            window,
+            job.network_dir,
+            settings.reference_share,
+            settings.time_column,
+            config.data.seed,
+        )
+        options = ChallengerOptions(
+            settings.reference_share,
+            settings.search_trials,
+            front_widths(dict(champion.tags or {})),
+        )
         challengers, lines = train_challengers(
-            window, target, time_column, config, (spec, network, prep), options
+            window, job.target, settings.time_column, config, (spec, network, prep), options
         )
         passing = []
         for kind, (candidate, cand_prep, data) in challengers.items():
-            delta = paired_delta(frame_scores(candidate, cand_prep, rows, target), base_rows,
-                                 metric, seed=config.search.seed)  # fmt: skip
+            scores = frame_scores(candidate, cand_prep, rows, job.target)
+            delta = paired_delta(scores, base_rows, metric, seed=config.search.seed)
             size = sum(p.numel() for p in candidate.parameters()) / base_size
-            verdict = Verdict.judge(delta, size, latency_ratio(candidate, network), metric,
-                                    min_gain)  # fmt: skip
+            latency = latency_ratio(candidate, network)
+            verdict = Verdict.judge(delta, size, latency, metric, settings.min_gain)
             passed, figures = verdict.passed, verdict.figures()
             with mlflow.start_run(run_name=kind, nested=True):
                 mlflow.log_metrics(figures)
@@ -264,67 +270,74 @@ def _retrain(
                     assert isinstance(candidate, TabularNetwork)
                     served = serving_preprocessor(candidate, data)
                     info = log_model(
-                        candidate.spec, candidate, served, data.example_rows(),
+                        candidate.spec,
+                        candidate,
+                        served,
+                        data.example_rows(),
                         profile=build_profile(data, candidate),
                         reference_rows=reference_sample(data, config.tracking.reference_rows),
-                    )  # fmt: skip
+                    )
                     passing.append((delta.delta if higher else -delta.delta, kind, info, figures))
             lines.append(verdict.line(kind, metric, len(rows)))
-        outcome = _promote(client, name, champion, passing, reasons, run.info.run_id,
-                           window, data_path)  # fmt: skip
+        outcome = _promote(job, passing, reasons, run.info.run_id, window)
         if outcome.action == "retrained, champion kept" and not any(
             r.startswith("realized") for r in reasons
         ):
-            outcome.lines.append(_accept_rows(client, name, champion, frame, target,
-                                              time_column, config, (network, prep), profile,
-                                              run.info.run_id))  # fmt: skip
+            outcome.lines.append(_accept_rows(job, network, prep, run.info.run_id))
         mlflow.set_tag("tabslim.outcome", outcome.action)
-        client.set_registered_model_tag(name, _DONE_TAG + fingerprint, outcome.action)
+        job.client.set_registered_model_tag(name, _DONE_TAG + job.fingerprint, outcome.action)
         outcome.lines = report.summary() + lines + outcome.lines
         outcome.run_id = run.info.run_id
         return outcome
 
 
-def _accept_rows(
-    client: MlflowClient, name: str, champion: Any, frame: pd.DataFrame, target: str,
-    time_column: str | None, config: Any, served: tuple[nn.Module, Preprocessor],
-    profile: dict, run_id: str,
-) -> str:  # fmt: skip
+def _accept_rows(job: _Job, network: nn.Module, prep: Preprocessor, run_id: str) -> str:
     """Make the new rows the champion's drift reference (`profile.accepted_profile`)."""
-    network, prep = served
+    frame, target = job.frame, job.target
     if prep.task not in ("regression", "anomaly") and not set(
         frame[target].astype("string")
     ) <= set(map(str, prep.classes)):
         return "the new rows hold classes the champion never saw: its drift reference stays"
-    data = TabularDataModule.from_frame(frame, target, preprocessor=prep, task=prep.task,
-                                        time_column=time_column, seed=config.data.seed)  # fmt: skip
-    mlflow.log_dict(accepted_profile(profile, data, network, run_id), ACCEPTED_FILE)
-    client.set_model_version_tag(name, champion.version, ACCEPTED_TAG, run_id)
+    data = TabularDataModule.from_frame(
+        frame,
+        target,
+        preprocessor=prep,
+        task=prep.task,
+        time_column=job.settings.time_column,
+        seed=job.config.data.seed,
+    )
+    mlflow.log_dict(accepted_profile(job.profile, data, network, run_id), ACCEPTED_FILE)
+    job.client.set_model_version_tag(job.name, job.champion.version, ACCEPTED_TAG, run_id)
     return (
         f"the champion held on these rows: later retrains measure drift from them "
-        f"(version {champion.version} tag {ACCEPTED_TAG})"
+        f"(version {job.champion.version} tag {ACCEPTED_TAG})"
     )
 
 
 def _promote(
-    client: MlflowClient, name: str, champion: Any, passing: list, reasons: list[str],
-    run_id: str, window: pd.DataFrame, data_path: str,
-) -> RetrainOutcome:  # fmt: skip
+    job: _Job, passing: list, reasons: list[str], run_id: str, window: pd.DataFrame
+) -> RetrainOutcome:
+    name, champion, client = job.name, job.champion, job.client
     if not passing:
-        return RetrainOutcome("retrained, champion kept", reasons, champion.version,
-                              ["no challenger cleared the gate"])  # fmt: skip
+        return job.outcome("retrained, champion kept", reasons, ["no challenger cleared the gate"])
     _, kind, info, figures = max(passing, key=lambda p: p[0])
     version = mlflow.register_model(info.model_uri, name)
     for key, value in {
-        "tabslim.reason": "; ".join(reasons), "tabslim.retrain_run": run_id,
-        "tabslim.challenger": kind, "tabslim.window_rows": str(len(window)),
-        "tabslim.data": data_path, "tabslim.gate": json.dumps(figures),
-    }.items():  # fmt: skip
+        "tabslim.reason": "; ".join(reasons),
+        "tabslim.retrain_run": run_id,
+        "tabslim.challenger": kind,
+        "tabslim.window_rows": str(len(window)),
+        "tabslim.data": job.data_path,
+        "tabslim.gate": json.dumps(figures),
+    }.items():
         client.set_model_version_tag(name, version.version, key, value)
     promotion = promote(client, name, version.version, champion.version)
     if not promotion.promoted:
-        return RetrainOutcome("retrained, not promoted", reasons, promotion.replaced,
-                              [promotion.note])  # fmt: skip
-    return RetrainOutcome("promoted", reasons, version.version,
-                          [f"{kind} is version {version.version}, now {name}@champion "
-                           f"(version {champion.version} is {name}@previous)"])  # fmt: skip
+        return RetrainOutcome(
+            "retrained, not promoted", reasons, promotion.replaced, [promotion.note]
+        )
+    note = (
+        f"{kind} is version {version.version}, now {name}@champion "
+        f"(version {champion.version} is {name}@previous)"
+    )
+    return RetrainOutcome("promoted", reasons, version.version, [note])

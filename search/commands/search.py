@@ -132,9 +132,13 @@ def _coordinate(
         ctx.remote = mirror.remote = RemoteNetworks(config.tracking.uri, mirror.parent_run_id)
     target = config.search.n_trials
     bar = tqdm(
-        total=target, initial=min(searched_trials(study), target), desc=name, unit="trial",
-        disable=not progress, dynamic_ncols=True,
-    )  # fmt: skip
+        total=target,
+        initial=min(searched_trials(study), target),
+        desc=name,
+        unit="trial",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
 
     def after_trial(study: optuna.Study, trial: FrozenTrial | None) -> None:
         recover_dead_trials(study, locks, config.search.max_retries)

@@ -8,6 +8,10 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 __all__ = [
+    "TASK_CHOICES",
+    "TaskChoice",
+    "DRIFT_ALPHA",
+    "DRIFT_PSI_THRESHOLD",
     "PRECISIONS",
     "RUNTIMES",
     "SAMPLERS",
@@ -30,3 +34,12 @@ SHARED_PARAMETERS_ONLY: tuple[str, ...] = ("nsga2", "gp", "qmc")
 # The INT8 copies a search can make of its front members (`search.front.quantized`).
 Precision = Literal["int8_dynamic", "int8_static"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+# A column counts as drifted when its PSI reaches the threshold and its corrected p-value is
+# below alpha (`search.monitor.drift`, `tabslim drift`).
+DRIFT_PSI_THRESHOLD, DRIFT_ALPHA = 0.2, 0.05
+
+# What `data.task` and `--task` accept: a task, or auto (inferred from the target) or
+# classification (binary or multiclass, from the number of classes).
+TaskChoice = Literal["auto", "classification", "binary", "multiclass", "regression", "anomaly"]
+TASK_CHOICES: tuple[str, ...] = get_args(TaskChoice)

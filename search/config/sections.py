@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from lightning_modules.datasets import BUNDLED
 from pruning.choices import CONTROL_CRITERION, CRITERIA, Schedule, check_criterion
 from search.config.base import Section
-from search.config.choices import Precision, Runtime, Sampler
+from search.config.choices import Precision, Runtime, Sampler, TaskChoice
 
 Approach = Literal["scratch", "prune"]
 
@@ -22,9 +22,7 @@ class DataConfig(Section):
     path: str | None = Field(default=None, description="a CSV or Parquet file")
     target: str = "target"
     # anomaly only when asked: a rare positive class found by reconstruction error
-    task: Literal["auto", "classification", "binary", "multiclass", "regression", "anomaly"] = (
-        "auto"
-    )
+    task: TaskChoice = "auto"
     # Task anomaly: recall is reported at this false-positive rate (recall_at_fpr).
     anomaly_fpr: float = Field(default=0.01, gt=0, lt=1)
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)

@@ -26,5 +26,4 @@ from .quantized import quantize as quantize
 from .quantized import quantize_front as quantize_front
 from .report import format_report as format_report
 from .report import front_markdown as front_markdown
-from .report import study_report as study_report
 from .report import study_text as study_text

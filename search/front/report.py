@@ -1,4 +1,5 @@
-"""`tabslim report`: a study's front as an aligned text table relative to its baseline."""
+"""A study's front as an aligned text table relative to its baseline, with the floor, the
+intervals' width and the champion (`tabslim report`, the search's summary, the MLflow run)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pandas as pd
 
 from search.front import pareto
 from search.front.champion import COST_ATTR, champion, floor_advice
-from search.study import STOPPED_ATTR, StudySettings, find_study
+from search.study import STOPPED_ATTR, StudySettings
 
 __all__ = [
     "delta_text",
@@ -20,15 +21,8 @@ __all__ = [
     "format_report",
     "front_markdown",
     "ratio_text",
-    "study_report",
     "study_text",
 ]
-
-
-def study_report(name: str, storage_url: str | None) -> str:
-    """The report of study `name` in `storage_url` (default: the journal under mlruns/)."""
-    study = find_study(name, storage_url)
-    return study_text(study)
 
 
 def study_text(study: optuna.Study) -> str:

@@ -1,8 +1,6 @@
 from .challengers import ChallengerOptions as ChallengerOptions
 from .challengers import train_challengers as train_challengers
 from .challengers import training_window as training_window
-from .drift import DEFAULT_ALPHA as DEFAULT_ALPHA
-from .drift import DEFAULT_PSI_THRESHOLD as DEFAULT_PSI_THRESHOLD
 from .drift import DriftReport as DriftReport
 from .drift import Realized as Realized
 from .drift import compare as compare
@@ -11,6 +9,7 @@ from .drift_report import render_html as render_html
 from .gate import LATENCY_SLACK as LATENCY_SLACK
 from .gate import SIZE_SLACK as SIZE_SLACK
 from .gate import Verdict as Verdict
+from .gate import frame_scores as frame_scores
 from .gate import latency_ratio as latency_ratio
 from .gate import retrain_reasons as retrain_reasons
 from .realized import realized_metric as realized_metric

@@ -20,13 +20,12 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from search.config.choices import DRIFT_ALPHA, DRIFT_PSI_THRESHOLD
 from search.serving import MISSING, bin_counts
 
 __all__ = ["ColumnDrift", "DriftReport", "Realized", "compare", "psi"]
 
 # PSI rule of thumb: below 0.1 stable, 0.1-0.25 some shift, above 0.25 a large one.
-DEFAULT_PSI_THRESHOLD = 0.2
-DEFAULT_ALPHA = 0.05
 # A share never seen in the reference gets this much instead of 0, so that logs stay finite.
 _EPSILON = 1e-4
 # Columns the model hardly uses still count this much in the weighted score.
@@ -219,8 +218,8 @@ def compare(
     *,
     predictions: pd.Series | None = None,
     realized: Realized | None = None,
-    psi_threshold: float = DEFAULT_PSI_THRESHOLD,
-    alpha: float = DEFAULT_ALPHA,
+    psi_threshold: float = DRIFT_PSI_THRESHOLD,
+    alpha: float = DRIFT_ALPHA,
 ) -> DriftReport:
     """The drift of `frame`'s columns against `profile`, worst column first."""
     importance = profile.get("importance", {})
