@@ -49,6 +49,9 @@ _BINS = 10
 # Training values kept per numeric column for the two-sample tests: enough for a KS test to see
 # a shift of a tenth of a standard deviation, small enough for a JSON file.
 _SAMPLE = 2000
+# Validation rows the permutation importance shuffles: a column that moves the metric by a
+# point still shows at this size, and the cost no longer grows with the table.
+IMPORTANCE_ROWS = 5000
 # A champion's version tag: the retrain run whose rows it was kept on (see `accepted_profile`),
 # and that run's artifact holding the profile later retrains measure drift from.
 ACCEPTED_TAG = "tabslim.accepted_rows_run"
@@ -105,18 +108,24 @@ def _metric(task: str, predicted: np.ndarray, actual: pd.Series, positive: Any =
 
 
 def _importance(
-    network: nn.Module, data: TabularDataModule, base: float, rng: np.random.Generator
+    network: nn.Module, data: TabularDataModule, rng: np.random.Generator
 ) -> dict[str, float]:
-    """How much the validation metric worsens when one column's values are shuffled."""
+    """How much the validation metric worsens when one column's values are shuffled.
+
+    On a seeded sample of at most `IMPORTANCE_ROWS` validation rows: a forward pass per column
+    over a whole 150k-row validation split took 74 s of a 1M-row `tabslim train`.
+    """
     frame, target = data.val_frame, data.target
+    if len(frame) > IMPORTANCE_ROWS:
+        frame = frame.iloc[np.sort(rng.choice(len(frame), IMPORTANCE_ROWS, replace=False))]
+    positive = _positive(data)
+    base = _metric(data.task, _predict(network, data, frame), frame[target], positive)
     higher = HIGHER_IS_BETTER[PRIMARY_METRIC[data.task]]
     importance = {}
     for column in data.preprocessor.feature_columns:
         shuffled = frame.copy()
         shuffled[column] = rng.permutation(shuffled[column].to_numpy())
-        value = _metric(
-            data.task, _predict(network, data, shuffled), frame[target], _positive(data)
-        )
+        value = _metric(data.task, _predict(network, data, shuffled), frame[target], positive)
         worse = base - value if higher else value - base
         importance[column] = max(float(worse), 0.0)
     return importance
@@ -157,7 +166,7 @@ def build_profile(data: TabularDataModule, network: nn.Module, *, seed: int = 0)
         else _categorical(pd.Series(predicted)),
         "validation": {"metric": metric, "value": value, "rows": len(data.val_frame)},
         "positive_class": _json_label(_positive(data)),
-        "importance": _importance(network, data, value, rng),
+        "importance": _importance(network, data, rng),
         # Not features: identifiers, dates, the time column, those the user named; and why.
         "dropped_columns": dict(data.dropped),
         "time_column": data.time_column,

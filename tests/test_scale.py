@@ -1,0 +1,119 @@
+"""Work that scans rows stays in proportion on large tables: it reads a seeded sample.
+
+Checked by what the work is given (row counts), never by timing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.data import pandas_dataset
+from mlflow.data.pandas_dataset import from_pandas
+from torch import nn
+
+from lightning_modules.data import TabularDataModule
+from lightning_modules.networks import build
+from search.config import DataConfig
+from search.serving import build_profile
+from search.serving import profile as profile_module
+from search.study import baseline_spec
+from search.tracking import store
+
+
+def _mixed_table(rows: int, seed: int = 0) -> pd.DataFrame:
+    """Numeric (with gaps), integer, boolean and string columns, and a binary target."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "amount": rng.normal(size=rows),
+            "count": rng.integers(0, 50, size=rows),
+            "flag": rng.random(rows) < 0.3,
+            "shop": rng.choice(["north", "south", "east"], size=rows),
+        }
+    )
+    frame.loc[rng.random(rows) < 0.05, "amount"] = np.nan
+    frame["label"] = np.where(frame["amount"].fillna(0) + rng.normal(size=rows) > 0, "y", "n")
+    return frame
+
+
+def _mlflow_dataset(frame: pd.DataFrame) -> Any:
+    """The dataset entity MLflow itself builds from every row (what tabslim logged before)."""
+    return from_pandas(frame, targets="label", name="t")._to_mlflow_entity()
+
+
+def test_a_large_logged_dataset_has_mlflows_schema_but_is_inferred_from_a_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = TabularDataModule.from_frame(_mixed_table(20_000), "label")
+    assert len(data.train_frame) > store._SCHEMA_ROWS
+    inferred_rows: list[int] = []
+    infer = pandas_dataset._infer_schema
+
+    def counting_infer(frame: pd.DataFrame) -> Any:
+        inferred_rows.append(len(frame))
+        return infer(frame)
+
+    monkeypatch.setattr(pandas_dataset, "_infer_schema", counting_infer)
+    logged = store.training_dataset(data, DataConfig(path="t.csv", target="label")).dataset
+    assert inferred_rows and max(inferred_rows) <= store._SCHEMA_ROWS
+    monkeypatch.setattr(pandas_dataset, "_infer_schema", infer)
+    whole = _mlflow_dataset(data.train_frame)
+    assert json.loads(logged.schema) == json.loads(whole.schema)
+    assert json.loads(logged.profile) == {
+        "num_rows": len(data.train_frame),
+        "num_elements": int(data.train_frame.size),
+    }
+
+
+def test_a_small_logged_dataset_is_the_one_mlflow_would_log() -> None:
+    data = TabularDataModule.from_frame(_mixed_table(2_000), "label")
+    logged = store.training_dataset(data, DataConfig(path="t.csv", target="label")).dataset
+    whole = _mlflow_dataset(data.train_frame)
+    assert (logged.digest, logged.schema, logged.profile) == (
+        whole.digest,
+        whole.schema,
+        whole.profile,
+    )
+
+
+def test_the_digest_tells_tables_apart_beyond_the_rows_it_hashes() -> None:
+    frame = _mixed_table(12_000)
+    longer = pd.concat([frame, frame.tail(1)], ignore_index=True)
+    renamed = frame.rename(columns={"count": "visits"})
+    digests = {store._digest(f) for f in (frame, longer, renamed)}
+    assert len(digests) == 3
+
+
+class _RowCounter(nn.Module):
+    """Wraps a network and records how many rows each forward pass receives."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.rows: list[int] = []
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        self.rows.append(len(x_num))
+        return self.network(x_num, x_cat)
+
+
+def test_the_profiles_importance_shuffles_at_most_its_sample_of_validation_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from search.config import Config
+
+    data = TabularDataModule.from_frame(_mixed_table(2_000), "label")
+    monkeypatch.setattr(profile_module, "IMPORTANCE_ROWS", 100)
+    network = _RowCounter(build(baseline_spec(Config(), data), seed=0))
+    profile = build_profile(data, network)
+    columns = data.preprocessor.feature_columns
+    # The validation metric reads every validation row once; each shuffled column, the sample.
+    assert network.rows[0] == len(data.val_frame) > 100
+    assert network.rows[1:] == [100] * (len(columns) + 1)
+    assert set(profile["importance"]) == set(columns)
+    assert profile["validation"]["rows"] == len(data.val_frame)
