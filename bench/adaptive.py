@@ -37,9 +37,9 @@ from approaches import FULL, _config, _markdown, train_baseline  # noqa: E402
 from lightning_modules.evaluation import evaluate_network  # noqa: E402
 from lightning_modules.networks import MLP, build, count_parameters  # noqa: E402
 from lightning_modules.training import fit, quiet_lightning  # noqa: E402
+from pruning.choices import kept_count  # noqa: E402
 from pruning.plan import PruningPlan, apply_plan  # noqa: E402
 from pruning.reductive import validation_error  # noqa: E402
-from pruning.removal import kept_count  # noqa: E402
 
 
 def _matched_keep(network: MLP, target_parameters: int) -> float:

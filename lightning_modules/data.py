@@ -23,6 +23,7 @@ from lightning_modules.columns import plan_columns, split_in_time, time_order
 from lightning_modules.datasets import TARGET, load_bundled
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.preprocessing import TASKS, Preprocessor, infer_task
+from lightning_modules.tables import read_table
 
 # Training batches that one Lightning step receives; `TabularModule` steps its optimiser once
 # per batch, so the training is the same as one batch per step.
@@ -30,31 +31,16 @@ TRAIN_BATCHES_PER_STEP = 8
 # Each split needs at least this many rows for the metrics to mean anything.
 MIN_ROWS_PER_SPLIT = 5
 
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A CSV or Parquet file as a DataFrame, or a one-line error naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise TabslimInputError(
-            f"data file '{path}' does not exist (expected a CSV or Parquet file)"
-        )
-    try:
-        if path.suffix.lower() in {".parquet", ".pq"}:
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise TabslimInputError(
-            f"data file '{path}' is empty (expected a CSV with a header row)"
-        ) from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as error:
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
-        raise TabslimInputError(f"could not read '{path}' as a table: {first_line}") from None
-    if frame.empty:
-        raise TabslimInputError(f"data file '{path}' has a header but no rows")
-    return frame
+__all__ = [
+    "MIN_ROWS_PER_SPLIT",
+    "TRAIN_BATCHES_PER_STEP",
+    "InMemoryBatches",
+    "TabularDataModule",
+    "check_table",
+    "read_table",
+    "split",
+    "table_notes",
+]
 
 
 def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str) -> str:

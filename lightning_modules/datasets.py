@@ -11,16 +11,20 @@ from functools import partial
 
 import numpy as np
 import pandas as pd
-from sklearn import datasets as sk_datasets
 
 from lightning_modules.errors import TabslimInputError
 
 TARGET = "target"
 
 
-def _sklearn(loader: Callable[..., object]) -> Callable[[int], pd.DataFrame]:
+def _sklearn(loader: str) -> Callable[[int], pd.DataFrame]:
+    """scikit-learn's `loader` table; sklearn is imported when one is loaded (it takes about a
+    second, which the config's check of a dataset name must not pay)."""
+
     def load(seed: int = 0) -> pd.DataFrame:  # noqa: ARG001 - fixed data, seed unused
-        frame = loader(as_frame=True).frame  # type: ignore[attr-defined]
+        from sklearn import datasets as sk_datasets
+
+        frame = getattr(sk_datasets, loader)(as_frame=True).frame
         frame.columns = [str(c) for c in frame.columns]
         return frame.rename(columns={frame.columns[-1]: TARGET})
 
@@ -139,10 +143,10 @@ def synthetic_fraud(seed: int = 0, n_rows: int = 6000, fraud_share: float = 0.02
 
 BUNDLED: dict[str, Callable[[int], pd.DataFrame]] = {
     "synthetic_fraud": synthetic_fraud,
-    "breast_cancer": _sklearn(sk_datasets.load_breast_cancer),
-    "digits": _sklearn(sk_datasets.load_digits),
-    "wine": _sklearn(sk_datasets.load_wine),
-    "diabetes": _sklearn(sk_datasets.load_diabetes),
+    "breast_cancer": _sklearn("load_breast_cancer"),
+    "digits": _sklearn("load_digits"),
+    "wine": _sklearn("load_wine"),
+    "diabetes": _sklearn("load_diabetes"),
     "synthetic_classification": partial(synthetic, "classification"),
     "synthetic_regression": partial(synthetic, "regression"),
 }

@@ -6,6 +6,7 @@ Config validation and the CLI's help read these without importing torch or Light
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 from lightning_modules.errors import TabslimInputError
@@ -40,3 +41,8 @@ def check_criterion(name: str) -> str:
             f"unknown pruning criterion {name!r}; expected one of {list(CRITERIA)}"
         )
     return name
+
+
+def kept_count(keep_ratio: float, width: int) -> int:
+    """round(ratio x width), halves up: Python's round() takes 2.5 to 2, which surprises."""
+    return math.floor(keep_ratio * width + 0.5)

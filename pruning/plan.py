@@ -17,10 +17,10 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.training import FitSettings
 from pruning.batch_norm import recalibrate_batch_norm
-from pruning.choices import SCHEDULES
+from pruning.choices import SCHEDULES, kept_count
 from pruning.criteria import calibration_batch, check_criterion, layer_scores
 from pruning.fine_tune import fine_tune
-from pruning.removal import keep_top, kept_count, remove_units
+from pruning.removal import keep_top, remove_units
 
 
 @dataclass(frozen=True)

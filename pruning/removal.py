@@ -10,7 +10,6 @@ never modified.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import build
 from lightning_modules.networks.base import PrunableGroup
+from pruning.choices import kept_count
 
 
 def remove_units(network: Any, keep: Sequence[Sequence[int] | None]) -> Any:
@@ -70,11 +70,6 @@ def _kept_indices(group: PrunableGroup, wanted: Sequence[int] | None) -> torch.T
             f"but got {list(wanted)[:10]}"
         )
     return chosen
-
-
-def kept_count(keep_ratio: float, width: int) -> int:
-    """round(ratio x width), halves up: Python's round() takes 2.5 to 2, which surprises."""
-    return math.floor(keep_ratio * width + 0.5)
 
 
 def keep_top(scores: torch.Tensor, keep_ratio: float) -> list[int]:

@@ -1,6 +1,8 @@
 """What each `tabslim` command does with its parsed arguments; `search.commands.cli` parses them.
 
-Each handler imports its job lazily, so that `tabslim --help` stays fast.
+Each handler checks what it can without torch, Lightning or MLflow (the arguments, the config,
+that the data file is there) and only then imports its job: `tabslim --help` and a one-line
+error on bad input come back in about a second.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import argparse
 import sys
 
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.tables import check_table_file
 from search.cluster import redact
 from search.commands.settings import (
     DataSettings,
@@ -21,18 +24,24 @@ from search.commands.settings import (
 
 
 def _config_from(options: DataSettings):  # type: ignore[no-untyped-def]
+    if options.data is not None:
+        # Before the config: validating its model section imports torch (about a second).
+        check_table_file(options.data)
     from search.config import load_config, override
 
     config = load_config(options.config)
     if options.data is not None and options.target is None and config.data.path is None:
         raise TabslimInputError("--data needs --target COLUMN: the column to predict")
-    return override(config, "from the command line", **options.overrides())
+    config = override(config, "from the command line", **options.overrides())
+    if config.data.path is not None:
+        check_table_file(config.data.path)
+    return config
 
 
 def train_command(args: argparse.Namespace) -> int:
+    config = _config_from(DataSettings.from_args(args))
     from search.commands.train import run_train
 
-    config = _config_from(DataSettings.from_args(args))
     # Lightning's per-step bar is for a terminal; in a log file it is thousands of lines.
     outcome = run_train(config, progress_bar=not args.quiet and sys.stdout.isatty())
     tracking = config.tracking
@@ -44,11 +53,13 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def search_command(args: argparse.Namespace) -> int:
-    from search.commands.search import run_search
+    options = SearchSettings.from_args(args)
+    config = _config_from(options)
     from search.config import override
 
-    options = SearchSettings.from_args(args)
-    config = override(_config_from(options), "from the command line", **options.search_overrides())
+    config = override(config, "from the command line", **options.search_overrides())
+    from search.commands.search import run_search
+
     outcome = run_search(config, progress=not options.quiet)
     print(outcome.report)
     print(
@@ -71,9 +82,11 @@ def search_command(args: argparse.Namespace) -> int:
 
 
 def worker_command(args: argparse.Namespace) -> int:
+    options = WorkerSettings.from_args(args)
+    if options.data is not None:
+        check_table_file(options.data)
     from search.commands.worker import run_workers
 
-    options = WorkerSettings.from_args(args)
     outcomes = run_workers(
         options.study,
         options.storage,
@@ -91,10 +104,12 @@ def worker_command(args: argparse.Namespace) -> int:
 
 
 def drift_command(args: argparse.Namespace) -> int:
-    from search.commands.drift import run_drift
     from search.config import DEFAULT_TRACKING_URI
 
     options = DriftSettings.from_args(args)
+    check_table_file(args.data)
+    from search.commands.drift import run_drift
+
     outcome = run_drift(
         args.model,
         args.data,
@@ -141,9 +156,10 @@ def sensitivity_command(args: argparse.Namespace) -> int:
 
 
 def retrain_command(args: argparse.Namespace) -> int:
+    options = RetrainSettings.from_args(args, config_path="config", search_trials="search")
+    check_table_file(args.data)
     from search.commands.retrain import run_retrain
 
-    options = RetrainSettings.from_args(args, config_path="config", search_trials="search")
     outcome = run_retrain(args.model, args.data, args.target, options)
     for line in outcome.lines:
         print(line)

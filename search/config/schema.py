@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from lightning_modules.errors import TabslimInputError
-from pruning.removal import kept_count
+from pruning.choices import kept_count
 from search.config.base import Section, describe_error, expected_keys
 from search.config.choices import SHARED_PARAMETERS_ONLY
 from search.config.model import ModelConfig, has_batch_norm
