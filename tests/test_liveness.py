@@ -19,7 +19,15 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from search.cluster import OWNER_ATTR, ProcessLock, lock_folder, recover_dead_trials
+from search.cluster import (
+    DROPPED_ATTR,
+    OWNER_ATTR,
+    ProcessLock,
+    drop_waiting_trials,
+    lock_folder,
+    recover_dead_trials,
+)
+from search.commands.search import _drop_leftover_retries
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +106,56 @@ def test_retries_stop_at_the_limit(tmp_path: Path) -> None:
     assert recover_dead_trials(study, lock_folder(journal), max_retries=2) == [0]
     assert study.get_trials(states=(TrialState.WAITING,)) == []
     assert study.get_trials()[0].state == TrialState.FAIL
+
+
+def _study_with_a_late_retry(journal: Path, complete: int) -> tuple[optuna.Study, int]:
+    """`complete` finished trials, one a worker still runs, and a retry queued for a dead one."""
+    study = _journal_study(journal)
+    for value in range(complete):
+        study.add_trial(
+            optuna.create_trial(
+                params={"x": value / 10},
+                distributions={"x": FloatDistribution(0.0, 1.0)},
+                value=float(value),
+            )
+        )
+    running = study.ask({"x": FloatDistribution(0.0, 1.0)})
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params={"x": 0.5},
+            distributions={"x": FloatDistribution(0.0, 1.0)},
+            system_attrs={"failed_trial": 0, "retry_history": [0]},
+        )
+    )
+    return study, running.number
+
+
+def test_a_study_that_has_its_trials_ends_with_nothing_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study, running = _study_with_a_late_retry(tmp_path / "j.journal", complete=3)
+    _drop_leftover_retries(study, target=3)
+    trials = study.get_trials()
+    assert study.get_trials(states=(TrialState.WAITING,)) == []
+    dropped = trials[-1]
+    assert dropped.state == TrialState.FAIL and "3 trials" in dropped.system_attrs[DROPPED_ATTR]
+    # The trial a worker runs is not touched, and the finished ones keep their values.
+    assert trials[running].state == TrialState.RUNNING
+    assert [t.value for t in trials[:3]] == [0.0, 1.0, 2.0]
+    assert f"dropped 1 queued trial(s) ({dropped.number})" in capsys.readouterr().err
+
+
+def test_a_study_short_of_its_trials_keeps_its_queue_for_the_next_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study, _ = _study_with_a_late_retry(tmp_path / "j.journal", complete=2)
+    _drop_leftover_retries(study, target=3)
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 1
+    assert capsys.readouterr().err == ""
+    # Dropping by hand fails it only once: a second call finds nothing waiting.
+    assert len(drop_waiting_trials(study, "by hand")) == 1
+    assert drop_waiting_trials(study, "by hand") == []
 
 
 def _search_command(config: Path, journal: Path, tracking: str) -> list[str]:

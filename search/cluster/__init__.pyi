@@ -5,8 +5,10 @@ from .devices import pin as pin
 from .devices import pinned as pinned
 from .devices import plan_slots as plan_slots
 from .devices import slots_for as slots_for
+from .liveness import DROPPED_ATTR as DROPPED_ATTR
 from .liveness import OWNER_ATTR as OWNER_ATTR
 from .liveness import ProcessLock as ProcessLock
+from .liveness import drop_waiting_trials as drop_waiting_trials
 from .liveness import lock_folder as lock_folder
 from .liveness import owned_by as owned_by
 from .liveness import process_lock as process_lock

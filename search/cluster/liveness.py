@@ -28,9 +28,11 @@ from optuna.storages import JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "DROPPED_ATTR",
     "OWNER_ATTR",
     "ProcessLock",
     "RetryDeadTrial",
+    "drop_waiting_trials",
     "owned_by",
     "recover_dead_trials",
     "retry_callback",
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 OWNER_ATTR = "tabslim_owner"
+# On a queued trial dropped unrun because the study already had its trials: why.
+DROPPED_ATTR = "tabslim_dropped"
 # A RUNNING trial with no owner stamp is older than this only if its process died in the
 # moment between creating the trial and stamping it.
 _UNSTAMPED_GRACE = timedelta(minutes=2)
@@ -157,6 +161,27 @@ def wait_for_running(
     while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         recover_dead_trials(study, locks, max_retries)
         time.sleep(poll)
+
+
+def drop_waiting_trials(study: optuna.Study, reason: str) -> list[int]:
+    """Fail every queued (WAITING) trial, marked with `reason`; returns their numbers.
+
+    For a search that has what it asked for: a retry queued for a trial that died late, say,
+    which no process would run now and the next `tabslim search` would run one trial past its
+    target. Each is checked to be still WAITING just before: a worker on another node that
+    popped it a moment earlier keeps it (the check narrows that race; it cannot close it, as
+    Optuna's storages have no compare-and-set on a trial's state).
+    """
+    storage = study._storage  # noqa: SLF001 - Optuna's public API has no state setter
+    dropped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        with contextlib.suppress(UpdateFinishedTrialError):
+            if storage.get_trial(trial._trial_id).state != TrialState.WAITING:  # noqa: SLF001
+                continue
+            storage.set_trial_system_attr(trial._trial_id, DROPPED_ATTR, reason)  # noqa: SLF001
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):  # noqa: SLF001
+                dropped.append(trial.number)
+    return dropped
 
 
 def owned_by(owner: str, objective: Callable[[optuna.Trial], Any]) -> Callable[..., Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from search.cluster import (
     ProcessLock,
     RemoteNetworks,
     Slot,
+    drop_waiting_trials,
     is_server,
     owned_by,
     pinned,
@@ -278,7 +280,24 @@ def _optimize(
         # Trials other nodes' workers still run land after this one's last: wait for them, so
         # that the front, MLflow and the champion see every trial.
         wait_for_running(study, locks, search.max_retries)
+        _drop_leftover_retries(study, search.n_trials)
     finally:
         for process in processes:
             process.join()
         callback(study, None)
+
+
+def _drop_leftover_retries(study: optuna.Study, target: int) -> None:
+    """A study that ends with its trials has nothing waiting: a retry queued for a trial that
+    died late would be run by no process now, and by the next search one trial past its
+    target. It is dropped, and said so."""
+    if searched_trials(study) < target:
+        return  # a timeout ended it: the next search runs what is queued
+    dropped = drop_waiting_trials(study, f"queued after the study had its {target} trials")
+    if dropped:
+        print(
+            f"tabslim: note: dropped {len(dropped)} queued trial(s) "
+            f"({', '.join(map(str, dropped))}) that no process would run: the study already "
+            f"has its {target} trials",
+            file=sys.stderr,
+        )

@@ -27,7 +27,7 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
 from search import tracking
-from search.cluster import RemoteNetworks, fetch
+from search.cluster import DROPPED_ATTR, RemoteNetworks, fetch
 from search.front import (
     COST_ATTR,
     champion,
@@ -121,7 +121,8 @@ class StudyMirror:
         """Mirror every newly finished trial and refresh the pareto tags; returns the front size."""
         front = {t.number for t in pareto.front(self.study)}
         for trial in self.study.get_trials(deepcopy=False, states=_DONE):
-            if trial.number not in self._runs:
+            # A dropped retry never ran; the trial it retried has its own FAILED run.
+            if trial.number not in self._runs and DROPPED_ATTR not in trial.system_attrs:
                 self._mirror(trial, trial.number in front)
         for number, run_id in self._runs.items():
             on_front = number in front
