@@ -157,6 +157,8 @@ class InMemoryBatches:
     """Batches sliced from tensors already in memory: no per-row `__getitem__`, no workers.
 
     For tables of this size, DataLoader's per-row collation costs more than a small MLP's step.
+    With a `device`, the tensors move there once, when the loader is built (Lightning builds
+    each loader once per fit), and every batch is a slice on the device: no copy per step.
     """
 
     def __init__(
@@ -167,13 +169,22 @@ class InMemoryBatches:
         shuffle: bool,
         seed: int = 0,
         batches_per_item: int = 1,
+        device: torch.device | str | None = None,
     ) -> None:
-        self.tensors = tensors
+        self.tensors = tensors if device is None else {k: v.to(device) for k, v in tensors.items()}
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.batches_per_item = batches_per_item
         self.n_rows = len(next(iter(tensors.values())))
+        self.device = next(iter(self.tensors.values())).device
+        # On the CPU whatever the device: every device then draws the same order, and the CPU
+        # the same as before batches could live on a device.
         self._generator = torch.Generator().manual_seed(seed)
+
+    @staticmethod
+    def trainer_device(trainer: pl.Trainer | None) -> torch.device | None:
+        """The device `trainer` trains on; None (the tensors stay where they are) without one."""
+        return None if trainer is None else trainer.strategy.root_device
 
     def __len__(self) -> int:
         batches = -(-self.n_rows // self.batch_size)
@@ -186,7 +197,7 @@ class InMemoryBatches:
         `batch_size`); grouping only changes how many a consumer receives at once.
         """
         if self.shuffle:
-            order = torch.randperm(self.n_rows, generator=self._generator)
+            order = torch.randperm(self.n_rows, generator=self._generator).to(self.device)
             shuffled = {k: v[order] for k, v in self.tensors.items()}
         else:
             shuffled = self.tensors
@@ -347,21 +358,34 @@ class TabularDataModule(pl.LightningDataModule):
         # asks for this loader), not the split seed: runs with other seeds then vary it too.
         # Grouped: Lightning's fixed cost per step (hooks, closures, about 0.6 ms on 2 CPU
         # cores) is paid once per group, while the module still takes one optimiser step per
-        # batch (bench/train_overhead.py).
+        # batch (bench/train_overhead.py). On the trainer's device (a GPU) once per fit;
+        # `self.tensors` stay on the CPU for everything else.
         return InMemoryBatches(
             self.tensors["train"],
             self.batch_size,
             shuffle=True,
             seed=torch.initial_seed(),
             batches_per_item=TRAIN_BATCHES_PER_STEP,
+            device=InMemoryBatches.trainer_device(self.trainer),
         )
 
     def val_dataloader(self) -> InMemoryBatches:
         # Evaluation batches are large: no gradients, so memory is not the limit.
-        return InMemoryBatches(self.tensors["val"], max(self.batch_size, 4096), shuffle=False)
+        return InMemoryBatches(
+            self.tensors["val"],
+            max(self.batch_size, 4096),
+            shuffle=False,
+            device=InMemoryBatches.trainer_device(self.trainer),
+        )
 
     def test_dataloader(self) -> InMemoryBatches:
-        return InMemoryBatches(self.tensors["test"], max(self.batch_size, 4096), shuffle=False)
+        # Built only when the test split is evaluated, so only then does it move to a device.
+        return InMemoryBatches(
+            self.tensors["test"],
+            max(self.batch_size, 4096),
+            shuffle=False,
+            device=InMemoryBatches.trainer_device(self.trainer),
+        )
 
     def example_rows(self, n: int = 5) -> pd.DataFrame:
         """A few raw feature rows (no target), e.g. as an input example for a logged model."""

@@ -12,7 +12,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -234,6 +234,10 @@ class TabularModule(pl.LightningModule):
         }
 
 
+# The precisions `fit` trains at: float32, or bfloat16 autocast with float32 weights (a GPU's).
+FitPrecision = Literal["32", "bf16-mixed"]
+
+
 @dataclass
 class FitSettings:
     """How `fit` trains: optimiser, epochs, early stopping, seed and device."""
@@ -245,6 +249,7 @@ class FitSettings:
     monitor: str = "val_loss"
     seed: int = 0
     accelerator: str = "auto"
+    precision: FitPrecision = "32"
     progress_bar: bool = False
     # A run still improving at max_epochs trains on up to this many epochs (None: it stops
     # there); see `TrainWhileImproving`.
@@ -292,6 +297,7 @@ def make_trainer(config: FitSettings, callbacks: list[Callback]) -> pl.Trainer:
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
         devices=1,
+        precision=config.precision,
         deterministic=True,
         logger=False,
         enable_checkpointing=False,
@@ -368,10 +374,12 @@ def evaluate(
     """The task's metrics of the module's current weights on one split, names without prefix."""
     if Task(data.task) is Task.ANOMALY:
         return anomaly.split_metrics_of(module.network, data, stage)
+    # Through `datamodule`, so that the loaders are built for this trainer's device (a data
+    # module still attached to an earlier trainer would put the rows on that one's).
     if stage == "val":
-        (results,) = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+        (results,) = trainer.validate(module, datamodule=data, verbose=False)
     else:
-        (results,) = trainer.test(module, dataloaders=data.test_dataloader(), verbose=False)
+        (results,) = trainer.test(module, datamodule=data, verbose=False)
     names = metric_names(data.task)
     return {
         k.removeprefix(f"{stage}_"): float(v)

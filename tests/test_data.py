@@ -133,6 +133,45 @@ def test_in_memory_batches_cover_every_row_once(batch_size: int) -> None:
     assert torch.equal(seen, torch.cat([batch["y"] for batch in again]))
 
 
+@pytest.mark.parametrize(("batch_size", "per_item"), [(7, 1), (16, 3), (64, 8)])
+def test_device_resident_batches_are_the_rows_of_the_seeded_cpu_order(
+    batch_size: int, per_item: int
+) -> None:
+    # The expected batches are computed here as the loader always sliced them: one CPU
+    # generator, one randperm per epoch, slices of batch_size, grouped per_item at a time.
+    rows = 100
+    tensors = {"x_num": torch.randn(rows, 3), "y": torch.arange(rows)}
+    loader = InMemoryBatches(
+        tensors, batch_size, shuffle=True, seed=5, batches_per_item=per_item, device="cpu"
+    )
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(2):  # a second epoch draws the generator's next order
+        order = torch.randperm(rows, generator=generator)
+        expected = [order[i : i + batch_size] for i in range(0, rows, batch_size)]
+        items = list(loader)
+        got = [b for item in items for b in (item if per_item > 1 else [item])]
+        assert len(items) == len(loader) == -(-len(expected) // per_item)
+        assert len(got) == len(expected)
+        for batch, index in zip(got, expected, strict=True):
+            assert torch.equal(batch["y"], index)
+            assert torch.equal(batch["x_num"], tensors["x_num"][index])
+    # Evaluation loaders keep the rows in order.
+    plain = InMemoryBatches(tensors, 30, shuffle=False, device="cpu")
+    assert torch.equal(torch.cat([b["y"] for b in plain]), tensors["y"])
+
+
+def test_loaders_stay_on_the_cpu_without_a_trainer(small_data: TabularDataModule) -> None:
+    assert small_data.trainer is None
+    for loader in (
+        small_data.train_dataloader(),
+        small_data.val_dataloader(),
+        small_data.test_dataloader(),
+    ):
+        assert loader.device == torch.device("cpu")
+    # No copy on the CPU: the evaluation loader slices the data module's own tensors.
+    assert small_data.val_dataloader().tensors["x_num"] is small_data.tensors["val"]["x_num"]
+
+
 @pytest.mark.parametrize(
     "values, task",
     [

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -11,10 +12,12 @@ from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_modules.callbacks import TrainWhileImproving
-from lightning_modules.data import TabularDataModule
+from lightning_modules.data import TRAIN_BATCHES_PER_STEP, InMemoryBatches, TabularDataModule
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLPSpec, build
-from lightning_modules.training import FitSettings, fit, metric_names
+from lightning_modules.training import FitSettings, fit, make_trainer, metric_names
+from search.config import validate
+from search.study import fit_settings
 
 
 def _fit(data: TabularDataModule, epochs: int = 3, seed: int = 0, hidden=(16, 8)):  # type: ignore[no-untyped-def]
@@ -155,3 +158,101 @@ def test_fit_records_whether_it_converged(small_table: pd.DataFrame) -> None:
     assert longer.epochs > 2
     assert longer.stopped_by in ("early_stopping", "epoch_limit")
     assert longer.converged == (longer.stopped_by == "early_stopping")
+
+
+class _CpuSlicedBatches:
+    """Batches as the loader sliced them before they could live on a device: CPU tensors, a
+    CPU generator's randperm per epoch (when seeded), slices grouped `per_item` at a time."""
+
+    def __init__(
+        self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int | None, per_item: int
+    ) -> None:
+        self.tensors, self.batch_size, self.per_item = tensors, batch_size, per_item
+        self.rows = len(tensors["y"])
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(self.rows / self.batch_size) / self.per_item)
+
+    def __iter__(self) -> Iterator[Any]:
+        order = (
+            torch.arange(self.rows)
+            if self.generator is None
+            else torch.randperm(self.rows, generator=self.generator)
+        )
+        starts = list(range(0, self.rows, self.batch_size))
+        batches = [
+            {k: v[order[i : i + self.batch_size]] for k, v in self.tensors.items()} for i in starts
+        ]
+        if self.per_item == 1:
+            yield from batches
+            return
+        for i in range(0, len(batches), self.per_item):
+            yield batches[i : i + self.per_item]
+
+
+def _recording(make: Any, into: list[InMemoryBatches]) -> Any:
+    def record() -> InMemoryBatches:
+        into.append(make())
+        return into[-1]
+
+    return record
+
+
+def test_a_fit_on_device_resident_batches_has_the_weights_of_cpu_sliced_ones(
+    small_table: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = TabularDataModule.from_frame(small_table, "label", batch_size=16)
+    built: dict[str, list[InMemoryBatches]] = {"train": [], "val": [], "test": []}
+    for stage, loaders in built.items():
+        monkeypatch.setattr(
+            data, f"{stage}_dataloader", _recording(getattr(data, f"{stage}_dataloader"), loaders)
+        )
+    resident = _fit(data, epochs=3)
+    # Each loader is built, and its rows moved to the trainer's device, once per fit (the
+    # validation loader once more for the final evaluation), not once per epoch.
+    assert {stage: len(loaders) for stage, loaders in built.items()} == {
+        "train": 1,
+        "val": 2,
+        "test": 1,
+    }
+    assert all(b.device == torch.device("cpu") for loaders in built.values() for b in loaders)
+
+    reference = TabularDataModule.from_frame(small_table, "label", batch_size=16)
+    tensors = reference.tensors
+    # The training seed is read when Lightning asks for the loader, as the data module does.
+    monkeypatch.setattr(
+        reference,
+        "train_dataloader",
+        lambda: _CpuSlicedBatches(
+            tensors["train"], 16, torch.initial_seed(), TRAIN_BATCHES_PER_STEP
+        ),
+    )
+    for stage in ("val", "test"):
+        loader = _CpuSlicedBatches(tensors[stage], 4096, None, 1)
+        monkeypatch.setattr(reference, f"{stage}_dataloader", lambda loader=loader: loader)
+    expected = _fit(reference, epochs=3)
+    weights = resident.network.state_dict()
+    for name, weight in expected.network.state_dict().items():
+        assert torch.equal(weights[name], weight), name
+    assert resident.val_metrics == expected.val_metrics
+    assert resident.test_metrics == expected.test_metrics
+
+
+def test_training_precision_goes_from_the_config_to_lightning(
+    small_data: TabularDataModule,
+) -> None:
+    assert fit_settings(validate({}, "x")).precision == "32"
+    # YAML reads `precision: 32` as a number.
+    assert fit_settings(validate({"training": {"precision": 32}}, "x")).precision == "32"
+    settings = fit_settings(validate({"training": {"precision": "bf16-mixed"}}, "x"))
+    assert make_trainer(settings, []).precision == "bf16-mixed"
+    assert make_trainer(FitSettings(), []).precision == "32-true"  # Lightning's default
+    # CPU autocast has bfloat16 too: the fit runs, and hands back float32 weights on the CPU.
+    spec = MLPSpec(hidden=(16, 8), **small_data.network_inputs())
+    settings = FitSettings(max_epochs=2, lr=5e-3, accelerator="cpu", precision="bf16-mixed")
+    result = fit(build(spec), small_data, settings)
+    assert all(
+        p.dtype == torch.float32 and p.device.type == "cpu" for p in result.network.parameters()
+    )
+    assert math.isfinite(result.val_metrics["log_loss"])

@@ -52,8 +52,17 @@ class TrainingConfig(Section):
     patience: int = Field(default=8, ge=1)
     seed: int = Field(default=0, ge=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    # Lightning's training precision: 32, or bf16-mixed (bfloat16 autocast, float32 weights;
+    # for a GPU that has bfloat16).
+    precision: Literal["32", "bf16-mixed"] = "32"
     # CPU threads per training process; 0 means all cores (split among search workers).
     threads: int = Field(default=1, ge=0)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        # YAML reads `precision: 32` as a number; Lightning's name for it is the text "32".
+        return "32" if value == 32 and not isinstance(value, bool) else value
 
 
 class MeasureConfig(Section):

@@ -36,6 +36,7 @@ def fit_settings(config: Config, *, progress_bar: bool = False) -> FitSettings:
         patience=training.patience,
         seed=training.seed,
         accelerator=training.accelerator,
+        precision=training.precision,
         progress_bar=progress_bar,
     )
 
