@@ -6,6 +6,7 @@ Checked by what the work is given (row counts), never by timing.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,13 +17,18 @@ from mlflow.data import pandas_dataset
 from mlflow.data.pandas_dataset import from_pandas
 from torch import nn
 
+from lightning_modules import preprocessing
 from lightning_modules.data import TabularDataModule
 from lightning_modules.networks import build
+from lightning_modules.tables import read_table
 from search.config import DataConfig
 from search.serving import build_profile
 from search.serving import profile as profile_module
 from search.study import baseline_spec
 from search.tracking import store
+
+# MLflow's own schema inference (the reference here) warns about integer columns.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _mixed_table(rows: int, seed: int = 0) -> pd.DataFrame:
@@ -117,3 +123,37 @@ def test_the_profiles_importance_shuffles_at_most_its_sample_of_validation_rows(
     assert network.rows[1:] == [100] * (len(columns) + 1)
     assert set(profile["importance"]) == set(columns)
     assert profile["validation"]["rows"] == len(data.val_frame)
+
+
+def test_the_profiles_distributions_read_a_sample_of_training_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from search.config import Config
+
+    data = TabularDataModule.from_frame(_mixed_table(2_000), "label")
+    monkeypatch.setattr(profile_module, "PROFILE_ROWS", 200)
+    profile = build_profile(data, build(baseline_spec(Config(), data), seed=0))
+    assert profile["training_rows"] == len(data.train_frame) > 200
+    # "count" has no gaps: its bins hold exactly the sampled rows.
+    assert sum(profile["columns"]["count"]["bin_counts"]) == 200
+
+
+def test_parquet_is_read_column_by_column_into_the_frame_pandas_reads(tmp_path: Path) -> None:
+    frame = _mixed_table(300)
+    frame["kind"] = pd.Categorical(frame["shop"])
+    frame.index = pd.Index([f"row{i}" for i in range(len(frame))], name="id")
+    frame.to_parquet(tmp_path / "t.parquet")
+    expected = pd.read_parquet(tmp_path / "t.parquet").reset_index(drop=True)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "t.parquet"), expected)
+
+
+def test_rows_are_preprocessed_in_blocks_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch, small_table: pd.DataFrame
+) -> None:
+    prep = TabularDataModule.from_frame(small_table, "label").preprocessor
+    whole = prep.transform_arrays(small_table)
+    monkeypatch.setattr(preprocessing, "_BLOCK_ROWS", 7)
+    blocks = prep.transform_arrays(small_table)
+    for name in ("x_num", "x_cat"):
+        np.testing.assert_array_equal(blocks[name], whole[name])
+    assert blocks["x_num"].shape == (len(small_table), prep.d_num)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 
 import mlflow
@@ -17,7 +16,7 @@ from lightning_modules.training import fit
 from search import tracking
 from search.cluster import without_passwords
 from search.config import Config
-from search.measure import measure
+from search.measure import Phases, measure
 from search.serving import build_profile, log_model, reference_sample
 from search.study import (
     baseline_spec,
@@ -51,33 +50,56 @@ class TrainOutcome:
 
 
 def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
-    """Train, measure and log the baseline. All input is checked before MLflow is touched."""
-    data = load_data(config)
+    """Train, measure and log the baseline. All input is checked before MLflow is touched.
+
+    The run's `seconds.<phase>` metrics say where the time went (read, preprocess, fit,
+    profile, log, measure).
+    """
+    phases = Phases()
+    data = load_data(config, phases)
     spec = baseline_spec(config, data)
-    dataset = tracking.training_dataset(data, config.data)
+    with phases("log"):
+        dataset = tracking.training_dataset(data, config.data)
     set_training_threads(config)
-    experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
+    with phases("log"):
+        experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     print_notes(data)
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
-        mlflow.set_tags({"tabslim.kind": "train", "tabslim.approach": "baseline"})
-        params = tracking.flatten("", without_passwords(config.model_dump(exclude={"tracking"})))
-        params.update(data_params(data))
-        params["model.widths"] = "-".join(map(str, spec.group_sizes()))
-        mlflow.log_params(params)
-        tracking.log_dataset(MlflowClient(), run.info.run_id, dataset)
-        result = fit(
-            build(spec, seed=config.training.seed),
-            data,
-            fit_settings(config, progress_bar=progress_bar),
-        )
+        with phases("log"):
+            mlflow.set_tags({"tabslim.kind": "train", "tabslim.approach": "baseline"})
+            params = tracking.flatten(
+                "", without_passwords(config.model_dump(exclude={"tracking"}))
+            )
+            params.update(data_params(data))
+            params["model.widths"] = "-".join(map(str, spec.group_sizes()))
+            mlflow.log_params(params)
+            tracking.log_dataset(MlflowClient(), run.info.run_id, dataset)
+        with phases("fit"):
+            result = fit(
+                build(spec, seed=config.training.seed),
+                data,
+                fit_settings(config, progress_bar=progress_bar),
+            )
         _note_if_no_better_than_constant(data, result.val_metrics)
-        started = time.perf_counter()
-        measured = measure(
-            result.network,
-            batch_sizes=tuple(config.measure.batch_sizes),
-            runtimes=tuple(config.measure.runtimes),
-            threads=config.measure.threads,
-        )
+        with phases("measure"):
+            measured = measure(
+                result.network,
+                batch_sizes=tuple(config.measure.batch_sizes),
+                runtimes=tuple(config.measure.runtimes),
+                threads=config.measure.threads,
+            )
+        with phases("profile"):
+            profile = build_profile(data, result.network, seed=config.data.seed)
+        with phases("log"):
+            mlflow.log_dict(spec.to_dict(), "spec.json")
+            info = log_model(
+                spec,
+                result.network,
+                serving_preprocessor(result.network, data),
+                data.example_rows(),
+                profile=profile,
+                reference_rows=reference_sample(data, config.tracking.reference_rows),
+            )
         metrics = run_metrics(
             result.val_metrics,
             result.test_metrics,
@@ -85,16 +107,8 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
             train_seconds=result.seconds,
             epochs=result.epochs,
             best_epoch=result.best_epoch,
-            measure_seconds=time.perf_counter() - started,
+            measure_seconds=phases.seconds["measure"],
         )
+        metrics |= phases.metrics()
         mlflow.log_metrics(metrics)
-        mlflow.log_dict(spec.to_dict(), "spec.json")
-        info = log_model(
-            spec,
-            result.network,
-            serving_preprocessor(result.network, data),
-            data.example_rows(),
-            profile=build_profile(data, result.network, seed=config.data.seed),
-            reference_rows=reference_sample(data, config.tracking.reference_rows),
-        )
     return TrainOutcome(run_id=run.info.run_id, model_uri=info.model_uri, metrics=metrics)

@@ -13,13 +13,18 @@ import sys
 import pandas as pd
 
 from lightning_modules.data import TabularDataModule
+from lightning_modules.tables import read_table
 from search.config import Config
+from search.measure import Phases
 
 __all__ = ["data_fingerprint", "data_params", "load_data", "print_notes"]
 
 
-def load_data(config: Config) -> TabularDataModule:
+def load_data(config: Config, phases: Phases | None = None) -> TabularDataModule:
     """The configured table, checked, split and preprocessed (raises on bad input).
+
+    `phases`, when given, gets the seconds spent reading the file ("read") and the rest
+    ("preprocess").
 
     Its notes (rows without a target, identifier-like or constant columns) are in `.notes`;
     `print_notes` shows them.
@@ -35,12 +40,15 @@ def load_data(config: Config) -> TabularDataModule:
         "time_column": data.time_column,
         "anomaly_fpr": data.anomaly_fpr,
     }
-    if data.path is not None:
-        module = TabularDataModule.from_path(data.path, data.target, **kwargs)
-    else:
+    phases = phases or Phases()
+    if data.path is None:
         assert data.dataset is not None, "config validation guarantees a source"
-        module = TabularDataModule.from_bundled(data.dataset, **kwargs)
-    return module
+        with phases("preprocess"):
+            return TabularDataModule.from_bundled(data.dataset, **kwargs)
+    with phases("read"):
+        frame = read_table(data.path)
+    with phases("preprocess"):
+        return TabularDataModule.from_frame(frame, data.target, source=f"'{data.path}'", **kwargs)
 
 
 def print_notes(data: TabularDataModule) -> None:
