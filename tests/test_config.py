@@ -98,3 +98,24 @@ def test_training_threads_are_fixed_per_process() -> None:
         assert set_training_threads(everything, workers=64) == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DEFAULT_CONFIG.parent.glob("*.yaml")))
+def test_every_example_config_is_valid(name: str) -> None:
+    assert load_config(DEFAULT_CONFIG.parent / name).model.kind
+
+
+def test_the_s1_example_is_the_size_of_the_seeds_network() -> None:
+    from lightning_modules.networks import MLPSpec, build
+    from search.measure import count_parameters
+
+    config = load_config(DEFAULT_CONFIG.parent / "s1.yaml")
+    # The bench/make_table.py table: 41 numeric columns, 5 missing indicators, 4 categorical.
+    spec = MLPSpec(
+        hidden=tuple(config.model.group_sizes()),
+        d_num=46,
+        cat_cardinalities=(6, 41, 301, 1001),
+        d_out=2,
+        d_embedding=config.model.options.d_embedding,  # type: ignore[attr-defined]
+    )
+    assert 8.5e6 < count_parameters(build(spec)) < 10e6
