@@ -55,6 +55,10 @@ def test_train_logs_run_metrics_and_a_raw_row_model(trained: dict[str, object]) 
                  "latency_onnxruntime_b1024_median_ms", "train_seconds"]:  # fmt: skip
         assert name in metrics, name
     assert 0.5 <= metrics["val_accuracy"] <= 1.0
+    # Where the time went, phase by phase; the fit phase holds the training and more.
+    for phase in ("read", "preprocess", "fit", "profile", "log", "measure"):
+        assert metrics[f"seconds.{phase}"] > 0, phase
+    assert metrics["seconds.fit"] >= metrics["train_seconds"]
     assert params["data.target"] == "bought" and params["data.task"] == "binary"
     assert params["model.widths"] == "256-256-128"
     # Artifacts live beside the SQLite store, under the same mlruns/ folder.
