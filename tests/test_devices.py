@@ -41,6 +41,15 @@ def test_slots_deal_workers_over_gpus() -> None:
     assert gpus == [1, 1, 3, 3]
 
 
+def test_processes_sharing_a_gpu_each_get_their_share_of_its_memory() -> None:
+    slots = plan_slots([0], 1, 4, available=1)
+    assert [(s.gpu, s.sharing) for s in slots] == [(0, 4)] * 4
+    assert slots[0].memory_fraction == 0.25
+    # Three dealt over two GPUs: GPU 0 is shared by two, GPU 1 has its own.
+    slots = plan_slots("auto", 3, None, available=2)
+    assert [(s.gpu, s.memory_fraction) for s in slots] == [(0, 0.5), (1, 1.0), (0, 0.5)]
+
+
 def test_a_missing_gpu_or_no_workers_per_device_is_one_line() -> None:
     with pytest.raises(TabslimInputError, match=r"names GPU 2, but this machine has 2 GPUs"):
         plan_slots([0, 2], 1, None, available=2)

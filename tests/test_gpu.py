@@ -6,6 +6,8 @@ Marked `gpu` and skipped without CUDA; `bench/gpu_check.sh` runs them with `-m g
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from typing import Any
 
 import pandas as pd
@@ -105,3 +107,14 @@ def test_cuda_latency_is_measured_and_recorded() -> None:
     direct = measure_latency(network.cuda(), runtime="torch", batch_size=256)
     assert direct.median_ms > 0
     assert host_profile("torch", 64, 1).gpu  # the trial attribute that names the GPU
+
+
+def test_a_process_sharing_its_gpu_is_capped_at_its_share() -> None:
+    # In a process of its own: pinning and the cap are per process, and this one has CUDA up.
+    code = (
+        "import torch; from search.cluster import Slot, pin; "
+        "assert pin(Slot(0, sharing=4)) == 'gpu'; "
+        "print(torch.cuda.get_per_process_memory_fraction(0))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(done.stdout.strip()) == pytest.approx(0.25)

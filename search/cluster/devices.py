@@ -4,6 +4,11 @@ Several small tabular trials share one GPU well, so K processes per device is th
 A process is pinned by `CUDA_VISIBLE_DEVICES` before anything in it touches CUDA; it then sees
 its one GPU as device 0, and Lightning trains with `devices=1`. On a machine without a GPU (or
 with `cpu`) every process trains on the CPU and the GPUs stay hidden.
+
+The processes sharing a GPU each get an equal share of its memory as a cap on their caching
+allocator. Without one, a process that once held a large batch keeps those blocks reserved,
+and a neighbour's trial fails with an out-of-memory error it did not cause; with the cap, a
+trial too large for its share fails in its own process, and says so.
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ class Slot:
     gpu: int | None
     # On a machine with GPUs that were asked not to be used (`--devices cpu`).
     hide_gpus: bool = False
+    # How many processes share this GPU; each may use that share of its memory.
+    sharing: int = 1
+
+    @property
+    def memory_fraction(self) -> float:
+        return 1.0 / self.sharing
 
     @property
     def label(self) -> str:
@@ -84,8 +95,10 @@ def plan_slots(
             + (f" (0 to {available - 1})" if available else "")
         )
     if workers_per_device is not None:
-        return [Slot(g) for g in gpus for _ in range(workers_per_device)]
-    return [Slot(gpus[i % len(gpus)]) for i in range(workers)]
+        dealt = [g for g in gpus for _ in range(workers_per_device)]
+    else:
+        dealt = [gpus[i % len(gpus)] for i in range(workers)]
+    return [Slot(g, sharing=dealt.count(g)) for g in dealt]
 
 
 def pin(slot: Slot) -> str | None:
@@ -103,7 +116,20 @@ def pin(slot: Slot) -> str | None:
     outer = os.environ.get(_VISIBLE)
     visible = [v for v in outer.split(",") if v] if outer else None
     os.environ[_VISIBLE] = visible[slot.gpu] if visible else str(slot.gpu)
+    if slot.sharing > 1:
+        _cap_memory(slot.memory_fraction)
     return "gpu"
+
+
+def _cap_memory(fraction: float) -> None:
+    """Cap this process's CUDA caching allocator at `fraction` of its (one visible) GPU.
+
+    This starts CUDA in the process, so it runs only once the process is pinned.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(fraction, 0)
 
 
 def pinned(config: Config, slot: Slot, processes: int) -> Config:
