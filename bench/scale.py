@@ -64,6 +64,10 @@ class Size:
     search_wall_s: float | None = None
     search_peak_mb: float | None = None
     search_train_s: float | None = None
+    # Summed over the trials: `seconds.<phase>` of each trial run (train, measure, row_scores,
+    # paired, save); what the search spent outside them is read, baseline setup, confirmation.
+    search_phases_s: dict[str, float] = field(default_factory=dict)
+    search_trials: int = 0
 
     @property
     def training_share(self) -> float:
@@ -136,13 +140,19 @@ def _search(size: Size, table: Path, epochs: int, trials: int, work: Path) -> No
         "tags.`tabslim.kind` = 'trial'",
     )
     size.search_train_s = sum(r.data.metrics.get("train_seconds", 0.0) for r in runs)
+    size.search_trials = len(runs)
+    for run in runs:
+        for name, seconds in run.data.metrics.items():
+            if name.startswith("seconds."):
+                phase = name.removeprefix("seconds.")
+                size.search_phases_s[phase] = size.search_phases_s.get(phase, 0.0) + seconds
 
 
 def _print(sizes: list[Size]) -> None:
     print(f"\n{'rows':>10} {'wall s':>7} {'train%':>7} " + " ".join(f"{p:>10}" for p in
           (*PHASES, "start")) + f" {'peak MB':>8} {'goal MB':>8} {'L rows/s':>9} {'bare':>9}"
           f" {'L/bare':>6}")  # fmt: skip
-    for s in sizes:
+    for s in (s for s in sizes if s.train_wall_s):
         phases = " ".join(f"{s.phases_s.get(p, 0.0):>10.2f}" for p in (*PHASES, "start"))
         print(
             f"{s.rows:>10} {s.train_wall_s:>7.1f} {100 * s.training_share:>6.1f}% {phases} "
@@ -157,6 +167,12 @@ def _print(sizes: list[Size]) -> None:
                 f"{s.search_train_s:.1f} s ({100 * share:.0f}% of the wall time, with "
                 f"--workers 1), peak {s.search_peak_mb:.0f} MB"
             )
+            inside = sum(s.search_phases_s.values())
+            print(
+                f"  summed over its {s.search_trials} trial runs: "
+                + ", ".join(f"{p} {v:.1f} s" for p, v in s.search_phases_s.items())
+                + f"; outside the trials' phases {s.search_wall_s - inside:.1f} s"
+            )
 
 
 def main() -> None:
@@ -169,6 +185,7 @@ def main() -> None:
     parser.add_argument("--search-max-rows", type=int, default=100_000,
                         help="run the search only at sizes up to this")  # fmt: skip
     parser.add_argument("--json", type=Path, help="append one JSON line per size")
+    parser.add_argument("--search-only", action="store_true", help="skip train and throughput")
     parser.add_argument(
         "--epoch-config",
         type=Path,
@@ -190,10 +207,11 @@ def main() -> None:
             table = write_table(work / f"t{rows}.parquet", rows, COLUMNS)
             # float32 features (the 4 categorical as one index each) and the target.
             size = Size(rows, rows * (COLUMNS + 1) * 4 / 2**20)
-            print(f"{rows} rows: train...", flush=True)
-            _train(size, table, args.epochs, work)
-            print(f"{rows} rows: throughput...", flush=True)
-            _throughput(size, table)
+            if not args.search_only:
+                print(f"{rows} rows: train...", flush=True)
+                _train(size, table, args.epochs, work)
+                print(f"{rows} rows: throughput...", flush=True)
+                _throughput(size, table)
             if args.search_trials and rows <= args.search_max_rows:
                 print(f"{rows} rows: search...", flush=True)
                 _search(size, table, args.epochs, args.search_trials, work)

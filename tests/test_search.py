@@ -101,6 +101,14 @@ def test_objective_trains_measures_and_constrains(tmp_path: Path) -> None:
     assert metrics["parameters"] == small.values[1]
     assert metrics["latency_onnxruntime_b64_median_ms"] == small.values[2]
     assert {"val_accuracy", "test_accuracy", "size_bytes", "flops"} <= set(metrics)
+    # Where the trial's time went: training, and the per-row work beside it, which at a
+    # million rows must stay small; the phases are timed one after another.
+    phases = {k: v for k, v in metrics.items() if k.startswith("seconds.")}
+    assert set(phases) == {
+        f"seconds.{p}" for p in ("train", "measure", "row_scores", "paired", "save")
+    }
+    assert all(v >= 0 for v in phases.values())
+    assert phases["seconds.train"] >= metrics["train_seconds"]
     floor = baseline.values[0] - 0.2
     assert small.constraints["metric_floor"] == pytest.approx(floor - small.values[0])
     _assert_rebuilds(small, ctx)

@@ -27,6 +27,7 @@ from search.cluster import publish
 from search.config import Config
 from search.measure import (
     WHERE_RAN,
+    Phases,
     Timing,
     cuda_latency_ms,
     host_profile,
@@ -277,28 +278,37 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         values = (repeat.values[0], repeat.values[1], repeat.values[2])
         return _record(trial, settings, values, repeat_of=repeat.number, **copied)
 
-    if candidate.shape is not None:
-        stopper = None if is_baseline else _stopper(ctx, settings)
-        trained = train_scratch(ctx, candidate.shape, stopper, baseline=is_baseline)
-    else:
-        assert candidate.plan is not None
-        trained = prune_baseline(ctx, candidate.plan, settings, trial.study)
-    metrics = measure_network(ctx, trained)
+    # Where the trial's time went, as `seconds.<phase>` metrics: at a million rows the
+    # per-row work beside training (row scores, paired intervals) must stay small.
+    phases = Phases()
+    with phases("train"):
+        if candidate.shape is not None:
+            stopper = None if is_baseline else _stopper(ctx, settings)
+            trained = train_scratch(ctx, candidate.shape, stopper, baseline=is_baseline)
+        else:
+            assert candidate.plan is not None
+            trained = prune_baseline(ctx, candidate.plan, settings, trial.study)
+    with phases("measure"):
+        metrics = measure_network(ctx, trained)
     if trained.stopped_by != "plan":
         # Whether training ended on early stopping: one cut off while improving is unfinished.
         metrics["converged"] = float(trained.stopped_by == "early_stopping")
-    rows = {split: row_scores(trained.network, ctx.data, split) for split in SPLITS}
+    with phases("row_scores"):
+        rows = {split: row_scores(trained.network, ctx.data, split) for split in SPLITS}
     directory = ctx.trials_dir / f"trial-{trial.number}"
     if is_baseline:
         ctx.baseline_rows = rows
-    metrics |= paired_metrics(ctx, settings, rows, trial.study)
+    with phases("paired"):
+        metrics |= paired_metrics(ctx, settings, rows, trial.study)
     value = metrics[f"val_{ctx.metric}"]
     values = (value, metrics[settings.size], metrics[settings.latency])
     if not all(math.isfinite(v) for v in values):
         raise RuntimeError(f"trial {trial.number} produced non-finite objectives {values}")
-    save_network(directory, trained.spec, trained.network, ctx.data.preprocessor)
-    np.savez(directory / ROWS_FILE, val=rows["val"], test=rows["test"])
-    publish(trial, directory, ctx.remote)
+    with phases("save"):
+        save_network(directory, trained.spec, trained.network, ctx.data.preprocessor)
+        np.savez(directory / ROWS_FILE, val=rows["val"], test=rows["test"])
+        publish(trial, directory, ctx.remote)
+    metrics |= phases.metrics()
     if is_baseline:
         settings = settings.with_baseline(trial.number, value)
         settings.write(trial.study)
