@@ -147,6 +147,39 @@ def test_parquet_is_read_column_by_column_into_the_frame_pandas_reads(tmp_path: 
     pd.testing.assert_frame_equal(read_table(tmp_path / "t.parquet"), expected)
 
 
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_sample_rows_reads_the_same_seeded_rows_in_the_files_order(
+    tmp_path: Path, suffix: str
+) -> None:
+    frame = _mixed_table(1000)
+    frame["order"] = np.arange(len(frame))
+    path = tmp_path / f"t.{suffix}"
+    frame.to_parquet(path) if suffix == "parquet" else frame.to_csv(path, index=False)
+    sample = read_table(path, sample_rows=200, seed=3)
+    assert len(sample) == 200 and sample.attrs["rows_in_file"] == 1000
+    assert sample["order"].is_monotonic_increasing and sample["order"].is_unique
+    # The rows are the file's rows, whole: every column comes from the same row.
+    original = frame.set_index("order").loc[sample["order"], "amount"].to_numpy()
+    np.testing.assert_array_equal(sample["amount"].to_numpy(), original)
+    # Every worker reads the same rows; another seed reads others; a short file reads whole.
+    assert read_table(path, sample_rows=200, seed=3)["order"].tolist() == sample["order"].tolist()
+    assert read_table(path, sample_rows=200, seed=4)["order"].tolist() != sample["order"].tolist()
+    assert len(read_table(path, sample_rows=5000)) == 1000
+
+
+def test_a_sampled_table_trains_on_its_sample_and_says_so(tmp_path: Path) -> None:
+    from search.config import validate
+    from search.study import load_data
+
+    _mixed_table(2000).to_parquet(tmp_path / "t.parquet")
+    raw = {"data": {"path": str(tmp_path / "t.parquet"), "target": "label", "sample_rows": 500}}
+    data = load_data(validate(raw, "test"))
+    assert len(data.train_frame) + len(data.val_frame) + len(data.test_frame) == 500
+    assert any("sample of 500 of the 2000 rows" in note for note in data.notes)
+    with pytest.raises(ValueError, match="samples a data.path table"):
+        validate({"data": {"dataset": "wine", "sample_rows": 500}}, "test")
+
+
 def test_rows_are_preprocessed_in_blocks_with_the_same_result(
     monkeypatch: pytest.MonkeyPatch, small_table: pd.DataFrame
 ) -> None:

@@ -54,6 +54,11 @@ FLAGS: dict[str, dict[str, Any]] = {
         "help": "columns that are not features (IDs and dates are left out without asking)",
     },
     "--time-column": {"metavar": "COLUMN"},
+    "--sample-rows": {
+        "type": _positive_int,
+        "metavar": "N",
+        "help": "work on a seeded sample of N rows of --data (for tables too large to search)",
+    },
     "--config": {"metavar": "FILE"},
     "--tracking-uri": {"metavar": "URI"},
     "--experiment": {"metavar": "NAME", "help": "MLflow experiment name"},
@@ -180,6 +185,7 @@ def _data_and_config(parser: argparse.ArgumentParser) -> None:
         "--time-column",
         help="orders the rows for a split in time (train earliest, test latest); never a feature",
     )
+    _add(source, "--sample-rows")
     _add(parser, "--config", help="YAML config (default: configs/default.yaml)")
     _add(parser, "--tracking-uri", help="MLflow tracking URI")
     _add(parser, "--experiment")

@@ -66,6 +66,7 @@ class DataSettings(Settings):
     task: str | None = None
     drop_columns: str | None = None
     time_column: str | None = None
+    sample_rows: int | None = None
     seed: int | None = None
     max_epochs: int | None = None
     tracking_uri: str | None = None
@@ -82,6 +83,7 @@ class DataSettings(Settings):
             "data.task": self.task,
             "data.drop_columns": columns,
             "data.time_column": self.time_column,
+            "data.sample_rows": self.sample_rows,
             "data.seed": self.seed,
             "training.seed": self.seed,
             "training.max_epochs": self.max_epochs,

@@ -32,11 +32,17 @@ class DataConfig(Section):
     drop_columns: list[str] = Field(default_factory=list)
     # Orders the rows for a split in time; never a feature.
     time_column: str | None = None
+    # Train and search on a seeded sample of this many rows of a `data.path` table (in the
+    # file's order, so a split in time stays one); None reads every row. For tables too large
+    # to search in memory: train the chosen shape on all rows afterwards (README, Large tables).
+    sample_rows: int | None = Field(default=None, ge=100)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.dataset is None) == (self.path is None):
             raise ValueError("give exactly one of data.dataset (bundled) or data.path (a file)")
+        if self.dataset is not None and self.sample_rows is not None:
+            raise ValueError("data.sample_rows samples a data.path table, not a bundled dataset")
         if self.dataset is not None and self.dataset not in BUNDLED:
             raise ValueError(
                 f"data.dataset must be one of {sorted(BUNDLED)}, but got {self.dataset!r}"

@@ -46,9 +46,19 @@ def load_data(config: Config, phases: Phases | None = None) -> TabularDataModule
         with phases("preprocess"):
             return TabularDataModule.from_bundled(data.dataset, **kwargs)
     with phases("read"):
-        frame = read_table(data.path)
+        frame = read_table(data.path, sample_rows=data.sample_rows, seed=data.seed)
     with phases("preprocess"):
-        return TabularDataModule.from_frame(frame, data.target, source=f"'{data.path}'", **kwargs)
+        module = TabularDataModule.from_frame(
+            frame, data.target, source=f"'{data.path}'", **kwargs
+        )
+    in_file = frame.attrs.get("rows_in_file", len(frame))
+    if len(frame) < in_file:
+        module.notes.append(
+            f"data.sample_rows: working on a seeded sample of {len(frame)} of the {in_file} rows "
+            f"of {data.path}; train the chosen shape on all of them with `tabslim retrain NAME "
+            "--data FILE --force`"
+        )
+    return module
 
 
 def print_notes(data: TabularDataModule) -> None:
