@@ -157,7 +157,7 @@ def _print(sizes: list[Size]) -> None:
         print(
             f"{s.rows:>10} {s.train_wall_s:>7.1f} {100 * s.training_share:>6.1f}% {phases} "
             f"{s.train_peak_mb:>8.0f} {s.memory_goal_mb:>8.0f} {s.lightning_rows_per_s:>9.0f} "
-            f"{s.bare_rows_per_s:>9.0f} {s.lightning_rows_per_s / s.bare_rows_per_s:>6.2f}"
+            f"{s.bare_rows_per_s:>9.0f} {s.lightning_rows_per_s / max(s.bare_rows_per_s, 1):>6.2f}"
         )
     for s in sizes:
         if s.search_wall_s is not None:
@@ -186,6 +186,7 @@ def main() -> None:
                         help="run the search only at sizes up to this")  # fmt: skip
     parser.add_argument("--json", type=Path, help="append one JSON line per size")
     parser.add_argument("--search-only", action="store_true", help="skip train and throughput")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the epoch timing")
     parser.add_argument(
         "--epoch-config",
         type=Path,
@@ -210,8 +211,9 @@ def main() -> None:
             if not args.search_only:
                 print(f"{rows} rows: train...", flush=True)
                 _train(size, table, args.epochs, work)
-                print(f"{rows} rows: throughput...", flush=True)
-                _throughput(size, table)
+                if not args.no_throughput:
+                    print(f"{rows} rows: throughput...", flush=True)
+                    _throughput(size, table)
             if args.search_trials and rows <= args.search_max_rows:
                 print(f"{rows} rows: search...", flush=True)
                 _search(size, table, args.epochs, args.search_trials, work)
