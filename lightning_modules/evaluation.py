@@ -12,6 +12,7 @@ from torch import nn
 from lightning_modules import anomaly
 from lightning_modules.data import TabularDataModule
 from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, Task, correct_rows
+from lightning_modules.networks import infer
 from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.training import (
     FitSettings,
@@ -73,10 +74,7 @@ def row_scores(network: nn.Module, data: TabularDataModule, split: str) -> np.nd
     Paired comparisons resample these rows, so that two networks are judged on the same rows.
     """
     tensors = data.tensors[split]
-    network = network.cpu().eval()
-    with torch.inference_mode():
-        output = network(tensors["x_num"], tensors["x_cat"])
-    return output_row_scores(output, data, split)
+    return output_row_scores(infer(network, tensors["x_num"], tensors["x_cat"]), data, split)
 
 
 def output_row_scores(output: torch.Tensor, data: TabularDataModule, split: str) -> np.ndarray:

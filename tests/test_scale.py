@@ -21,7 +21,7 @@ from lightning_modules import preprocessing
 from lightning_modules.data import TabularDataModule
 from lightning_modules.networks import build
 from lightning_modules.tables import read_table
-from search.config import DataConfig
+from search.config import Config, DataConfig
 from search.serving import build_profile
 from search.serving import profile as profile_module
 from search.study import baseline_spec
@@ -190,3 +190,22 @@ def test_rows_are_preprocessed_in_blocks_with_the_same_result(
     for name in ("x_num", "x_cat"):
         np.testing.assert_array_equal(blocks[name], whole[name])
     assert blocks["x_num"].shape == (len(small_table), prep.d_num)
+
+
+def test_whole_splits_are_scored_in_chunks_with_the_outputs_of_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning_modules.networks import base as networks_base
+    from lightning_modules.networks import infer
+
+    data = TabularDataModule.from_frame(_mixed_table(500), "label", batch_size=32)
+    network = build(baseline_spec(Config(), data), seed=0)
+    x_num, x_cat = data.tensors["train"]["x_num"], data.tensors["train"]["x_cat"]
+    with torch.inference_mode():
+        whole = network.eval()(x_num, x_cat)
+    seen: list[int] = []
+    network.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    monkeypatch.setattr(networks_base, "INFERENCE_ROWS", 64)
+    chunked = infer(network, x_num, x_cat)
+    assert max(seen) == 64 and sum(seen) == len(x_num)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)

@@ -16,6 +16,7 @@ from lightning_modules.networks.base import (
     count_parameters,
     evaluating,
     group_widths_key,
+    infer,
 )
 from lightning_modules.networks.kinds import (
     KINDS,
@@ -38,6 +39,7 @@ __all__ = [
     "NetworkSpec",
     "PrunableGroup",
     "TabularNetwork",
+    "infer",
     "baseline_spec",
     "build",
     "count_parameters",

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lightning_modules.networks import load, spec_from_dict
+from lightning_modules.networks import infer, load, spec_from_dict
 from lightning_modules.networks.base import NetworkSpec
 from lightning_modules.preprocessing import Preprocessor
 from search.serving.served_model import (
@@ -58,7 +58,6 @@ def predict_frame(
 ) -> pd.DataFrame:
     """Predictions of the torch network for raw rows, in the served model's columns."""
     inputs = preprocessor.transform(rows)
-    with torch.inference_mode():
-        output = network.cpu().eval()(inputs["x_num"], inputs["x_cat"])
+    output = infer(network, inputs["x_num"], inputs["x_cat"])
     decoded = preprocessor.decode(output, inputs["x_num"])
     return prediction_frame(decoded, preprocessor.classes)
