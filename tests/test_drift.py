@@ -109,6 +109,21 @@ def test_the_run_holds_the_report_and_links_to_the_model_version(
     assert version.tags["tabslim.last_drift_run"] == run_id
 
 
+def test_the_stored_training_rows_give_a_multivariate_verdict(trained: dict[str, str]) -> None:
+    quiet = run_drift(trained["model"], trained["none-1"], tracking_uri=trained["uri"]).report
+    assert quiet.multivariate is not None and not quiet.multivariate.drifted
+    outcome = run_drift(trained["model"], trained["covariate-6"], tracking_uri=trained["uri"])
+    found = outcome.report.multivariate
+    # `tabslim train` stores 2,000 training rows: both sides hold that many.
+    assert found is not None and found.drifted
+    assert found.reference_rows == found.new_rows == 2000
+    assert found.top_columns[0][0] in {"tenure", "plan"}
+    assert any(line.startswith("multivariate (") for line in outcome.report.summary())
+    metrics = MlflowClient(trained["uri"]).get_run(outcome.run_id).data.metrics
+    assert metrics["drift_c2st_auc_ci_low"] <= metrics["drift_c2st_auc"] == found.auc
+    assert metrics["drift_c2st_auc_ci_low"] > found.threshold
+
+
 def _one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,12 +1,15 @@
 """`tabslim drift`: new rows against the reference profile a logged model carries.
 
 Prints the columns worst first and logs one MLflow run (`tabslim.kind = drift`) with the report
-as JSON and HTML, the figure, a metric per column (`drift_psi_<column>`) and tags that link the
-run to the model (and to its registered version, which gets a tag back to the run).
+as JSON and HTML, the figure, a metric per column (`drift_psi_<column>`), the classifier
+two-sample test's AUC against the training rows stored with the model (`drift_c2st_auc`, with
+`_ci_low` and `_ci_high`), and tags that link the run to the model (and to its registered
+version, which gets a tag back to the run).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from dataclasses import dataclass
@@ -23,8 +26,10 @@ from search.cluster import redact
 from search.config import DEFAULT_TRACKING_URI
 from search.config.choices import DRIFT_ALPHA, DRIFT_PSI_THRESHOLD
 from search.monitor import (
+    NO_REFERENCE_ROWS,
     DriftReport,
     compare,
+    multivariate_drift,
     plot_drift,
     realized_metric,
     render_html,
@@ -100,6 +105,10 @@ def run_drift(
         psi_threshold=psi_threshold,
         alpha=alpha,
     )
+    # Per-column tests miss a change in how columns vary together; this test sees it.
+    report.multivariate = multivariate_drift(network_dir, profile, frame)
+    if report.multivariate is None:
+        report.multivariate_note = NO_REFERENCE_ROWS
     match = _ALIAS_URI.match(model_uri)
     client = MlflowClient()
     version = None
@@ -122,6 +131,13 @@ def run_drift(
                 f"realized_{report.realized.metric}": report.realized.value,
                 f"realized_{report.realized.metric}_ci_low": report.realized.low,
                 f"realized_{report.realized.metric}_ci_high": report.realized.high,
+            }
+        found = report.multivariate
+        if found is not None and math.isfinite(found.auc):
+            metrics |= {
+                "drift_c2st_auc": found.auc,
+                "drift_c2st_auc_ci_low": found.low,
+                "drift_c2st_auc_ci_high": found.high,
             }
         mlflow.log_metrics(metrics)
         mlflow.log_dict(report.to_dict(), "drift_report.json")

@@ -12,5 +12,10 @@ from .gate import Verdict as Verdict
 from .gate import frame_scores as frame_scores
 from .gate import latency_ratio as latency_ratio
 from .gate import retrain_reasons as retrain_reasons
+from .multivariate import AUC_THRESHOLD as AUC_THRESHOLD
+from .multivariate import NO_REFERENCE_ROWS as NO_REFERENCE_ROWS
+from .multivariate import Multivariate as Multivariate
+from .multivariate import classifier_two_sample as classifier_two_sample
+from .multivariate import multivariate_drift as multivariate_drift
 from .realized import realized_metric as realized_metric
 from .realized import served_predictions as served_predictions

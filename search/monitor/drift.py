@@ -21,6 +21,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from search.config.choices import DRIFT_ALPHA, DRIFT_PSI_THRESHOLD
+from search.monitor.multivariate import Multivariate
 from search.serving import MISSING, bin_counts
 
 __all__ = ["ColumnDrift", "DriftReport", "Realized", "compare", "psi"]
@@ -79,6 +80,10 @@ class DriftReport:
     dropped: dict[str, str] = field(default_factory=dict)
     # What the rows were compared with, when not the model's training data (`tabslim retrain`).
     reference_note: str | None = None
+    # The classifier two-sample test against the training rows stored with the model
+    # (`search.monitor.multivariate`), or why it did not run.
+    multivariate: Multivariate | None = None
+    multivariate_note: str | None = None
 
     @property
     def drifted(self) -> list[ColumnDrift]:
@@ -107,6 +112,8 @@ class DriftReport:
             "columns": [dataclasses.asdict(c) for c in self.columns],
             "dropped_columns": self.dropped,
             "reference": self.reference_note or "the model's training data",
+            "multivariate": self.multivariate.to_dict() if self.multivariate else None,
+            "multivariate_note": self.multivariate_note,
         }
 
     def format_table(self) -> str:
@@ -132,6 +139,10 @@ class DriftReport:
         ]
         if self.reference_note:
             lines.append(self.reference_note)
+        if self.multivariate is not None:
+            lines.append(self.multivariate.describe())
+        elif self.multivariate_note:
+            lines.append(self.multivariate_note)
         if self.dropped:
             lines.append(f"not features, so not compared: {', '.join(self.dropped)}")
         if self.realized is not None:

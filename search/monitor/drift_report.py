@@ -67,6 +67,26 @@ def plot_drift(
     return path
 
 
+def _multivariate_html(report: DriftReport) -> str:
+    """The classifier two-sample test: its verdict, and the AUC each top column carries."""
+    found = report.multivariate
+    if found is None:
+        note = report.multivariate_note
+        return f"<h2>Multivariate</h2><p>{html.escape(note)}</p>" if note else ""
+    rows = "".join(
+        f"<tr><td>{html.escape(column)}</td><td>{drop:+.3f}</td></tr>"
+        for column, drop in found.top_columns
+    )
+    marked = ' class="drifted"' if found.drifted else ""
+    return (
+        f"<h2>Multivariate</h2><p{marked}>{html.escape(found.describe())}</p>"
+        "<p>Can a classifier tell the new rows from the training rows stored with the model? "
+        "Out-of-fold AUC 0.5: no better than a coin; 1: every row. Drifted "
+        f"when the 95% interval's lower end is above {found.threshold:g}.</p>"
+        f"<table><tr><th>column</th><th>AUC lost when shuffled</th></tr>{rows}</table>"
+    )
+
+
 def render_html(report: DriftReport, title: str, png: Path) -> str:
     """One page: the summary, the figure (embedded) and the table, worst column first."""
     image = base64.b64encode(png.read_bytes()).decode()
@@ -88,13 +108,15 @@ def render_html(report: DriftReport, title: str, png: Path) -> str:
         for c in report.columns
     )
     summary = html.escape("\n".join(report.summary()))
+    multivariate = _multivariate_html(report)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
-tr.drifted{{background:#fde0dc}}</style></head><body>
+.drifted{{background:#fde0dc}}</style></head><body>
 <h1>{html.escape(title)}</h1><p>{report.rows} new rows.</p><pre>{summary}</pre>
 <img alt="PSI per column and histograms" src="data:image/png;base64,{image}">
+{multivariate}
 <table><tr><th>column</th><th>kind</th><th>test</th><th>p (BH)</th><th>PSI</th>
 <th>distance</th><th>unseen</th><th>missing change</th><th>importance</th><th>drifted</th></tr>
 {rows}</table></body></html>
