@@ -58,13 +58,17 @@ class InMemoryBatches:
         """
         if self.shuffle:
             order = torch.randperm(self.n_rows, generator=self._generator).to(self.device)
-            shuffled = {k: v[order] for k, v in self.tensors.items()}
+            # Each batch gathers its rows: a shuffled copy of the whole split per epoch was
+            # 1.5 GB at 10M rows, and the gather costs microseconds beside a step.
+            batches = (
+                {k: v[order[start : start + self.batch_size]] for k, v in self.tensors.items()}
+                for start in range(0, self.n_rows, self.batch_size)
+            )
         else:
-            shuffled = self.tensors
-        batches = (
-            {k: v[start : start + self.batch_size] for k, v in shuffled.items()}
-            for start in range(0, self.n_rows, self.batch_size)
-        )
+            batches = (
+                {k: v[start : start + self.batch_size] for k, v in self.tensors.items()}
+                for start in range(0, self.n_rows, self.batch_size)
+            )
         if self.batches_per_item == 1:
             yield from batches
             return
