@@ -103,6 +103,11 @@ FLAGS: dict[str, dict[str, Any]] = {
         "metavar": "P",
         "help": "corrected p-value below which a shift counts (default: %(default)s)",
     },
+    "--labels": {
+        "metavar": "FILE",
+        "help": "the target of each row of --data, in order (CSV or Parquet with the target "
+        "column): the realized metric is shown beside the one estimated without labels",
+    },
     "--dry-run": {"action": "store_true", "help": "say what it would do, change nothing"},
     "--force": {"action": "store_true", "help": "retrain even without drift"},
     "--holdout": {
@@ -265,8 +270,10 @@ def _drift(commands: Any) -> None:
         "profile stored with it: per column a KS or chi-squared test (Benjamini-Hochberg "
         "corrected), PSI and a distance; a column counts as drifted when its PSI passes the "
         "threshold and its corrected p-value is below alpha. With the target column present, "
-        "also the realized metric with its 95% interval. Prints the columns worst first and "
-        "logs an MLflow run with drift_report.json, drift_report.html and drift.png.",
+        "also the realized metric with its 95% interval; for rows without it, the metric "
+        "estimated from the features (CBPE for classifiers, DLE for regressors). Prints the "
+        "columns worst first and logs an MLflow run with drift_report.json, drift_report.html "
+        "and drift.png.",
     )
     _add(
         drift, "--model", required=True, metavar="URI", help="e.g. models:/tabslim-digits@champion"
@@ -275,6 +282,7 @@ def _drift(commands: Any) -> None:
     _add(drift, "--tracking-uri", help="MLflow tracking URI (default: mlruns/mlflow.db)")
     _add(drift, "--psi-threshold", DriftSettings)
     _add(drift, "--alpha", DriftSettings)
+    _add(drift, "--labels", DriftSettings)
     drift.set_defaults(handler=handlers.drift_command)
 
 

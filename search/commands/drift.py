@@ -3,8 +3,10 @@
 Prints the columns worst first and logs one MLflow run (`tabslim.kind = drift`) with the report
 as JSON and HTML, the figure, a metric per column (`drift_psi_<column>`), the classifier
 two-sample test's AUC against the training rows stored with the model (`drift_c2st_auc`, with
-`_ci_low` and `_ci_high`), and tags that link the run to the model (and to its registered
-version, which gets a tag back to the run).
+`_ci_low` and `_ci_high`), the metric estimated on the rows without labels
+(`estimated_<metric>`, with `_ci_low` and `_ci_high`) and the one realized on labelled rows
+(`realized_<metric>`), and tags that link the run to the model (and to its registered version,
+which gets a tag back to the run).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -29,10 +32,13 @@ from search.monitor import (
     NO_REFERENCE_ROWS,
     DriftReport,
     compare,
+    estimate_note,
+    estimated_metric,
     multivariate_drift,
     plot_drift,
     realized_metric,
     render_html,
+    served_frame,
     served_predictions,
 )
 from search.serving import read_profile
@@ -65,6 +71,19 @@ def _metric_name(column: str) -> str:
     return "drift_psi_" + re.sub(r"[^A-Za-z0-9_\-. /]", "_", column)
 
 
+def _labels(labels_path: str, target: str, rows: int, data_path: str) -> pd.Series:
+    """The target column of `labels_path`, row for row with the `rows` rows of `data_path`."""
+    labels = read_table(labels_path)
+    if target not in labels.columns:
+        raise TabslimInputError(f"{labels_path} has no column {target!r}, the model's target")
+    if len(labels) != rows:
+        raise TabslimInputError(
+            f"{labels_path} has {len(labels)} rows but {data_path} has {rows}; --labels must "
+            "hold the target of each row of --data, in the same order"
+        )
+    return labels[target].reset_index(drop=True)
+
+
 def run_drift(
     model_uri: str,
     data_path: str,
@@ -73,11 +92,14 @@ def run_drift(
     experiment: str = "tabslim",
     psi_threshold: float = DRIFT_PSI_THRESHOLD,
     alpha: float = DRIFT_ALPHA,
+    labels_path: str | None = None,
 ) -> DriftOutcome:
     """Compare `data_path`'s rows with `model_uri`'s profile; log and return the report.
 
-    All input (model, its profile, the table and its columns) is checked before anything is
-    logged.
+    Rows without the target get the metric estimated from their features; with `labels_path`
+    (the target of each row, in order) every row gets both the estimate, made as if its label
+    were unknown, and the realized metric beside it. All input (model, its profile, the tables
+    and their columns) is checked before anything is logged.
     """
     if not (psi_threshold > 0 and 0 < alpha < 1):
         raise TabslimInputError(
@@ -95,8 +117,15 @@ def run_drift(
         )
     if frame.empty:
         raise TabslimInputError(f"{data_path} has no rows to compare")
-    predictions = served_predictions(network_dir, frame, profile)
-    realized = realized_metric(profile, frame, predictions)
+    labelled = frame
+    if labels_path is not None:
+        actual = _labels(labels_path, profile["target"], len(frame), data_path)
+        # The estimate reads the features alone, as if no row were labelled.
+        frame = frame.drop(columns=profile["target"], errors="ignore")
+        labelled = frame.assign(**{profile["target"]: actual.to_numpy()})
+    served = served_frame(network_dir, frame)
+    predictions = served_predictions(served, profile)
+    realized = realized_metric(profile, labelled, predictions)
     report = compare(
         profile,
         frame,
@@ -109,6 +138,8 @@ def run_drift(
     report.multivariate = multivariate_drift(network_dir, profile, frame)
     if report.multivariate is None:
         report.multivariate_note = NO_REFERENCE_ROWS
+    report.estimated = estimated_metric(profile, network_dir, frame, served)
+    report.estimated_note = estimate_note(profile, frame)
     match = _ALIAS_URI.match(model_uri)
     client = MlflowClient()
     version = None
@@ -117,6 +148,8 @@ def run_drift(
     elif match:
         version = match["version"]
     tags = {"tabslim.kind": "drift", "tabslim.model_uri": model_uri, "tabslim.data": data_path}
+    if labels_path is not None:
+        tags["tabslim.labels"] = labels_path
     if match and version is not None:
         tags |= {"tabslim.model_name": match["name"], "tabslim.model_version": str(version)}
     with mlflow.start_run(experiment_id=experiment_id, run_name="drift", tags=tags) as run:
@@ -131,6 +164,13 @@ def run_drift(
                 f"realized_{report.realized.metric}": report.realized.value,
                 f"realized_{report.realized.metric}_ci_low": report.realized.low,
                 f"realized_{report.realized.metric}_ci_high": report.realized.high,
+            }
+        estimated = report.estimated
+        if estimated is not None:
+            metrics |= {
+                f"estimated_{estimated.metric}": estimated.value,
+                f"estimated_{estimated.metric}_ci_low": estimated.low,
+                f"estimated_{estimated.metric}_ci_high": estimated.high,
             }
         found = report.multivariate
         if found is not None and math.isfinite(found.auc):

@@ -108,6 +108,8 @@ def drift_command(args: argparse.Namespace) -> int:
 
     options = DriftSettings.from_args(args)
     check_table_file(args.data)
+    if options.labels is not None:
+        check_table_file(options.labels)
     from search.commands.drift import run_drift
 
     outcome = run_drift(
@@ -116,6 +118,7 @@ def drift_command(args: argparse.Namespace) -> int:
         tracking_uri=options.tracking_uri or DEFAULT_TRACKING_URI,
         psi_threshold=options.psi_threshold,
         alpha=options.alpha,
+        labels_path=options.labels,
     )
     print(outcome.report.format_table())
     print(f"MLflow run {outcome.run_id} at {redact(outcome.tracking_uri)}")

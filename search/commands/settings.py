@@ -129,6 +129,8 @@ class DriftSettings(Settings):
     tracking_uri: str | None = None
     psi_threshold: float = DRIFT_PSI_THRESHOLD
     alpha: float = DRIFT_ALPHA
+    # A table holding the target of each row of --data, in order; None: the labels --data has.
+    labels: str | None = None
 
 
 class SensitivitySettings(Settings):

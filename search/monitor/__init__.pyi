@@ -6,6 +6,10 @@ from .drift import Realized as Realized
 from .drift import compare as compare
 from .drift_report import plot_drift as plot_drift
 from .drift_report import render_html as render_html
+from .estimated import LOGGED_BEFORE as LOGGED_BEFORE
+from .estimated import Estimated as Estimated
+from .estimated import estimate_note as estimate_note
+from .estimated import estimated_metric as estimated_metric
 from .gate import LATENCY_SLACK as LATENCY_SLACK
 from .gate import SIZE_SLACK as SIZE_SLACK
 from .gate import Verdict as Verdict
@@ -18,4 +22,5 @@ from .multivariate import Multivariate as Multivariate
 from .multivariate import classifier_two_sample as classifier_two_sample
 from .multivariate import multivariate_drift as multivariate_drift
 from .realized import realized_metric as realized_metric
+from .realized import served_frame as served_frame
 from .realized import served_predictions as served_predictions

@@ -21,6 +21,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from search.config.choices import DRIFT_ALPHA, DRIFT_PSI_THRESHOLD
+from search.monitor.estimated import Estimated
 from search.monitor.multivariate import Multivariate
 from search.serving import MISSING, bin_counts
 
@@ -84,6 +85,9 @@ class DriftReport:
     # (`search.monitor.multivariate`), or why it did not run.
     multivariate: Multivariate | None = None
     multivariate_note: str | None = None
+    # The metric estimated on the rows without labels (`search.monitor.estimated`), or why not.
+    estimated: Estimated | None = None
+    estimated_note: str | None = None
 
     @property
     def drifted(self) -> list[ColumnDrift]:
@@ -114,6 +118,8 @@ class DriftReport:
             "reference": self.reference_note or "the model's training data",
             "multivariate": self.multivariate.to_dict() if self.multivariate else None,
             "multivariate_note": self.multivariate_note,
+            "estimated": dataclasses.asdict(self.estimated) if self.estimated else None,
+            "estimated_note": self.estimated_note,
         }
 
     def format_table(self) -> str:
@@ -131,7 +137,8 @@ class DriftReport:
         return "\n".join([*lines, *self.summary()])
 
     def summary(self) -> list[str]:
-        """The lines under the table: the verdict, what was not compared, the realized metric."""
+        """The lines under the table: the verdict, what was not compared, the estimated and the
+        realized metric."""
         lines = [
             f"{len(self.drifted)} of {len(self.columns)} columns drifted (PSI >= "
             f"{self.psi_threshold:g} and corrected p < {self.alpha:g}); importance-weighted "
@@ -145,6 +152,10 @@ class DriftReport:
             lines.append(self.multivariate_note)
         if self.dropped:
             lines.append(f"not features, so not compared: {', '.join(self.dropped)}")
+        if self.estimated is not None:
+            lines.append(self.estimated.describe())
+        elif self.estimated_note:
+            lines.append(self.estimated_note)
         if self.realized is not None:
             r = self.realized
             lines.append(

@@ -87,6 +87,30 @@ def _multivariate_html(report: DriftReport) -> str:
     )
 
 
+def _performance_html(report: DriftReport) -> str:
+    """The metric estimated without labels beside the one realized with them, when known."""
+    note = f"<p>{html.escape(report.estimated_note)}</p>" if report.estimated_note else ""
+    figures: list[tuple[str, Any]] = []
+    if report.estimated is not None:
+        e = report.estimated
+        figures.append((f"estimated ({e.method}) on {e.rows:,} rows without their labels", e))
+    if report.realized is not None:
+        figures.append(("realized on the labelled rows", report.realized))
+    if not figures:
+        return f"<h2>Performance</h2>{note}" if note else ""
+    rows = "".join(
+        f"<tr><td>{html.escape(what)}</td><td>{f.value:.4f}</td>"
+        f"<td>[{f.low:.4f}, {f.high:.4f}]</td></tr>"
+        for what, f in figures
+    )
+    return (
+        f"<h2>Performance</h2>{note}<p>{html.escape(figures[0][1].metric)}; validation when "
+        f"logged: {figures[0][1].reference:.4f}. The estimate sees a shift in the inputs, not "
+        "in how the target depends on them.</p>"
+        f"<table><tr><th></th><th>value</th><th>95% interval</th></tr>{rows}</table>"
+    )
+
+
 def render_html(report: DriftReport, title: str, png: Path) -> str:
     """One page: the summary, the figure (embedded) and the table, worst column first."""
     image = base64.b64encode(png.read_bytes()).decode()
@@ -109,6 +133,7 @@ def render_html(report: DriftReport, title: str, png: Path) -> str:
     )
     summary = html.escape("\n".join(report.summary()))
     multivariate = _multivariate_html(report)
+    performance = _performance_html(report)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -116,6 +141,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
 .drifted{{background:#fde0dc}}</style></head><body>
 <h1>{html.escape(title)}</h1><p>{report.rows} new rows.</p><pre>{summary}</pre>
 <img alt="PSI per column and histograms" src="data:image/png;base64,{image}">
+{performance}
 {multivariate}
 <table><tr><th>column</th><th>kind</th><th>test</th><th>p (BH)</th><th>PSI</th>
 <th>distance</th><th>unseen</th><th>missing change</th><th>importance</th><th>drifted</th></tr>

@@ -17,13 +17,18 @@ from lightning_modules.metrics import Task, metric_of_rows, row_scores
 from search.monitor.drift import Realized
 from search.serving import OnnxPredictor
 
-__all__ = ["realized_metric", "served_predictions"]
+__all__ = ["realized_metric", "served_frame", "served_predictions"]
 
 
-def served_predictions(network_dir: Path, frame: pd.DataFrame, profile: dict) -> pd.Series:
-    """What the served model says of each row: its prediction, or (task anomaly) its score,
-    which is what drifts and what the PR AUC is realized on."""
-    served = OnnxPredictor(network_dir).predict(frame)
+def served_frame(network_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """The served model's whole answer for each row (`prediction`, `proba_<class>`,
+    `anomaly_score`): the realized and the estimated metric both read it, from one ONNX run."""
+    return OnnxPredictor(network_dir).predict(frame)
+
+
+def served_predictions(served: pd.DataFrame, profile: dict) -> pd.Series:
+    """Of the served answers (`served_frame`), each row's prediction, or (task anomaly) its
+    score, which is what drifts and what the PR AUC is realized on."""
     column = "anomaly_score" if Task(profile["task"]) is Task.ANOMALY else "prediction"
     return pd.Series(served[column].to_numpy())
 

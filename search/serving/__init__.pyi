@@ -1,3 +1,9 @@
+from .estimator import ANOMALY_NOT_ESTIMATED as ANOMALY_NOT_ESTIMATED
+from .estimator import LossModel as LossModel
+from .estimator import estimate_accuracy as estimate_accuracy
+from .estimator import estimate_rmse as estimate_rmse
+from .estimator import fit_estimator as fit_estimator
+from .estimator import loss_features as loss_features
 from .logged_model import FRONT_TAG as FRONT_TAG
 from .logged_model import front_widths as front_widths
 from .logged_model import log_model as log_model
@@ -15,5 +21,7 @@ from .profile import accepted_profile as accepted_profile
 from .profile import bin_counts as bin_counts
 from .profile import build_profile as build_profile
 from .profile import read_profile as read_profile
+from .profile import write_profile as write_profile
+from .served_model import LOSS_MODEL_FILE as LOSS_MODEL_FILE
 from .served_model import REFERENCE_ROWS_FILE as REFERENCE_ROWS_FILE
 from .served_model import OnnxPredictor as OnnxPredictor

@@ -27,12 +27,8 @@ from lightning_modules.networks.base import NetworkSpec
 from lightning_modules.preprocessing import Preprocessor
 from search.measure import export_onnx
 from search.serving.network_files import save_network
-from search.serving.served_model import (
-    ONNX_FILE,
-    PROFILE_FILE,
-    REFERENCE_ROWS_FILE,
-    OnnxPredictor,
-)
+from search.serving.profile import write_profile
+from search.serving.served_model import ONNX_FILE, REFERENCE_ROWS_FILE, OnnxPredictor
 
 __all__ = ["FRONT_TAG", "front_widths", "log_model", "reference_sample"]
 
@@ -96,7 +92,7 @@ def log_model(
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent.*")
         directory = save_network(Path(tmp) / "network", spec, network, preprocessor)
         if profile is not None:
-            (directory / PROFILE_FILE).write_text(json.dumps(profile))
+            write_profile(directory, profile)
         if reference_rows is not None:
             reference_rows.to_parquet(directory / REFERENCE_ROWS_FILE, index=False)
         if onnx_graph is not None:

@@ -6,7 +6,9 @@ type and missing rate; for numeric columns decile bin edges and counts and a see
 training values; for categorical ones the category frequencies (what the preprocessing would
 treat as unseen is every category not listed). Also the target's distribution, the model's
 predictions and metric on the validation split, and a permutation importance per column on
-validation, so that drift in a column the model ignores weighs little.
+validation, so that drift in a column the model ignores weighs little. And the estimator fit
+on validation (`search.serving.estimator`) that estimates the model's metric on rows whose
+labels have not come yet; a regression's loss model is stored beside it (`LOSS_MODEL_FILE`).
 
 Only the validation metric and predictions read every row they describe; the distributions
 and the importance read seeded samples (`PROFILE_ROWS`, `IMPORTANCE_ROWS`), so that a profile
@@ -33,7 +35,9 @@ from lightning_modules.metrics import (
     metric_of_rows,
     row_scores,
 )
-from search.serving.served_model import PROFILE_FILE
+from lightning_modules.networks import infer
+from search.serving.estimator import MISSING, LossModel, fit_estimator
+from search.serving.served_model import LOSS_MODEL_FILE, PROFILE_FILE
 
 __all__ = [
     "ACCEPTED_FILE",
@@ -44,11 +48,11 @@ __all__ = [
     "bin_counts",
     "build_profile",
     "read_profile",
+    "write_profile",
 ]
 
-PROFILE_VERSION = 1
-# Categorical missing values are counted as this category, as the preprocessing encodes them.
-MISSING = "<missing>"
+# 2: with an estimator (a profile without one reads as a model logged before it).
+PROFILE_VERSION = 2
 _BINS = 10
 # Training values kept per numeric column for the two-sample tests: enough for a KS test to see
 # a shift of a tenth of a standard deviation, small enough for a JSON file.
@@ -100,13 +104,14 @@ def _categorical(values: pd.Series) -> dict[str, Any]:
     }
 
 
-def _predict(network: nn.Module, data: TabularDataModule, frame: pd.DataFrame) -> np.ndarray:
-    """Predictions in the target's terms; for task anomaly, each row's anomaly score."""
+def _decoded(
+    network: nn.Module, data: TabularDataModule, frame: pd.DataFrame
+) -> dict[str, np.ndarray]:
+    """The model's decoded outputs: predictions in the target's terms, class probabilities,
+    anomaly scores."""
     arrays = data.preprocessor.transform(frame)
-    with torch.inference_mode():
-        output = network.cpu().eval()(arrays["x_num"], arrays["x_cat"])
-    decoded = data.preprocessor.decode(output, arrays["x_num"])
-    return np.asarray(decoded["anomaly_score" if data.task == "anomaly" else "prediction"])
+    output = infer(network, arrays["x_num"], arrays["x_cat"])
+    return data.preprocessor.decode(output, arrays["x_num"])
 
 
 def _metric(task: str, predicted: np.ndarray, actual: pd.Series, positive: Any = None) -> float:
@@ -167,8 +172,15 @@ def _positive(data: TabularDataModule) -> Any:
     return data.preprocessor.classes[1] if Task(data.task) is Task.ANOMALY else None
 
 
-def build_profile(data: TabularDataModule, network: nn.Module, *, seed: int = 0) -> dict[str, Any]:
-    """The profile of `network` and the training split of `data`, JSON-ready."""
+def build_profile(
+    data: TabularDataModule, network: nn.Module, *, seed: int = 0, estimator: bool = True
+) -> dict[str, Any]:
+    """The profile of `network` and the training split of `data`, JSON-ready but for a
+    regression's loss model (`write_profile` stores it beside the JSON).
+
+    Args:
+        estimator: fit the estimator of the metric on unlabelled rows (`search.serving.estimator`).
+    """
     rng = np.random.default_rng(seed)
     prep, train = data.preprocessor, data.train_frame
     if len(train) > PROFILE_ROWS:
@@ -178,10 +190,11 @@ def build_profile(data: TabularDataModule, network: nn.Module, *, seed: int = 0)
         for c in prep.feature_columns
     }
     regression = data.task == "regression"
-    predicted = _predict(network, data, data.val_frame)
+    decoded = _decoded(network, data, data.val_frame)
+    predicted = np.asarray(decoded["anomaly_score" if data.task == "anomaly" else "prediction"])
     metric = PRIMARY_METRIC[data.task]
     value = _metric(data.task, predicted, data.val_frame[data.target], _positive(data))
-    return {
+    profile = {
         "version": PROFILE_VERSION,
         "task": data.task,
         "target": data.target,
@@ -200,6 +213,29 @@ def build_profile(data: TabularDataModule, network: nn.Module, *, seed: int = 0)
         "dropped_columns": dict(data.dropped),
         "time_column": data.time_column,
     }
+    if estimator:
+        fitted, loss_model = fit_estimator(
+            data.task,
+            data.val_frame,
+            data.val_frame[data.target],
+            decoded,
+            classes=prep.classes,
+            columns=columns,
+            seed=seed,
+        )
+        # Held in memory until `write_profile` stores it as its own file.
+        profile["estimator"] = fitted | ({"loss_model": loss_model} if loss_model else {})
+    return profile
+
+
+def write_profile(directory: Path, profile: dict[str, Any]) -> None:
+    """`profile.json` in a model's network folder, and beside it a regression's loss model."""
+    estimator = profile.get("estimator") or {}
+    loss_model = estimator.get("loss_model")
+    if isinstance(loss_model, LossModel):
+        loss_model.save(directory / LOSS_MODEL_FILE)
+        profile = profile | {"estimator": estimator | {"loss_model": LOSS_MODEL_FILE}}
+    (directory / PROFILE_FILE).write_text(json.dumps(profile))
 
 
 def read_profile(directory: Path, model: str) -> dict[str, Any]:
@@ -223,5 +259,6 @@ def accepted_profile(
     on the new rows bought nothing. Later retrains measure drift from those rows, so that one
     known shift does not call for a retrain on every batch that follows.
     """
-    fresh = build_profile(data, network)
+    # The estimator stays the champion's own: it is fit on the champion's validation rows.
+    fresh = build_profile(data, network, estimator=False)
     return profile | {k: fresh[k] for k in _ACCEPTED_KEYS} | {"accepted_from_run": run_id}

@@ -25,6 +25,9 @@ SPEC_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE = "spec.json", "preprocessor.json", "
 REFERENCE_ROWS_FILE = "reference_rows.parquet"
 # The reference profile of the training data, for drift checks (`search.serving.profile`).
 PROFILE_FILE = "profile.json"
+# A regression's loss model, which estimates its RMSE on unlabelled rows
+# (`search.serving.estimator`): plain arrays, beside the profile that describes it.
+LOSS_MODEL_FILE = "loss_model.npz"
 ONNX_FILE = "model.onnx"
 
 

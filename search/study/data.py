@@ -48,9 +48,7 @@ def load_data(config: Config, phases: Phases | None = None) -> TabularDataModule
     with phases("read"):
         frame = read_table(data.path, sample_rows=data.sample_rows, seed=data.seed)
     with phases("preprocess"):
-        module = TabularDataModule.from_frame(
-            frame, data.target, source=f"'{data.path}'", **kwargs
-        )
+        module = TabularDataModule.from_frame(frame, data.target, source=f"'{data.path}'", **kwargs)
     in_file = frame.attrs.get("rows_in_file", len(frame))
     if len(frame) < in_file:
         module.notes.append(

@@ -1,0 +1,101 @@
+"""How the deployed model does on new rows whose labels have not come yet: its metric estimated
+by the estimator stored with its profile (`search.serving.estimator`: CBPE for classifiers, DLE
+for regressors), with a 95% interval for what the rows would realize.
+
+The estimate sees a shift in the inputs, not in how the target depends on them: the realized
+metric, once labels come, is the judge of concept drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from search.serving import LossModel, estimate_accuracy, estimate_rmse, loss_features
+
+__all__ = ["LOGGED_BEFORE", "Estimated", "estimate_note", "estimated_metric", "unlabelled"]
+
+LOGGED_BEFORE = (
+    "model logged before tabslim stored an estimator; log it again to estimate its metric on "
+    "unlabelled rows"
+)
+
+
+@dataclass(frozen=True)
+class Estimated:
+    """The model's metric estimated on `rows` unlabelled new rows, with a 95% interval, and on
+    validation when it was logged (`reference`); `method` is CBPE or DLE."""
+
+    metric: str
+    value: float
+    low: float
+    high: float
+    reference: float
+    method: str
+    rows: int
+
+    def describe(self) -> str:
+        return (
+            f"estimated {self.metric} ({self.method}) on {self.rows:,} unlabelled rows: "
+            f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}] (validation when logged: "
+            f"{self.reference:.4f})"
+        )
+
+
+def unlabelled(profile: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
+    """(N,) which rows lack the target: all of them when the column is absent."""
+    target = profile["target"]
+    if target not in frame.columns:
+        return np.ones(len(frame), dtype=bool)
+    return frame[target].isna().to_numpy()
+
+
+def estimate_note(profile: dict[str, Any], frame: pd.DataFrame) -> str | None:
+    """Why `frame`'s unlabelled rows get no estimate; None when they get one, or there are none."""
+    if not unlabelled(profile, frame).any():
+        return None
+    if "estimator" not in profile:
+        return LOGGED_BEFORE
+    reason = profile["estimator"].get("reason")
+    return None if reason is None else str(reason)
+
+
+def estimated_metric(
+    profile: dict[str, Any], network_dir: Path, frame: pd.DataFrame, served: pd.DataFrame
+) -> Estimated | None:
+    """The metric estimated on the rows of `frame` whose target is missing.
+
+    Args:
+        network_dir: the model's network folder, which holds a regression's loss model.
+        served: the served model's answers for `frame`'s rows (`served_frame`), row for row.
+
+    None when every row is labelled, or the model has no estimator (task anomaly, or logged
+    before tabslim stored one; `estimate_note` says which).
+    """
+    rows = unlabelled(profile, frame)
+    estimator = profile.get("estimator") or {}
+    method = estimator.get("method")
+    if not rows.any() or method is None:
+        return None
+    if method == "CBPE":
+        columns = [c for c in served.columns if str(c).startswith("proba_")]
+        probabilities = served[columns].to_numpy(dtype=float)[rows]
+        value, low, high = estimate_accuracy(estimator, probabilities)
+    else:
+        model = LossModel.load(network_dir / estimator["loss_model"])
+        predicted = served["prediction"].to_numpy(dtype=float)[rows]
+        x = loss_features(frame[rows], estimator["columns"], predicted)
+        value, low, high = estimate_rmse(estimator, model, x)
+    return Estimated(
+        str(estimator["metric"]),
+        value,
+        low,
+        high,
+        float(profile["validation"]["value"]),
+        str(method),
+        int(rows.sum()),
+    )
