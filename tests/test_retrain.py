@@ -294,3 +294,72 @@ def test_a_champion_logged_without_rows_cannot_take_a_reference_share(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "logged without them" in err[0], err
     assert len(MlflowClient().search_model_versions("name = 'bare'")) == 1
+
+
+def _late(world: dict[str, str], pending: pd.DataFrame, labelled: int, path: Path) -> str:
+    """Rows of the reference process with their labels, then `pending` without them yet."""
+    known = pd.read_csv(world["none"]).drop(columns=["at"]).head(labelled)
+    frame = pd.concat([known, pending.assign(churned=None)], ignore_index=True)
+    frame["at"] = pd.date_range("2025-03-01", periods=len(frame), freq="h").astype(str)
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _unsure_rows(n_rows: int) -> pd.DataFrame:
+    """Rows of the reference process near its decision boundary: a covariate shift (chosen on
+    the features alone) that hurts, as the model is unsure there."""
+    rows = drift_batch("none", seed=11, n_rows=40 * n_rows)
+    effect = rows["plan"].map({"basic": 0.5, "plus": 0.0, "premium": -0.5})
+    logit = 1.5 * rows["tenure"] - rows["usage"] + 0.7 * rows["support"] + effect
+    return rows[logit.abs() < 0.4].head(n_rows).reset_index(drop=True)
+
+
+def test_without_labels_a_harmless_covariate_shift_needs_no_retrain(
+    world: dict[str, str], champion: str, tmp_path: Path
+) -> None:
+    shifted = pd.read_csv(world["covariate"]).drop(columns=["at"])
+    path = _late(world, shifted, 600, tmp_path / "late.csv")
+    outcome = run_retrain(champion, path, "churned", tracking_uri=world["uri"],
+                          time_column="at", drift_threshold=float("inf"))  # fmt: skip
+    assert outcome.action == "no retrain", outcome.reasons
+    estimate = next(line for line in outcome.lines if line.startswith("estimated accuracy"))
+    assert "(CBPE) on 2,000 unlabelled rows" in estimate, estimate
+    assert _versions(champion) == 1
+
+
+def test_without_labels_a_shift_that_hurts_retrains_on_the_labelled_rows(
+    world: dict[str, str], champion: str, tmp_path: Path
+) -> None:
+    path = _late(world, _unsure_rows(1200), 800, tmp_path / "late.csv")
+    outcome = run_retrain(champion, path, "churned", tracking_uri=world["uri"],
+                          time_column="at", drift_threshold=float("inf"))  # fmt: skip
+    assert outcome.action in ("promoted", "retrained, champion kept"), outcome
+    (reason,) = outcome.reasons
+    assert reason.startswith("estimated accuracy (CBPE)"), reason
+    evidence = next(line for line in outcome.lines if line.startswith("challengers trained on"))
+    assert "560 labelled rows" in evidence and "240 labelled rows of the holdout" in evidence
+    assert "1200 rows without labels yet were judged by its CBPE estimate" in evidence
+    run = MlflowClient().get_run(outcome.run_id)
+    assert run.data.tags["tabslim.unlabelled_rows"] == "1200"
+    assert run.data.tags["tabslim.evidence"] == evidence
+    if outcome.action == "promoted":
+        tags = MlflowClient().get_model_version(champion, outcome.champion).tags
+        assert tags["tabslim.reason"] == reason and tags["tabslim.evidence"] == evidence
+    # The estimate called for it, so the champion's drift reference stays its training data.
+    assert ACCEPTED_TAG not in MlflowClient().get_model_version(champion, "1").tags
+
+
+def test_without_enough_labels_a_needed_retrain_waits_for_them(
+    world: dict[str, str], champion: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _late(world, _unsure_rows(600), 0, tmp_path / "late.csv")
+    code = main(["retrain", "--model", champion, "--data", path, "--target", "churned",
+                 "--tracking-uri", world["uri"], "--drift-threshold", "inf"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "retrain needed, too few labels: estimated accuracy (CBPE)" in out
+    assert "0 labelled rows are too few for a holdout" in out
+    assert _versions(champion) == 1
+    # Not taken for handled: the same rows once labelled are judged again.
+    assert not any(k.startswith("tabslim.retrain.") for k in MlflowClient().get_registered_model(
+        champion).tags)  # fmt: skip

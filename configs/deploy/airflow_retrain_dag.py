@@ -3,6 +3,12 @@
 Copy it into the DAGs folder of an Airflow 2.x installation that can run tabslim (the same
 image, or a virtualenv with it on PATH). The task fails only on exit code 1 (a bug) or 2 (bad
 input); "promoted", "champion kept" and "no retrain" all exit 0 and are in the task's log.
+
+When the labels come late, the day's file holds the rows whose target is still empty: the
+champion is judged on them by its estimated metric (CBPE or DLE, stored with the model) and its
+drift, and challengers train on the labelled rows. "retrain needed, too few labels" (exit 0)
+says a retrain was called for before enough labels arrived; the DAG's next run, with them,
+does it.
 """
 
 from __future__ import annotations

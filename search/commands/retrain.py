@@ -48,10 +48,12 @@ from search.monitor import (
     ChallengerOptions,
     Verdict,
     compare,
+    estimated_metric,
     frame_scores,
     latency_ratio,
     realized_metric,
     retrain_reasons,
+    served_frame,
     served_predictions,
     train_challengers,
     training_window,
@@ -105,20 +107,25 @@ def _split(frame: pd.DataFrame, holdout: float, time_column: str | None, seed: i
     return ordered.iloc[: len(frame) - n_holdout], ordered.iloc[len(frame) - n_holdout :]
 
 
-def _check_input(frame: pd.DataFrame, profile: dict, target: str, holdout: float) -> None:
-    if target not in frame.columns:
+def _check_input(frame: pd.DataFrame, profile: dict, target: str) -> None:
+    if target not in frame.columns and target != profile["target"]:
         raise TabslimInputError(
-            f"the new data has no target column {target!r}; retraining needs it"
+            f"the new data has no target column {target!r}; the champion predicts "
+            f"{profile['target']!r}, whose rows may come unlabelled"
         )
     missing = [c for c in profile["columns"] if c not in frame.columns]
     if missing:
         raise TabslimInputError(f"the new data lacks the columns {missing}, which the model takes")
-    labelled = int(frame[target].notna().sum())
+
+
+def _labelled_too_few(labelled: int, holdout: float) -> str | None:
+    """Why `labelled` rows cannot train and judge challengers; None when they can."""
     if round(labelled * holdout) < _MIN_HOLDOUT_ROWS or labelled - round(labelled * holdout) < 60:
-        raise TabslimInputError(
+        return (
             f"{labelled} labelled rows are too few for a holdout of {holdout:g} (it needs "
             f"{_MIN_HOLDOUT_ROWS} rows, and the window at least 60)"
         )
+    return None
 
 
 @dataclass
@@ -134,8 +141,11 @@ class _Job:
     champion: Any
     network_dir: Path
     profile: dict
+    # The labelled new rows: challengers train on their window and are judged on the rest.
     frame: pd.DataFrame
     fingerprint: str
+    # New rows without their labels yet, judged by the estimated metric only.
+    unlabelled: int = 0
 
     def outcome(self, action: str, reasons: list[str], lines: list[str] | None = None) -> Any:
         return RetrainOutcome(action, reasons, self.champion.version, lines or [])
@@ -166,12 +176,21 @@ def run_retrain(
     accepted_run = dict(champion.tags or {}).get(ACCEPTED_TAG)
     if accepted_run is not None:
         profile = mlflow.artifacts.load_dict(f"runs:/{accepted_run}/{ACCEPTED_FILE}")
-    frame = read_table(data_path)
-    _check_input(frame, profile, target, settings.holdout)
-    frame = frame[frame[target].notna()].reset_index(drop=True)
+    everything = read_table(data_path)
+    _check_input(everything, profile, target)
+    # Rows whose labels have not come yet are judged by the estimate alone; challengers train
+    # and are judged on the labelled ones.
+    if target in everything.columns:
+        frame = everything[everything[target].notna()].reset_index(drop=True)
+    else:
+        frame = everything.iloc[:0]
+    unlabelled = len(everything) - len(frame)
+    too_few = _labelled_too_few(len(frame), settings.holdout)
+    if too_few and not unlabelled:
+        raise TabslimInputError(too_few)
     time_column = settings.time_column
     if time_column is not None:
-        time_order(frame, time_column)  # a one-line error for a column that does not parse
+        time_order(everything, time_column)  # a one-line error for a column that does not parse
     job = _Job(
         name,
         data_path,
@@ -184,17 +203,20 @@ def run_retrain(
         profile,
         frame,
         _fingerprint(data_path, target, time_column),
+        unlabelled,
     )
     done = client.get_registered_model(name).tags.get(_DONE_TAG + job.fingerprint)
     if done is not None:
         return job.outcome("already done", [f"this data was handled before: {done}"])
-    predictions = served_predictions(network_dir, frame, profile)
+    served = served_frame(network_dir, everything)
+    predictions = served_predictions(served, profile)
     report = compare(
         profile,
-        frame,
+        everything,
         predictions=predictions,
-        realized=realized_metric(profile, frame, predictions),
+        realized=realized_metric(profile, everything, predictions),
     )
+    report.estimated = estimated_metric(profile, network_dir, everything, served)
     reasons = retrain_reasons(
         report, profile, settings.tolerance, settings.drift_threshold, settings.force
     )
@@ -207,6 +229,10 @@ def run_retrain(
         action = "dry run: would retrain" if reasons else "dry run: no retrain needed"
         no_reason = ["no drift or loss beyond the thresholds"]
         return job.outcome(action, reasons or no_reason, report.summary())
+    if reasons and too_few:
+        # Called for, but the labels are not there yet to train a challenger: nothing changes,
+        # and the same file once labelled is not taken for one already handled.
+        return job.outcome("retrain needed, too few labels", reasons, [*report.summary(), too_few])
     try:
         with retrain_lock(tracking_uri, name):
             return _retrain(job, experiment_id, report, reasons)
@@ -255,6 +281,9 @@ def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> 
         challengers, lines = train_challengers(
             window, job.target, settings.time_column, config, (spec, network, prep), options
         )
+        evidence = _evidence(job, report, len(window), len(rows))
+        lines.append(evidence)
+        mlflow.set_tags({"tabslim.evidence": evidence, "tabslim.unlabelled_rows": job.unlabelled})
         passing = []
         for kind, (candidate, cand_prep, data) in challengers.items():
             scores = frame_scores(candidate, cand_prep, rows, job.target)
@@ -279,9 +308,9 @@ def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> 
                     )
                     passing.append((delta.delta if higher else -delta.delta, kind, info, figures))
             lines.append(verdict.line(kind, metric, len(rows)))
-        outcome = _promote(job, passing, reasons, run.info.run_id, window)
+        outcome = _promote(job, passing, reasons, run.info.run_id, window, evidence)
         if outcome.action == "retrained, champion kept" and not any(
-            r.startswith("realized") for r in reasons
+            r.startswith(("realized", "estimated")) for r in reasons
         ):
             outcome.lines.append(_accept_rows(job, network, prep, run.info.run_id))
         mlflow.set_tag("tabslim.outcome", outcome.action)
@@ -314,8 +343,35 @@ def _accept_rows(job: _Job, network: nn.Module, prep: Preprocessor, run_id: str)
     )
 
 
+def _evidence(job: _Job, report: Any, window_rows: int, holdout_rows: int) -> str:
+    """What a promotion would rest on, in words: which rows called for it, which trained the
+    challengers, and which judged them."""
+    where = (
+        f" (ordered by {job.settings.time_column}, the holdout after the window)"
+        if job.settings.time_column
+        else " (a seeded random split)"
+    )
+    words = (
+        f"challengers trained on {window_rows} labelled rows and judged, paired against the "
+        f"champion, on the {holdout_rows} labelled rows of the holdout{where}"
+    )
+    if job.unlabelled:
+        estimate = report.estimated
+        judged = f"its {estimate.method} estimate" if estimate is not None else "their drift alone"
+        words += (
+            f"; {job.unlabelled} rows without labels yet were judged by {judged}, and train "
+            "and judge nothing"
+        )
+    return words
+
+
 def _promote(
-    job: _Job, passing: list, reasons: list[str], run_id: str, window: pd.DataFrame
+    job: _Job,
+    passing: list,
+    reasons: list[str],
+    run_id: str,
+    window: pd.DataFrame,
+    evidence: str,
 ) -> RetrainOutcome:
     name, champion, client = job.name, job.champion, job.client
     if not passing:
@@ -329,6 +385,7 @@ def _promote(
         "tabslim.window_rows": str(len(window)),
         "tabslim.data": job.data_path,
         "tabslim.gate": json.dumps(figures),
+        "tabslim.evidence": evidence,
     }.items():
         client.set_model_version_tag(name, version.version, key, value)
     promotion = promote(client, name, version.version, champion.version)

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 from lightning_modules.metrics import HIGHER_IS_BETTER, Task, row_scores
+from lightning_modules.networks import infer
 from lightning_modules.preprocessing import Preprocessor
 from search.measure import PairedDelta, compare_latency
 
@@ -36,26 +36,40 @@ SIZE_SLACK, LATENCY_SLACK = 1.05, 1.25
 def retrain_reasons(
     report: Any, profile: dict, tolerance: float, threshold: float, force: bool
 ) -> list[str]:
-    """Why the champion needs retraining; none means it does not."""
+    """Why the champion needs retraining; none means it does not.
+
+    The metric realized on labelled new rows, and the one estimated on unlabelled rows (when
+    the labels come late), each call for a retrain only when its whole 95% interval lies
+    below validation by more than `tolerance`.
+    """
     reasons = ["--force"] if force else []
-    realized = report.realized
-    if realized is not None:
-        higher = HIGHER_IS_BETTER[realized.metric]
-        # RMSE's tolerance is relative, as the search's floor is. The whole 95% interval must
-        # lie beyond it: a tolerance below the noise of the new rows would retrain on noise.
-        allowed = tolerance if higher else tolerance * realized.reference
-        # The end of the interval on the side of the reference: the smallest fall the rows allow.
-        closest = realized.high if higher else realized.low
-        fell = (realized.reference - closest) * (1 if higher else -1)
-        if fell > allowed:
+    for kind, figure in (("realized", report.realized), ("estimated", report.estimated)):
+        if figure is None:
+            continue
+        allowed = _fell_beyond(figure, tolerance)
+        if allowed is not None:
+            method = f" ({figure.method})" if kind == "estimated" else ""
             reasons.append(
-                f"realized {realized.metric} {realized.value:.4f} [{realized.low:.4f}, "
-                f"{realized.high:.4f}] against {realized.reference:.4f} on validation "
+                f"{kind} {figure.metric}{method} {figure.value:.4f} [{figure.low:.4f}, "
+                f"{figure.high:.4f}] against {figure.reference:.4f} on validation "
                 f"(tolerance {allowed:.4g})"
             )
     if report.score >= threshold:
         reasons.append(f"drift score {report.score:.3f} >= {threshold:g}")
     return reasons
+
+
+def _fell_beyond(figure: Any, tolerance: float) -> float | None:
+    """The tolerance in the metric's terms when `figure`'s whole interval fell beyond it from
+    its validation reference; None when it did not."""
+    higher = HIGHER_IS_BETTER[figure.metric]
+    # RMSE's tolerance is relative, as the search's floor is. The whole 95% interval must lie
+    # beyond it: a tolerance below the noise of the new rows would retrain on noise.
+    allowed = tolerance if higher else tolerance * figure.reference
+    # The end of the interval on the side of the reference: the smallest fall the rows allow.
+    closest = figure.high if higher else figure.low
+    fell = (figure.reference - closest) * (1 if higher else -1)
+    return float(allowed) if fell > allowed else None
 
 
 def frame_scores(
@@ -64,8 +78,7 @@ def frame_scores(
     """Per holdout row, what the task's metric is made of (`lightning_modules.metrics`), for
     the paired comparison of challenger and champion on the same rows."""
     inputs = prep.transform(frame)
-    with torch.inference_mode():
-        output = network.cpu().eval()(inputs["x_num"], inputs["x_cat"])
+    output = infer(network, inputs["x_num"], inputs["x_cat"])
     decoded = prep.decode(output, inputs["x_num"])
     task = Task(prep.task)
     if task is Task.ANOMALY:
