@@ -74,8 +74,11 @@ def test_the_retrain_schedules_run_commands_tabslim_accepts() -> None:
     import ast
 
     lines = (DEPLOY / "crontab").read_text().splitlines()
-    (line,) = [text for text in lines if text and not text.startswith("#")]
-    commands = [_tabslim_args(" ".join(line.split()[5:]))]
+    retrain_line, watch_line = [text for text in lines if text and not text.startswith("#")]
+    commands = [_tabslim_args(" ".join(retrain_line.split()[5:]))]
+    # The hourly label-free watch between retrains: a drift report of the champion.
+    watch = build_parser().parse_args(_tabslim_args(" ".join(watch_line.split()[5:])))
+    assert watch.command == "drift" and watch.model == "models:/churn@champion"
     (job,) = list(yaml.safe_load_all((DEPLOY / "kubernetes_retrain_cronjob.yaml").read_text()))
     assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
     commands.append(job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"])
