@@ -266,3 +266,29 @@ def test_drift_estimates_a_regressors_rmse_and_not_an_anomaly_detectors_pr_auc(
     out, metrics = _drift(["--model", model, "--tracking-uri", uri, "--data", str(rows)], capsys)
     assert ANOMALY_NOT_ESTIMATED in out
     assert not any(name.startswith("estimated") for name in metrics)
+
+
+def test_rows_beyond_the_training_range_are_counted_and_the_estimate_says_so() -> None:
+    from search.monitor.estimated import Estimated, outside_range
+
+    profile = {
+        "columns": {
+            "temperature": {"type": "numeric", "bin_edges": [10.0, 20.0, 30.0]},
+            "load": {"type": "numeric", "bin_edges": [0.0, 1.0]},
+            "plan": {"type": "categorical", "frequencies": {"a": 1.0}},
+        }
+    }
+    frame = pd.DataFrame(
+        {
+            "temperature": [5.0, 15.0, 35.0, 25.0, np.nan, 12.0, 2.0, 18.0],
+            "load": [0.5, 0.5, 0.5, 1.5, 0.5, 0.5, 0.5, 0.5],
+            "plan": ["z"] * 8,  # unseen categories are the drift report's, not this count's
+        }
+    )
+    share, column = outside_range(profile, frame)
+    assert share == 4 / 8 and column == "temperature"
+    inside = frame.assign(temperature=15.0, load=0.5)
+    assert outside_range(profile, inside) == (0.0, None)
+    line = Estimated("rmse", 1.0, 0.9, 1.1, 0.8, "DLE", 8, share, column).describe()
+    assert "50% of them lie beyond the training range (most in temperature)" in line
+    assert "beyond" not in Estimated("rmse", 1.0, 0.9, 1.1, 0.8, "DLE", 8, 0.01, "t").describe()

@@ -171,6 +171,7 @@ def run_drift(
                 f"estimated_{estimated.metric}": estimated.value,
                 f"estimated_{estimated.metric}_ci_low": estimated.low,
                 f"estimated_{estimated.metric}_ci_high": estimated.high,
+                "estimated_rows_outside_range": estimated.outside,
             }
         found = report.multivariate
         if found is not None and math.isfinite(found.auc):

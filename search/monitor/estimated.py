@@ -17,7 +17,18 @@ import pandas as pd
 
 from search.serving import LossModel, estimate_accuracy, estimate_rmse, loss_features
 
-__all__ = ["LOGGED_BEFORE", "Estimated", "estimate_note", "estimated_metric", "unlabelled"]
+__all__ = [
+    "LOGGED_BEFORE",
+    "OUTSIDE_WARNING",
+    "Estimated",
+    "estimate_note",
+    "estimated_metric",
+    "outside_range",
+    "unlabelled",
+]
+
+# From this share of rows beyond the training range the estimate's line says to trust it less.
+OUTSIDE_WARNING = 0.05
 
 LOGGED_BEFORE = (
     "model logged before tabslim stored an estimator; log it again to estimate its metric on "
@@ -37,13 +48,45 @@ class Estimated:
     reference: float
     method: str
     rows: int
+    # Share of the rows with a numeric value beyond the range the model was trained on, and
+    # the column that holds most of them: neither estimator extrapolates there.
+    outside: float = 0.0
+    outside_column: str | None = None
 
     def describe(self) -> str:
-        return (
+        line = (
             f"estimated {self.metric} ({self.method}) on {self.rows:,} unlabelled rows: "
             f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}] (validation when logged: "
             f"{self.reference:.4f})"
         )
+        if self.outside >= OUTSIDE_WARNING:
+            line += (
+                f"; {self.outside:.0%} of them lie beyond the training range (most in "
+                f"{self.outside_column}), where the estimate does not extrapolate: trust it "
+                "less"
+            )
+        return line
+
+
+def outside_range(profile: dict[str, Any], frame: pd.DataFrame) -> tuple[float, str | None]:
+    """Share of `frame`'s rows with a numeric feature beyond its profiled training range, and
+    the column with the most such rows (None when there are none).
+
+    A calibration or a loss model learned where the model saw rows: beyond that range CBPE
+    keeps the confidence the network extrapolates, and DLE's trees the error at the edge.
+    """
+    beyond = np.zeros(len(frame), dtype=bool)
+    worst, worst_count = None, 0
+    for name, reference in profile["columns"].items():
+        edges = reference.get("bin_edges") or []
+        if reference["type"] != "numeric" or not edges or name not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+        out = (values < edges[0]) | (values > edges[-1])
+        if out.sum() > worst_count:
+            worst, worst_count = name, int(out.sum())
+        beyond |= out
+    return (float(beyond.mean()) if len(frame) else 0.0), worst
 
 
 def unlabelled(profile: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
@@ -90,6 +133,7 @@ def estimated_metric(
         predicted = served["prediction"].to_numpy(dtype=float)[rows]
         x = loss_features(frame[rows], estimator["columns"], predicted)
         value, low, high = estimate_rmse(estimator, model, x)
+    outside, column = outside_range(profile, frame[rows])
     return Estimated(
         str(estimator["metric"]),
         value,
@@ -98,4 +142,6 @@ def estimated_metric(
         float(profile["validation"]["value"]),
         str(method),
         int(rows.sum()),
+        outside,
+        column,
     )
