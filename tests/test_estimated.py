@@ -206,6 +206,7 @@ def test_drift_estimates_a_classifiers_accuracy_on_rows_without_labels(
     assert "realized accuracy" not in out
     low, value, high = (metrics[f"estimated_accuracy{s}"] for s in ("_ci_low", "", "_ci_high"))
     assert 0 <= low <= value <= high <= 1
+    assert 0 <= metrics["estimated_rows_outside_range"] <= 1
     # With the labels beside them: the estimate, made from the features alone, and the truth.
     out, metrics = _drift([*base, "--data", churn["features"], "--labels", churn["labels"]], capsys)
     assert "estimated accuracy (CBPE) on 600 unlabelled rows: " in out

@@ -209,3 +209,16 @@ def test_whole_splits_are_scored_in_chunks_with_the_outputs_of_one_pass(
     chunked = infer(network, x_num, x_cat)
     assert max(seen) == 64 and sum(seen) == len(x_num)
     torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_the_sample_rows_flag_reaches_the_config_and_bad_use_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from search.commands import main
+
+    code = main(["train", "--dataset", "wine", "--sample-rows", "500", "--tracking-uri",
+                 f"sqlite:///{tmp_path / 'm.db'}"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "data.sample_rows samples a data.path table, not a bundled dataset" in err[0]
+    assert not (tmp_path / "m.db").exists()
