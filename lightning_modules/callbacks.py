@@ -2,12 +2,14 @@
 
 - `KeepBestWeights`: the best validation epoch's weights, restored at the end;
 - `StopBelowThreshold`: stops a trial that clearly cannot reach the floor;
-- `TrainWhileImproving`: trains on past the epoch cap while validation still improves.
+- `TrainWhileImproving`: trains on past the epoch cap while validation still improves;
+- `StopAtRungs`: at each rung's epoch, asks whether the run may go on (multi-fidelity).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -166,3 +168,52 @@ class KeepBestWeights(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._state is not None:
             pl_module.load_state_dict(self._state)
+
+
+class StopAtRungs(Callback):
+    """At the end of each rung's epoch, hands the best monitored value so far to `decide`, and
+    stops the fit when it answers False (successive halving: only the better share goes on).
+
+    The callback knows nothing of how the answer is reached (the search compares the value
+    with other runs' at the same rung), so a fit stays free of studies and storages.
+
+    Args:
+        monitor: a logged validation metric, e.g. "val_accuracy".
+        rungs: epoch counts, ascending; rung k is reached after rungs[k] epochs.
+        decide: (rung index, best value so far, the network's parameters) -> whether the
+            run goes on.
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        rungs: Sequence[int],
+        decide: Callable[[int, float, int], bool],
+        *,
+        higher_is_better: bool,
+    ) -> None:
+        self.monitor = monitor
+        self.rungs = tuple(rungs)
+        self.decide = decide
+        self.higher_is_better = higher_is_better
+        self.best: float | None = None
+        # The rung index the run stopped at, and the epochs it had then; None: not stopped.
+        self.stopped_rung: int | None = None
+        self.stopped_epoch: int | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        current = fit_epoch_value(trainer, self.monitor)
+        if current is None or self.stopped_rung is not None:
+            return
+        if self.best is None or (
+            current > self.best if self.higher_is_better else current < self.best
+        ):
+            self.best = current
+        epochs = trainer.current_epoch + 1
+        if epochs not in self.rungs or trainer.should_stop:
+            return
+        rung = self.rungs.index(epochs)
+        parameters = sum(p.numel() for p in pl_module.parameters())
+        if not self.decide(rung, self.best, parameters):
+            trainer.should_stop = True
+            self.stopped_rung, self.stopped_epoch = rung, epochs

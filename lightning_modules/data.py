@@ -273,6 +273,19 @@ class TabularDataModule(pl.LightningDataModule):
             clone._keep_normal_training_rows()
         return clone
 
+    def with_teacher(self, outputs: torch.Tensor) -> TabularDataModule:
+        """The same data, whose training batches also carry a teacher's outputs ("teacher"),
+        row for row; validation and test batches are unchanged."""
+        train = self.tensors["train"]
+        if len(outputs) != len(train["y"]):
+            raise ValueError(
+                f"teacher outputs must have one row per training row ({len(train['y'])}), "
+                f"but got {len(outputs)}"
+            )
+        clone = copy.copy(self)
+        clone.tensors = {**self.tensors, "train": {**train, "teacher": outputs}}
+        return clone
+
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, target: str, **kwargs: Any) -> TabularDataModule:
         return cls(frame, target, **kwargs)

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from lightning_modules import anomaly
 from lightning_modules.callbacks import KeepBestWeights, TrainWhileImproving
 from lightning_modules.data import TabularDataModule
+from lightning_modules.distillation import Distillation, distilled_loss
 from lightning_modules.metrics import HIGHER_IS_BETTER, Task
 
 
@@ -90,6 +91,8 @@ class TabularModule(pl.LightningModule):
         max_epochs: int = 50,
         target_mean: float = 0.0,
         target_std: float = 1.0,
+        distill_weight: float = 0.0,
+        distill_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network"])
@@ -112,6 +115,7 @@ class TabularModule(pl.LightningModule):
         optimiser settings from `config` (defaults when None, e.g. for evaluation only)."""
         config = config if config is not None else FitSettings()
         prep = data.preprocessor
+        distill = config.distill or Distillation(weight=0.0)
         return cls(
             network,
             task=data.task,
@@ -121,6 +125,8 @@ class TabularModule(pl.LightningModule):
             max_epochs=config.max_epochs,
             target_mean=prep.target_mean,
             target_std=prep.target_std,
+            distill_weight=distill.weight,
+            distill_temperature=distill.temperature,
         )
 
     def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
@@ -138,6 +144,8 @@ class TabularModule(pl.LightningModule):
             loss = per_row.mean()
         batch_size = len(y)
         if stage == "train":
+            if "teacher" in batch:
+                loss = self._distilled(loss, output, batch["teacher"])
             self._add_train_loss(loss, batch_size)
             return loss
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=batch_size)
@@ -161,6 +169,9 @@ class TabularModule(pl.LightningModule):
         scores = anomaly.reconstruction_scores(output, batch["x_num"])
         normal = batch["y"] == 0
         loss = scores[normal].mean() if bool(normal.any()) else scores.mean()
+        if stage == "train" and "teacher" in batch:
+            # Training rows are all normal (the data module keeps only those).
+            loss = self._distilled(loss, output, batch["teacher"])
         if stage == "train":
             self._add_train_loss(loss, len(scores))
             return loss
@@ -169,6 +180,12 @@ class TabularModule(pl.LightningModule):
         metrics.update(scores, batch["y"])
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(scores))
         return loss
+
+    def _distilled(
+        self, loss: torch.Tensor, output: torch.Tensor, teacher: torch.Tensor
+    ) -> torch.Tensor:
+        distill = Distillation(self.hparams["distill_weight"], self.hparams["distill_temperature"])
+        return distilled_loss(self.task, loss, output, teacher, distill)
 
     def _add_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
         # A `self.log` per step cost about 0.3 ms on a 2-core CPU, some 7% of the default MLP's
@@ -254,6 +271,8 @@ class FitSettings:
     # A run still improving at max_epochs trains on up to this many epochs (None: it stops
     # there); see `TrainWhileImproving`.
     epoch_limit: int | None = None
+    # With a teacher's outputs handed to `fit`: how much the student follows them.
+    distill: Distillation | None = None
 
 
 # How a fit ended: early stopping saw no improvement for `patience` epochs (it converged), the
@@ -315,12 +334,19 @@ def fit(
     *,
     extra_callbacks: list[Callback] | None = None,
     evaluate_test: bool = True,
+    teacher: torch.Tensor | None = None,
 ) -> FitResult:
     """Train `network` (in place) with early stopping; return it with its metrics.
 
     The returned network holds the best validation epoch's weights and is on the CPU in eval mode,
     ready to measure, export or log.
+
+    Args:
+        teacher: a teacher network's raw outputs for every training row, in the order of
+            `data.tensors["train"]`; the student then learns from them as `config.distill` says.
     """
+    if teacher is not None:
+        data = data.with_teacher(teacher)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     # Lightning leaves modules in the mode it finds them; a pruned network arrives in eval mode
     # and would fine-tune with frozen BatchNorm statistics and no dropout.

@@ -6,6 +6,8 @@ import copy
 import dataclasses
 from typing import Any
 
+from pytorch_lightning.callbacks import Callback
+
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks.base import TabularNetwork
@@ -16,7 +18,11 @@ FINE_TUNE_LR_FACTOR = 0.3
 
 
 def fine_tune(
-    network: Any, data: TabularDataModule, epochs: int, config: FitSettings
+    network: Any,
+    data: TabularDataModule,
+    epochs: int,
+    config: FitSettings,
+    callbacks: list[Callback] | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """`epochs` epochs of training on a copy of `network`; returns it with its val metrics.
 
@@ -34,6 +40,6 @@ def fine_tune(
         lr=config.lr * FINE_TUNE_LR_FACTOR,
         progress_bar=False,
     )
-    result = fit(tuned, data, settings, evaluate_test=False)
+    result = fit(tuned, data, settings, extra_callbacks=callbacks, evaluate_test=False)
     assert isinstance(result.network, TabularNetwork)
     return result.network, result.val_metrics

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytorch_lightning.callbacks import Callback
+
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.training import FitSettings
@@ -127,8 +129,12 @@ def apply_plan(
     data: TabularDataModule,
     fit_settings: FitSettings,
     seed: int = 0,
+    callbacks: list[Callback] | None = None,
 ) -> PlanResult:
-    """Prune a copy of `network` by `plan` and fine-tune it; never touches `network`."""
+    """Prune a copy of `network` by `plan` and fine-tune it; never touches `network`.
+
+    `callbacks` join the last fine-tuning fit (not the adaptive schedule's many short ones).
+    """
     check_plan_fits(plan, network.spec.group_sizes(), network.spec.group_names())
     if plan.schedule == "adaptive":
         return _apply_adaptive(network, plan, data=data, fit_settings=fit_settings, seed=seed)
@@ -156,7 +162,7 @@ def apply_plan(
         if plan.schedule == "iterative" and plan.step_epochs > 0:
             current, _ = fine_tune(current, data, plan.step_epochs, fit_settings)
             epochs += plan.step_epochs
-    tuned, metrics = fine_tune(current, data, plan.fine_tune_epochs, fit_settings)
+    tuned, metrics = fine_tune(current, data, plan.fine_tune_epochs, fit_settings, callbacks)
     return PlanResult(tuned, metrics, epochs + plan.fine_tune_epochs)
 
 

@@ -14,7 +14,9 @@ from pruning.choices import CONTROL_CRITERION, CRITERIA, Schedule, check_criteri
 from search.config.base import Section
 from search.config.choices import Precision, Runtime, Sampler, TaskChoice
 
-Approach = Literal["scratch", "prune"]
+Approach = Literal["scratch", "prune", "distill"]
+# A study's approaches unless told: distillation is asked for by name (search.distill).
+DEFAULT_APPROACHES: list[Approach] = ["scratch", "prune"]
 
 
 class DataConfig(Section):
@@ -218,6 +220,29 @@ class PruneConfig(Section):
         return self
 
 
+class FidelityConfig(Section):
+    """`search.fidelity`: candidates train in rungs of min_epochs x reduction^k epochs, and
+    only the better 1/reduction of each rung goes on (search/study/fidelity.py)."""
+
+    min_epochs: int = Field(default=3, ge=1)
+    reduction: int = Field(default=3, ge=2)
+
+
+class DistillConfig(Section):
+    """`search.distill`: how a `distill` trial learns from the baseline's outputs.
+
+    The loss is (1 - weight) x the task's loss + weight x the distance to the teacher: the KL
+    divergence between probabilities softened by `temperature` (times temperature^2, so its
+    gradients keep their scale) for classification, the squared error to the teacher's output
+    for regression and for an autoencoder's reconstruction.
+    """
+
+    weight: float = Field(default=0.7, ge=0.0, le=1.0)
+    temperature: float = Field(default=2.0, gt=0.0, le=20.0)
+    # Epochs as for a scratch trial (training.max_epochs) unless set.
+    max_epochs: int | None = Field(default=None, ge=1)
+
+
 SizeObjective = Literal["parameters", "bytes", "flops"]
 
 
@@ -279,8 +304,12 @@ class SearchConfig(Section):
     max_epochs_factor: float = Field(default=3.0, ge=1.0, le=20.0)
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     approaches: list[Approach] = Field(
-        default_factory=lambda: list(get_args(Approach)), min_length=1
+        default_factory=lambda: list(DEFAULT_APPROACHES), min_length=1
     )
+    # Multi-fidelity: train in rungs and stop the worse shapes early (null: every candidate
+    # trains in full).
+    fidelity: FidelityConfig | None = None
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     # Re-train pruned front members from scratch at identical widths, for the paper's comparison.
     paired: bool = False
     # INT8 copies of every fp32 front member, measured and added to the front (front/quantized.py)

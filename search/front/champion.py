@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial
 
 from search.front import pareto
 from search.front.pareto import LATENCY, METRIC, SIZE, baseline_trial, complete_trials
-from search.study import StudySettings, is_feasible
+from search.study import StudySettings, fully_trained, is_feasible
 
 __all__ = [
     "COST_ATTR",
@@ -95,6 +95,7 @@ def candidates(study: optuna.Study) -> list[FrozenTrial]:
         for t in trials
         if "repeat_of" not in t.user_attrs
         and not t.user_attrs.get("baseline")
+        and fully_trained(t)
         and (base is None or t.values[SIZE] < base.values[SIZE])
         and could_hold(t, settings)
     ]

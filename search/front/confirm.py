@@ -38,7 +38,7 @@ from tqdm import tqdm
 from search.front import pareto
 from search.front.champion import COST_ATTR, candidates, meets_budget
 from search.front.judges import COLUMNS, FOLD_COLUMNS, Folds, Judge, Seeds
-from search.study import SearchContext, StudySettings
+from search.study import SearchContext, StudySettings, fully_trained
 
 # search.confirm: auto. Five folds, the usual choice for cross-validation. Below AUTO_MIN_ROWS
 # training and validation rows the validation split is too small to project from (85 rows on
@@ -147,6 +147,7 @@ def judging_order(study: optuna.Study, ctx: SearchContext) -> list[FrozenTrial]:
         for t in pareto.complete_trials(study)
         if "repeat_of" not in t.user_attrs
         and not t.user_attrs.get("baseline")
+        and fully_trained(t)
         and meets_budget(t, budget)
     ]
     sign = -1.0 if ctx.higher_is_better else 1.0

@@ -23,18 +23,27 @@ from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 from tqdm import tqdm
 
 from lightning_modules.data import TabularDataModule
+from lightning_modules.distillation import teacher_outputs
 from lightning_modules.evaluation import evaluate_network, output_row_scores, row_scores
 from lightning_modules.networks import build, spec_from_dict
 from lightning_modules.training import FitSettings, fit
 from pruning.plan import PruningPlan, apply_plan
 from search.front.champion import split_verdict
 from search.measure import PairedDelta, paired_delta
-from search.study import SearchContext, StudySettings, fit_settings, load_baseline, scratch_settings
+from search.study import (
+    SearchContext,
+    StudySettings,
+    fit_settings,
+    load_baseline,
+    load_teacher,
+    scratch_settings,
+)
 
 __all__ = ["COLUMNS", "FOLD_COLUMNS", "RUNS_ATTR", "Folds", "Judge", "Seeds", "rejects_early"]
 
@@ -93,17 +102,28 @@ def _member(
     baseline: nn.Module,
     fitting: FitSettings,
     config: Any,
+    teacher: Callable[[], torch.Tensor],
 ) -> nn.Module:
     """The trial's candidate trained again on `data`: its pruning plan applied to `baseline`,
-    or its widths from scratch (with `data`'s input widths: a fold may see other categories)."""
-    if trial.user_attrs.get("approach") == "prune":
+    or its widths from scratch (with `data`'s input widths: a fold may see other categories),
+    distilled from `teacher()` (`baseline`'s outputs on `data`) for a distill trial."""
+    approach = trial.user_attrs.get("approach")
+    if approach == "prune":
         plan = PruningPlan.from_dict(trial.user_attrs["plan"])
         return apply_plan(
             baseline, plan, data=data, fit_settings=fitting, seed=fitting.seed
         ).network
     spec = dataclasses.replace(spec_from_dict(trial.user_attrs["spec"]), **data.network_inputs())
-    settings = dataclasses.replace(scratch_settings(config, trial.params), seed=fitting.seed)
-    return fit(build(spec, seed=fitting.seed), data, settings, evaluate_test=False).network
+    distill = approach == "distill"
+    settings = scratch_settings(config, trial.params, distill=distill)
+    settings = dataclasses.replace(settings, seed=fitting.seed)
+    return fit(
+        build(spec, seed=fitting.seed),
+        data,
+        settings,
+        evaluate_test=False,
+        teacher=teacher() if distill else None,
+    ).network
 
 
 class Folds(Judge):
@@ -118,6 +138,14 @@ class Folds(Judge):
         self._data: dict[int, TabularDataModule] = {}
         self._baselines: dict[int, tuple[nn.Module, np.ndarray]] = {}
         self._networks: dict[tuple[int, int], nn.Module] = {}
+        self._teachers: dict[int, torch.Tensor] = {}
+
+    def _teacher(self, fold: int) -> torch.Tensor:
+        """The fold baseline's outputs on the fold's training rows, once per fold."""
+        if fold not in self._teachers:
+            data, baseline, _ = self._fold(fold)
+            self._teachers[fold] = teacher_outputs(baseline, data)
+        return self._teachers[fold]
 
     def _fold(self, fold: int) -> tuple[TabularDataModule, nn.Module, np.ndarray]:
         if fold not in self._data:
@@ -141,7 +169,14 @@ class Folds(Judge):
         data, baseline, _ = self._fold(fold)
         key = (trial.number, fold)
         if key not in self._networks:
-            self._networks[key] = _member(trial, data, baseline, self.fitting, self.ctx.config)
+            self._networks[key] = _member(
+                trial,
+                data,
+                baseline,
+                self.fitting,
+                self.ctx.config,
+                lambda: self._teacher(fold),
+            )
             self._trained()
         return self._networks[key]
 
@@ -240,7 +275,14 @@ class Seeds(Judge):
     def _retrain(self, trial: FrozenTrial, seed: int) -> dict[str, float]:
         fitting = dataclasses.replace(fit_settings(self.ctx.config), seed=seed)
         baseline = load_baseline(self.ctx, self.settings, self.study)
-        network = _member(trial, self.ctx.data, baseline, fitting, self.ctx.config)
+        network = _member(
+            trial,
+            self.ctx.data,
+            baseline,
+            fitting,
+            self.ctx.config,
+            lambda: load_teacher(self.ctx, self.settings, self.study),
+        )
         metric = self.ctx.metric
         return {
             "val": evaluate_network(network, self.ctx.data, "val")[metric],

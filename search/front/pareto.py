@@ -19,7 +19,7 @@ import pandas as pd
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from search.study import StudySettings, is_feasible
+from search.study import STOP_ATTR, StudySettings, fully_trained, is_feasible
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -55,6 +55,8 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "feasible",
     "confident",
     "pareto",
+    # Epochs a multi-fidelity search trained it before stopping it at a rung (NaN: in full).
+    "stopped_epochs",
 )
 _TEXT_COLUMNS = ("approach", "precision", "hidden")
 _BOOL_COLUMNS = ("baseline", "feasible", "confident", "pareto")
@@ -74,17 +76,39 @@ _NAN = float("nan")
 
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
-    """The feasible Pareto front, smallest first (ties: faster, then better metric)."""
+    """The feasible Pareto front of fully trained trials, smallest first (ties: faster, then
+    better metric)."""
     # Optuna drops infeasible trials here as soon as any trial in the study has a constraint.
     # A repeat of an earlier sample carries that trial's values; it is the same model, so only
-    # the original stands on the front.
-    members = [t for t in study.best_trials if "repeat_of" not in t.user_attrs]
+    # the original stands on the front. A trial stopped at a rung of a multi-fidelity search is
+    # unfinished: it stays out (and can dominate no finished one, being worse than it would be).
+    members = [
+        t for t in _best_trials(study) if "repeat_of" not in t.user_attrs and fully_trained(t)
+    ]
     return sorted(members, key=_order_key(higher_is_better(study)))
+
+
+def _best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """`study.best_trials` over fully trained trials only: the feasible ones that no other
+    feasible, fully trained trial dominates."""
+    if not any(not fully_trained(t) for t in complete_trials(study)):
+        return study.best_trials
+    signs = [1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions]
+    pool = [t for t in complete_trials(study) if fully_trained(t) and is_feasible(t)]
+    keys = [[sign * v for sign, v in zip(signs, t.values, strict=True)] for t in pool]
+
+    def dominated(i: int) -> bool:
+        return any(
+            all(a <= b for a, b in zip(other, keys[i], strict=True)) and other != keys[i]
+            for other in keys
+        )
+
+    return [t for i, t in enumerate(pool) if not dominated(i)]
 
 
 def recommend(study: optuna.Study) -> FrozenTrial | None:
     """The smallest feasible trial (ties: lower latency, then better metric), or None."""
-    feasible = [t for t in complete_trials(study) if is_feasible(t)]
+    feasible = [t for t in complete_trials(study) if is_feasible(t) and fully_trained(t)]
     if not feasible:
         return None
     # The lexicographic minimum of a set is never dominated within it, so this is on the front.
@@ -154,6 +178,7 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
                 "feasible": is_feasible(t),
                 "confident": _is_confident(t, settings),
                 "pareto": t.number in on_front,
+                "stopped_epochs": float((t.user_attrs.get(STOP_ATTR) or {}).get("epochs", _NAN)),
             }
         )
     # Explicit dtypes keep an empty table filterable: an empty object column used as a mask

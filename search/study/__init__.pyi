@@ -1,3 +1,6 @@
+from .baseline import TEACHER_FILE as TEACHER_FILE
+from .baseline import load_baseline as load_baseline
+from .baseline import load_teacher as load_teacher
 from .context import TRIAL_ERRORS as TRIAL_ERRORS
 from .context import SearchContext as SearchContext
 from .context import build_context as build_context
@@ -10,10 +13,14 @@ from .data import data_fingerprint as data_fingerprint
 from .data import data_params as data_params
 from .data import load_data as load_data
 from .data import print_notes as print_notes
+from .fidelity import RUNGS_ATTR as RUNGS_ATTR
+from .fidelity import STOP_ATTR as STOP_ATTR
+from .fidelity import fully_trained as fully_trained
+from .fidelity import goes_on as goes_on
+from .fidelity import rung_epochs as rung_epochs
 from .objective import ROWS_FILE as ROWS_FILE
 from .objective import SPLITS as SPLITS
 from .objective import draw_candidate as draw_candidate
-from .objective import load_baseline as load_baseline
 from .objective import paired_metrics as paired_metrics
 from .objective import run_trial as run_trial
 from .objective import scratch_settings as scratch_settings

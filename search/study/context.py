@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import torch
 from torch import nn
 
 from lightning_modules.data import TabularDataModule
@@ -46,6 +47,8 @@ class SearchContext:
     trials_dir: Path
     # The trained baseline, loaded once per process for prune trials.
     trained_baseline: nn.Module | None = None
+    # The baseline's outputs on the training rows, loaded once per process for distill trials.
+    teacher: torch.Tensor | None = None
     # The baseline's per-row scores by split, loaded once per process for paired deltas.
     baseline_rows: dict[str, np.ndarray] | None = None
     # The MLflow server that holds every trial's network when nodes share no disk.

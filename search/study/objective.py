@@ -15,9 +15,12 @@ from typing import Any
 
 import numpy as np
 import optuna
+import torch
+from pytorch_lightning.callbacks import Callback
 from torch import nn
 
-from lightning_modules.callbacks import StopBelowThreshold
+from lightning_modules.callbacks import StopAtRungs, StopBelowThreshold
+from lightning_modules.distillation import Distillation, teacher_outputs
 from lightning_modules.evaluation import evaluate_network, row_scores
 from lightning_modules.networks import build
 from lightning_modules.networks.base import NetworkSpec, TabularNetwork
@@ -34,8 +37,10 @@ from search.measure import (
     measure,
     paired_delta,
 )
-from search.serving import load_network, save_network
+from search.serving import save_network
+from search.study.baseline import TEACHER_FILE, load_baseline, load_teacher
 from search.study.context import SearchContext
+from search.study.fidelity import STOP_ATTR, RungJudge, rung_epochs
 from search.study.settings import StudySettings, latency_metric
 from search.study.space import ScratchShape, apply_shape, draw_approach, draw_plan, draw_shape
 from search.study.training import fit_settings, run_metrics
@@ -58,7 +63,8 @@ class Candidate:
         """Identifies what would be trained, to recognise a repeat of an earlier trial."""
         drawn = self.shape if self.shape is not None else self.plan
         assert drawn is not None
-        return drawn.key()
+        # A distilled shape is another network than the same shape from scratch.
+        return drawn.key() + ("|distill" if self.approach == "distill" else "")
 
 
 @dataclass
@@ -82,12 +88,16 @@ class Trained:
     stopped_by: str = "plan"
 
 
+# Distill candidates draw the same widths as scratch ones: a shape, trained another way.
+SHAPED = ("scratch", "distill")
+
+
 def draw_candidate(trial: optuna.Trial, ctx: SearchContext) -> Candidate:
     """The baseline's own shape for the baseline trial; otherwise an approach and its draw."""
     search = ctx.config.search
     is_baseline = bool(trial.user_attrs.get("baseline", False))
     approach = "scratch" if is_baseline else draw_approach(trial, search.approaches)
-    if approach == "scratch":
+    if approach in SHAPED:
         shape = draw_shape(trial, search.space, ctx.baseline.group_sizes())
         return Candidate(approach, shape=shape)
     plan = draw_plan(trial, search.prune, len(ctx.baseline.group_sizes()), search.space)
@@ -120,7 +130,7 @@ def _stopper(ctx: SearchContext, settings: StudySettings) -> StopBelowThreshold 
 
 
 def scratch_settings(
-    config: Config, params: Mapping[str, Any], baseline: bool = False
+    config: Config, params: Mapping[str, Any], baseline: bool = False, distill: bool = False
 ) -> FitSettings:
     """How a scratch candidate trains: the training section, with its own searched learning
     rate and weight decay, and room to train on while it still improves (`max_epochs_factor`).
@@ -129,6 +139,13 @@ def scratch_settings(
     cutting it off would judge an unfinished network. The baseline keeps the cap as it is.
     """
     settings = fit_settings(config)
+    if distill:
+        given = config.search.distill
+        settings = dataclasses.replace(
+            settings,
+            max_epochs=given.max_epochs or settings.max_epochs,
+            distill=Distillation(given.weight, given.temperature),
+        )
     limit = None if baseline else round(settings.max_epochs * config.search.max_epochs_factor)
     return dataclasses.replace(
         settings,
@@ -143,15 +160,20 @@ def train_scratch(
     shape: ScratchShape,
     stopper: StopBelowThreshold | None,
     baseline: bool = False,
+    *,
+    teacher: torch.Tensor | None = None,
+    callbacks: list[Callback] | None = None,
 ) -> Trained:
-    """Approach 1 of Klemetti et al.: the smaller shape, trained from scratch."""
+    """Approach 1 of Klemetti et al.: the smaller shape, trained from scratch; with `teacher`
+    (the baseline's outputs on the training rows), distilled from it instead."""
     spec = apply_shape(ctx.baseline, shape)
-    settings = scratch_settings(ctx.config, shape.training, baseline)
+    settings = scratch_settings(ctx.config, shape.training, baseline, distill=teacher is not None)
     result = fit(
         build(spec, seed=settings.seed),
         ctx.data,
         settings,
-        extra_callbacks=[stopper] if stopper else [],
+        extra_callbacks=([stopper] if stopper else []) + (callbacks or []),
+        teacher=teacher,
     )
     assert isinstance(result.network, TabularNetwork)
     return Trained(
@@ -166,19 +188,12 @@ def train_scratch(
     )
 
 
-def load_baseline(ctx: SearchContext, settings: StudySettings, study: optuna.Study) -> nn.Module:
-    """The study's trained baseline: trained once (trial 0), read back by every worker."""
-    if ctx.trained_baseline is None:
-        if settings.baseline_trial is None:
-            raise RuntimeError("a prune trial needs the baseline, which has not finished yet")
-        _, network, _ = load_network(ctx.network_dir(study, settings.baseline_trial))
-        assert isinstance(network, TabularNetwork)
-        ctx.trained_baseline = network
-    return ctx.trained_baseline
-
-
 def prune_baseline(
-    ctx: SearchContext, plan: PruningPlan, settings: StudySettings, study: optuna.Study
+    ctx: SearchContext,
+    plan: PruningPlan,
+    settings: StudySettings,
+    study: optuna.Study,
+    callbacks: list[Callback] | None = None,
 ) -> Trained:
     """Approach 2 of Klemetti et al.: prune the trained baseline structurally, then fine-tune."""
     started = time.perf_counter()
@@ -189,6 +204,7 @@ def prune_baseline(
         data=ctx.data,
         fit_settings=fit_with,
         seed=fit_with.seed,
+        callbacks=callbacks,
     )
     return Trained(
         network=result.network,
@@ -199,6 +215,37 @@ def prune_baseline(
         seconds=time.perf_counter() - started,
         details=result.details,
     )
+
+
+def _rungs(
+    trial: optuna.Trial, ctx: SearchContext, settings: StudySettings, candidate: Candidate
+) -> StopAtRungs | None:
+    """The rung callback of a multi-fidelity search (`search.fidelity`), or None without one.
+
+    From scratch the rungs count training epochs up to `training.max_epochs`; a prune trial's
+    count its last fine-tuning epochs.
+    """
+    fidelity = ctx.config.search.fidelity
+    if fidelity is None:
+        return None
+    if candidate.plan is not None:
+        if candidate.plan.schedule == "adaptive":
+            return None  # its accept/rollback loop fine-tunes in many short fits
+        epochs = candidate.plan.fine_tune_epochs
+    else:
+        epochs = ctx.config.training.max_epochs
+    rungs = rung_epochs(fidelity.min_epochs, fidelity.reduction, epochs)
+    if not rungs:
+        return None
+    judge = RungJudge(
+        trial,
+        approach=candidate.approach,
+        floor=settings.floor(),
+        higher_is_better=ctx.higher_is_better,
+        rungs=rungs,
+        reduction=fidelity.reduction,
+    )
+    return StopAtRungs(f"val_{ctx.metric}", rungs, judge, higher_is_better=ctx.higher_is_better)
 
 
 def measure_network(ctx: SearchContext, trained: Trained) -> dict[str, float]:
@@ -281,13 +328,24 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
     # Where the trial's time went, as `seconds.<phase>` metrics: at a million rows the
     # per-row work beside training (row scores, paired intervals) must stay small.
     phases = Phases()
+    rungs = None if is_baseline else _rungs(trial, ctx, settings, candidate)
+    callbacks: list[Callback] = [rungs] if rungs is not None else []
     with phases("train"):
         if candidate.shape is not None:
             stopper = None if is_baseline else _stopper(ctx, settings)
-            trained = train_scratch(ctx, candidate.shape, stopper, baseline=is_baseline)
+            distill = candidate.approach == "distill"
+            teacher = load_teacher(ctx, settings, trial.study) if distill else None
+            trained = train_scratch(
+                ctx,
+                candidate.shape,
+                stopper,
+                baseline=is_baseline,
+                teacher=teacher,
+                callbacks=callbacks,
+            )
         else:
             assert candidate.plan is not None
-            trained = prune_baseline(ctx, candidate.plan, settings, trial.study)
+            trained = prune_baseline(ctx, candidate.plan, settings, trial.study, callbacks)
     with phases("measure"):
         metrics = measure_network(ctx, trained)
     if trained.stopped_by != "plan":
@@ -307,8 +365,14 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
     with phases("save"):
         save_network(directory, trained.spec, trained.network, ctx.data.preprocessor)
         np.savez(directory / ROWS_FILE, val=rows["val"], test=rows["test"])
+        if is_baseline and "distill" in ctx.config.search.approaches:
+            ctx.teacher = teacher_outputs(trained.network, ctx.data)
+            np.save(directory / TEACHER_FILE, ctx.teacher.numpy())
         publish(trial, directory, ctx.remote)
     metrics |= phases.metrics()
+    if rungs is not None and rungs.decide.stop is not None:  # type: ignore[attr-defined]
+        # Kept with its metrics, and marked: the champion and the front leave it out.
+        trial.set_user_attr(STOP_ATTR, rungs.decide.stop)  # type: ignore[attr-defined]
     if is_baseline:
         settings = settings.with_baseline(trial.number, value)
         settings.write(trial.study)

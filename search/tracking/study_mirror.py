@@ -39,7 +39,7 @@ from search.front import (
     study_text,
 )
 from search.serving import FRONT_TAG, build_profile, load_network, log_model, reference_sample
-from search.study import StudySettings, is_feasible
+from search.study import RUNGS_ATTR, STOP_ATTR, StudySettings, is_feasible
 from search.tracking.registry import CHAMPION
 
 _DONE = (TrialState.COMPLETE, TrialState.FAIL)
@@ -185,7 +185,8 @@ class StudyMirror:
             metrics=metrics,
             params=[Param(k, v) for k, v in params.items()],
             tags=[
-                RunTag("tabslim.stopped_below_floor", _tag(attrs.get("stopped_below_floor", False)))
+                RunTag("tabslim.stopped_below_floor", _tag(bool(attrs.get("stopped_below_floor")))),
+                *_rung_tags(attrs),
             ],
         )
         end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
@@ -350,3 +351,14 @@ class StudyMirror:
 
 def _now() -> int:
     return int(time.time() * 1000)
+
+
+def _rung_tags(attrs: dict[str, Any]) -> list[RunTag]:
+    """Where a multi-fidelity search stopped the trial, and why; "no" when it trained in full."""
+    stop = attrs.get(STOP_ATTR)
+    if stop is None:
+        return [RunTag("tabslim.stopped_at_rung", "no")] if attrs.get(RUNGS_ATTR) else []
+    return [
+        RunTag("tabslim.stopped_at_rung", f"{stop['rung']} ({stop['epochs']} epochs)"),
+        RunTag("tabslim.rung_reason", str(stop["reason"])[:5000]),
+    ]
