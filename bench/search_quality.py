@@ -61,9 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from search import pareto  # noqa: E402
 from search.config import Config, load_config, override
-from search.front import COST_ATTR, champion, confirm_search, quantize_front
+from search.front import COST_ATTR, champion, confirm_search, pareto, quantize_front
 from search.study import (
     SearchContext,
     StudySettings,
