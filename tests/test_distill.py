@@ -168,3 +168,33 @@ def test_confirmation_by_folds_judges_a_distilled_candidate(tmp_path: Path) -> N
     verdict = study.user_attrs[pareto.CONFIRMATION_ATTR]["1"]
     assert verdict["by"] == "folds" and verdict["runs"] == 2
     assert list(table["approach"]) == ["distill"]
+
+
+def test_retrain_trains_a_distill_challenger_taught_by_the_champion(tmp_path: Path) -> None:
+    from lightning_modules.datasets import drift_batch
+    from search.monitor.challengers import ChallengerOptions, train_challengers
+
+    raw = yaml.safe_load(yaml.safe_dump(TINY))
+    raw["training"]["max_epochs"] = 4
+    raw["search"] |= {
+        "approaches": ["scratch", "distill"],
+        "fidelity": {"min_epochs": 1, "reduction": 2},
+    }
+    config = validate(raw, "test")
+    reference = TabularDataModule.from_frame(drift_batch("none", seed=0, n_rows=600), "churned")
+    spec = MLPSpec(hidden=(16, 8), **reference.network_inputs())
+    network = fit(build(spec, seed=0), reference, FitSettings(max_epochs=3)).network
+    window = drift_batch("concept", seed=1, n_rows=500)
+    found, skipped = train_challengers(
+        window,
+        "churned",
+        None,
+        config,
+        (spec, network, reference.preprocessor),
+        ChallengerOptions(search_trials=4),
+    )
+    assert set(found) == {"scratch", "fine_tune", "distill", "search"} and not skipped
+    student, prep, data = found["distill"]
+    # The champion's widths, trained on the window, with nothing of the teacher in it.
+    assert student.spec.group_sizes() == spec.group_sizes()  # type: ignore[operator, union-attr]
+    assert prep is data.preprocessor
