@@ -1,4 +1,4 @@
-"""The two ways to shrink a trained tabular network, and the pruning criteria, in one run.
+"""The ways to shrink a trained tabular network, and the pruning criteria, in one run.
 
 Sections, each printed as a Markdown table (ready for bench/RESULTS.md):
 
@@ -9,7 +9,8 @@ Sections, each printed as a Markdown table (ready for bench/RESULTS.md):
    may run; approach 1 trains the same widths from scratch with the baseline's training
    settings. Both sides have exactly the same parameter count, and both are the mean
    over the same seeds (fine-tuning seeds and scratch seeds: dropout, and the initial weights
-   from scratch).
+   from scratch). A third side, `distill`, trains the same widths from scratch against the
+   baseline's outputs (`search.distill`'s default weight and temperature).
 3. Recovery curve: the same pruned network fine-tuned 0, 1, 2, 4, 8 epochs, each budget
    starting again from the pruned network. `pruning.fine_tune` keeps the best validation-loss
    epoch within the budget, so validation accuracy is slightly favoured; the test accuracy is
@@ -50,6 +51,7 @@ from torch import nn
 
 import pruning.plan
 from lightning_modules.data import TabularDataModule
+from lightning_modules.distillation import Distillation, teacher_outputs
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC  # noqa: E402
 from lightning_modules.networks import MLP, MLPSpec, build, count_parameters
@@ -57,6 +59,7 @@ from lightning_modules.training import FitSettings, fit, quiet_lightning  # noqa
 from pruning.criteria import CRITERIA, layer_scores
 from pruning.fine_tune import fine_tune
 from pruning.plan import PruningPlan, apply_plan
+from search.config.sections import DistillConfig
 
 # The product's default baseline and training settings (configs/default.yaml).
 HIDDEN = (256, 256, 128)
@@ -326,6 +329,29 @@ def scratch(
     return vals, tests, params
 
 
+def distilled(
+    baseline: Baseline, hidden: tuple[int, ...], settings: Settings
+) -> tuple[list[float], list[float]]:
+    """Val and test metric per seed of `hidden` distilled from the baseline (the third
+    approach, `search.distill`'s default weight and temperature), trained like `scratch`."""
+    given = DistillConfig()
+    teacher = teacher_outputs(baseline.network, baseline.data)
+    vals, tests = [], []
+    for seed in settings.seeds:
+        config = dataclasses.replace(
+            _config(settings, seed), distill=Distillation(given.weight, given.temperature)
+        )
+        result = fit(
+            build(baseline.spec.with_hidden(hidden), seed=seed),
+            baseline.data,
+            config,
+            teacher=teacher,
+        )
+        vals.append(result.val_metrics[baseline.metric])
+        tests.append(result.test_metrics[baseline.metric])
+    return vals, tests
+
+
 def matched_rows(
     baseline: Baseline, pruned: list[Pruned], settings: Settings
 ) -> list[list[object]]:
@@ -335,6 +361,7 @@ def matched_rows(
     for p in pruned:
         s_val, s_test, params = scratch(baseline, p.network.spec.hidden, settings)
         assert params == count_parameters(p.network), "same widths, same parameters"
+        d_val, d_test = distilled(baseline, p.network.spec.hidden, settings)
         e = settings.prune_epochs
         # The pruned network fine-tuned for as many epochs as scratch training may run.
         long_val, long_test = [], []
@@ -353,6 +380,8 @@ def matched_rows(
                 f"{sign * (_mean(s_test) - _mean(p.test[e])):+.4f}",
                 _fmt(long_val), _fmt(long_test),
                 f"{sign * (_mean(s_test) - _mean(long_test)):+.4f}",
+                _fmt(d_val), _fmt(d_test),
+                f"{sign * (_mean(d_test) - _mean(s_test)):+.4f}",
             ]
         )  # fmt: skip
     return rows
@@ -591,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
             ["dataset", "keep", "widths", "params", "param ratio", "prune val", "prune test",
              "scratch val", "scratch test", "diff val", "diff test",
              f"prune ft{settings.max_epochs} val", f"prune ft{settings.max_epochs} test",
-             f"diff test vs ft{settings.max_epochs}"],
+             f"diff test vs ft{settings.max_epochs}", "distill val", "distill test",
+             "diff test (distill - scratch)"],
             matched,
         ),
     )  # fmt: skip
