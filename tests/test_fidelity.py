@@ -13,7 +13,7 @@ from optuna.distributions import FloatDistribution
 
 from search.commands import run_search
 from search.config import Config, validate
-from search.front import champion, pareto
+from search.front import champion, format_report, pareto
 from search.study import (
     RUNGS_ATTR,
     STOP_ATTR,
@@ -163,6 +163,9 @@ def test_a_stopped_trial_keeps_its_metrics_is_marked_and_is_never_champion(
     assert picked.trial is not None and picked.trial.number != stopped.number
     table = pareto.trial_table(study).set_index("trial")
     assert table.loc[stopped.number, "stopped_epochs"] == 1
+    assert "1 of them stopped at a rung" in format_report(
+        pareto.trial_table(study), metric="accuracy"
+    )
 
 
 @pytest.mark.slow

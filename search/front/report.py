@@ -193,9 +193,12 @@ def _split(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _summary(table: pd.DataFrame, metric: str) -> str:
     n_front = int(table["pareto"].sum())
+    stopped = int(table["stopped_epochs"].notna().sum())
+    # Multi-fidelity: trials stopped at a rung finished, but untrained in full; never on the front.
+    at_rungs = f", {stopped} of them stopped at a rung" if stopped else ""
     return (
         f"{metric}: {n_front} Pareto-front model{'s' if n_front != 1 else ''} "
-        f"of {len(table)} finished trial{'s' if len(table) != 1 else ''}"
+        f"of {len(table)} finished trial{'s' if len(table) != 1 else ''}{at_rungs}"
     )
 
 
