@@ -199,3 +199,37 @@ def test_two_workers_on_a_journal_storage_decide_each_rung_once(tmp_path: Path) 
         told = tags[trial.number]["tabslim.stopped_at_rung"]
         stop = trial.user_attrs.get(STOP_ATTR)
         assert told == ("no" if stop is None else f"{stop['rung']} ({stop['epochs']} epochs)")
+
+
+def test_a_prune_trial_stops_at_a_rung_of_its_fine_tuning_epochs(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path, max_metric_drop=0.5, prune={"criteria": ["l1"], "fine_tune_epochs": [4]}
+    )
+    ctx = build_context(config)
+    ctx.trials_dir = tmp_path / "trials"
+    settings = study_settings(ctx)
+    study = optuna.create_study(directions=directions(True))
+    settings.write(study)
+    study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})
+    study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=1)
+    # Tiny and perfect after one epoch of fine-tuning; a scratch record would not count.
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[1.0, 1.0, 1.0],
+            user_attrs={
+                RUNGS_ATTR: {"1": {"value": 1.0, "parameters": 1, "goes_on": True}},
+                "rung_schedule": "fine_tune",
+                "repeat_of": 0,
+            },
+        )
+    )
+    plan = {"keep_ratio_0": 0.5, "keep_ratio_1": 0.5, "prune_priority_0": 0.9,
+            "prune_priority_1": 0.1, "prune_schedule": "one_shot", "prune_criterion": "l1",
+            "fine_tune_epochs": 4}  # fmt: skip
+    study.enqueue_trial({"approach": "prune", **plan})
+    study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=1)
+    pruned = study.trials[-1]
+    assert pruned.user_attrs["approach"] == "prune"
+    assert pruned.user_attrs[STOP_ATTR]["epochs"] == 1
+    # One of its four planned fine-tuning epochs ran.
+    assert pruned.user_attrs["metrics"]["epochs"] == 1

@@ -346,6 +346,9 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         else:
             assert candidate.plan is not None
             trained = prune_baseline(ctx, candidate.plan, settings, trial.study, callbacks)
+            if rungs is not None and rungs.stopped_epoch is not None:
+                # The plan counted every final fine-tuning epoch; the rung cut them short.
+                trained.epochs -= candidate.plan.fine_tune_epochs - rungs.stopped_epoch
     with phases("measure"):
         metrics = measure_network(ctx, trained)
     if trained.stopped_by != "plan":
@@ -370,9 +373,9 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
             np.save(directory / TEACHER_FILE, ctx.teacher.numpy())
         publish(trial, directory, ctx.remote)
     metrics |= phases.metrics()
-    if rungs is not None and rungs.decide.stop is not None:  # type: ignore[attr-defined]
+    if rungs is not None and isinstance(rungs.decide, RungJudge) and rungs.decide.stop:
         # Kept with its metrics, and marked: the champion and the front leave it out.
-        trial.set_user_attr(STOP_ATTR, rungs.decide.stop)  # type: ignore[attr-defined]
+        trial.set_user_attr(STOP_ATTR, rungs.decide.stop)
     if is_baseline:
         settings = settings.with_baseline(trial.number, value)
         settings.write(trial.study)
