@@ -26,6 +26,7 @@ nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -43,7 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna  # noqa: E402
 from search_quality import StudyResult, _config, _measure, _run  # noqa: E402
 
+from lightning_modules.distillation import Distillation, teacher_outputs  # noqa: E402
+from lightning_modules.evaluation import row_scores  # noqa: E402
+from lightning_modules.networks import build  # noqa: E402
+from lightning_modules.training import fit  # noqa: E402
 from search.config import Config, override  # noqa: E402
+from search.measure import paired_delta  # noqa: E402
 from search.study import (  # noqa: E402
     STOP_ATTR,
     SearchContext,
@@ -51,6 +57,7 @@ from search.study import (  # noqa: E402
     build_context,
     directions,
     run_trial,
+    scratch_settings,
     set_training_threads,
     study_settings,
     uniform_params,
@@ -163,6 +170,67 @@ def _matched(config: Config, dataset: str, seed: int, root: Path) -> list[dict[s
     return rows
 
 
+def _grid(
+    config: Config, dataset: str, seed: int, combos: list[tuple[float, float]], multiplier: float
+) -> list[dict[str, Any]]:
+    """One shape (`multiplier` of every layer) from scratch and distilled with each (weight,
+    temperature): the paired validation interval against the baseline, and the test delta."""
+    config = override(config, "bench", **{"training.seed": seed})
+    ctx = build_context(config)
+    settings = scratch_settings(config, {}, baseline=True)
+    baseline = fit(build(ctx.baseline, seed=seed), ctx.data, settings).network
+    base_rows = {s: row_scores(baseline, ctx.data, s) for s in ("val", "test")}
+    hidden = [max(1, round(w * multiplier)) for w in ctx.baseline.group_sizes()]
+    spec = ctx.baseline.with_group_sizes(hidden)
+    teacher = teacher_outputs(baseline, ctx.data)
+    rows = []
+    for weight, temperature in [(0.0, 1.0), *combos]:
+        trained = scratch_settings(config, {}, distill=weight > 0)
+        if weight > 0:
+            trained = dataclasses.replace(trained, distill=Distillation(weight, temperature))
+        network = fit(
+            build(spec, seed=seed),
+            ctx.data,
+            trained,
+            teacher=teacher if weight > 0 else None,
+            evaluate_test=False,
+        ).network
+        row: dict[str, Any] = {
+            "dataset": dataset,
+            "seed": seed,
+            "weight": weight,
+            "temperature": temperature,
+            "higher": ctx.higher_is_better,
+        }
+        for split in ("val", "test"):
+            delta = paired_delta(row_scores(network, ctx.data, split), base_rows[split], ctx.metric)
+            row[f"{split}_delta"], row[f"{split}_half"] = delta.delta, delta.half_width
+        rows.append(row)
+    return rows
+
+
+def _grid_report(rows: list[dict[str, Any]]) -> None:
+    print(
+        "\n## Distillation settings at one shape: against scratch (weight 0) per table and seed\n"
+    )
+    print("| weight | temperature | narrower val interval | median half-width ratio "
+          "| median val delta gain | median test delta gain |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    scratch = {(r["dataset"], r["seed"]): r for r in rows if r["weight"] == 0}
+    combos = sorted({(r["weight"], r["temperature"]) for r in rows if r["weight"] > 0})
+    for weight, temperature in combos:
+        own = [r for r in rows if (r["weight"], r["temperature"]) == (weight, temperature)]
+        pairs = [(r, scratch[(r["dataset"], r["seed"])]) for r in own]
+        # A gain is a better delta: higher accuracy, or lower RMSE.
+        sign = 1.0 if not own or own[0]["higher"] else -1.0
+        narrower = sum(r["val_half"] < b["val_half"] for r, b in pairs)
+        ratio = _median([r["val_half"] / b["val_half"] for r, b in pairs if b["val_half"]])
+        val_gain = _median([sign * (r["val_delta"] - b["val_delta"]) for r, b in pairs])
+        test_gain = _median([sign * (r["test_delta"] - b["test_delta"]) for r, b in pairs])
+        print(f"| {weight:g} | {temperature:g} | {narrower} of {len(pairs)} | {ratio:.3f} "
+              f"| {val_gain:+.4f} | {test_gain:+.4f} |")  # fmt: skip
+
+
 def _median(values: list[float]) -> float:
     values = [v for v in values if v == v]
     return statistics.median(values) if values else float("nan")
@@ -230,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--no-matched", action="store_true", help="skip the matched widths")
+    parser.add_argument("--no-search", action="store_true", help="skip the searches")
+    # E.g. "0.3:2,0.7:2,1:2,0.7:1,0.7:4": distillation (weight:temperature) at one shape.
+    parser.add_argument("--distill-grid", default="")
+    parser.add_argument("--grid-multiplier", type=float, default=0.125)
     parser.add_argument("--json", metavar="PATH", help="append one JSON object per row to PATH")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -238,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     searches: list[dict[str, Any]] = []
     matched: list[dict[str, Any]] = []
+    grid: list[dict[str, Any]] = []
+    combos = [
+        (float(w), float(t)) for w, t in (c.split(":") for c in args.distill_grid.split(",") if c)
+    ]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -245,7 +321,14 @@ def main(argv: list[str] | None = None) -> int:
             plain = _config(dataset, root, None)
             set_training_threads(plain)
             for seed in seeds:
-                for name in args.settings.split(","):
+                if combos:
+                    for row in _grid(plain, dataset, seed, combos, args.grid_multiplier):
+                        grid.append(row)
+                        print(json.dumps(row), flush=True)
+                        if args.json:
+                            with open(args.json, "a") as out:
+                                out.write(json.dumps({"kind": "grid", **row}) + "\n")
+                for name in args.settings.split(",") if not args.no_search else []:
                     config = override(plain, "bench", **SETTINGS[name]) if SETTINGS[name] else plain
                     row = _search(config, name, dataset, seed, args.trials, root / "s")
                     searches.append(row)
@@ -260,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                         if args.json:
                             with open(args.json, "a") as out:
                                 out.write(json.dumps({"kind": "matched", **row}) + "\n")
-    _report(searches, matched)
+    if searches or matched:
+        _report(searches, matched)
+    if grid:
+        _grid_report(grid)
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     return 0
 
