@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from hand_built import ACCURACY, add_trial, new_study
 from mlflow.tracking import MlflowClient
 from optuna.distributions import FloatDistribution
 
@@ -233,3 +234,20 @@ def test_a_prune_trial_stops_at_a_rung_of_its_fine_tuning_epochs(tmp_path: Path)
     assert pruned.user_attrs[STOP_ATTR]["epochs"] == 1
     # One of its four planned fine-tuning epochs ran.
     assert pruned.user_attrs["metrics"]["epochs"] == 1
+
+
+def test_a_stopped_trial_neither_stands_on_the_front_nor_pushes_a_finished_one_off() -> None:
+    study = new_study(ACCURACY)
+    add_trial(study, 0.97, 10_000, 2.0, baseline=True)
+    add_trial(study, 0.966, 2_000, 1.0)  # finished, within the floor of 0.965
+    # It dominates that one, but was stopped at a rung.
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[0.968, 1_000, 0.5],
+            constraints={"metric_floor": -0.01},
+            user_attrs={"approach": "scratch", "hidden": [8, 8], "metrics": {"parameters": 1_000},
+                        STOP_ATTR: {"rung": 0, "epochs": 3, "reason": "dominated"}},
+        )
+    )  # fmt: skip
+    assert [t.number for t in pareto.front(study)] == [1, 0]
+    assert pareto.recommend(study).number == 1
