@@ -83,15 +83,20 @@ def test_past_the_floor_only_size_counts() -> None:
 
 
 def test_out_of_reach_of_the_floor_once_enough_candidates_finished() -> None:
-    # Three finished candidates gained at most 0.1 after this rung: 0.6 cannot reach 0.8.
-    finished = [Peer(0.70, 5.0, final=0.80), Peer(0.75, 6.0, 0.78), Peer(0.72, 7.0, 0.79)]
-    going, reason = goes_on(Peer(0.6, 1.0), finished, floor=0.8, higher_is_better=True, reduction=3)
+    # Three smaller finished candidates, behind it at this rung (so none dominates it), gained
+    # at most 0.12 after it: 0.6 cannot reach 0.8.
+    finished = [Peer(0.55, 5.0, final=0.65), Peer(0.50, 6.0, 0.62), Peer(0.52, 7.0, 0.60)]
+    going, reason = goes_on(
+        Peer(0.6, 10.0), finished, floor=0.8, higher_is_better=True, reduction=3
+    )
     assert not going and "out of reach" in reason
     # With fewer finished than the reduction factor, there is nothing to judge reach by.
-    assert _decide(Peer(0.6, 1.0), finished[:2], floor=0.8)
+    assert _decide(Peer(0.6, 10.0), finished[:2], floor=0.8)
+    # Larger candidates' gains do not count: a narrow network learns more slowly.
+    assert _decide(Peer(0.6, 1.0), finished, floor=0.8)
     # Lower is better (RMSE): 2.0 now, and the best gain -0.3 leaves it above 1.5.
-    rmse = [Peer(1.8, 5.0, final=1.5), Peer(1.9, 6.0, 1.6), Peer(2.0, 7.0, 1.8)]
-    going, _ = goes_on(Peer(2.0, 1.0), rmse, floor=1.5, higher_is_better=False, reduction=3)
+    rmse = [Peer(2.1, 5.0, final=1.8), Peer(2.2, 6.0, 1.9), Peer(2.3, 7.0, 2.1)]
+    going, _ = goes_on(Peer(2.0, 10.0), rmse, floor=1.5, higher_is_better=False, reduction=3)
     assert not going
 
 

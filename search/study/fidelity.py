@@ -14,8 +14,9 @@ size and against the floor (`goes_on`):
   counts as the floor itself (holding the floor is all a champion needs). A candidate goes on
   while fewer than max(1, peers // reduction) peers dominate it: the better 1/reduction by
   dominance count;
-- **out of reach**: even the most that any fully trained candidate gained after this rung
-  would leave it short of the floor.
+- **out of reach**: even the most that any fully trained candidate no larger gained after
+  this rung would leave it short of the floor (at least `reduction` of them must have
+  finished to judge by).
 
 Scratch and distill candidates share rungs (both train from random weights); prune candidates
 have their own (their rungs count fine-tuning epochs of a trained network). The baseline is
@@ -107,14 +108,19 @@ def goes_on(
     Args:
         peers: the other candidates' records at the same rung, finished or not.
     """
-    gains = [p.final - p.value for p in peers if p.final is not None]
+    # Only candidates no larger: a wide network converges in few epochs and gains little
+    # after a rung, so its gain would judge a slow-learning narrow one out of reach too soon
+    # (measured: on a 10k-row regression table it stopped every shape below 2,000 parameters).
+    gains = [
+        p.final - p.value for p in peers if p.final is not None and p.parameters <= own.parameters
+    ]
     if floor is not None and len(gains) >= reduction:
         best_gain = max(gains) if higher_is_better else min(gains)
         reach = own.value + best_gain
         if (reach < floor) if higher_is_better else (reach > floor):
             return False, (
                 f"out of reach of the floor: {own.value:.4g} here, and the most any of "
-                f"{len(gains)} fully trained candidates moved after this rung "
+                f"{len(gains)} fully trained candidates no larger moved after this rung "
                 f"({best_gain:+.4g}) leaves it short of {floor:.4g}"
             )
     beaten = sum(dominates(p, own, floor, higher_is_better) for p in peers)
