@@ -55,6 +55,13 @@ def test_omitted_sections_take_defaults() -> None:
         ({"measure": {"batch_sizes": [0]}}, "measure.batch_sizes must be at least 1"),
         ({"model": {"batch_norm": "yes"}}, "model.batch_norm: .*boolean"),
         (["data"], "must be a mapping"),
+        (
+            {"search": {"fidelity": {"min_epochs": 3, "reduction": 1}}},
+            "search.fidelity.reduction: .*greater than or equal to 2",
+        ),
+        ({"search": {"fidelity": {"rungs": 3}}}, "unknown key 'search.fidelity.rungs'"),
+        ({"search": {"approaches": ["distil"]}}, "search.approaches.0: .*'distill'"),
+        ({"search": {"distill": {"weight": 1.5}}}, "search.distill.weight: .*less than or equal"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(raw: object, message: str) -> None:
@@ -119,3 +126,13 @@ def test_the_s1_example_is_the_size_of_the_seeds_network() -> None:
         d_embedding=config.model.options.d_embedding,  # type: ignore[attr-defined]
     )
     assert 8.5e6 < count_parameters(build(spec)) < 10e6
+
+
+def test_scratch_and_distill_share_per_layer_widths_for_any_sampler() -> None:
+    # Both draw the same width parameters, so a sampler of shared parameters models them.
+    both = {"sampler": "nsga2", "approaches": ["scratch", "distill"]}
+    config = validate({"search": both | {"space": {"scheme": "per_layer"}}}, "x")
+    assert config.search.approaches == ["scratch", "distill"]
+    with pytest.raises(TabslimInputError, match="cannot model a study of both"):
+        validate({"search": both | {"approaches": ["scratch", "distill", "prune"],
+                                    "space": {"scheme": "per_layer"}}}, "x")  # fmt: skip

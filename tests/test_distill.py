@@ -19,12 +19,13 @@ from lightning_modules.distillation import Distillation, teacher_outputs
 from lightning_modules.networks import MLPSpec, build
 from lightning_modules.networks.base import infer
 from lightning_modules.training import FitSettings, fit
-from search.config import validate
+from search.config import Config, validate
 from search.front import pareto
 from search.front.confirm import confirm_candidates
 from search.serving import load_network
 from search.study import (
     TEACHER_FILE,
+    SearchContext,
     baseline_params,
     build_context,
     directions,
@@ -120,21 +121,27 @@ def test_teacher_outputs_must_match_the_training_rows(small_data: TabularDataMod
         small_data.with_teacher(torch.zeros(3, 2))
 
 
-def _config(tmp_path: Path) -> object:
+def _config(tmp_path: Path) -> Config:
     raw = yaml.safe_load(yaml.safe_dump(TINY))
     raw["search"] |= {"approaches": ["scratch", "distill"], "confirm": 2, "confirm_by": "folds"}
     raw["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
     return validate(raw, "test")
 
 
-def test_distill_runs_in_a_search_and_through_confirmation_by_folds(tmp_path: Path) -> None:
+def _study(tmp_path: Path) -> tuple[SearchContext, optuna.Study]:
+    """A study of scratch and distill trials on the tiny search, its baseline enqueued."""
     config = _config(tmp_path)
-    ctx = build_context(config)  # type: ignore[arg-type]
+    ctx = build_context(config)
     ctx.trials_dir = tmp_path / "trials"
     settings = study_settings(ctx)
     study = optuna.create_study(directions=directions(True))
     settings.write(study)
-    study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})  # type: ignore[attr-defined]
+    study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})
+    return ctx, study
+
+
+def test_distill_runs_in_a_search_and_serves_as_an_ordinary_network(tmp_path: Path) -> None:
+    ctx, study = _study(tmp_path)
     same = {"multiplier_0": 0.5, "multiplier_1": 0.5}
     study.enqueue_trial({"approach": "distill", **same})
     study.enqueue_trial({"approach": "scratch", **same})
@@ -154,13 +161,7 @@ def test_distill_runs_in_a_search_and_through_confirmation_by_folds(tmp_path: Pa
 
 
 def test_confirmation_by_folds_judges_a_distilled_candidate(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    ctx = build_context(config)  # type: ignore[arg-type]
-    ctx.trials_dir = tmp_path / "trials"
-    settings = study_settings(ctx)
-    study = optuna.create_study(directions=directions(True))
-    settings.write(study)
-    study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})  # type: ignore[attr-defined]
+    ctx, study = _study(tmp_path)
     study.enqueue_trial({"approach": "distill", "multiplier_0": 0.5, "multiplier_1": 0.5})
     study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=2)
     # Confirmation by folds trains it against each fold's own baseline (2 baselines, 2 students).
@@ -198,3 +199,39 @@ def test_retrain_trains_a_distill_challenger_taught_by_the_champion(tmp_path: Pa
     # The champion's widths, trained on the window, with nothing of the teacher in it.
     assert student.spec.group_sizes() == spec.group_sizes()  # type: ignore[operator, union-attr]
     assert prep is data.preprocessor
+
+
+def test_a_regression_challenger_learns_the_champions_predictions_on_the_windows_scale(
+    tmp_path: Path, one_thread: None
+) -> None:
+    from search.monitor.challengers import ChallengerOptions, train_challengers
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(1200, 3)), columns=["a", "b", "c"])
+    frame["y"] = 1000 + 50 * frame["a"] + 10 * frame["b"] + rng.normal(scale=5, size=1200)
+    # The window's target sits far above the champion's: its standardisation differs.
+    reference, window = frame[frame["a"] < 0.5], frame[frame["a"] > 0].reset_index(drop=True)
+    raw = yaml.safe_load(yaml.safe_dump(TINY))
+    raw["training"] |= {"max_epochs": 30}
+    raw["search"] |= {"approaches": ["scratch", "distill"], "distill": {"weight": 1.0}}
+    config = validate(raw, "test")
+    data = TabularDataModule.from_frame(reference, "y", batch_size=32)
+    spec = MLPSpec(hidden=(16,), **data.network_inputs())
+    champion = fit(build(spec, seed=0), data, FitSettings(max_epochs=30, lr=0.01)).network
+    found, _ = train_challengers(
+        window, "y", None, config, (spec, champion, data.preprocessor), ChallengerOptions()
+    )
+    student, prep, window_data = found["distill"]
+
+    def predicted(network: torch.nn.Module, module: TabularDataModule) -> torch.Tensor:
+        train, scale = module.tensors["train"], module.preprocessor
+        out = infer(network, train["x_num"], train["x_cat"]).squeeze(-1)
+        return out * scale.target_std + scale.target_mean
+
+    champion_rows = TabularDataModule.from_frame(
+        window, "y", preprocessor=data.preprocessor, task="regression", seed=config.data.seed
+    )
+    gap = (predicted(student, window_data) - predicted(champion, champion_rows)).abs().mean()
+    shift = abs(window_data.preprocessor.target_mean - data.preprocessor.target_mean)
+    # Taught on the wrong scale, the student would sit about `shift` off its teacher.
+    assert shift > 20 and float(gap) < shift / 4

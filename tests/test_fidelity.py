@@ -18,6 +18,7 @@ from search.front import champion, format_report, pareto
 from search.study import (
     RUNGS_ATTR,
     STOP_ATTR,
+    SearchContext,
     baseline_params,
     build_context,
     directions,
@@ -130,10 +131,8 @@ def test_a_rung_never_waits_for_a_straggler_and_decisions_are_recorded() -> None
     assert judge(0, 0.1, 10_000)
 
 
-def test_a_stopped_trial_keeps_its_metrics_is_marked_and_is_never_champion(
-    tmp_path: Path,
-) -> None:
-    config = _config(tmp_path, max_metric_drop=0.5)
+def _after_baseline(config: Config, tmp_path: Path) -> tuple[SearchContext, optuna.Study]:
+    """A study of `config` whose baseline has trained (the floor is known)."""
     ctx = build_context(config)
     ctx.trials_dir = tmp_path / "trials"
     settings = study_settings(ctx)
@@ -141,17 +140,30 @@ def test_a_stopped_trial_keeps_its_metrics_is_marked_and_is_never_champion(
     settings.write(study)
     study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})
     study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=1)
-    # A peer at rung 1 that is tiny and perfect: it dominates any real candidate there.
+    return ctx, study
+
+
+def _perfect_peer(study: optuna.Study, schedule: str) -> None:
+    """A record at rung 1 (one epoch) that is tiny and perfect: it dominates any real
+    candidate of `schedule` there. A repeat, so not a candidate of its own."""
     study.add_trial(
         optuna.trial.create_trial(
             values=[1.0, 1.0, 1.0],
             user_attrs={
                 RUNGS_ATTR: {"1": {"value": 1.0, "parameters": 1, "goes_on": True}},
-                "rung_schedule": "from_scratch",
-                "repeat_of": 0,  # not a candidate of its own
+                "rung_schedule": schedule,
+                "repeat_of": 0,
             },
         )
     )
+
+
+def test_a_stopped_trial_keeps_its_metrics_is_marked_and_is_never_champion(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, max_metric_drop=0.5)
+    ctx, study = _after_baseline(config, tmp_path)
+    _perfect_peer(study, "from_scratch")
     study.enqueue_trial({"approach": "scratch", "multiplier_0": 0.5, "multiplier_1": 0.5})
     study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=1)
     stopped = study.trials[-1]
@@ -211,24 +223,9 @@ def test_a_prune_trial_stops_at_a_rung_of_its_fine_tuning_epochs(tmp_path: Path)
     config = _config(
         tmp_path, max_metric_drop=0.5, prune={"criteria": ["l1"], "fine_tune_epochs": [4]}
     )
-    ctx = build_context(config)
-    ctx.trials_dir = tmp_path / "trials"
-    settings = study_settings(ctx)
-    study = optuna.create_study(directions=directions(True))
-    settings.write(study)
-    study.enqueue_trial(baseline_params(config.search.space, 2), user_attrs={"baseline": True})
-    study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=1)
+    ctx, study = _after_baseline(config, tmp_path)
     # Tiny and perfect after one epoch of fine-tuning; a scratch record would not count.
-    study.add_trial(
-        optuna.trial.create_trial(
-            values=[1.0, 1.0, 1.0],
-            user_attrs={
-                RUNGS_ATTR: {"1": {"value": 1.0, "parameters": 1, "goes_on": True}},
-                "rung_schedule": "fine_tune",
-                "repeat_of": 0,
-            },
-        )
-    )
+    _perfect_peer(study, "fine_tune")
     plan = {"keep_ratio_0": 0.5, "keep_ratio_1": 0.5, "prune_priority_0": 0.9,
             "prune_priority_1": 0.1, "prune_schedule": "one_shot", "prune_criterion": "l1",
             "fine_tune_epochs": 4}  # fmt: skip

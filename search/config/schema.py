@@ -73,11 +73,13 @@ class Config(Section):
                 )
         if (
             self.search.sampler in SHARED_PARAMETERS_ONLY
+            and "prune" in self.search.approaches
             and len(self.search.approaches) > 1
             and self.search.space.scheme == "per_layer"
         ):
-            # Per layer, scratch and prune trials share no parameter, and these samplers model
-            # only shared ones: they would silently sample at random (bench/search_quality.py).
+            # Per layer, prune trials share no parameter with scratch or distill ones (those two
+            # draw the same widths), and these samplers model only shared ones: they would
+            # silently sample at random (bench/search_quality.py).
             raise ValueError(
                 f"search.sampler {self.search.sampler!r} cannot model a study of both "
                 "approaches with search.space.scheme per_layer (their parameters differ); use "
