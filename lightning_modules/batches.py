@@ -46,8 +46,15 @@ class InMemoryBatches:
         """The device `trainer` trains on; None (the tensors stay where they are) without one."""
         return None if trainer is None else trainer.strategy.root_device
 
+    @property
+    def _rows_served(self) -> int:
+        """Rows an epoch serves: a shuffled (training) epoch leaves out a last batch of one
+        row, which BatchNorm cannot normalise; the row left out changes every epoch."""
+        single = self.shuffle and self.n_rows > 1 and self.n_rows % self.batch_size == 1
+        return self.n_rows - 1 if single else self.n_rows
+
     def __len__(self) -> int:
-        batches = -(-self.n_rows // self.batch_size)
+        batches = -(-self._rows_served // self.batch_size)
         return -(-batches // self.batches_per_item)
 
     def __iter__(self) -> Iterator[Any]:
@@ -62,7 +69,7 @@ class InMemoryBatches:
             # 1.5 GB at 10M rows, and the gather costs microseconds beside a step.
             batches = (
                 {k: v[order[start : start + self.batch_size]] for k, v in self.tensors.items()}
-                for start in range(0, self.n_rows, self.batch_size)
+                for start in range(0, self._rows_served, self.batch_size)
             )
         else:
             batches = (

@@ -31,9 +31,22 @@ from lightning_modules.tables import read_table
 TRAIN_BATCHES_PER_STEP = 8
 # Each split needs at least this many rows for the metrics to mean anything.
 MIN_ROWS_PER_SPLIT = 5
+# Share of a fold's training rows that early-stops its networks (`refolded`): the rows a fold
+# scores must not also have stopped the networks it scores.
+INNER_VAL_FRACTION = 0.15
+# Each split has one job. Certification rows are read once, after every decision that selects
+# a model: a split that selects and also certifies passes the lucky (the winner's curse).
+SPLIT_JOBS = {
+    "train": "fits the weights",
+    "val": "early-stops and selects: the objectives, the rungs, the candidates' short list",
+    "certify": "certifies the champion and calibrates the estimators and the profile",
+    "test": "is reported only",
+}
 
 __all__ = [
+    "INNER_VAL_FRACTION",
     "MIN_ROWS_PER_SPLIT",
+    "SPLIT_JOBS",
     "TRAIN_BATCHES_PER_STEP",
     "InMemoryBatches",
     "TabularDataModule",
@@ -129,20 +142,35 @@ def split(
     test_fraction: float,
     seed: int,
     source: str,
+    certify_fraction: float = 0.0,
     order: pd.Series | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Seeded train/validation/test split, stratified for classification where possible; in
-    time (earliest rows train, latest test) when `order` gives each row's time."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Seeded train/validation/certification/test split, stratified for classification where
+    possible; in time (earliest rows train, latest test) when `order` gives each row's time.
+
+    Each part has one job (`SPLIT_JOBS`). With `certify_fraction` 0 the certification part is
+    empty, as a module built for a single fit (a fold, a retrain window) may ask.
+    """
     n = len(frame)
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-    if min(n_val, n_test, n - n_val - n_test) < MIN_ROWS_PER_SPLIT:
+    n_certify = round(n * certify_fraction)
+    n_train = n - n_val - n_test - n_certify
+    sizes = [n_train, n_val, n_test] + ([n_certify] if certify_fraction else [])
+    if min(sizes) < MIN_ROWS_PER_SPLIT:
+        shown = f"{n_train}/{n_val}/" + (f"{n_certify}/" if certify_fraction else "") + f"{n_test}"
+        names = "train/validation/" + ("certification/" if certify_fraction else "") + "test"
         raise TabslimInputError(
             f"{source} has too few rows to split: {n} rows with a known target give "
-            f"{n - n_val - n_test}/{n_val}/{n_test} train/validation/test rows, and each split "
-            f"needs at least {MIN_ROWS_PER_SPLIT}"
+            f"{shown} {names} rows, and each split needs at least {MIN_ROWS_PER_SPLIT}"
         )
     if order is not None:
-        return split_in_time(frame, order, val_fraction=val_fraction, test_fraction=test_fraction)
+        return split_in_time(
+            frame,
+            order,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            certify_fraction=certify_fraction,
+        )
 
     labels = frame[target].to_numpy()
 
@@ -153,6 +181,8 @@ def split(
         return labels[rows]
 
     def cut(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if size == 0:
+            return rows, rows[:0]
         try:
             return train_test_split(
                 rows, test_size=size, random_state=seed, stratify=stratify(rows)
@@ -162,10 +192,12 @@ def split(
 
     # Positions are dealt, and the frame is copied once per split: dealing the frame itself
     # copied it twice over (1.3 s and a table's worth of memory at 1M rows), for the same rows
-    # in the same order.
+    # in the same order. The test and validation rows are dealt as before certification rows
+    # existed; the certification rows come out of what trained.
     rest, test = cut(np.arange(n), n_test)
     train, val = cut(rest, n_val)
-    return frame.take(train), frame.take(val), frame.take(test)
+    train, certify = cut(train, n_certify)
+    return frame.take(train), frame.take(val), frame.take(certify), frame.take(test)
 
 
 class TabularDataModule(pl.LightningDataModule):
@@ -182,6 +214,7 @@ class TabularDataModule(pl.LightningDataModule):
         task: str | None = None,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
+        certify_fraction: float = 0.0,
         batch_size: int = 256,
         seed: int = 0,
         source: str = "the table",
@@ -207,12 +240,13 @@ class TabularDataModule(pl.LightningDataModule):
             classes = [next(c for c in known[target].unique() if c != positive), positive]
         # Task anomaly: recall is reported at this false-positive rate.
         self.anomaly_fpr = anomaly_fpr
-        self.train_frame, self.val_frame, self.test_frame = split(
+        self.train_frame, self.val_frame, self.certify_frame, self.test_frame = split(
             known,
             target,
             self.task,
             val_fraction=val_fraction,
             test_fraction=test_fraction,
+            certify_fraction=certify_fraction,
             seed=seed,
             source=source,
             order=order[known_rows] if order is not None else None,
@@ -225,14 +259,7 @@ class TabularDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
         self.source = source
-        self.tensors = {
-            name: self._tensors(part)
-            for name, part in [
-                ("train", self.train_frame),
-                ("val", self.val_frame),
-                ("test", self.test_frame),
-            ]
-        }
+        self.tensors = {name: self._tensors(part) for name, part in self._parts().items()}
         if self.task == "anomaly":
             self._keep_normal_training_rows()
 
@@ -248,27 +275,50 @@ class TabularDataModule(pl.LightningDataModule):
         normal = self.tensors["train"]["y"] == 0
         self.tensors["train"] = {k: v[normal] for k, v in self.tensors["train"].items()}
 
+    def _parts(self) -> dict[str, pd.DataFrame]:
+        """The frames by split name; "certify" only where the split has certification rows."""
+        parts = {"train": self.train_frame, "val": self.val_frame, "test": self.test_frame}
+        if len(self.certify_frame):
+            parts["certify"] = self.certify_frame
+        return parts
+
+    @property
+    def has_certification(self) -> bool:
+        """Whether rows are held out to certify (`SPLIT_JOBS`)."""
+        return "certify" in self.tensors
+
+    @property
+    def calibration_split(self) -> str:
+        """The rows that calibrate what is fitted after training (estimators, the profile's
+        reference metric): the certification rows, which chose nothing; the validation rows
+        only where there are none (a module built for one fit)."""
+        return "certify" if self.has_certification else "val"
+
+    def frame_of(self, split: str) -> pd.DataFrame:
+        return self._parts()[split]
+
     def refolded(self, fold: int, n_folds: int, seed: int = 0) -> TabularDataModule:
-        """The same table with its training and validation rows dealt again: the `fold`-th of
-        `n_folds` seeded parts validates, the others train (preprocessing refitted on them),
-        and the test rows stay. Over all folds every training or validation row validates
-        once, so cross-validated comparisons rest on all of them (`search.confirm_by`)."""
+        """The same table with its training and validation rows dealt again, for cross-fitting
+        (`search.confirm_by: folds`): the `fold`-th of `n_folds` seeded parts is held out as
+        this module's "certify" rows, and the others train, less an inner early-stopping split
+        ("val", `INNER_VAL_FRACTION` of them): the rows a fold scores never stopped the
+        networks it scores. The preprocessing is refitted on the fold's training rows; the
+        test rows stay. Over all folds every training or validation row is held out once."""
         if not 0 <= fold < n_folds or n_folds < 2:
             raise ValueError(f"need 0 <= fold < n_folds and n_folds >= 2, got {fold=}, {n_folds=}")
         rows = pd.concat([self.train_frame, self.val_frame], ignore_index=True)
         parts = np.array_split(np.random.default_rng(seed).permutation(len(rows)), n_folds)
+        rest = rows.drop(index=parts[fold])
+        inner = np.random.default_rng(seed + 1 + fold).permutation(len(rest))
+        n_inner = max(MIN_ROWS_PER_SPLIT, round(len(rest) * INNER_VAL_FRACTION))
         clone = copy.copy(self)
-        clone.val_frame = rows.iloc[np.sort(parts[fold])].reset_index(drop=True)
-        clone.train_frame = rows.drop(index=parts[fold]).reset_index(drop=True)
+        clone.certify_frame = rows.iloc[np.sort(parts[fold])].reset_index(drop=True)
+        clone.val_frame = rest.iloc[np.sort(inner[:n_inner])].reset_index(drop=True)
+        clone.train_frame = rest.iloc[np.sort(inner[n_inner:])].reset_index(drop=True)
         clone.preprocessor = Preprocessor.fit(
             clone.train_frame, self.target, self.task, self.preprocessor.classes or None
         )
-        parts_by_name = {
-            "train": clone.train_frame,
-            "val": clone.val_frame,
-            "test": self.test_frame,
-        }
-        clone.tensors = {name: clone._tensors(part) for name, part in parts_by_name.items()}
+        clone.tensors = {name: clone._tensors(part) for name, part in clone._parts().items()}
         if self.task == "anomaly":
             clone._keep_normal_training_rows()
         return clone

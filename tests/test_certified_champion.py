@@ -143,19 +143,20 @@ def test_the_smallest_certifiable_floor_from_a_hand_built_interval_table() -> No
     assert champion(study).trial.number == 0  # type: ignore[union-attr]
     smallest, steps, rows = floor_advice(study)
     assert smallest == (
-        "smallest floor these rows certify: max_metric_drop 0.006 (asked: 0.005); the champion "
-        "there would be trial 3 (0.5x)"
+        "exploratory: smallest floor these rows certify: max_metric_drop 0.006 (asked: 0.005); "
+        "the champion there would be trial 3 (0.5x)"
     )
     assert (
         steps
-        == "floor each size certifies (smallest first): 0.1x at 0.02, 0.3x at 0.008, 0.5x at 0.006"
+        == "exploratory: floor each size certifies (smallest first): 0.1x at 0.02, 0.3x at 0.008, "
+        "0.5x at 0.006"
     )
     # Trial 2: delta -0.001, half-width 0.007, margin to the floor 0.004: (0.007/0.004)^2 = 3.1
     # times its rows; trial 3: +0.001, 0.007, 0.006: 1.4 times.
+    # Each trial is named once: 10x would certify trial 2 as 4x does, which says nothing new.
     assert rows == (
-        "more rows, if the deltas held: 2x the rows would certify trial 3 (0.5x), 4x the rows "
-        "would certify trial 2 (0.3x), 10x the rows would certify trial 2 (0.3x) at "
-        "max_metric_drop 0.005"
+        "exploratory: more rows, if the deltas held: 2x the rows would certify trial 3 (0.5x), "
+        "4x the rows would certify trial 2 (0.3x) at max_metric_drop 0.005"
     )
     text = study_text(study)
     assert smallest in text and rows in text
@@ -251,33 +252,3 @@ def test_a_search_whose_budget_nothing_meets_exits_2_naming_the_closest_and_keep
              "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
     assert main(again) == 0
     assert "champion (confident): trial " in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    ("passing", "limit", "judged", "smallest"),
-    [
-        ({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 10, [0], 0),  # the smallest passes: one judgment
-        ({6, 7, 8, 9}, 10, [0, 1, 3, 7, 5, 6], 6),  # gallop 0, 1, 3, 7; bisect 5, 6
-        ({9}, 10, [0, 1, 3, 7, 9, 8], 9),  # past the end of the gallop: the largest, then 8
-        (set(), 10, [0, 1, 3, 7, 9], None),  # nothing passes
-        ({6, 7, 8, 9}, 3, [0, 1, 3], None),  # the limit ends it
-    ],
-)
-def test_the_walk_gallops_over_failures_and_bisects_back_to_the_smallest_that_passes(
-    passing: set[int], limit: int, judged: list[int], smallest: int | None
-) -> None:
-    from search.front.confirm import _smallest_passing
-
-    order = [optuna.trial.create_trial(value=0.0) for _ in range(10)]
-    for number, trial in enumerate(order):
-        trial.number = number
-    seen: list[int] = []
-
-    def passes(trial: optuna.trial.FrozenTrial) -> bool:
-        seen.append(trial.number)
-        return trial.number in passing
-
-    assert _smallest_passing(order, passes, limit) == len(judged)
-    assert seen == judged
-    found = [n for n in seen if n in passing]
-    assert (min(found) if found else None) == smallest

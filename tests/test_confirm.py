@@ -16,6 +16,7 @@ from search.front import (
     AUTO_MIN_ROWS,
     CONFIRM_PLAN_ATTR,
     CONFIRMATION_ATTR,
+    COST_ATTR,
     auto_plan,
     candidates,
     champion,
@@ -84,38 +85,47 @@ def test_candidates_are_every_trial_that_could_hold_smallest_first_an_int8_copy_
     chosen = champion(study)
     assert chosen.trial is not None and chosen.trial.number == 4
     text = study_text(study)
-    assert "confirmation: by 5 folds (auto: test)" in text
+    assert "certification: by 5 folds (certifies the recipe" in text and "(auto: test)" in text
     assert "(out-of-fold delta +0.0010 [-0.0020, +0.0040])" in text
     assert "judged out-of-fold" in text
 
 
-def test_a_skipped_confirmation_is_reported_and_the_split_decides() -> None:
+def test_without_certification_rows_the_split_decides_and_the_report_says_it_is_optimistic() -> (
+    None
+):
     study = _study([(0.975, 300.0, (-0.004, 0.014))])
-    study.set_user_attr(CONFIRM_PLAN_ATTR, {"k": 0, "by": "folds", "reason": "auto: skipped, x"})
+    study.set_user_attr(
+        CONFIRM_PLAN_ATTR, {"k": 0, "by": "validation", "reason": "search.confirm: 0"}
+    )
     text = study_text(study)
-    assert "confirmation: none (auto: skipped, x)" in text
-    assert champion(study).trial.number == 1  # type: ignore[union-attr]
+    assert "certification: on the validation rows, which also selected (optimistic)" in text
+    chosen = champion(study)
+    assert chosen.trial is not None and chosen.trial.number == 1
+    assert "validation rows (which also selected it: optimistic)" in chosen.note
 
 
-def test_confirm_is_auto_by_default_and_refuses_seeds_with_auto() -> None:
+def test_confirm_is_auto_by_default_and_seeds_were_removed_with_a_reason() -> None:
     config = validate({}, "test")
     assert config.search.confirm == "auto" and config.search.confirm_by is None
-    with pytest.raises(TabslimInputError, match="search.confirm auto confirms by folds"):
-        validate({"search": {"confirm": "auto", "confirm_by": "seeds"}}, "test")
+    assert config.data.certify_fraction == 0.15
+    for confirm in ("auto", 3):
+        with pytest.raises(TabslimInputError, match="search.confirm_by: seeds was removed"):
+            validate({"search": {"confirm": confirm, "confirm_by": "seeds"}}, "test")
     with pytest.raises(
         TabslimInputError, match=r"expected auto or a number of runs from 0 to 20, but got 'x'"
     ):
         validate({"search": {"confirm": "x"}}, "test")
 
 
-def test_a_default_search_on_a_small_table_records_why_it_was_not_confirmed(
+def test_a_default_search_on_a_small_table_certifies_on_its_held_out_rows(
     tmp_path: Path,
 ) -> None:
     outcome, study, _ = _confirmed_search(tmp_path)  # search.confirm left at its default, auto
     plan = study.user_attrs[CONFIRM_PLAN_ATTR]
-    assert plan["k"] == 0 and plan["reason"].startswith("auto: ")
-    assert study.user_attrs.get(CONFIRMATION_ATTR) is None
-    assert f"confirmation: none ({plan['reason']})" in outcome.report
+    assert plan["k"] == 0 and plan["by"] == "holdout" and plan["reason"].startswith("auto: ")
+    # Nothing trained for it: the candidates' stored scores on the certification rows.
+    assert study.user_attrs[COST_ATTR]["trainings"] == 0
+    assert f"certification: on {plan['certify_rows']} held-out rows" in outcome.report
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(outcome.parent_run_id)}
-    assert "confirmation.csv" not in artifacts
+    assert "confirmation.csv" in artifacts

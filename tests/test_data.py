@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lightning_modules.data import InMemoryBatches, TabularDataModule, read_table
+from lightning_modules.data import MIN_ROWS_PER_SPLIT, InMemoryBatches, TabularDataModule, read_table
 from lightning_modules.datasets import BUNDLED, TARGET, load_bundled
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.preprocessing import Preprocessor, infer_task
@@ -346,21 +346,26 @@ def test_refolded_deals_training_and_validation_rows_into_disjoint_folds() -> No
     data = TabularDataModule.from_bundled("wine")
     known = pd.concat([data.train_frame, data.val_frame], ignore_index=True)
     folds = [data.refolded(k, 3, seed=0) for k in range(3)]
-    validated = pd.concat([f.val_frame for f in folds], ignore_index=True)
-    # Each row validates exactly once; a fold trains on the rest; the test rows never move.
+    held_out = pd.concat([f.certify_frame for f in folds], ignore_index=True)
+    # Each row is held out exactly once; a fold trains on the rest, less an inner split that
+    # early-stops its networks; the test rows never move.
     key = list(known.columns)
     assert (
-        validated.sort_values(key)
+        held_out.sort_values(key)
         .reset_index(drop=True)
         .equals(known.sort_values(key).reset_index(drop=True))
     )
     for fold in folds:
-        assert len(fold.train_frame) + len(fold.val_frame) == len(known)
+        parts = [fold.train_frame, fold.val_frame, fold.certify_frame]
+        assert sum(len(p) for p in parts) == len(known)
+        # No row that stops a fold's networks is a row the fold scores them on.
+        stopping = fold.val_frame.merge(fold.certify_frame, how="inner", on=key)
+        assert len(stopping) == 0 and len(fold.val_frame) >= MIN_ROWS_PER_SPLIT
         assert fold.test_frame.equals(data.test_frame)
         assert fold.preprocessor.classes == data.preprocessor.classes
-        assert len(fold.tensors["val"]["y"]) == len(fold.val_frame)
+        assert len(fold.tensors["certify"]["y"]) == len(fold.certify_frame)
     # Refitted on each fold's own training rows.
     assert not np.allclose(folds[0].preprocessor.means, folds[1].preprocessor.means)
-    assert data.refolded(1, 3, seed=0).val_frame.equals(folds[1].val_frame)
+    assert data.refolded(1, 3, seed=0).certify_frame.equals(folds[1].certify_frame)
     with pytest.raises(ValueError, match="n_folds >= 2"):
         data.refolded(0, 1)

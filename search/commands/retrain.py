@@ -43,7 +43,7 @@ from lightning_modules.preprocessing import Preprocessor
 from search import tracking
 from search.commands.settings import RetrainSettings
 from search.config import load_config
-from search.measure import paired_delta
+from search.measure import CONFIDENCE, paired_delta
 from search.monitor import (
     ChallengerOptions,
     Verdict,
@@ -283,11 +283,21 @@ def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> 
         )
         evidence = _evidence(job, report, len(window), len(rows))
         lines.append(evidence)
+        # The best of several challengers is promoted: each interval is widened (Bonferroni)
+        # so that the chance any of them clears the gain by luck stays at 2.5%.
+        confidence = 1 - (1 - CONFIDENCE) / max(len(challengers), 1)
+        if len(challengers) > 1:
+            lines.append(
+                f"each challenger's interval is {confidence:.1%} (Bonferroni over "
+                f"{len(challengers)}): the best of several is promoted"
+            )
         mlflow.set_tags({"tabslim.evidence": evidence, "tabslim.unlabelled_rows": job.unlabelled})
         passing = []
         for kind, (candidate, cand_prep, data) in challengers.items():
             scores = frame_scores(candidate, cand_prep, rows, job.target)
-            delta = paired_delta(scores, base_rows, metric, seed=config.search.seed)
+            delta = paired_delta(
+                scores, base_rows, metric, seed=config.search.seed, confidence=confidence
+            )
             size = sum(p.numel() for p in candidate.parameters()) / base_size
             latency = latency_ratio(candidate, network)
             verdict = Verdict.judge(delta, size, latency, metric, settings.min_gain)

@@ -59,6 +59,7 @@ from search.study import (
     run_trial,
     searched_trials,
     set_training_threads,
+    state_power,
     storage_label,
     study_name,
     study_settings,
@@ -156,6 +157,10 @@ def _coordinate(
         if StudySettings.read(study).baseline_trial is None:
             _run_baseline(study, ctx, objective, after_trial)
         check_baseline_learned(study, ctx)
+        # Before the candidates train: whether the certification rows can certify the floor.
+        statement = state_power(study, ctx)
+        if statement is not None:
+            print(f"tabslim: {statement.text()}", flush=True)
         remaining = target - searched_trials(study)
         if remaining > 0:
             parent = mirror.parent_run_id if ctx.remote else None

@@ -56,11 +56,6 @@ class Config(Section):
                 "search.champion within_budget and search.budget go together: give both, e.g. "
                 "champion: within_budget with budget: {parameters: 10000}"
             )
-        if self.search.confirm == "auto" and self.search.confirm_by == "seeds":
-            raise ValueError(
-                "search.confirm auto confirms by folds; give a number of seeds "
-                "(search.confirm: 3) to confirm by seeds"
-            )
         prune = self.search.prune
         if "bn_scale" in prune.criteria and not has_batch_norm(self.model):
             if "criteria" not in prune.model_fields_set:

@@ -29,6 +29,10 @@ class DataConfig(Section):
     anomaly_fpr: float = Field(default=0.01, gt=0, lt=1)
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    # Rows held out from every decision, read once at the end: they certify the champion and
+    # calibrate its estimators (validation early-stops and selects; test is only reported).
+    # 0 certifies on validation, as before this split existed, and says so.
+    certify_fraction: float = Field(default=0.15, ge=0, lt=0.5)
     seed: int = Field(default=0, ge=0)
     # Columns that are not features (identifiers and dates are left out anyway).
     drop_columns: list[str] = Field(default_factory=list)
@@ -38,6 +42,16 @@ class DataConfig(Section):
     # file's order, so a split in time stays one); None reads every row. For tables too large
     # to search in memory: train the chosen shape on all rows afterwards (README, Large tables).
     sample_rows: int | None = Field(default=None, ge=100)
+
+    @model_validator(mode="after")
+    def _training_rows_left(self) -> DataConfig:
+        held = self.val_fraction + self.test_fraction + self.certify_fraction
+        if held > 0.7:
+            raise ValueError(
+                "data.val_fraction + test_fraction + certify_fraction must leave at least 30% "
+                f"of the rows to train on, but got {held:.2f}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -292,12 +306,13 @@ class SearchConfig(Section):
     # (uncertified); within_budget: the most accurate candidate within search.budget.
     champion: Literal["confident", "smallest", "within_budget"] = "confident"
     budget: Budget | None = None
-    # Judge candidates again before the champion is picked (search/front/confirm.py): under this
-    # many more seeds, or in this many folds of the training and validation rows.
-    # auto: 5 folds when the validation split cannot resolve the floor and folds can.
+    # How the champion is certified (search/front/confirm.py): 0 on the held-out certification
+    # rows (data.certify_fraction); K by K folds of the training and validation rows, which
+    # certify the recipe; auto: the certification rows, or 5 folds where those rows are too few
+    # to certify the floor and folds are expected to.
     confirm: int | Literal["auto"] = "auto"
-    confirm_by: Literal["seeds", "folds"] | None = None  # None: seeds for K, folds for auto
-    # At most this many candidates are judged, smallest first (search/front/confirm.py).
+    confirm_by: Literal["folds"] | None = None  # K always means folds; kept for old configs
+    # At most this many candidates are trained in folds (search/front/confirm.py).
     confirm_limit: int = Field(default=10, ge=1)
     # A scratch trial still improving at training.max_epochs trains on, in warm-restarted
     # cosine cycles, up to this many times max_epochs (1: it stops at the cap).
@@ -315,6 +330,17 @@ class SearchConfig(Section):
     # INT8 copies of every fp32 front member, measured and added to the front (front/quantized.py)
     quantize: list[Precision] = Field(default_factory=lambda: list(get_args(Precision)))
     prune: PruneConfig = Field(default_factory=PruneConfig)
+
+    @field_validator("confirm_by", mode="before")
+    @classmethod
+    def _no_seeds(cls, value: Any) -> Any:
+        if value == "seeds":
+            raise ValueError(
+                "search.confirm_by: seeds was removed (it judged candidates again on the rows "
+                "that selected them); candidates are now certified on held-out rows "
+                "(data.certify_fraction), or by folds with confirm_by: folds"
+            )
+        return value
 
     @field_validator("confirm", mode="before")
     @classmethod

@@ -1,5 +1,6 @@
 from . import pareto as pareto
 from . import plots as plots
+from .certify import certification_chain as certification_chain
 from .champion import COST_ATTR as COST_ATTR
 from .champion import candidates as candidates
 from .champion import champion as champion

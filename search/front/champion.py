@@ -56,7 +56,7 @@ class Verdict:
     low: float
     high: float
     passed: bool | None  # None: not judged (confirmation stopped before it)
-    how: str  # "out-of-fold", "validation" or "seeds"
+    how: str  # "certification", "out-of-fold", "validation" (or "seeds", in older studies)
     reason: str = ""
 
 
@@ -133,6 +133,17 @@ def verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
     return Verdict(own.trial, own.delta, own.low, own.high, False, own.how, reason)
 
 
+# How a stored verdict was reached, by its "by".
+_HOW = {"holdout": "certification", "folds": "out-of-fold", "seeds": "seeds"}
+# What the champion's note calls each kind of interval.
+_INTERVAL = {
+    "certification": "95% interval on the certification rows",
+    "out-of-fold": "out-of-fold 95% interval (a certificate of the recipe, not of the "
+    "registered weights)",
+    "validation": "95% interval on the validation rows (which also selected it: optimistic)",
+}
+
+
 def _own_verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
     settings = StudySettings.read(study)
     confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR)
@@ -150,7 +161,7 @@ def _own_verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
     if entry is None:
         nan = float("nan")
         return Verdict(trial.number, nan, nan, nan, None, "out-of-fold", "not judged")
-    how = "out-of-fold" if entry.get("by", "seeds") == "folds" else "seeds"
+    how = _HOW.get(entry.get("by", "seeds"), "seeds")
     delta = float(entry.get("val_delta_mean", float("nan")))
     low = float(entry.get("cv_delta_ci_low", delta))
     high = float(entry.get("cv_delta_ci_high", delta))
@@ -175,8 +186,7 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
     if rule == "within_budget":
         return _within_budget(study, settings)
     base = baseline_trial(study, complete_trials(study))
-    by_folds = _by_folds(study)
-    how = "out-of-fold 95% interval" if by_folds else "95% interval"
+    how = _INTERVAL[_certified_by(study)]
     failed: list[str] = []
     unjudged = 0
     for trial in candidates(study):
@@ -196,12 +206,17 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
     return Champion(base, rule, note, tuple(failed))
 
 
-def _by_folds(study: optuna.Study) -> bool:
+def _certified_by(study: optuna.Study) -> str:
+    """"certification", "out-of-fold" or "validation": what the stored verdicts rest on."""
     plan = study.user_attrs.get(pareto.CONFIRM_PLAN_ATTR) or {}
     confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR)
-    return confirmed is not None and (
-        plan.get("by") == "folds" or any(v.get("by") == "folds" for v in confirmed.values())
-    )
+    if confirmed is None:
+        return "validation"
+    if plan.get("by") == "folds" or any(v.get("by") == "folds" for v in confirmed.values()):
+        return "out-of-fold"
+    if plan.get("by") == "holdout" or any(v.get("by") == "holdout" for v in confirmed.values()):
+        return "certification"
+    return "validation"
 
 
 def _passed_over(failed: list[str], unjudged: int, all_failed: bool = False) -> str:
@@ -265,7 +280,7 @@ def _within_budget(study: optuna.Study, settings: StudySettings) -> Champion:
     inside = [
         t
         for t in complete_trials(study)
-        if "repeat_of" not in t.user_attrs and meets_budget(t, budget)
+        if "repeat_of" not in t.user_attrs and fully_trained(t) and meets_budget(t, budget)
     ]
     if not inside:
         return Champion(
@@ -274,7 +289,7 @@ def _within_budget(study: optuna.Study, settings: StudySettings) -> Champion:
             f"no trial meets search.budget ({limits}); " + closest_to_budget(study, budget),
         )
     judged = [(t, verdict(study, t)) for t in inside]
-    # Confirmation judges the best few by validation; only judged ones compete once it has.
+    # Certification judges those within the budget; only judged ones compete once it has.
     if study.user_attrs.get(pareto.CONFIRMATION_ATTR) is not None:
         judged = [(t, v) for t, v in judged if v.passed is not None] or judged
     sign = 1.0 if settings.higher_is_better else -1.0
@@ -305,10 +320,14 @@ def _budget(study: optuna.Study) -> dict[str, Any] | None:
 def floor_advice(study: optuna.Study) -> list[str]:
     """What these rows can certify, where they cannot certify the floor asked for.
 
-    From the judged intervals (out-of-fold where confirmation ran, validation otherwise): the
-    smallest floor at which some smaller network holds, the champion at that floor, and for
-    the smallest candidate within the floor by its point estimate, how many more rows would
-    narrow its interval enough, if its delta held.
+    From the judged intervals (certification or out-of-fold where they were judged, validation
+    otherwise): the smallest floor at which some smaller network holds, the champion at that
+    floor, and for the smallest candidate within the floor by its point estimate, how many
+    more rows would narrow its interval enough, if its delta held.
+
+    Every line is exploratory and says so: the floors are read off this study's own results,
+    so searching again at one of them would certify by construction. Trials stopped at a rung
+    are left out (they are never champion), and an interval of width zero projects nothing.
     """
     settings = StudySettings.read(study)
     if settings.baseline_metric is None:
@@ -323,7 +342,7 @@ def floor_advice(study: optuna.Study) -> list[str]:
     for trial in trials:
         if trial.user_attrs.get("baseline") or "repeat_of" in trial.user_attrs:
             continue
-        if trial.values[SIZE] >= base.values[SIZE]:
+        if trial.values[SIZE] >= base.values[SIZE] or not fully_trained(trial):
             continue
         v = verdict(study, trial)
         if v.passed is None or not (math.isfinite(v.low) and math.isfinite(v.high)):
@@ -331,15 +350,16 @@ def floor_advice(study: optuna.Study) -> list[str]:
         if math.isfinite(v.low) and math.isfinite(v.high):
             # The floor this interval certifies, in max_metric_drop's units.
             needed = (-v.low if higher else v.high) / scale
-            judged.append((trial, v, max(needed, 0.0)))
+            # + 0.0 turns a negative zero into zero: "max_metric_drop -0" reads as nonsense.
+            judged.append((trial, v, max(needed, 0.0) + 0.0))
     if not judged:
         return []
     lines = []
     best_trial, _, best_needed = min(judged, key=lambda j: (j[2], j[0].values[SIZE]))
     ratio = pareto.ratio(best_trial.values[SIZE], base.values[SIZE])
     lines.append(
-        f"smallest floor these rows certify: max_metric_drop {best_needed:.3g} (asked: "
-        f"{settings.max_metric_drop:g}); the champion there would be trial "
+        f"exploratory: smallest floor these rows certify: max_metric_drop {best_needed:.3g} "
+        f"(asked: {settings.max_metric_drop:g}); the champion there would be trial "
         f"{best_trial.number} ({ratio:.3g}x)"
     )
     # Smaller networks need a wider floor: each size that needs less than every smaller one.
@@ -351,26 +371,31 @@ def floor_advice(study: optuna.Study) -> list[str]:
     shown = ", ".join(
         f"{pareto.ratio(t.values[SIZE], base.values[SIZE]):.3g}x at {n:.3g}" for t, n in steps[:5]
     )
-    lines.append(f"floor each size certifies (smallest first): {shown}")
+    lines.append(f"exploratory: floor each size certifies (smallest first): {shown}")
     # Candidates within the floor by their delta, and how many times their rows each would
     # need: a paired interval narrows with the square root of its rows.
     needs = []
     for trial, v, _ in judged:
         margin = (v.delta + drop) if higher else (drop - v.delta)
-        if margin > 0 and not v.passed and _rows(study, trial, v):
+        # A zero-width interval says nothing of how it would narrow.
+        if margin > 0 and not v.passed and v.high > v.low and _rows(study, trial, v):
             needs.append((trial, ((v.high - v.low) / 2 / margin) ** 2))
     more: list[str] = []
+    named: int | None = None
     for factor in _MORE_ROWS:
         held = [t for t, need in needs if need <= factor]
         if held:
             smallest = min(held, key=lambda t: t.values[SIZE])
+            if smallest.number == named:
+                continue  # more rows for the same trial say nothing new
+            named = smallest.number
             ratio = pareto.ratio(smallest.values[SIZE], base.values[SIZE])
             more.append(
                 f"{factor:g}x the rows would certify trial {smallest.number} ({ratio:.3g}x)"
             )
     if more:
         lines.append(
-            f"more rows, if the deltas held: {', '.join(more)} at max_metric_drop "
+            f"exploratory: more rows, if the deltas held: {', '.join(more)} at max_metric_drop "
             f"{settings.max_metric_drop:g}"
         )
     return lines

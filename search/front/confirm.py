@@ -1,24 +1,25 @@
-"""The confirmation step: candidates judged again, for the smallest that holds the floor.
+"""The certification step: candidates judged on rows no decision touched, for the smallest
+that holds the floor.
 
 Candidates are every finished trial and INT8 copy that could hold the floor
 (`search.champion.candidates`), not only the front: a small network dominated on validation by
-a lucky neighbour is often the one that holds. They are judged in the champion's order,
-smallest first, galloping over failures and bisecting back (`_smallest_passing`); the judging
-itself is `search.judges`.
+a lucky neighbour is often the one that holds. They are tested in a fixed sequence set before
+any certification row is read (`search.front.certify`), so the family-wise error stays at the
+one-sided 2.5% of each test.
 
-- `search.confirm_by: folds`: a validation split of a few thousand rows gives a paired interval
-  wider than a 0.5-point floor, so which small network clears it is mostly luck. The training
-  and validation rows are dealt into K folds (`TabularDataModule.refolded`); per fold the
-  baseline and the candidate are trained on the others, and each row is scored by the networks
-  that did not see it. A candidate passes when its paired 95% interval over all those rows
-  lies within the floor. After two folds, a candidate whose interval already lies wholly
-  outside the floor is rejected without training the rest.
-- `search.confirm_by: seeds`: the candidate trained again under K more seeds; it passes when
-  its mean validation delta over all runs lies within the floor and its split interval did.
+- `holdout` (the default wherever the data has certification rows, `data.certify_fraction`):
+  each candidate's stored scores on the certification rows against the baseline's. Nothing is
+  trained, and the certificate is about the weights that are registered.
+- `folds` (`search.confirm: K`, or `auto` where the certification rows are too few to certify
+  the floor and folds over every training and validation row are expected to): per fold the
+  baseline and the candidate train on the others, early-stopped on an inner split of their
+  own, and every row is scored by networks that never saw it. This certifies the recipe (the
+  shape trained this way), not the registered weights, and the report says so.
+- `validation` (no certification rows): the validation intervals, which also selected; an
+  optimistic promise, and the report says so.
 
-An INT8 copy is judged with its source: the source's fold networks are quantized the same
-way (no training of their own), and the copy passes only when it and its source both do.
-`search.confirm_limit` bounds how many candidates are judged; the cost is kept on the study.
+`search.confirm_limit` bounds how many candidates are trained for folds; the cost is kept on
+the study.
 """
 
 from __future__ import annotations
@@ -26,19 +27,34 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 from tqdm import tqdm
 
 from search.front import pareto
+from search.front.certify import (
+    Link,
+    certification_chain,
+    chance_of,
+    holdout_entries,
+    judge_chain,
+    study_source,
+)
 from search.front.champion import COST_ATTR, candidates, meets_budget
-from search.front.judges import COLUMNS, FOLD_COLUMNS, Folds, Judge, Seeds
-from search.study import SearchContext, StudySettings, fully_trained
+from search.front.judges import COLUMNS, FOLD_COLUMNS, Folds
+from search.study import (
+    CERTIFY,
+    ROWS_FILE,
+    SearchContext,
+    StudySettings,
+    fully_trained,
+    read_power,
+)
 
 # search.confirm: auto. Five folds, the usual choice for cross-validation. Below AUTO_MIN_ROWS
 # training and validation rows the validation split is too small to project from (85 rows on
@@ -52,83 +68,108 @@ SUMMARY_ATTR = pareto.CONFIRMATION_ATTR
 
 @dataclass(frozen=True)
 class ConfirmPlan:
-    """How candidates are confirmed after this search (`k` 0: not at all), and why; the rows
-    of the validation split and of training plus validation, for the report's arithmetic."""
+    """How candidates are certified after this search (`by`: "holdout", "folds" with `k`
+    folds, or "validation"), and why; the rows of the validation split and of training plus
+    validation, for the report's arithmetic."""
 
     k: int
     by: str
     reason: str
     val_rows: int = 0
     rows: int = 0
+    certify_rows: int = 0
 
 
 def plan_confirmation(study: optuna.Study, ctx: SearchContext) -> ConfirmPlan:
-    """`search.confirm` as given, or what `auto_plan` decides for `auto`."""
+    """`search.confirm` as given: 0 certifies on the held-out rows (or, without any, on
+    validation), K by K folds; `auto` as `auto_plan` decides."""
     search = ctx.config.search
     val_rows = len(ctx.data.val_frame)
     rows = len(ctx.data.train_frame) + val_rows
-    if search.confirm != "auto":
-        by = search.confirm_by or "seeds"
-        return ConfirmPlan(search.confirm, by, "search.confirm", val_rows, rows)
+    certify_rows = len(ctx.data.certify_frame)
+    sizes = {"val_rows": val_rows, "rows": rows, "certify_rows": certify_rows}
+    if search.confirm != "auto" and search.confirm > 0:
+        return ConfirmPlan(search.confirm, "folds", "search.confirm", **sizes)
+    held_out = _held_out(certify_rows)
+    if search.confirm == 0:
+        return dataclasses.replace(held_out, reason="search.confirm: 0", **sizes)
+    statement = read_power(study)
     settings = StudySettings.read(study)
     half = pareto.validation_half_width(pareto.trial_table(study))
+    if statement is not None and statement.rows and statement.can_certify:
+        reason = f"auto: the {certify_rows} certification rows can certify the floor"
+        return ConfirmPlan(0, "holdout", reason, **sizes)
     if half is None or settings.baseline_metric is None:
-        reason = "auto: no trial has a validation interval to judge by"
-        return ConfirmPlan(0, "folds", reason, val_rows, rows)
-    plan = auto_plan(
+        reason = "auto: no trial has a validation interval to project folds from"
+        return dataclasses.replace(held_out, reason=reason, **sizes)
+    folds = auto_plan(
         half, settings.allowed_drop(), val_rows, rows, bool(ctx.config.data.time_column)
     )
-    return dataclasses.replace(plan, val_rows=val_rows, rows=rows)
+    if folds.k:
+        lead = f"auto: the {certify_rows} certification rows are too few; " if certify_rows else ""
+        return dataclasses.replace(folds, reason=lead + folds.reason, **sizes)
+    return dataclasses.replace(held_out, reason=folds.reason, **sizes)
+
+
+def _held_out(certify_rows: int) -> ConfirmPlan:
+    if certify_rows:
+        return ConfirmPlan(0, "holdout", "")
+    return ConfirmPlan(0, "validation", "")
 
 
 def auto_plan(
     half: float, drop: float, val_rows: int, rows: int, time_ordered: bool
 ) -> ConfirmPlan:
-    """`search.confirm: auto`: AUTO_FOLDS folds when the validation intervals' median
-    half-width `half` is wider than the floor `drop`, and folds over all `rows` training and
-    validation rows are expected to narrow it within the floor (a paired interval narrows with
-    the square root of its rows), on at least AUTO_MIN_ROWS rows not ordered in time."""
+    """Whether folds would certify where the held-out rows cannot: AUTO_FOLDS folds when the
+    validation intervals' median half-width `half` is wider than the floor `drop`, and folds
+    over all `rows` training and validation rows are expected to narrow it within the floor
+    (a paired interval narrows with the square root of its rows), on at least AUTO_MIN_ROWS
+    rows not ordered in time. `k` 0: no folds, and the reason."""
     if time_ordered:
         return ConfirmPlan(
             0,
-            "folds",
-            "auto: skipped, data.time_column orders the rows, and "
+            "holdout",
+            "auto: no folds, data.time_column orders the rows, and "
             "folds dealt at random would train on later rows",
         )
     seen = f"the validation intervals (+/-{half:.4f}, median)"
     if half <= drop:
-        return ConfirmPlan(0, "folds", f"auto: not needed, {seen} resolve the floor ({drop:.4g})")
+        return ConfirmPlan(
+            0, "holdout", f"auto: folds not needed, {seen} resolve the floor ({drop:.4g})"
+        )
     projected = half * math.sqrt(val_rows / rows)
     expected = f"{AUTO_FOLDS} folds over {rows} rows would give about +/-{projected:.4f}"
     if rows < AUTO_MIN_ROWS:
         return ConfirmPlan(
             0,
-            "folds",
-            f"auto: skipped, {seen} are wider than the floor "
+            "holdout",
+            f"auto: no folds, {seen} are wider than the floor "
             f"({drop:.4g}), but {rows} rows are fewer than {AUTO_MIN_ROWS}, too few "
             "for folds to resolve it",
         )
     if projected > drop:
         return ConfirmPlan(
             0,
-            "folds",
-            f"auto: skipped, {seen} are wider than the floor "
+            "holdout",
+            f"auto: no folds, {seen} are wider than the floor "
             f"({drop:.4g}) and {expected}, still wider",
         )
     return ConfirmPlan(
-        AUTO_FOLDS, "folds", f"auto: {seen} are wider than the floor ({drop:.4g}); {expected}"
+        AUTO_FOLDS, "folds", f"{seen} are wider than the floor ({drop:.4g}); {expected}"
     )
 
 
 def confirm_search(
     study: optuna.Study, ctx: SearchContext, progress: bool = False
 ) -> pd.DataFrame | None:
-    """The confirmation step after a finished search, as `plan_confirmation` decides it; the
+    """The certification step after a finished search, as `plan_confirmation` decides it; the
     plan and the cost are kept on the study for the report. Returns the table, or None."""
     plan = plan_confirmation(study, ctx)
     study.set_user_attr(pareto.CONFIRM_PLAN_ATTR, dataclasses.asdict(plan))
-    if not plan.k:
-        # An earlier run's confirmation judged another set of trials; it must not decide now.
+    if plan.by == "holdout":
+        return certify_holdout(study, ctx)
+    if plan.by == "validation":
+        # An earlier run's certification judged another set of trials; it must not decide now.
         study.set_user_attr(SUMMARY_ATTR, None)
         study.set_user_attr(COST_ATTR, None)
         return None
@@ -157,20 +198,25 @@ def judging_order(study: optuna.Study, ctx: SearchContext) -> list[FrozenTrial]:
 def confirm_candidates(
     study: optuna.Study, ctx: SearchContext, k: int, by: str = "folds", progress: bool = False
 ) -> pd.DataFrame:
-    """Judge candidates `by` K folds or seeds, in `judging_order`, up to the first that passes
-    (for the floor) or `search.confirm_limit` of them; store verdicts and cost, return a table."""
+    """Judge candidates by K folds: for the floor, along the fixed sequence
+    (`certification_chain`) up to its first failure, at most `search.confirm_limit` of them;
+    for `within_budget`, the most accurate first, up to the limit. Stores verdicts and cost,
+    returns a table."""
     started = time.perf_counter()
     order = judging_order(study, ctx)
-    first_pass_ends = ctx.config.search.champion != "within_budget"
     limit = ctx.config.search.confirm_limit
+    if ctx.config.search.champion == "within_budget":
+        walk = order[:limit]
+    else:
+        walk = [link.trial for link in _chain(study, ctx, order, folds=True)[:limit]]
     bar = tqdm(
-        total=k * (1 + min(len(order), limit)),
-        desc=f"confirming by {k} {by}",
+        total=k * (1 + len(walk)),
+        desc=f"certifying by {k} {by}",
         unit="fit",
         disable=not progress,
         dynamic_ncols=True,
     )
-    judge: Judge = Folds(study, ctx, k, bar) if by == "folds" else Seeds(study, ctx, k, bar)
+    judge = Folds(study, ctx, k, bar)
     summary: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
 
@@ -188,60 +234,76 @@ def confirm_candidates(
             rows.append(row)
         return bool(summary[str(trial.number)]["passed"])
 
-    if first_pass_ends:
-        judged = _smallest_passing(order, passes, limit)
-    else:
-        judged = len(order[:limit])
-        for trial in order[:limit]:
-            passes(trial)
+    judged = 0
+    for trial in walk:
+        judged += 1
+        if not passes(trial) and ctx.config.search.champion != "within_budget":
+            break  # the fixed sequence ends at its first failure
     bar.total = bar.n
     bar.close()
     study.set_user_attr(SUMMARY_ATTR, summary)
     cost = {
         "candidates": judged,
         "of": len(order),
+        "chain": len(walk),
         "trainings": judge.trainings,
         "rejected_early": sum(bool(e.get("rejected_early")) for e in summary.values()),
         "seconds": time.perf_counter() - started,
     }
     study.set_user_attr(COST_ATTR, cost)
-    columns = [*COLUMNS, *FOLD_COLUMNS] if by == "folds" else COLUMNS
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=[*COLUMNS, *FOLD_COLUMNS])
 
 
-def _smallest_passing(
-    order: list[FrozenTrial], passes: Callable[[FrozenTrial], bool], limit: int
-) -> int:
-    """Judge candidates, smallest first, for the smallest that passes; returns how many.
+def _chain(
+    study: optuna.Study, ctx: SearchContext, order: list[FrozenTrial], folds: bool
+) -> list[Link]:
+    """The fixed sequence, projected to the rows it will be judged on: the certification
+    rows, or (`folds`) every training and validation row."""
+    settings = StudySettings.read(study)
+    data = ctx.data
+    val_rows = len(data.val_frame)
+    judged_rows = len(data.train_frame) + val_rows if folds else len(data.certify_frame)
+    base = pareto.baseline_trial(study, pareto.complete_trials(study))
+    size = base.values[pareto.SIZE] if base is not None else math.inf
+    return certification_chain(order, size, chance_of(settings, val_rows, judged_rows, study))
 
-    Small candidates fail more often than large ones, and each failure costs up to K
-    trainings, so the walk gallops: it judges positions 0, 1, 3, 7, 15, ... of the size order
-    (and the largest), and once one passes it bisects back between it and the last failure.
-    The candidate just smaller than the one found has then failed; a few smaller ones between
-    galloping steps may be left unjudged, and the champion's note counts them. At most `limit`
-    candidates are judged.
-    """
-    judged = 0
 
-    def judge(index: int) -> bool:
-        nonlocal judged
-        judged += 1
-        return passes(order[index])
+def certify_holdout(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
+    """Judge candidates on the certification rows, along the fixed sequence (for the floor)
+    or, for `within_budget`, each candidate within the budget; store verdicts and cost."""
+    started = time.perf_counter()
+    settings = StudySettings.read(study)
+    order = judging_order(study, ctx)
+    budget = ctx.config.search.champion == "within_budget"
+    # within_budget: the most accurate within the budget by validation, and only it, is
+    # certified; choosing among several by their certification rows would select on them.
+    chain = (
+        [Link(t, math.nan) for t in order[:1]] if budget else _chain(study, ctx, order, folds=False)
+    )
 
-    failed, found, index, step = -1, None, 0, 1
-    while index < len(order) and judged < limit:
-        if judge(index):
-            found = index
-            break
-        failed, index, step = index, index + step, step * 2
-    last = len(order) - 1
-    if found is None and failed < last and judged < limit:
-        found = last if judge(last) else None
-        failed = failed if found is not None else last
-    while found is not None and found - failed > 1 and judged < limit:
-        middle = (failed + found) // 2
-        if judge(middle):
-            found = middle
-        else:
-            failed = middle
-    return judged
+    def rows_of(trial: FrozenTrial) -> np.ndarray:
+        with np.load(ctx.network_dir(study, trial.number) / ROWS_FILE) as stored:
+            return stored[CERTIFY]
+
+    assert settings.baseline_trial is not None, "certified only after the baseline finished"
+    baseline = study.trials[settings.baseline_trial]
+    verdicts = judge_chain(
+        chain,
+        rows_of,
+        rows_of(baseline),
+        settings,
+        study_source(study),
+        seed=ctx.config.search.seed,
+        stop_at_failure=not budget,
+    )
+    summary, table = holdout_entries(chain, verdicts)
+    study.set_user_attr(SUMMARY_ATTR, summary)
+    cost = {
+        "candidates": len(verdicts),
+        "of": len(order),
+        "chain": len(chain),
+        "trainings": 0,
+        "seconds": time.perf_counter() - started,
+    }
+    study.set_user_attr(COST_ATTR, cost)
+    return table

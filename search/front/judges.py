@@ -1,14 +1,19 @@
-"""How one candidate is judged again: out-of-fold against the fold's baseline, or under seeds.
+"""How one candidate is judged by cross-fitting: out-of-fold against the fold's baseline.
 
-`search.front.confirm` decides which candidates, and in which order; a judge trains what one
+`search.front.confirm` decides which candidates, and in which order; the judge trains what one
 verdict needs and returns it as a study entry and a table row.
 
-- `Folds`: the training and validation rows dealt into K folds; per fold the baseline and the
-  candidate train on the others, and every row is scored by networks that never saw it. Fold
-  data, baselines and candidates' networks are made on demand and kept, so an INT8 copy reuses
-  its source's networks (quantized the way the search quantizes) and a candidate rejected
-  early costs less.
-- `Seeds`: the candidate trained again under K more seeds on the same split.
+The training and validation rows are dealt into K folds; per fold the baseline and the
+candidate train on the others, early-stopped on an inner split of those
+(`TabularDataModule.refolded`), and every row is scored by networks that neither saw it nor
+stopped on it. Fold data, baselines and candidates' networks are made on demand and kept, so
+an INT8 copy reuses its source's networks (quantized the way the search quantizes) and a
+candidate rejected early costs less. The verdict is the one-sided test of
+`search.measure.noninferiority` on every out-of-fold row: it certifies the recipe, since the
+registered weights are not among the networks scored.
+
+Retraining under more seeds on the same split (`confirm_by: seeds`) was removed: it judged a
+candidate again on the rows that had selected it, and without the baseline's own seeds.
 """
 
 from __future__ import annotations
@@ -34,23 +39,20 @@ from lightning_modules.evaluation import evaluate_network, output_row_scores, ro
 from lightning_modules.networks import build, spec_from_dict
 from lightning_modules.training import FitSettings, fit
 from pruning.plan import PruningPlan, apply_plan
-from search.front.champion import split_verdict
-from search.measure import PairedDelta, paired_delta
+from search.measure import PairedDelta, noninferiority, paired_delta
 from search.study import (
     SearchContext,
     StudySettings,
     fit_settings,
-    load_baseline,
-    load_teacher,
     scratch_settings,
 )
 
-__all__ = ["COLUMNS", "FOLD_COLUMNS", "RUNS_ATTR", "Folds", "Judge", "Seeds", "rejects_early"]
+__all__ = ["COLUMNS", "FOLD_COLUMNS", "Folds", "rejects_early"]
 
+# A fold's held-out rows: `TabularDataModule.refolded` deals them as its "certify" split.
+HELD_OUT = "certify"
 # Folds seen before a candidate may be rejected early: one fold's rows are too few to judge.
 EARLY_REJECT_AFTER = 2
-# Each retrained run by "trial:seed", so that a resumed study trains none twice.
-RUNS_ATTR = "tabslim_confirm_runs"
 
 COLUMNS = [
     "trial",
@@ -80,20 +82,6 @@ def rejects_early(delta: PairedDelta, settings: StudySettings, folds_seen: int, 
         return False
     drop = settings.allowed_drop()
     return delta.high < -drop if settings.higher_is_better else delta.low > drop
-
-
-class Judge:
-    """Judges one candidate at a time, counting the networks it trained."""
-
-    trainings = 0
-
-    def fp32(self, trial: FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
-        raise NotImplementedError
-
-    def copy(
-        self, trial: FrozenTrial, source: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        raise NotImplementedError
 
 
 def _member(
@@ -126,7 +114,7 @@ def _member(
     ).network
 
 
-class Folds(Judge):
+class Folds:
     """Out-of-fold judging; fold data, baselines and candidates' networks are made on demand
     and kept, so a copy reuses its source's networks and a rejected candidate costs less."""
 
@@ -157,7 +145,7 @@ class Folds(Judge):
             network = fit(
                 build(spec, seed=self.fitting.seed), data, self.fitting, evaluate_test=False
             ).network
-            self._baselines[fold] = (network, row_scores(network, data, "val"))
+            self._baselines[fold] = (network, row_scores(network, data, HELD_OUT))
             self._trained()
         return data, *self._baselines[fold]
 
@@ -197,14 +185,23 @@ class Folds(Judge):
             rows.append(rows_of(network, data))
             base_rows.append(baseline_rows)
             if own:
-                vals.append(evaluate_network(network, data, "val")[metric])
+                vals.append(evaluate_network(network, data, HELD_OUT)[metric])
                 tests.append(evaluate_network(network, data, "test")[metric])
             delta = paired_delta(np.concatenate(rows), np.concatenate(base_rows), metric, seed=seed)
             if rejects_early(delta, self.settings, fold + 1, self.k):
                 rejected = True
                 break
         assert delta is not None
-        passed = not rejected and self.settings.is_confident(delta.low, delta.high)
+        certificate = noninferiority(
+            np.concatenate(rows),
+            np.concatenate(base_rows),
+            metric,
+            self.settings.max_metric_drop,
+            seed=seed,
+        )
+        passed = not rejected and certificate.passes()
+        # The reported interval is the test's own, so that it and the verdict agree.
+        delta = PairedDelta(certificate.delta, certificate.low, certificate.high)
         reason = f"rejected after {len(rows)} of {self.k} folds, wholly outside" if rejected else ""
         cv_rows = int(sum(len(r) for r in rows))
         entry = {
@@ -227,7 +224,7 @@ class Folds(Judge):
         return entry, row
 
     def fp32(self, trial: FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self._judge(trial, lambda network, data: row_scores(network, data, "val"))
+        return self._judge(trial, lambda network, data: row_scores(network, data, HELD_OUT))
 
     def copy(
         self, trial: FrozenTrial, source: dict[str, Any]
@@ -261,80 +258,7 @@ def _quantized_rows(
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(network, Path(tmp) / "fp32.onnx")
         graph = quantize(fp32, Path(tmp) / "int8.onnx", precision, data.tensors["train"])
-        return output_row_scores(graph_outputs(graph, data, "val", threads), data, "val")
-
-
-class Seeds(Judge):
-    """Judging under more seeds: the candidate trained again K times on the same split."""
-
-    def __init__(self, study: optuna.Study, ctx: SearchContext, k: int, bar: tqdm) -> None:
-        self.study, self.ctx, self.k, self.bar = study, ctx, k, bar
-        self.settings = StudySettings.read(study)
-        self.trainings = 0
-
-    def _retrain(self, trial: FrozenTrial, seed: int) -> dict[str, float]:
-        fitting = dataclasses.replace(fit_settings(self.ctx.config), seed=seed)
-        baseline = load_baseline(self.ctx, self.settings, self.study)
-        network = _member(
-            trial,
-            self.ctx.data,
-            baseline,
-            fitting,
-            self.ctx.config,
-            lambda: load_teacher(self.ctx, self.settings, self.study),
-        )
-        metric = self.ctx.metric
-        return {
-            "val": evaluate_network(network, self.ctx.data, "val")[metric],
-            "test": evaluate_network(network, self.ctx.data, "test")[metric],
-        }
-
-    def fp32(self, trial: FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
-        runs: dict[str, dict[str, float]] = dict(self.study.user_attrs.get(RUNS_ATTR, {}))
-        metrics = trial.user_attrs["metrics"]
-        metric = self.ctx.metric
-        vals, tests = [metrics[f"val_{metric}"]], [metrics[f"test_{metric}"]]
-        first_seed = self.ctx.config.training.seed + 1
-        for seed in range(first_seed, first_seed + self.k):
-            key = f"{trial.number}:{seed}"
-            if key not in runs:
-                runs[key] = self._retrain(trial, seed)
-                self.study.set_user_attr(RUNS_ATTR, runs)
-                self.trainings += 1
-            self.bar.update()
-            vals.append(runs[key]["val"])
-            tests.append(runs[key]["test"])
-        base = float(self.settings.baseline_metric or 0.0)  # judged only once it is known
-        delta = statistics.fmean(vals) - base
-        split = split_verdict(trial, self.settings)
-        passed = self.settings.violation(base + delta) <= 0 and bool(split.passed)
-        reason = "" if passed or split.passed else "its validation interval crosses the floor"
-        entry = {
-            "runs": len(vals),
-            "by": "seeds",
-            "val_delta_mean": delta,
-            "passed": passed,
-            "reason": reason,
-        }
-        return entry, _row(trial, vals, tests, delta, passed, reason)
-
-    def copy(
-        self, trial: FrozenTrial, source: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        split = split_verdict(trial, self.settings)
-        passed = bool(source["passed"]) and bool(split.passed)
-        reason = "" if passed else "it or its source does not hold"
-        entry = {
-            "runs": source["runs"],
-            "by": "seeds",
-            "val_delta_mean": split.delta,
-            "passed": passed,
-            "reason": reason,
-        }
-        metrics = trial.user_attrs["metrics"]
-        metric = self.ctx.metric
-        vals, tests = [metrics[f"val_{metric}"]], [metrics[f"test_{metric}"]]
-        return entry, _row(trial, vals, tests, split.delta, passed, reason)
+        return output_row_scores(graph_outputs(graph, data, HELD_OUT, threads), data, HELD_OUT)
 
 
 def _row(

@@ -45,13 +45,13 @@ from search.measure import (
 from search.serving import load_network
 from search.study import (
     ROWS_FILE,
-    SPLITS,
     VARIANT_ATTR,
     SearchContext,
     StudySettings,
     is_variant,
     paired_metrics,
     run_metrics,
+    scored_splits,
 )
 
 PRECISION_ATTR = "precision"
@@ -173,9 +173,12 @@ def _add_variant(
     graph = folder / "model.onnx"
     with np.load(folder / ROWS_FILE) as stored:  # still the source's: the folder is its copy
         source_rows = stored["val"]
-    outputs = {split: onnx_outputs(graph, ctx, split) for split in SPLITS}
-    rows = {split: output_row_scores(outputs[split], ctx.data, split) for split in SPLITS}
-    np.savez(folder / ROWS_FILE, val=rows["val"], test=rows["test"])
+    # The copy's own graph on every scored split: it is certified, and its estimators are
+    # calibrated, on its own outputs, not its source's.
+    scored = scored_splits(ctx)
+    outputs = {split: onnx_outputs(graph, ctx, split) for split in scored}
+    rows = {split: output_row_scores(outputs[split], ctx.data, split) for split in scored}
+    np.savez(folder / ROWS_FILE, **rows)
     latency = ctx.config.search.latency
     timed = measure_latency(
         network,

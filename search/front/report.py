@@ -12,7 +12,7 @@ import pandas as pd
 
 from search.front import pareto
 from search.front.champion import COST_ATTR, champion, floor_advice
-from search.study import STOPPED_ATTR, StudySettings
+from search.study import STOPPED_ATTR, StudySettings, read_power
 
 __all__ = [
     "delta_text",
@@ -35,11 +35,14 @@ def study_text(study: optuna.Study) -> str:
         lines.append(f"the search stopped, and no champion was registered: {stopped}")
     elif len(table) and settings.baseline_metric is not None:
         plan = study.user_attrs.get(pareto.CONFIRM_PLAN_ATTR) or {}
-        by_folds = bool(plan.get("k")) and plan.get("by") == "folds"
-        lines.append(floor_resolution(table, settings.allowed_drop(), settings.metric, by_folds))
+        by = plan.get("by", "validation") if plan else "validation"
+        lines.append(floor_resolution(table, settings.allowed_drop(), settings.metric, by))
+        statement = read_power(study)
+        if statement is not None:
+            lines.append(statement.text())
         if plan:
-            how = f"by {plan['k']} {plan['by']}" if plan["k"] else "none"
-            lines.append(f"confirmation: {how} ({plan['reason']}){_cost(study)}")
+            reason = f" ({plan['reason']})" if plan.get("reason") else ""
+            lines.append(f"certification: {_how(plan)}{reason}{_cost(study)}")
         picked = champion(study)
         if picked.trial is not None:
             judged = _out_of_fold(study, picked.trial)
@@ -54,7 +57,9 @@ def study_text(study: optuna.Study) -> str:
         # What the rows can certify, where they certified nothing smaller than the baseline,
         # or where the split alone decided though it cannot resolve the floor.
         half = pareto.validation_half_width(table)
-        unresolved = half is not None and half > settings.allowed_drop() and not by_folds
+        unresolved = (
+            by == "validation" and half is not None and half > settings.allowed_drop()
+        ) or (by == "holdout" and statement is not None and not statement.can_certify)
         if picked.trial is not None and (picked.trial.user_attrs.get("baseline") or unresolved):
             lines += floor_advice(study)
     return "\n".join(lines)
@@ -64,34 +69,47 @@ def study_text(study: optuna.Study) -> str:
 _SHOWN_FAILED = 5
 
 
+def _how(plan: dict[str, Any]) -> str:
+    if plan.get("by") == "folds":
+        return f"by {plan['k']} folds (certifies the recipe, not the registered weights)"
+    if plan.get("by") == "holdout":
+        return f"on {plan.get('certify_rows', 0)} held-out rows"
+    return "on the validation rows, which also selected (optimistic)"
+
+
 def _cost(study: optuna.Study) -> str:
-    """What confirmation cost: candidates judged, networks trained, seconds."""
+    """What certification cost: candidates judged along the sequence, networks trained,
+    seconds."""
     cost = study.user_attrs.get(COST_ATTR)
     if not cost:
         return ""
     early = f", {cost['rejected_early']} rejected early" if cost.get("rejected_early") else ""
+    chain = f" (a fixed sequence of {cost['chain']})" if "chain" in cost else ""
+    trained = f" with {cost['trainings']} trainings" if cost.get("trainings") else ""
     return (
-        f"; judged {cost['candidates']} of {cost['of']} candidates with {cost['trainings']} "
-        f"trainings{early} in {cost['seconds']:.0f} s"
+        f"; judged {cost['candidates']} of {cost['of']} candidates{chain}{trained}{early} "
+        f"in {cost['seconds']:.0f} s"
     )
 
 
 def _out_of_fold(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-    """The champion's out-of-fold delta and interval, when confirmation by folds judged it."""
+    """The champion's certified delta and interval: on the certification rows, or out of
+    fold."""
     confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR) or {}
     entry = confirmed.get(str(trial.number), {})
     if "cv_delta_ci_low" not in entry:
         return ""
     interval = (entry["val_delta_mean"], entry["cv_delta_ci_low"], entry["cv_delta_ci_high"])
-    return f" (out-of-fold delta {delta_text(*interval)})"
+    where = "certification" if entry.get("by") == "holdout" else "out-of-fold"
+    return f" ({where} delta {delta_text(*interval)})"
 
 
 def floor_resolution(
-    table: pd.DataFrame, max_drop: float, metric: str, by_folds: bool = False
+    table: pd.DataFrame, max_drop: float, metric: str, by: str = "validation"
 ) -> str:
     """The floor next to the median half-width of the trials' paired validation intervals,
-    and plainly whether the validation rows can tell a candidate within the floor (`by_folds`:
-    the front was judged on every training and validation row instead)."""
+    and plainly whether the validation rows could tell a candidate within the floor where they
+    certified (`by` "validation"); "holdout" and "folds" certified on other rows."""
     half = pareto.validation_half_width(table)
     if half is None:
         return f"floor: {metric} within {max_drop:g} of the baseline"
@@ -99,7 +117,9 @@ def floor_resolution(
         f"floor: {metric} within {max_drop:g} of the baseline; the median 95% interval of a "
         f"trial's validation delta is +/-{half:.4f}"
     )
-    if half > max_drop and by_folds:
+    if by == "holdout":
+        line += " (they select; the champion is certified on held-out rows)"
+    elif half > max_drop and by == "folds":
         line += (
             ": the validation set is too small to resolve the floor, so the champion was "
             "judged out-of-fold, on every training and validation row"
@@ -107,7 +127,7 @@ def floor_resolution(
     elif half > max_drop:
         line += (
             ": the validation set is too small to resolve the floor, so 'within the floor' is "
-            "not a promise here (use more rows, search.confirm: 5 with confirm_by: folds to "
+            "not a promise here (use more rows, data.certify_fraction, search.confirm: 5 to "
             "judge on every training row, or a larger search.max_metric_drop)"
         )
     return line

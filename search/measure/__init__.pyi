@@ -12,6 +12,11 @@ from .latency import Timing as Timing
 from .latency import compare_latency as compare_latency
 from .latency import measure_latency as measure_latency
 from .latency import ort_session as ort_session
+from .noninferiority import ALPHA as ALPHA
+from .noninferiority import Certificate as Certificate
+from .noninferiority import noninferiority as noninferiority
 from .phases import Phases as Phases
+from .uncertainty import CONFIDENCE as CONFIDENCE
 from .uncertainty import PairedDelta as PairedDelta
 from .uncertainty import paired_delta as paired_delta
+from .uncertainty import paired_differences as paired_differences

@@ -16,7 +16,7 @@ from scipy import stats
 
 from lightning_modules.metrics import metric_of_rows
 
-__all__ = ["CONFIDENCE", "PairedDelta", "paired_delta"]
+__all__ = ["CONFIDENCE", "PairedDelta", "paired_delta", "paired_differences"]
 
 CONFIDENCE = 0.95
 _RESAMPLES = 2000
@@ -46,7 +46,7 @@ class PairedDelta:
 
 
 def _paired_proportions(
-    candidate: np.ndarray, baseline: np.ndarray, delta: float, seed: int
+    candidate: np.ndarray, baseline: np.ndarray, delta: float, seed: int, confidence: float
 ) -> PairedDelta:
     """The same paired bootstrap for 0/1 rows, drawn as counts instead of row indices.
 
@@ -61,13 +61,18 @@ def _paired_proportions(
     shares = [gains / n, losses / n, 1.0 - (gains + losses) / n]
     counts = np.random.default_rng(seed).multinomial(n, shares, size=_RESAMPLES)
     differences = (counts[:, 0] - counts[:, 1]) / n
-    alpha = (1 - CONFIDENCE) / 2
+    alpha = (1 - confidence) / 2
     low, high = np.quantile(differences, [alpha, 1 - alpha])
     return PairedDelta(delta, float(low), float(high))
 
 
 def paired_delta(
-    candidate: np.ndarray, baseline: np.ndarray, metric: str, *, seed: int = 0
+    candidate: np.ndarray,
+    baseline: np.ndarray,
+    metric: str,
+    *,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
 ) -> PairedDelta:
     """The metric difference on the same rows and its percentile bootstrap interval.
 
@@ -77,11 +82,12 @@ def paired_delta(
         metric: "accuracy" (rows are 0/1), "rmse" (rows are squared errors) or "pr_auc"
             (rows are (anomaly score, 0/1 label) pairs, shape (N, 2)).
         seed: the bootstrap's seed; the same seed gives the same interval.
+        confidence: the interval's level; higher where one of several is chosen on it.
     """
     candidate = np.asarray(candidate, dtype=float)
     baseline = np.asarray(baseline, dtype=float)
     if metric == "pr_auc":
-        return _paired_ranking(candidate, baseline, seed)
+        return _paired_ranking(candidate, baseline, seed, confidence)
     if candidate.shape != baseline.shape or candidate.ndim != 1 or len(candidate) == 0:
         raise ValueError(
             f"paired rows must be two equal, non-empty vectors, but got shapes "
@@ -96,7 +102,7 @@ def paired_delta(
         and np.isin(candidate, (0.0, 1.0)).all()
         and np.isin(baseline, (0.0, 1.0)).all()
     ):
-        return _paired_proportions(candidate, baseline, delta, seed)
+        return _paired_proportions(candidate, baseline, delta, seed, confidence)
 
     def statistic(c: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return metric_of_rows(metric, c, axis) - metric_of_rows(metric, b, axis)
@@ -108,7 +114,7 @@ def paired_delta(
         vectorized=True,
         n_resamples=_RESAMPLES,
         batch=max(1, _BATCH_CELLS // len(candidate)),
-        confidence_level=CONFIDENCE,
+        confidence_level=confidence,
         method="percentile",
         rng=np.random.default_rng(seed),
     )
@@ -134,9 +140,10 @@ def _average_precision(scores: np.ndarray, labels: np.ndarray, weights: np.ndarr
     return (precision * (w * positive)).sum(axis=1) / np.maximum(positives, 1e-12)
 
 
-def _paired_ranking(candidate: np.ndarray, baseline: np.ndarray, seed: int) -> PairedDelta:
+def paired_differences(candidate: np.ndarray, baseline: np.ndarray, seed: int) -> np.ndarray:
     """The paired bootstrap of a PR AUC difference: both networks' (score, label) rows are
-    resampled together, and each resample's average precision recomputed."""
+    resampled together, and each resample's average precision recomputed; one difference per
+    resample."""
     if candidate.shape != baseline.shape or candidate.ndim != 2 or candidate.shape[1] != 2:
         raise ValueError(
             f"pr_auc rows must be two equal (N, 2) arrays of (score, label), but got shapes "
@@ -146,11 +153,6 @@ def _paired_ranking(candidate: np.ndarray, baseline: np.ndarray, seed: int) -> P
     if not np.array_equal(labels, baseline[:, 1]):
         raise ValueError("paired pr_auc rows must hold the same labels in the same order.")
     n = len(labels)
-    one = np.ones((1, n))
-    delta = float(
-        _average_precision(candidate[:, 0], labels, one)[0]
-        - _average_precision(baseline[:, 0], labels, one)[0]
-    )
     rng = np.random.default_rng(seed)
     differences = []
     per_batch = max(1, _BATCH_CELLS // (4 * n))
@@ -163,6 +165,19 @@ def _paired_ranking(candidate: np.ndarray, baseline: np.ndarray, seed: int) -> P
             _average_precision(candidate[:, 0], labels, weights)
             - _average_precision(baseline[:, 0], labels, weights)
         )
-    alpha = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(np.concatenate(differences), [alpha, 1 - alpha])
+    return np.concatenate(differences)
+
+
+def _paired_ranking(
+    candidate: np.ndarray, baseline: np.ndarray, seed: int, confidence: float = CONFIDENCE
+) -> PairedDelta:
+    differences = paired_differences(candidate, baseline, seed)
+    labels = candidate[:, 1]
+    one = np.ones((1, len(labels)))
+    delta = float(
+        _average_precision(candidate[:, 0], labels, one)[0]
+        - _average_precision(baseline[:, 0], labels, one)[0]
+    )
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(differences, [alpha, 1 - alpha])
     return PairedDelta(delta, float(low), float(high))

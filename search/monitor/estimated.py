@@ -29,6 +29,9 @@ __all__ = [
 
 # From this share of rows beyond the training range the estimate's line says to trust it less.
 OUTSIDE_WARNING = 0.05
+# Beyond this share, the estimate is withheld: most of its rows lie where neither estimator
+# learned anything (a seasonal table's DLE estimate missed winter by half).
+OUTSIDE_WITHHELD = 0.5
 
 LOGGED_BEFORE = (
     "model logged before tabslim stored an estimator; log it again to estimate its metric on "
@@ -53,10 +56,20 @@ class Estimated:
     outside: float = 0.0
     outside_column: str | None = None
 
+    @property
+    def withheld(self) -> bool:
+        return self.outside > OUTSIDE_WITHHELD
+
     def describe(self) -> str:
+        if self.withheld:
+            return (
+                f"estimated {self.metric} ({self.method}) withheld: {self.outside:.0%} of the "
+                f"{self.rows:,} unlabelled rows lie beyond the training range (most in "
+                f"{self.outside_column}), where the estimate does not extrapolate"
+            )
         line = (
             f"estimated {self.metric} ({self.method}) on {self.rows:,} unlabelled rows: "
-            f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}] (validation when logged: "
+            f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}] (held-out rows when logged: "
             f"{self.reference:.4f})"
         )
         if self.outside >= OUTSIDE_WARNING:

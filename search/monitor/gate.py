@@ -44,7 +44,7 @@ def retrain_reasons(
     """
     reasons = ["--force"] if force else []
     for kind, figure in (("realized", report.realized), ("estimated", report.estimated)):
-        if figure is None:
+        if figure is None or getattr(figure, "withheld", False):
             continue
         allowed = _fell_beyond(figure, tolerance)
         if allowed is not None:

@@ -34,6 +34,7 @@ def load_data(config: Config, phases: Phases | None = None) -> TabularDataModule
         "task": None if data.task == "auto" else data.task,
         "val_fraction": data.val_fraction,
         "test_fraction": data.test_fraction,
+        "certify_fraction": data.certify_fraction,
         "batch_size": config.training.batch_size,
         "seed": data.seed,
         "drop_columns": data.drop_columns,
@@ -77,6 +78,7 @@ def data_params(data: TabularDataModule) -> dict[str, object]:
         "data.task": data.task,
         "data.rows_train": len(data.train_frame),
         "data.rows_val": len(data.val_frame),
+        "data.rows_certify": len(data.certify_frame),
         "data.rows_test": len(data.test_frame),
     }
 
@@ -85,7 +87,7 @@ def data_fingerprint(data: TabularDataModule) -> str:
     """A digest of the table as split (rows, values, split membership): the same file read on
     another node gives the same digest, a changed row or another split seed does not."""
     digest = hashlib.sha256()
-    for frame in (data.train_frame, data.val_frame, data.test_frame):
+    for frame in (data.train_frame, data.val_frame, data.certify_frame, data.test_frame):
         digest.update(str(list(frame.columns)).encode())
         digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
     return digest.hexdigest()

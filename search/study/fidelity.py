@@ -81,15 +81,22 @@ class Peer:
     final: float | None = None
 
 
-def _clipped(value: float, floor: float | None, higher_is_better: bool) -> float:
+def _clipped(value: float, floor: float | None, higher_is_better: bool, margin: float) -> float:
+    """`value`, capped `margin` past the floor: beyond that, holding the floor is all a
+    champion needs. A cap at the floor itself let a smaller peer that merely touched the floor
+    stop a larger one that would have certified comfortably."""
     if floor is None:
         return value
-    return min(value, floor) if higher_is_better else max(value, floor)
+    return min(value, floor + margin) if higher_is_better else max(value, floor - margin)
 
 
-def dominates(a: Peer, b: Peer, floor: float | None, higher_is_better: bool) -> bool:
-    """`a` is no larger than `b` and at least as good against the floor, and better in one."""
-    va, vb = _clipped(a.value, floor, higher_is_better), _clipped(b.value, floor, higher_is_better)
+def dominates(
+    a: Peer, b: Peer, floor: float | None, higher_is_better: bool, margin: float = 0.0
+) -> bool:
+    """`a` is no larger than `b` and at least as good against the floor (plus `margin`), and
+    better in one."""
+    va = _clipped(a.value, floor, higher_is_better, margin)
+    vb = _clipped(b.value, floor, higher_is_better, margin)
     no_worse = va >= vb if higher_is_better else va <= vb
     better = va > vb if higher_is_better else va < vb
     return a.parameters <= b.parameters and no_worse and (a.parameters < b.parameters or better)
@@ -102,11 +109,14 @@ def goes_on(
     floor: float | None,
     higher_is_better: bool,
     reduction: int,
+    margin: float = 0.0,
 ) -> tuple[bool, str]:
     """Whether a candidate at a rung goes on, and if not, why (see the module docstring).
 
     Args:
         peers: the other candidates' records at the same rung, finished or not.
+        margin: how far past the floor a value still counts, in the metric's units: the
+            half-width the certification rows are expected to give (`search.study.power`).
     """
     # Only candidates no larger: a wide network converges in few epochs and gains little
     # after a rung, so its gain would judge a slow-learning narrow one out of reach too soon
@@ -123,7 +133,7 @@ def goes_on(
                 f"{len(gains)} fully trained candidates no larger moved after this rung "
                 f"({best_gain:+.4g}) leaves it short of {floor:.4g}"
             )
-    beaten = sum(dominates(p, own, floor, higher_is_better) for p in peers)
+    beaten = sum(dominates(p, own, floor, higher_is_better, margin) for p in peers)
     allowed = max(1, (len(peers) + 1) // reduction)
     if beaten >= allowed:
         return False, (
@@ -146,8 +156,10 @@ class RungJudge:
         higher_is_better: bool,
         rungs: Sequence[int],
         reduction: int,
+        margin: float = 0.0,
     ) -> None:
         self.trial = trial
+        self.margin = margin
         self.schedule = schedule_of(approach)
         self.floor, self.higher_is_better = floor, higher_is_better
         self.rungs, self.reduction = tuple(rungs), reduction
@@ -167,6 +179,7 @@ class RungJudge:
             floor=self.floor,
             higher_is_better=self.higher_is_better,
             reduction=self.reduction,
+            margin=self.margin,
         )
         self.records[str(epochs)]["goes_on"] = go_on
         self._write()

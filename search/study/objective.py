@@ -41,7 +41,7 @@ from search.serving import save_network
 from search.study.baseline import TEACHER_FILE, load_baseline, load_teacher
 from search.study.context import SearchContext
 from search.study.fidelity import STOP_ATTR, RungJudge, rung_epochs
-from search.study.settings import StudySettings, latency_metric
+from search.study.settings import POWER_ATTR, StudySettings, latency_metric
 from search.study.space import ScratchShape, apply_shape, draw_approach, draw_plan, draw_shape
 from search.study.training import fit_settings, run_metrics
 
@@ -244,8 +244,21 @@ def _rungs(
         higher_is_better=ctx.higher_is_better,
         rungs=rungs,
         reduction=fidelity.reduction,
+        margin=_clip_margin(trial.study, settings),
     )
     return StopAtRungs(f"val_{ctx.metric}", rungs, judge, higher_is_better=ctx.higher_is_better)
+
+
+def _clip_margin(study: optuna.Study, settings: StudySettings) -> float:
+    """How far past the floor a rung value still counts, in the metric's units: the
+    half-width the certification rows are expected to give (0 before it is known)."""
+    statement = study.user_attrs.get(POWER_ATTR) or {}
+    half = float(statement.get("half_width") or 0.0)
+    if not math.isfinite(half):
+        return 0.0
+    if settings.higher_is_better or settings.baseline_metric is None:
+        return half
+    return half * abs(settings.baseline_metric)  # relative for an error, as the floor is
 
 
 def measure_network(ctx: SearchContext, trained: Trained) -> dict[str, float]:
@@ -276,7 +289,17 @@ def measure_network(ctx: SearchContext, trained: Trained) -> dict[str, float]:
 
 
 ROWS_FILE = "row_scores.npz"
+# Splits paired with the baseline as the trial ends (MLflow's val_delta and test_delta).
 SPLITS = ("val", "test")
+# The certification rows' scores are kept beside them, unread until every candidate is in
+# (`search.front.certify`): no decision during the search may see them.
+CERTIFY = "certify"
+
+
+def scored_splits(ctx: SearchContext) -> tuple[str, ...]:
+    """The splits whose per-row scores a trial keeps: `SPLITS`, and the certification rows
+    where the data has them."""
+    return (*SPLITS, CERTIFY) if ctx.data.has_certification else SPLITS
 
 
 def paired_metrics(
@@ -355,7 +378,7 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         # Whether training ended on early stopping: one cut off while improving is unfinished.
         metrics["converged"] = float(trained.stopped_by == "early_stopping")
     with phases("row_scores"):
-        rows = {split: row_scores(trained.network, ctx.data, split) for split in SPLITS}
+        rows = {split: row_scores(trained.network, ctx.data, split) for split in scored_splits(ctx)}
     directory = ctx.trials_dir / f"trial-{trial.number}"
     if is_baseline:
         ctx.baseline_rows = rows
@@ -367,7 +390,7 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         raise RuntimeError(f"trial {trial.number} produced non-finite objectives {values}")
     with phases("save"):
         save_network(directory, trained.spec, trained.network, ctx.data.preprocessor)
-        np.savez(directory / ROWS_FILE, val=rows["val"], test=rows["test"])
+        np.savez(directory / ROWS_FILE, **rows)
         if is_baseline and "distill" in ctx.config.search.approaches:
             ctx.teacher = teacher_outputs(trained.network, ctx.data)
             np.save(directory / TEACHER_FILE, ctx.teacher.numpy())

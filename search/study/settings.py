@@ -25,6 +25,9 @@ from search.config import Config
 ATTR = "tabslim"
 # Why a search stopped before its trials (a baseline that learned nothing), for the report.
 STOPPED_ATTR = "tabslim_stopped"
+# What the certification rows can certify, said before the candidates train
+# (`search.study.power`).
+POWER_ATTR = "tabslim_power"
 # How many complete trials the latest `tabslim search` asked for: what workers run up to.
 TARGET_ATTR = "tabslim_n_trials"
 SIZE_METRICS = {"parameters": "parameters", "bytes": "size_bytes", "flops": "flops"}

@@ -215,9 +215,12 @@ class StudyMirror:
             preprocessor = serving_preprocessor(network, self.data)
         run_id = self._runs[trial.number]
         with mlflow.start_run(run_id=run_id, nested=True):
-            profile = build_profile(self.data, network) if self.data is not None else None
-            # A quantized variant's folder holds the INT8 graph it was measured as: that serves.
+            # A quantized variant's folder holds the INT8 graph it was measured as: that serves,
+            # and its own outputs calibrate its estimators.
             graph = directory / "model.onnx" if "precision" in trial.user_attrs else None
+            profile = (
+                build_profile(self.data, network, graph=graph) if self.data is not None else None
+            )
             rows = reference_sample(self.data, self.reference_rows) if self.data else None
             info = log_model(
                 spec,
