@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lightning_modules.data import MIN_ROWS_PER_SPLIT, InMemoryBatches, TabularDataModule, read_table
+from lightning_modules.data import (
+    MIN_ROWS_PER_SPLIT,
+    InMemoryBatches,
+    TabularDataModule,
+    read_table,
+)
 from lightning_modules.datasets import BUNDLED, TARGET, load_bundled
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.preprocessing import Preprocessor, infer_task

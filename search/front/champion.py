@@ -207,7 +207,7 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
 
 
 def _certified_by(study: optuna.Study) -> str:
-    """"certification", "out-of-fold" or "validation": what the stored verdicts rest on."""
+    """ "certification", "out-of-fold" or "validation": what the stored verdicts rest on."""
     plan = study.user_attrs.get(pareto.CONFIRM_PLAN_ATTR) or {}
     confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR)
     if confirmed is None:

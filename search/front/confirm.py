@@ -87,28 +87,37 @@ def plan_confirmation(study: optuna.Study, ctx: SearchContext) -> ConfirmPlan:
     val_rows = len(ctx.data.val_frame)
     rows = len(ctx.data.train_frame) + val_rows
     certify_rows = len(ctx.data.certify_frame)
-    sizes = {"val_rows": val_rows, "rows": rows, "certify_rows": certify_rows}
+
+    def sized(plan: ConfirmPlan, reason: str | None = None) -> ConfirmPlan:
+        return dataclasses.replace(
+            plan,
+            reason=plan.reason if reason is None else reason,
+            val_rows=val_rows,
+            rows=rows,
+            certify_rows=certify_rows,
+        )
+
     if search.confirm != "auto" and search.confirm > 0:
-        return ConfirmPlan(search.confirm, "folds", "search.confirm", **sizes)
+        return sized(ConfirmPlan(search.confirm, "folds", "search.confirm"))
     held_out = _held_out(certify_rows)
     if search.confirm == 0:
-        return dataclasses.replace(held_out, reason="search.confirm: 0", **sizes)
+        return sized(held_out, "search.confirm: 0")
     statement = read_power(study)
     settings = StudySettings.read(study)
     half = pareto.validation_half_width(pareto.trial_table(study))
     if statement is not None and statement.rows and statement.can_certify:
         reason = f"auto: the {certify_rows} certification rows can certify the floor"
-        return ConfirmPlan(0, "holdout", reason, **sizes)
+        return sized(ConfirmPlan(0, "holdout", reason))
     if half is None or settings.baseline_metric is None:
         reason = "auto: no trial has a validation interval to project folds from"
-        return dataclasses.replace(held_out, reason=reason, **sizes)
+        return sized(held_out, reason)
     folds = auto_plan(
         half, settings.allowed_drop(), val_rows, rows, bool(ctx.config.data.time_column)
     )
     if folds.k:
         lead = f"auto: the {certify_rows} certification rows are too few; " if certify_rows else ""
-        return dataclasses.replace(folds, reason=lead + folds.reason, **sizes)
-    return dataclasses.replace(held_out, reason=folds.reason, **sizes)
+        return sized(folds, lead + folds.reason)
+    return sized(held_out, folds.reason)
 
 
 def _held_out(certify_rows: int) -> ConfirmPlan:

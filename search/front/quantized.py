@@ -178,7 +178,7 @@ def _add_variant(
     scored = scored_splits(ctx)
     outputs = {split: onnx_outputs(graph, ctx, split) for split in scored}
     rows = {split: output_row_scores(outputs[split], ctx.data, split) for split in scored}
-    np.savez(folder / ROWS_FILE, **rows)
+    np.savez(folder / ROWS_FILE, **rows)  # type: ignore[arg-type]
     latency = ctx.config.search.latency
     timed = measure_latency(
         network,

@@ -390,7 +390,7 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[float, float, fl
         raise RuntimeError(f"trial {trial.number} produced non-finite objectives {values}")
     with phases("save"):
         save_network(directory, trained.spec, trained.network, ctx.data.preprocessor)
-        np.savez(directory / ROWS_FILE, **rows)
+        np.savez(directory / ROWS_FILE, **rows)  # type: ignore[arg-type]
         if is_baseline and "distill" in ctx.config.search.approaches:
             ctx.teacher = teacher_outputs(trained.network, ctx.data)
             np.save(directory / TEACHER_FILE, ctx.teacher.numpy())
