@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from lightning_modules.datasets import drift_batch
 from search.commands import main, run_drift
-from search.monitor import check_quality, compare
+from search.monitor import Estimated, check_quality, compare, screen_estimate
 from search.serving import read_profile
 
 _NAME = "quality"
@@ -110,6 +110,8 @@ def test_text_in_a_numeric_column_is_broken_and_not_called_no_drift(
     table = json.loads(Path(client.download_artifacts(run_id, "data_quality.json")).read_text())
     row = dict(zip(table["columns"], table["data"][0], strict=True))
     assert row["column"] == "tenure" and "do not parse" in row["broken"]
+    page = Path(client.download_artifacts(run_id, "drift_report.html")).read_text()
+    assert "<h2>Data quality</h2>" in page and "do not parse as float64" in page
 
 
 def test_a_column_missing_in_every_row_is_broken(world: dict[str, str]) -> None:
@@ -234,3 +236,23 @@ def test_the_served_model_refuses_text_by_column_and_imputes_a_missing_one(
     # One served row cannot tell a broken feed from a gap: it scores as trained, by imputation.
     empty = model.predict(pd.read_csv(world["empty"]))
     assert len(empty) == 600 and empty["proba_yes"].between(0, 1).all()
+
+
+def test_the_estimate_counts_its_rows_with_broken_columns_and_is_withheld_when_most_have_them(
+    world: dict[str, str],
+) -> None:
+    profile = _profile(world)
+    # Labelled rows carry the breakage: of the 400 unlabelled ones, a quarter has text.
+    rows = pd.read_csv(world["clean"]).head(800)
+    rows["tenure"] = rows["tenure"].astype(object)
+    rows.loc[:499, "tenure"] = "abc"
+    quality = check_quality(profile, rows)
+    assert [c.column for c in quality.broken] == ["tenure"]
+    unlabelled = np.arange(len(rows)) >= 400
+    estimate = Estimated("accuracy", 0.8, 0.7, 0.9, 0.8, "CBPE", 400)
+    kept, note = screen_estimate(quality, estimate, unlabelled)
+    assert note is None and kept is not None and kept.broken_rows == 100
+    assert "100 of them had a broken column (tenure), scored on imputed values" in kept.describe()
+    withheld, note = screen_estimate(quality, estimate, np.arange(len(rows)) < 400)
+    assert withheld is None and note is not None
+    assert note.startswith("estimate withheld: 400 of the 400 unlabelled rows")
