@@ -91,7 +91,11 @@ def test_the_run_holds_the_report_and_links_to_the_model_version(
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    assert out.splitlines()[1].split()[0] in {"tenure", "plan"}
+    lines = out.splitlines()
+    # The data-quality section first, then the drift table, worst column first.
+    assert lines[0].split()[:2] == ["column", "type"] and "data quality: no broken column" in out
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["column", "kind"])
+    assert lines[header + 1].split()[0] in {"tenure", "plan"}
     assert "2 of 5 columns drifted" in out
     assert "not features, so not compared: customer_id" in out
     (run_id,) = re.findall(r"MLflow run (\w+)", out)

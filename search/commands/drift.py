@@ -1,6 +1,9 @@
 """`tabslim drift`: new rows against the reference profile a logged model carries.
 
-Prints the columns worst first and logs one MLflow run (`tabslim.kind = drift`) with the report
+First a data-quality section (`search.monitor.quality`: per column the values that do not parse
+as the training type, missing, beyond the training range, unseen categories; broken columns
+named), logged as metrics `quality_<share>_<column>` and the table `data_quality.json`. Then
+prints the columns worst first and logs one MLflow run (`tabslim.kind = drift`) with the report
 as JSON and HTML, the figure, a metric per column (`drift_psi_<column>`), the classifier
 two-sample test's AUC against the training rows stored with the model (`drift_c2st_auc`, with
 `_ci_low` and `_ci_high`), the metric estimated on the rows without labels
@@ -31,6 +34,7 @@ from search.config.choices import DRIFT_ALPHA, DRIFT_PSI_THRESHOLD
 from search.monitor import (
     NO_REFERENCE_ROWS,
     DriftReport,
+    check_quality,
     compare,
     estimate_note,
     estimated_metric,
@@ -38,8 +42,10 @@ from search.monitor import (
     plot_drift,
     realized_metric,
     render_html,
+    screen_estimate,
     served_frame,
     served_predictions,
+    unlabelled,
 )
 from search.serving import read_profile
 
@@ -126,6 +132,8 @@ def run_drift(
     served = served_frame(network_dir, frame)
     predictions = served_predictions(served, profile)
     realized = realized_metric(profile, labelled, predictions)
+    # Before any distribution is compared: a broken column's values are mostly imputations.
+    quality = check_quality(profile, frame)
     report = compare(
         profile,
         frame,
@@ -133,13 +141,15 @@ def run_drift(
         realized=realized,
         psi_threshold=psi_threshold,
         alpha=alpha,
+        quality=quality,
     )
     # Per-column tests miss a change in how columns vary together; this test sees it.
     report.multivariate = multivariate_drift(network_dir, profile, frame)
     if report.multivariate is None:
         report.multivariate_note = NO_REFERENCE_ROWS
-    report.estimated = estimated_metric(profile, network_dir, frame, served)
-    report.estimated_note = estimate_note(profile, frame)
+    estimated = estimated_metric(profile, network_dir, frame, served)
+    report.estimated, withheld = screen_estimate(quality, estimated, unlabelled(profile, frame))
+    report.estimated_note = withheld or estimate_note(profile, frame)
     match = _ALIAS_URI.match(model_uri)
     client = MlflowClient()
     version = None
@@ -153,7 +163,7 @@ def run_drift(
     if match and version is not None:
         tags |= {"tabslim.model_name": match["name"], "tabslim.model_version": str(version)}
     with mlflow.start_run(experiment_id=experiment_id, run_name="drift", tags=tags) as run:
-        metrics = {_metric_name(c.column): c.psi for c in report.columns}
+        metrics = {_metric_name(c.column): c.psi for c in report.columns if math.isfinite(c.psi)}
         metrics |= {
             "drift_share": report.share_drifted,
             "drift_score": report.score,
@@ -180,7 +190,8 @@ def run_drift(
                 "drift_c2st_auc_ci_low": found.low,
                 "drift_c2st_auc_ci_high": found.high,
             }
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(metrics | quality.metrics())
+        mlflow.log_table(quality.table(), "data_quality.json")
         mlflow.log_dict(report.to_dict(), "drift_report.json")
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_drift(report, profile, frame, Path(tmp) / "drift.png")

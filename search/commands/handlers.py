@@ -120,6 +120,10 @@ def drift_command(args: argparse.Namespace) -> int:
         alpha=options.alpha,
         labels_path=options.labels,
     )
+    if outcome.report.quality is not None:
+        # Before the drift table: a broken column makes its drift figures meaningless.
+        print(outcome.report.quality.format_table())
+        print()
     print(outcome.report.format_table())
     print(f"MLflow run {outcome.run_id} at {redact(outcome.tracking_uri)}")
     return 0

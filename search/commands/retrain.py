@@ -47,11 +47,13 @@ from search.measure import CONFIDENCE, paired_delta
 from search.monitor import (
     ChallengerOptions,
     Verdict,
+    check_quality,
     compare,
     estimated_metric,
     frame_scores,
     latency_ratio,
     realized_metric,
+    refuse_broken,
     retrain_reasons,
     served_frame,
     served_predictions,
@@ -178,6 +180,9 @@ def run_retrain(
         profile = mlflow.artifacts.load_dict(f"runs:/{accepted_run}/{ACCEPTED_FILE}")
     everything = read_table(data_path)
     _check_input(everything, profile, target)
+    # Before anything is trained, promoted or marked handled: a model retrained on a broken
+    # column learns from the values the preprocessing imputed.
+    refuse_broken(check_quality(profile, everything))
     # Rows whose labels have not come yet are judged by the estimate alone; challengers train
     # and are judged on the labelled ones.
     if target in everything.columns:

@@ -10,6 +10,7 @@ from .estimated import LOGGED_BEFORE as LOGGED_BEFORE
 from .estimated import Estimated as Estimated
 from .estimated import estimate_note as estimate_note
 from .estimated import estimated_metric as estimated_metric
+from .estimated import unlabelled as unlabelled
 from .gate import LATENCY_SLACK as LATENCY_SLACK
 from .gate import SIZE_SLACK as SIZE_SLACK
 from .gate import Verdict as Verdict
@@ -21,6 +22,11 @@ from .multivariate import NO_REFERENCE_ROWS as NO_REFERENCE_ROWS
 from .multivariate import Multivariate as Multivariate
 from .multivariate import classifier_two_sample as classifier_two_sample
 from .multivariate import multivariate_drift as multivariate_drift
+from .quality import ColumnQuality as ColumnQuality
+from .quality import DataQuality as DataQuality
+from .quality import check_quality as check_quality
+from .quality import refuse_broken as refuse_broken
+from .quality import screen_estimate as screen_estimate
 from .realized import realized_metric as realized_metric
 from .realized import served_frame as served_frame
 from .realized import served_predictions as served_predictions

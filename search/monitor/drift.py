@@ -6,6 +6,10 @@ sizes that do not grow with the number of rows: the population stability index (
 reference bins, and the Wasserstein distance in reference standard deviations (numeric) or the
 Jensen-Shannon distance (categorical). With enough rows every p-value becomes significant, so
 a column counts as drifted only when its PSI also passes a threshold.
+
+A column the data-quality check found broken (`search.monitor.quality`) is not compared: its
+values are mostly what the preprocessing would impute. A column whose test cannot run (no values
+on one side, constant in training) says so, with no p-value, rather than p = 1.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from scipy.spatial.distance import jensenshannon
 from search.config.choices import DRIFT_ALPHA, DRIFT_PSI_THRESHOLD
 from search.monitor.estimated import Estimated
 from search.monitor.multivariate import Multivariate
+from search.monitor.quality import DataQuality
 from search.serving import MISSING, bin_counts
 
 __all__ = ["ColumnDrift", "DriftReport", "Realized", "compare", "psi"]
@@ -55,6 +60,20 @@ class ColumnDrift:
     importance: float
     p_adjusted: float = float("nan")
     drifted: bool = False
+    # Why the column was not tested (broken, no values, constant in training); None if it was.
+    note: str | None = None
+    broken: bool = False
+
+    @property
+    def tested(self) -> bool:
+        return self.note is None
+
+    @property
+    def verdict(self) -> str:
+        """What the table's last column says: yes, no, BROKEN, or - for a column not tested."""
+        if self.broken:
+            return "BROKEN"
+        return ("yes" if self.drifted else "no") if self.tested else "-"
 
 
 @dataclass(frozen=True)
@@ -88,10 +107,16 @@ class DriftReport:
     # The metric estimated on the rows without labels (`search.monitor.estimated`), or why not.
     estimated: Estimated | None = None
     estimated_note: str | None = None
+    # The data-quality section (`search.monitor.quality`), printed before the table.
+    quality: DataQuality | None = None
 
     @property
     def drifted(self) -> list[ColumnDrift]:
         return [c for c in self.columns if c.drifted]
+
+    @property
+    def broken(self) -> list[ColumnDrift]:
+        return [c for c in self.columns if c.broken]
 
     @property
     def share_drifted(self) -> float:
@@ -99,9 +124,13 @@ class DriftReport:
 
     @property
     def score(self) -> float:
-        """Importance-weighted mean PSI: drift in the columns the model relies on weighs most."""
-        weights = np.array([max(c.importance, _IMPORTANCE_FLOOR) for c in self.columns])
-        values = np.array([c.psi for c in self.columns])
+        """Importance-weighted mean PSI: drift in the columns the model relies on weighs most.
+
+        Over the columns with a PSI: a broken or untestable column has none to weigh.
+        """
+        finite = [c for c in self.columns if math.isfinite(c.psi)]
+        weights = np.array([max(c.importance, _IMPORTANCE_FLOOR) for c in finite])
+        values = np.array([c.psi for c in finite])
         return float(np.sum(weights * values) / np.sum(weights)) if len(values) else 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +149,7 @@ class DriftReport:
             "multivariate_note": self.multivariate_note,
             "estimated": dataclasses.asdict(self.estimated) if self.estimated else None,
             "estimated_note": self.estimated_note,
+            "quality": self.quality.to_dict() if self.quality else None,
         }
 
     def format_table(self) -> str:
@@ -130,20 +160,28 @@ class DriftReport:
         ]
         for c in self.columns:
             lines.append(
-                f"{c.column[:24]:<24} {c.kind:<11} {c.test:<5} {c.p_adjusted:>8.2g} "
-                f"{c.psi:>7.3f} {c.distance:>9.3f} {c.unseen_share:>7.1%} {c.importance:>10.4f}  "
-                f"{'yes' if c.drifted else 'no'}"
+                f"{c.column[:24]:<24} {c.kind:<11} {c.test:<5} {_figure(c.p_adjusted, '.2g'):>8} "
+                f"{_figure(c.psi, '.3f'):>7} {_figure(c.distance, '.3f'):>9} "
+                f"{c.unseen_share:>7.1%} {c.importance:>10.4f}  {c.verdict}"
             )
         return "\n".join([*lines, *self.summary()])
 
     def summary(self) -> list[str]:
         """The lines under the table: the verdict, what was not compared, the estimated and the
         realized metric."""
+        untested = [c for c in self.columns if not c.tested and not c.broken]
+        tested = len(self.columns) - len(untested) - len(self.broken)
+        counted = f"{tested} columns" if tested == len(self.columns) else f"{tested} tested columns"
+        broken = ", ".join(c.column for c in self.broken)
         lines = [
-            f"{len(self.drifted)} of {len(self.columns)} columns drifted (PSI >= "
-            f"{self.psi_threshold:g} and corrected p < {self.alpha:g}); importance-weighted "
-            f"drift score {self.score:.3f}; prediction PSI {self.prediction_psi:.3f}"
+            f"{len(self.drifted)} of {counted} drifted (PSI >= {self.psi_threshold:g} and "
+            f"corrected p < {self.alpha:g})"
+            + (f"; BROKEN, so neither drifted nor stable: {broken}" if broken else "")
+            + f"; importance-weighted drift score {self.score:.3f}; prediction PSI "
+            f"{self.prediction_psi:.3f}"
         ]
+        if untested:
+            lines.append("not tested: " + "; ".join(f"{c.column} ({c.note})" for c in untested))
         if self.reference_note:
             lines.append(self.reference_note)
         if self.multivariate is not None:
@@ -165,19 +203,32 @@ class DriftReport:
         return lines
 
 
+def _figure(value: float, spec: str) -> str:
+    return format(value, spec) if math.isfinite(value) else "-"
+
+
+def _untestable(training: np.ndarray, new: np.ndarray) -> str | None:
+    """Why a two-sample test on these values cannot run; None when it can."""
+    if not len(training):
+        return "no values in training"
+    if not len(new):
+        return "no values in these rows"
+    if len(np.unique(training)) == 1:
+        return "constant in training"
+    return None
+
+
 def _numeric(name: str, ref: dict[str, Any], values: pd.Series, importance: float) -> ColumnDrift:
     x = pd.to_numeric(values, errors="coerce")
     present = x.dropna().to_numpy(dtype=float)
     sample = np.asarray(ref["sample"], dtype=float)
-    if len(present) and len(sample):
-        test = stats.ks_2samp(sample, present)
-        statistic, p_value = float(test.statistic), float(test.pvalue)
-        spread = ref["std"] or 1.0
-        distance = float(stats.wasserstein_distance(sample, present)) / spread
-    else:
-        statistic, p_value, distance = float("nan"), 1.0, float("nan")
-    edges = ref["bin_edges"]
-    shift = psi(np.asarray(ref["bin_counts"], float), bin_counts(present, edges)) if edges else 0.0
+    note = _untestable(sample, present)
+    if note is not None:
+        return _not_tested(name, "numeric", importance, note)
+    test = stats.ks_2samp(sample, present)
+    statistic, p_value = float(test.statistic), float(test.pvalue)
+    distance = float(stats.wasserstein_distance(sample, present)) / (ref["std"] or 1.0)
+    shift = psi(np.asarray(ref["bin_counts"], float), bin_counts(present, ref["bin_edges"]))
     return ColumnDrift(
         name,
         "numeric",
@@ -242,21 +293,31 @@ def compare(
     realized: Realized | None = None,
     psi_threshold: float = DRIFT_PSI_THRESHOLD,
     alpha: float = DRIFT_ALPHA,
+    quality: DataQuality | None = None,
 ) -> DriftReport:
-    """The drift of `frame`'s columns against `profile`, worst column first."""
+    """The drift of `frame`'s columns against `profile`, worst column first.
+
+    Args:
+        quality: the data-quality check of the same rows; its broken columns are not compared.
+    """
     importance = profile.get("importance", {})
+    broken = {c.column: c.problem for c in quality.broken} if quality else {}
     found = []
     for name, ref in profile["columns"].items():
-        measure = _numeric if ref["type"] == "numeric" else _categorical
-        found.append(measure(name, ref, frame[name], float(importance.get(name, 0.0))))
-    adjusted = stats.false_discovery_control([c.p_value for c in found], method="bh")
-    columns = [
-        dataclasses.replace(
-            c, p_adjusted=float(p), drifted=bool(p < alpha and c.psi >= psi_threshold)
-        )
-        for c, p in zip(found, adjusted, strict=True)
-    ]
-    columns.sort(key=lambda c: (not c.drifted, -c.psi if math.isfinite(c.psi) else 0.0))
+        weight = float(importance.get(name, 0.0))
+        if name in broken:
+            found.append(_not_tested(name, ref["type"], weight, f"broken: {broken[name]}", True))
+        elif ref["type"] == "numeric":
+            found.append(_numeric(name, ref, frame[name], weight))
+        elif len(ref["frequencies"]) == 1:
+            found.append(_not_tested(name, "categorical", weight, "constant in training"))
+        else:
+            found.append(_categorical(name, ref, frame[name], weight))
+    columns = _corrected(found, psi_threshold, alpha)
+    # Drifted first, then broken, then by PSI; the untested last.
+    columns.sort(
+        key=lambda c: (not c.drifted, not c.broken, -c.psi if math.isfinite(c.psi) else math.inf)
+    )
     report = DriftReport(
         len(frame),
         psi_threshold,
@@ -265,6 +326,36 @@ def compare(
         realized=realized,
         dropped=dict(profile.get("dropped_columns", {})),
     )
+    report.quality = quality
     if predictions is not None:
         report.prediction_psi = distribution_psi(profile["prediction_distribution"], predictions)
     return report
+
+
+def _not_tested(
+    name: str, kind: str, importance: float, note: str, broken: bool = False
+) -> ColumnDrift:
+    """A column without a test: no statistic, p-value or PSI, and `note` saying why."""
+    nan = float("nan")
+    return ColumnDrift(
+        name, kind, "-", nan, nan, nan, nan, 0.0, nan, importance, note=note, broken=broken
+    )
+
+
+def _corrected(found: list[ColumnDrift], psi_threshold: float, alpha: float) -> list[ColumnDrift]:
+    """Benjamini-Hochberg over the columns that were tested, and the rule the report states:
+    drifted when the corrected p is below `alpha` and the PSI at least `psi_threshold`."""
+    tested = [c for c in found if c.tested]
+    adjusted = iter(
+        stats.false_discovery_control([c.p_value for c in tested], method="bh") if tested else []
+    )
+    columns = []
+    for c in found:
+        if not c.tested:
+            columns.append(c)
+            continue
+        p = float(next(adjusted))
+        columns.append(
+            dataclasses.replace(c, p_adjusted=p, drifted=bool(p < alpha and c.psi >= psi_threshold))
+        )
+    return columns

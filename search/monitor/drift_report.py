@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,10 @@ def plot_drift(
     report: DriftReport, profile: dict[str, Any], frame: pd.DataFrame, path: Path
 ) -> Path:
     """PSI per column (worst 20) beside histograms of the (up to) three worst columns."""
-    shown = report.columns[:_MOST_COLUMNS]
-    worst = report.columns[:_HISTOGRAMS]
+    # Broken and untested columns have no PSI to draw; the data-quality section names them.
+    measured = [c for c in report.columns if math.isfinite(c.psi)]
+    shown = measured[:_MOST_COLUMNS]
+    worst = measured[:_HISTOGRAMS]
     figure, axes = plt.subplots(
         1, 1 + len(worst), figsize=(5 + 4 * len(worst), 0.3 * len(shown) + 2.5), squeeze=False
     )
@@ -111,6 +114,35 @@ def _performance_html(report: DriftReport) -> str:
     )
 
 
+def _quality_html(report: DriftReport) -> str:
+    """The data-quality section: per column the shares of unusable, missing, out-of-range and
+    unseen values, broken columns marked."""
+    quality = report.quality
+    if quality is None:
+        return ""
+    rows = "".join(
+        "<tr{}><td>{}</td><td>{}</td><td>{:.1%}</td><td>{:.1%}</td><td>{:.1%}</td><td>{:.1%}</td>"
+        "<td>{:.1%}</td><td>{}</td></tr>".format(
+            ' class="drifted"' if c.broken else "",
+            html.escape(c.column),
+            html.escape(c.expected),
+            c.unparseable,
+            c.missing,
+            c.training_missing,
+            c.outside,
+            c.unseen,
+            html.escape(c.problem or "no"),
+        )
+        for c in quality.columns
+    )
+    return (
+        f"<h2>Data quality</h2><p>{html.escape(quality.verdict())}</p>"
+        "<table><tr><th>column</th><th>training type</th><th>unparseable</th><th>missing</th>"
+        "<th>missing in training</th><th>outside training range</th><th>unseen</th>"
+        f"<th>broken</th></tr>{rows}</table>"
+    )
+
+
 def render_html(report: DriftReport, title: str, png: Path) -> str:
     """One page: the summary, the figure (embedded) and the table, worst column first."""
     image = base64.b64encode(png.read_bytes()).decode()
@@ -127,7 +159,7 @@ def render_html(report: DriftReport, title: str, png: Path) -> str:
             c.unseen_share,
             c.missing_change,
             c.importance,
-            "yes" if c.drifted else "no",
+            c.verdict,
         )
         for c in report.columns
     )
@@ -139,7 +171,8 @@ def render_html(report: DriftReport, title: str, png: Path) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
 .drifted{{background:#fde0dc}}</style></head><body>
-<h1>{html.escape(title)}</h1><p>{report.rows} new rows.</p><pre>{summary}</pre>
+<h1>{html.escape(title)}</h1><p>{report.rows} new rows.</p>{_quality_html(report)}
+<pre>{summary}</pre>
 <img alt="PSI per column and histograms" src="data:image/png;base64,{image}">
 {performance}
 {multivariate}

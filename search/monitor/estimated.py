@@ -55,6 +55,10 @@ class Estimated:
     # the column that holds most of them: neither estimator extrapolates there.
     outside: float = 0.0
     outside_column: str | None = None
+    # Rows with an unusable value in a broken column (`search.monitor.quality`), scored on
+    # what the preprocessing imputed, and those columns.
+    broken_rows: int = 0
+    broken_columns: tuple[str, ...] = ()
 
     @property
     def withheld(self) -> bool:
@@ -77,6 +81,11 @@ class Estimated:
                 f"; {self.outside:.0%} of them lie beyond the training range (most in "
                 f"{self.outside_column}), where the estimate does not extrapolate: trust it "
                 "less"
+            )
+        if self.broken_rows:
+            line += (
+                f"; {self.broken_rows:,} of them had a broken column "
+                f"({', '.join(self.broken_columns)}), scored on imputed values"
             )
         return line
 

@@ -25,3 +25,4 @@ from .profile import write_profile as write_profile
 from .served_model import LOSS_MODEL_FILE as LOSS_MODEL_FILE
 from .served_model import REFERENCE_ROWS_FILE as REFERENCE_ROWS_FILE
 from .served_model import OnnxPredictor as OnnxPredictor
+from .signature import input_schema as input_schema

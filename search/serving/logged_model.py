@@ -29,6 +29,7 @@ from search.measure import export_onnx
 from search.serving.network_files import save_network
 from search.serving.profile import write_profile
 from search.serving.served_model import ONNX_FILE, REFERENCE_ROWS_FILE, OnnxPredictor
+from search.serving.signature import input_schema
 
 __all__ = ["FRONT_TAG", "front_widths", "log_model", "reference_sample"]
 
@@ -53,18 +54,18 @@ def reference_sample(data: TabularDataModule, rows: int, seed: int = 0) -> pd.Da
     return frame.iloc[np.sort(picked)].reset_index(drop=True)
 
 
-def _signature(output: pd.DataFrame) -> ModelSignature:
-    """Outputs only: the input is checked by the preprocessing, which knows better than MLflow.
-
-    MLflow's input enforcement refuses int64 for a double column ("can not safely convert"), so a
-    CSV whose numbers happen to be whole would fail; the preprocessor coerces numbers and reports
-    missing columns by name instead. The logged input example still shows the expected columns.
-    """
+def _signature(
+    output: pd.DataFrame, preprocessor: Preprocessor, sample: pd.DataFrame
+) -> ModelSignature:
+    """Each input column with its exact training type (`search.serving.signature`), so that
+    MLflow refuses text in a numeric column by name instead of the preprocessing imputing it."""
     output = output.copy()
     for column in output.columns:
         if pd.api.types.is_integer_dtype(output[column]):
             output[column] = output[column].astype("float64")
-    return ModelSignature(inputs=None, outputs=infer_signature(None, output).outputs)
+    return ModelSignature(
+        inputs=input_schema(preprocessor, sample), outputs=infer_signature(None, output).outputs
+    )
 
 
 def log_model(
@@ -88,7 +89,7 @@ def log_model(
     network = network.cpu().eval()
     example = sample.reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # MLflow hints about integer columns in the input example; inputs are not enforced.
+        # MLflow hints that an integer column cannot hold a gap; `signature.py` says what to send.
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent.*")
         directory = save_network(Path(tmp) / "network", spec, network, preprocessor)
         if profile is not None:
@@ -107,7 +108,7 @@ def log_model(
             artifacts={"network": str(directory)},
             # The code travels with the model, so it loads where tabslim is not installed.
             code_paths=[str(_PACKAGES / "search"), str(_PACKAGES / "lightning_modules")],
-            signature=_signature(output),
+            signature=_signature(output, preprocessor, example),
             input_example=example,
             # Serving imports neither torch nor Lightning (search/serving/served_model.py).
             # Listing the requirements also skips MLflow's inference, which loads the model in a

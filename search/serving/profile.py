@@ -85,6 +85,9 @@ def _numeric(values: pd.Series, rng: np.random.Generator) -> dict[str, Any]:
     sample = rng.choice(x, size=min(_SAMPLE, len(x)), replace=False) if len(x) else x
     return {
         "type": "numeric",
+        # The exact training type (int64, float64, bool): the data-quality check holds new rows
+        # to it (`search.monitor.quality`). Profiles logged before it have no such key.
+        "dtype": str(values.dtype),
         "missing_rate": float(values.isna().mean()),
         "bin_edges": edges,
         "bin_counts": bin_counts(x, edges).tolist() if edges else [],
@@ -99,6 +102,7 @@ def _categorical(values: pd.Series) -> dict[str, Any]:
     frequencies = labels.value_counts(normalize=True)
     return {
         "type": "categorical",
+        "dtype": str(values.dtype),
         "missing_rate": float(values.isna().mean()),
         "frequencies": {str(k): float(v) for k, v in frequencies.items()},
     }
