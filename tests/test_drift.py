@@ -118,9 +118,10 @@ def test_the_stored_training_rows_give_a_multivariate_verdict(trained: dict[str,
     assert quiet.multivariate is not None and not quiet.multivariate.drifted
     outcome = run_drift(trained["model"], trained["covariate-6"], tracking_uri=trained["uri"])
     found = outcome.report.multivariate
-    # `tabslim train` stores 2,000 training rows: both sides hold that many.
+    # `tabslim train` stores up to 2,000 training rows (here all 1,650 of the 55% that train):
+    # both sides hold that many.
     assert found is not None and found.drifted
-    assert found.reference_rows == found.new_rows == 2000
+    assert found.reference_rows == found.new_rows == 1650
     assert found.top_columns[0][0] in {"tenure", "plan"}
     assert any(line.startswith("multivariate (") for line in outcome.report.summary())
     metrics = MlflowClient(trained["uri"]).get_run(outcome.run_id).data.metrics

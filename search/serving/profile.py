@@ -63,6 +63,8 @@ PROFILE_ROWS = 100_000
 # Validation rows the permutation importance shuffles: a column that moves the metric by a
 # point still shows at this size, and the cost no longer grows with the table.
 IMPORTANCE_ROWS = 5000
+# Shuffles per column whose losses the importance averages.
+_SHUFFLES = 3
 # A champion's version tag: the retrain run whose rows it was kept on (see `accepted_profile`),
 # and that run's artifact holding the profile later retrains measure drift from.
 ACCEPTED_TAG = "tabslim.accepted_rows_run"
@@ -159,18 +161,22 @@ def _importance(
     higher = HIGHER_IS_BETTER[PRIMARY_METRIC[data.task]]
     importance = {}
     for column in prep.feature_columns:
-        order = torch.from_numpy(rng.permutation(len(frame)))
-        x_num, x_cat = inputs["x_num"].clone(), inputs["x_cat"].clone()
-        if column in prep.categorical:
-            index = list(prep.categorical).index(column)
-            x_cat[:, index] = x_cat[order, index]
-        else:
-            encoded = [prep.numeric.index(column)]
-            if column in prep.indicators:
-                encoded.append(len(prep.numeric) + prep.indicators.index(column))
-            x_num[:, encoded] = x_num[order][:, encoded]
-        value = metric(x_num, x_cat)
-        worse = base - value if higher else value - base
+        worse = 0.0
+        # Averaged over a few shuffles, as scikit-learn's permutation_importance does: one
+        # shuffle of a few hundred rows moves a useless column's score by a point or two.
+        for _ in range(_SHUFFLES):
+            order = torch.from_numpy(rng.permutation(len(frame)))
+            x_num, x_cat = inputs["x_num"].clone(), inputs["x_cat"].clone()
+            if column in prep.categorical:
+                index = list(prep.categorical).index(column)
+                x_cat[:, index] = x_cat[order, index]
+            else:
+                encoded = [prep.numeric.index(column)]
+                if column in prep.indicators:
+                    encoded.append(len(prep.numeric) + prep.indicators.index(column))
+                x_num[:, encoded] = x_num[order][:, encoded]
+            value = metric(x_num, x_cat)
+            worse += (base - value if higher else value - base) / _SHUFFLES
         importance[column] = max(float(worse), 0.0)
     return importance
 
