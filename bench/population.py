@@ -147,9 +147,7 @@ def run_study(
         study = optuna.load_study(study_name="population", storage=storage)
         trials_dir = tmp / "studies" / "population"
         size = SIZE_METRICS[config.search.size]
-        done = [
-            t for t in study.trials if t.values is not None and "repeat_of" not in t.user_attrs
-        ]
+        done = [t for t in study.trials if t.values is not None and "repeat_of" not in t.user_attrs]
         base = next(t for t in done if t.user_attrs.get("baseline"))
         base_rows = _population_rows(trials_dir / f"trial-{base.number}", population, target)
         truth: dict[int, Any] = {}
@@ -162,9 +160,7 @@ def run_study(
         holds = [n for n, d in truth.items() if d.delta >= -floor / 2]
         oracle = min(holds, key=lambda n: sizes[n])
         chosen_truth = truth[picked.number]
-        smaller_held = [
-            n for n in truth if sizes[n] < sizes[base.number] and truth[n].low > -floor
-        ]
+        smaller_held = [n for n in truth if sizes[n] < sizes[base.number] and truth[n].low > -floor]
         shift = next(
             (c for c in population.columns
              if c != target and pd.api.types.is_numeric_dtype(population[c])
@@ -184,8 +180,7 @@ def run_study(
         "champion_is_baseline": bool(picked.user_attrs.get("baseline")),
         "champion_ratio": sizes[picked.number] / sizes[base.number],
         "champion_population": [chosen_truth.delta, chosen_truth.low, chosen_truth.high],
-        "false_certificate": (not picked.user_attrs.get("baseline"))
-        and chosen_truth.high < -floor,
+        "false_certificate": (not picked.user_attrs.get("baseline")) and chosen_truth.high < -floor,
         "oracle": oracle,
         "oracle_ratio": sizes[oracle] / sizes[base.number],
         "regret": sizes[picked.number] / sizes[oracle],
