@@ -259,7 +259,8 @@ def _summary(results: list[dict[str, Any]]) -> None:
     errors = [abs(r["estimated"] - r["realized"]) for r in results if "estimated" in r]
     print(
         f"\n{len(results)} studies: false certificates "
-        f"{sum(r['false_certificate'] for r in results)}; median regret {statistics.median(regrets):.2f} (max {max(regrets):.2f}); on samples "
+        f"{sum(r['false_certificate'] for r in results)}; median regret "
+        f"{statistics.median(regrets):.2f} (max {max(regrets):.2f}); on samples "
         f">= 14,000 rows max regret {max(large) if large else math.nan:.2f}; baseline crowned "
         f"while a smaller trial held {sum(r['baseline_while_smaller_held'] for r in results)}; "
         f"median wall {statistics.median(r['wall_seconds'] for r in results):.0f} s; estimate "
