@@ -53,6 +53,7 @@ from search.monitor.realized import served_frame  # noqa: E402
 from search.serving import load_network, read_profile  # noqa: E402
 from search.serving.network_files import predict_frame  # noqa: E402
 from search.serving.served_model import OnnxPredictor  # noqa: E402
+
 try:  # a study made before certification rows had no power statement
     from search.study import read_power  # noqa: E402
 except ImportError:  # pragma: no cover - the benchmark run against the code before
