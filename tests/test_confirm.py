@@ -128,4 +128,4 @@ def test_a_default_search_on_a_small_table_certifies_on_its_held_out_rows(
     assert f"certification: on {plan['certify_rows']} held-out rows" in outcome.report
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(outcome.parent_run_id)}
-    assert "confirmation.csv" in artifacts
+    assert "certification.csv" in artifacts

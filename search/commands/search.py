@@ -185,7 +185,7 @@ def _coordinate(
         if status == "FINISHED":
             confirmation = confirm_search(study, ctx, progress)
             if confirmation is not None:
-                tables["confirmation.csv"] = confirmation
+                tables["certification.csv"] = confirmation
         # Only a finished search registers a champion: a failed baseline leaves nothing to
         # recommend, and an interrupted study's front is not the one its config asked for.
         champion = mirror.finish(status=status, tables=tables, register=status == "FINISHED")
