@@ -31,6 +31,7 @@ from search.config.choices import DRIFT_ALPHA, DRIFT_PSI_THRESHOLD
 from search.monitor import (
     NO_REFERENCE_ROWS,
     DriftReport,
+    coerced_target,
     compare,
     estimate_note,
     estimated_metric,
@@ -117,12 +118,17 @@ def run_drift(
         )
     if frame.empty:
         raise TabslimInputError(f"{data_path} has no rows to compare")
-    labelled = frame
+    labelled = frame = coerced_target(frame, profile["target"], network_dir, data_path)
     if labels_path is not None:
         actual = _labels(labels_path, profile["target"], len(frame), data_path)
         # The estimate reads the features alone, as if no row were labelled.
         frame = frame.drop(columns=profile["target"], errors="ignore")
-        labelled = frame.assign(**{profile["target"]: actual.to_numpy()})
+        labelled = coerced_target(
+            frame.assign(**{profile["target"]: actual.to_numpy()}),
+            profile["target"],
+            network_dir,
+            labels_path,
+        )
     served = served_frame(network_dir, frame)
     predictions = served_predictions(served, profile)
     realized = realized_metric(profile, labelled, predictions)

@@ -47,12 +47,14 @@ from search.measure import paired_delta
 from search.monitor import (
     ChallengerOptions,
     Verdict,
+    coerced_target,
     compare,
     estimated_metric,
     frame_scores,
     latency_ratio,
     realized_metric,
     retrain_reasons,
+    served_change,
     served_frame,
     served_predictions,
     train_challengers,
@@ -178,6 +180,7 @@ def run_retrain(
         profile = mlflow.artifacts.load_dict(f"runs:/{accepted_run}/{ACCEPTED_FILE}")
     everything = read_table(data_path)
     _check_input(everything, profile, target)
+    everything = coerced_target(everything, target, network_dir, data_path)
     # Rows whose labels have not come yet are judged by the estimate alone; challengers train
     # and are judged on the labelled ones.
     if target in everything.columns:
@@ -397,4 +400,7 @@ def _promote(
         f"{kind} is version {version.version}, now {name}@champion "
         f"(version {champion.version} is {name}@previous)"
     )
-    return RetrainOutcome("promoted", reasons, version.version, [note])
+    changed = served_change(job.network_dir, info.model_uri)  # None: same served columns
+    return RetrainOutcome(
+        "promoted", reasons, version.version, [note, changed] if changed else [note]
+    )
