@@ -22,7 +22,7 @@ from lightning_modules.anomaly import positive_class
 from lightning_modules.batches import InMemoryBatches
 from lightning_modules.columns import plan_columns, split_in_time, time_order
 from lightning_modules.datasets import TARGET, load_bundled
-from lightning_modules.errors import TabslimInputError
+from lightning_modules.errors import TabslimInputError, shown
 from lightning_modules.preprocessing import TASKS, Preprocessor, infer_task
 from lightning_modules.tables import read_table
 
@@ -51,9 +51,9 @@ __all__ = [
 def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str) -> str:
     """Check the table for the task and return the task (inferred when None)."""
     if target not in frame.columns:
-        shown = ", ".join(map(str, frame.columns[:20]))
+        columns = ", ".join(map(str, frame.columns[:20]))
         raise TabslimInputError(
-            f"target column '{target}' is not in {source}; its columns are: {shown}"
+            f"target column '{target}' is not in {source}; its columns are: {columns}"
         )
     y = frame[target]
     if y.isna().all():
@@ -87,7 +87,7 @@ def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str)
     if task != "regression" and y.dropna().nunique() < 2:
         raise TabslimInputError(
             f"target column '{target}' in {source} has a single class "
-            f"({y.dropna().iloc[0]!r}); classification needs at least two"
+            f"({shown(y.dropna().iloc[0])}); classification needs at least two"
         )
     return task
 
@@ -104,13 +104,13 @@ def _check_classes(y: pd.Series, target: str, source: str) -> None:
     )
     if not fractional and n_classes <= len(y) * _MAX_CLASS_SHARE:
         return
-    shown = ", ".join(
-        f"{v:.4g}" if isinstance(v, float) else repr(v) for v in y.drop_duplicates()[:3].tolist()
+    examples = ", ".join(
+        f"{v:.4g}" if isinstance(v, float) else shown(v) for v in y.drop_duplicates()[:3].tolist()
     )
     why = "fractional numbers" if fractional else f"more than {_MAX_CLASS_SHARE:.0%} of the rows"
     raise TabslimInputError(
         f"target column '{target}' in {source} has {n_classes:,} distinct values in "
-        f"{len(y):,} rows (e.g. {shown}), {why}: too many to be classes; if it is a number to "
+        f"{len(y):,} rows (e.g. {examples}), {why}: too many to be classes; if it is a number to "
         "predict, use --task regression"
     )
 

@@ -207,6 +207,11 @@ def _train(commands: Any) -> None:
     )
     _data_and_config(train)
     _add(train, "--quiet")
+    train.add_argument(
+        "--all-metrics",
+        action="store_true",
+        help="print every metric the run logged (default: the primary metric, size and latency)",
+    )
     train.set_defaults(handler=handlers.train_command)
 
 
@@ -231,6 +236,12 @@ def _search(commands: Any) -> None:
     )
     for flag in ("--workers", "--devices", "--workers-per-device", "--sampler", "--quiet"):
         _add(search, flag)
+    _add(
+        search,
+        "--force",
+        help="move <study>@champion to this search's champion even off a version that "
+        "`tabslim retrain` promoted (which a re-run leaves in place otherwise)",
+    )
     search.set_defaults(handler=handlers.search_command)
 
 

@@ -11,7 +11,7 @@ import functools
 import multiprocessing
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from search.cluster import (
     wait_for_running,
     without_passwords,
 )
+from search.commands.continued import kept_settings, prune_note
+from search.commands.output import TERMINAL_COLUMNS
 from search.commands.worker import local_worker
 from search.config import Config
 from search.front import confirm_search, paired_comparison, pareto, study_text
@@ -77,10 +79,18 @@ class SearchOutcome:
     report: str
     parent_run_id: str
     experiment_id: str
+    # Finished trials in the report's table: the searched ones and their INT8 copies.
+    finished: int = 0
+    # What this run should say besides the report (`search.commands.continued`).
+    notes: list[str] = field(default_factory=list)
 
 
-def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
-    """Run (or continue) the study the config describes. Input is checked before anything runs."""
+def run_search(config: Config, *, progress: bool = True, force: bool = False) -> SearchOutcome:
+    """Run (or continue) the study the config describes. Input is checked before anything runs.
+
+    `force`: move `<study>@champion` to this search's champion even off a version that
+    `tabslim retrain` promoted.
+    """
     quiet()
     slots = slots_for(config)
     config = pinned(config, slots[0], len(slots))
@@ -92,8 +102,11 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     storage = open_storage(config.search.storage, max_retries=config.search.max_retries)
     study = open_study(name, storage, storage_label(config), config, study_settings(ctx))
+    ctx.config, kept = kept_settings(study, ctx.config)
+    if kept:
+        print(f"tabslim: note: {kept}", file=sys.stderr)
     with process_lock(config.search.storage, DEFAULT_STORAGE) as lock:
-        return _coordinate(study, ctx, lock, progress, slots, experiment_id)
+        return _coordinate(study, ctx, lock, progress, slots, experiment_id, force)
 
 
 def _coordinate(
@@ -103,6 +116,7 @@ def _coordinate(
     progress: bool,
     slots: list[Slot],
     experiment_id: str,
+    force: bool = False,
 ) -> SearchOutcome:
     """The coordinator: baseline, its own trials, local workers, MLflow, the champion."""
     config, name = ctx.config, study.study_name
@@ -127,6 +141,7 @@ def _coordinate(
         dataset=tracking.training_dataset(ctx.data, config.data),
         data=ctx.data,
         reference_rows=config.tracking.reference_rows,
+        force=force,
     )
     mirror.start()
     if is_server(config.tracking.uri):
@@ -197,9 +212,11 @@ def _coordinate(
         front_size=int(table["pareto"].sum()) if len(table) else 0,
         champion_uri=champion,
         champion_note=mirror.champion_note,
-        report=study_text(study),
+        report=study_text(study, width=TERMINAL_COLUMNS),
         parent_run_id=mirror.parent_run_id,
         experiment_id=experiment_id,
+        finished=len(table),
+        notes=[n for n in [prune_note(study, config, len(ctx.baseline.group_sizes()))] if n],
     )
 
 

@@ -101,6 +101,8 @@ class SearchSettings(DataSettings):
     devices: str | None = None
     workers_per_device: int | None = None
     sampler: str | None = None
+    # Move <study>@champion even off a version `tabslim retrain` promoted.
+    force: bool = False
 
     def search_overrides(self) -> dict[str, Any]:
         return {

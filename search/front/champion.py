@@ -331,7 +331,8 @@ def floor_advice(study: optuna.Study) -> list[str]:
         if math.isfinite(v.low) and math.isfinite(v.high):
             # The floor this interval certifies, in max_metric_drop's units.
             needed = (-v.low if higher else v.high) / scale
-            judged.append((trial, v, max(needed, 0.0)))
+            # + 0.0: max(-0.0, 0.0) is -0.0, which printed as "max_metric_drop -0".
+            judged.append((trial, v, max(needed, 0.0) + 0.0))
     if not judged:
         return []
     lines = []
@@ -360,10 +361,12 @@ def floor_advice(study: optuna.Study) -> list[str]:
         if margin > 0 and not v.passed and _rows(study, trial, v):
             needs.append((trial, ((v.high - v.low) / 2 / margin) ** 2))
     more: list[str] = []
+    said: set[int] = set()
     for factor in _MORE_ROWS:
         held = [t for t, need in needs if need <= factor]
-        if held:
-            smallest = min(held, key=lambda t: t.values[SIZE])
+        # Each trial once, at the fewest rows that would certify it.
+        if held and (smallest := min(held, key=lambda t: t.values[SIZE])).number not in said:
+            said.add(smallest.number)
             ratio = pareto.ratio(smallest.values[SIZE], base.values[SIZE])
             more.append(
                 f"{factor:g}x the rows would certify trial {smallest.number} ({ratio:.3g}x)"
