@@ -137,3 +137,23 @@ def test_retrain_on_float_labels_fine_tunes_and_keeps_the_served_columns(
     assert list(served.columns) == ["prediction", "proba_0", "proba_1"]
     assert {type(v) for v in served["prediction"]} <= {int, np.int64}
     assert "served output changes" not in said
+
+
+def test_drift_retrain_and_rollback_take_the_same_model_forms(
+    world: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _ints("none", 5, 300)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    uri, data = world["uri"], str(tmp_path / "rows.csv")
+    for form in ("ints", "ints@champion", "models:/ints@champion"):
+        assert main(["drift", "--model", form, "--data", data, "--tracking-uri", uri]) == 0
+        assert main(["retrain", "--model", form, "--data", data, "--target", "churned",
+                     "--tracking-uri", uri, "--dry-run", "--max-epochs", "2"]) == 0  # fmt: skip
+        assert "ints@champion is version 1" in capsys.readouterr().out
+    # rollback: the same forms reach the model (which has no previous version to go back to).
+    for form in ("ints", "models:/ints@champion"):
+        assert main(["rollback", "--model", form, "--tracking-uri", uri]) == 2
+        assert "model 'ints' has no version with the alias 'previous'" in capsys.readouterr().err
+    assert main(["retrain", "--model", "models:/ints/1", "--data", data, "--target", "churned",
+                 "--tracking-uri", uri, "--dry-run"]) == 2  # fmt: skip
+    assert "takes a registered model" in capsys.readouterr().err

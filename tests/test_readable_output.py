@@ -13,6 +13,7 @@ from lightning_modules.data import check_table
 from lightning_modules.errors import TabslimInputError
 from search.commands.output import TERMINAL_COLUMNS, fit, train_summary, worker_state
 from search.front import floor_advice, format_report, pareto
+from search.monitor import DriftReport, Realized, retrain_reasons
 
 
 def test_a_single_class_message_shows_the_plain_value() -> None:
@@ -80,3 +81,17 @@ def test_a_worker_never_says_more_complete_than_asked_for() -> None:
     assert worker_state(3, 4) == "the study has 3 of its 4 trials complete"
     said = worker_state(6, 4)
     assert "6 of 4" not in said and "the 4 trials" in said
+
+
+def test_a_fall_whose_interval_reaches_back_is_said_to_be_no_reason() -> None:
+    # 3.6 points down, but the rows are too few for the interval to clear the tolerance.
+    report = DriftReport(rows=200, psi_threshold=0.2, alpha=0.05)
+    report.realized = Realized("accuracy", 0.891, 0.85, 0.93, 0.927)
+    assert retrain_reasons(report, {}, tolerance=0.01, threshold=0.1, force=False) == []
+    (said,) = [line for line in report.summary() if "no reason to retrain" in line]
+    assert "whole interval" in said and "0.036 worse" in said
+    # Its whole interval beyond the tolerance: a reason, which says the rule.
+    report = DriftReport(rows=2000, psi_threshold=0.2, alpha=0.05)
+    report.realized = Realized("accuracy", 0.85, 0.83, 0.87, 0.927)
+    (reason,) = retrain_reasons(report, {}, tolerance=0.01, threshold=0.1, force=False)
+    assert "its whole 95% interval lies beyond the tolerance" in reason

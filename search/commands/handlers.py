@@ -13,6 +13,7 @@ import sys
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.tables import check_table_file
 from search.cluster import redact
+from search.commands.models import model_uri, registered_name
 from search.commands.output import fit, train_summary, worker_state
 from search.commands.settings import (
     DataSettings,
@@ -59,6 +60,11 @@ def train_command(args: argparse.Namespace) -> int:
             "--all-metrics prints them"
         )
     print(f"model: {outcome.model_uri}  (mlflow.pyfunc.load_model(uri).predict(raw_rows))")
+    # MLflow's CLI finds the model only in the store it was logged to.
+    print(
+        f"from the shell: MLFLOW_TRACKING_URI={redact(tracking.uri)} mlflow models predict -m "
+        f"{outcome.model_uri} -i rows.csv -t csv --env-manager local"
+    )
     return 0
 
 
@@ -132,7 +138,7 @@ def drift_command(args: argparse.Namespace) -> int:
     from search.commands.drift import run_drift
 
     outcome = run_drift(
-        args.model,
+        model_uri(args.model),
         args.data,
         tracking_uri=options.tracking_uri or DEFAULT_TRACKING_URI,
         psi_threshold=options.psi_threshold,
@@ -179,14 +185,15 @@ def sensitivity_command(args: argparse.Namespace) -> int:
 
 def retrain_command(args: argparse.Namespace) -> int:
     options = RetrainSettings.from_args(args, config_path="config", search_trials="search")
+    name = registered_name(args.model)
     check_table_file(args.data)
     from search.commands.retrain import run_retrain
 
-    outcome = run_retrain(args.model, args.data, args.target, options)
+    outcome = run_retrain(name, args.data, args.target, options)
     for line in outcome.lines:
-        print(line)
-    print(f"{outcome.action}: {'; '.join(outcome.reasons)}")
-    print(f"{args.model}@champion is version {outcome.champion}")
+        print(fit(line))
+    print(fit(f"{outcome.action}: {'; '.join(outcome.reasons)}"))
+    print(f"{name}@champion is version {outcome.champion}")
     if outcome.run_id:
         print(f"MLflow run {outcome.run_id}")
     return 0
@@ -199,11 +206,12 @@ def rollback_command(args: argparse.Namespace) -> int:
     from search.config import DEFAULT_TRACKING_URI
     from search.tracking import rollback
 
+    name = registered_name(args.model)
     uri = args.tracking_uri or DEFAULT_TRACKING_URI
     tracking.configure(uri, "tabslim")
-    before, after = rollback(MlflowClient(), args.model, uri)
+    before, after = rollback(MlflowClient(), name, uri)
     print(
-        f"{args.model}@champion moved back from version {before} to version {after}; "
-        f"{args.model}@previous is now version {before}"
+        f"{name}@champion moved back from version {before} to version {after}; "
+        f"{name}@previous is now version {before}"
     )
     return 0

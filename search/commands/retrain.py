@@ -42,7 +42,6 @@ from lightning_modules.networks.base import TabularNetwork
 from lightning_modules.preprocessing import Preprocessor
 from search import tracking
 from search.commands.settings import RetrainSettings
-from search.config import load_config
 from search.measure import paired_delta
 from search.monitor import (
     ChallengerOptions,
@@ -165,7 +164,7 @@ def run_retrain(
     `settings`, or the same as keyword arguments (`tracking_uri=`, `force=`, ...).
     """
     settings = settings or RetrainSettings.of(**options)
-    config = load_config(settings.config_path)
+    config = settings.training_config()  # the config, with --max-epochs and the like
     # The flag, else the config's store (`--config` may name a team server).
     tracking_uri = settings.tracking_uri or config.tracking.uri
     logging.getLogger("mlflow").setLevel(logging.WARNING)

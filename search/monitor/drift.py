@@ -88,6 +88,8 @@ class DriftReport:
     # The metric estimated on the rows without labels (`search.monitor.estimated`), or why not.
     estimated: Estimated | None = None
     estimated_note: str | None = None
+    # What `tabslim retrain`'s decision weighed and did not count (`gate.retrain_reasons`).
+    decision_notes: list[str] = field(default_factory=list)
 
     @property
     def drifted(self) -> list[ColumnDrift]:
@@ -162,7 +164,7 @@ class DriftReport:
                 f"realized {r.metric} on these rows: {r.value:.4f} [{r.low:.4f}, {r.high:.4f}] "
                 f"(validation when logged: {r.reference:.4f})"
             )
-        return lines
+        return lines + self.decision_notes
 
 
 def _numeric(name: str, ref: dict[str, Any], values: pd.Series, importance: float) -> ColumnDrift:
