@@ -85,7 +85,7 @@ def search_command(args: argparse.Namespace) -> int:
         else ""
     )
     lines = [
-        outcome.report,
+        outcome.terminal_report or outcome.report,
         *(f"note: {note}" for note in outcome.notes),
         f"study '{outcome.study}' in {outcome.storage}: {counted}, front of "
         f"{outcome.front_size}; MLflow parent run {outcome.parent_run_id} at "

@@ -79,6 +79,8 @@ class SearchOutcome:
     report: str
     parent_run_id: str
     experiment_id: str
+    # The report for a terminal: the table without the columns that do not fit.
+    terminal_report: str = ""
     # Finished trials in the report's table: the searched ones and their INT8 copies.
     finished: int = 0
     # What this run should say besides the report (`search.commands.continued`).
@@ -212,7 +214,8 @@ def _coordinate(
         front_size=int(table["pareto"].sum()) if len(table) else 0,
         champion_uri=champion,
         champion_note=mirror.champion_note,
-        report=study_text(study, width=TERMINAL_COLUMNS),
+        report=study_text(study),
+        terminal_report=study_text(study, width=TERMINAL_COLUMNS),
         parent_run_id=mirror.parent_run_id,
         experiment_id=experiment_id,
         finished=len(table),
