@@ -77,3 +77,16 @@ def test_the_sampled_search_hint_is_a_command_that_parses(tmp_path: Path) -> Non
     (hint,) = re.findall(r"`tabslim (retrain [^`]*)`", note)
     args = build_parser().parse_args(shlex.split(hint.replace("STUDY", "big")))
     assert args.model == "big" and args.force and args.target == "y"
+
+
+def test_retrain_takes_the_training_flags_train_has() -> None:
+    from search.commands.settings import RetrainSettings
+
+    args = build_parser().parse_args(
+        ["retrain", "--model", "m", "--data", "d.csv", "--target", "y", "--max-epochs", "2",
+         "--seed", "5", "--experiment", "later"]
+    )  # fmt: skip
+    settings = RetrainSettings.from_args(args, config_path="config", search_trials="search")
+    config = settings.training_config()
+    assert config.training.max_epochs == 2 and config.training.seed == 5
+    assert config.data.seed == 5 and config.tracking.experiment == "later"

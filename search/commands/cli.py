@@ -123,8 +123,8 @@ FLAGS: dict[str, dict[str, Any]] = {
     "--tolerance": {
         "type": float,
         "metavar": "X",
-        "help": "how far the realized metric may fall below validation (relative for RMSE) "
-        "before it retrains (default: %(default)s)",
+        "help": "how far below validation (relative for RMSE) the whole 95%% interval of the "
+        "realized (or estimated) metric must lie for a retrain (default: %(default)s)",
     },
     "--drift-threshold": {
         "type": float,
