@@ -120,7 +120,7 @@ def format_report(table: pd.DataFrame, *, metric: str, width: int | None = None)
     Deltas are candidate minus baseline on the same rows, with paired 95% bootstrap intervals.
     With `width` (a terminal's columns), the columns the deltas and ratios make up for go first
     until the rows fit: the precision while every row is fp32, the absolute metrics, the
-    parameter count (`trials.csv` keeps them all).
+    parameter count, then the test delta (`trials.csv` keeps them all).
     """
     if table.empty:
         return "No finished trials yet: run a search first, then report again."
@@ -146,7 +146,9 @@ def format_report(table: pd.DataFrame, *, metric: str, width: int | None = None)
     left = (False, True, True, True, False, False, False, False, False, False, False)
     cells = [_cells(row) for row in shown.itertuples(index=False)]
     keep = list(range(len(names)))
-    spare = [2, 7, 9, 4] if all(r[2] == "fp32" for r in cells) else [7, 9, 4]
+    # Then, where INT8 copies keep the precision, the test delta (the champion is chosen on
+    # validation), and the precision itself (the approach says quantize).
+    spare = [2, 7, 9, 4, 10] if all(r[2] == "fp32" for r in cells) else [7, 9, 4, 10, 2]
     while width is not None and spare and _width([names, *cells], keep) > width:
         keep.remove(spare.pop(0))
     heads, lefts = [names[i] for i in keep], [left[i] for i in keep]
