@@ -94,4 +94,4 @@ def test_a_fall_whose_interval_reaches_back_is_said_to_be_no_reason() -> None:
     report = DriftReport(rows=2000, psi_threshold=0.2, alpha=0.05)
     report.realized = Realized("accuracy", 0.85, 0.83, 0.87, 0.927)
     (reason,) = retrain_reasons(report, {}, tolerance=0.01, threshold=0.1, force=False)
-    assert "its whole 95% interval lies beyond the tolerance" in reason
+    assert "the whole 95% interval beyond the tolerance" in reason

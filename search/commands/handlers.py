@@ -192,7 +192,8 @@ def retrain_command(args: argparse.Namespace) -> int:
     outcome = run_retrain(name, args.data, args.target, options)
     for line in outcome.lines:
         print(fit(line))
-    print(fit(f"{outcome.action}: {'; '.join(outcome.reasons)}"))
+    # One line, which schedulers' logs and scripts read as the outcome.
+    print(f"{outcome.action}: {'; '.join(outcome.reasons)}")
     print(f"{name}@champion is version {outcome.champion}")
     if outcome.run_id:
         print(f"MLflow run {outcome.run_id}")

@@ -54,9 +54,7 @@ def retrain_reasons(
             f"{figure.high:.4f}] against {figure.reference:.4f} on validation"
         )
         if allowed is not None:
-            reasons.append(
-                f"{said} (its whole 95% interval lies beyond the tolerance, {allowed:.4g})"
-            )
+            reasons.append(f"{said} (the whole 95% interval beyond the tolerance, {allowed:.4g})")
         elif (drop := _point_drop(figure, tolerance)) is not None:
             report.decision_notes.append(
                 f"{said}: {drop:.4g} worse, past --tolerance {tolerance:g}, but no reason to "
