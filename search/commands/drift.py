@@ -118,8 +118,9 @@ def run_drift(
         )
     if frame.empty:
         raise TabslimInputError(f"{data_path} has no rows to compare")
-    labelled = frame = coerced_target(frame, profile["target"], network_dir, data_path)
-    if labels_path is not None:
+    if labels_path is None:
+        labelled = frame = coerced_target(frame, profile["target"], network_dir, data_path)
+    else:
         actual = _labels(labels_path, profile["target"], len(frame), data_path)
         # The estimate reads the features alone, as if no row were labelled.
         frame = frame.drop(columns=profile["target"], errors="ignore")
