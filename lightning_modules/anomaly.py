@@ -23,7 +23,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from lightning_modules.errors import TabslimInputError
+from lightning_modules.errors import TabslimInputError, shown
 
 if TYPE_CHECKING:
     from torch import nn
@@ -57,7 +57,7 @@ def positive_class(y: pd.Series, target: str, source: str) -> Any:
     share = counts.min() / counts.sum()
     if share > MAX_POSITIVE_SHARE:
         raise TabslimInputError(
-            f"task anomaly needs a rare positive class, but {positive!r} is {share:.1%} of "
+            f"task anomaly needs a rare positive class, but {shown(positive)} is {share:.1%} of "
             f"'{target}' in {source} (at most {MAX_POSITIVE_SHARE:.0%}); use --task binary"
         )
     return positive

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from lightning_modules.errors import TabslimInputError
+from lightning_modules.errors import TabslimInputError, shown
 
 __all__ = ["ColumnPlan", "plan_columns", "split_in_time", "time_order"]
 
@@ -123,7 +123,7 @@ def time_order(frame: pd.DataFrame, column: str) -> pd.Series:
         example = values[parsed.isna()].iloc[0]
         raise TabslimInputError(
             f"time column {column!r} cannot be parsed as dates or numbers: {bad or 'some'} "
-            f"values such as {example!r}"
+            f"values such as {shown(example)}"
         )
     return parsed
 

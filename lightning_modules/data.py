@@ -22,7 +22,7 @@ from lightning_modules.anomaly import positive_class
 from lightning_modules.batches import InMemoryBatches
 from lightning_modules.columns import plan_columns, split_in_time, time_order
 from lightning_modules.datasets import TARGET, load_bundled
-from lightning_modules.errors import TabslimInputError
+from lightning_modules.errors import TabslimInputError, shown
 from lightning_modules.preprocessing import TASKS, Preprocessor, infer_task
 from lightning_modules.tables import read_table
 
@@ -42,6 +42,10 @@ SPLIT_JOBS = {
     "certify": "certifies the champion and calibrates the estimators and the profile",
     "test": "is reported only",
 }
+# A classification target with more classes than this is checked: fractional values are a
+# number, and more classes than this share of the rows leave classes without rows to learn.
+# (30 is also the most classes an integer target may have to be inferred as classes.)
+_FEW_CLASSES, _MAX_CLASS_SHARE = 30, 0.2
 
 __all__ = [
     "INNER_VAL_FRACTION",
@@ -60,9 +64,9 @@ __all__ = [
 def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str) -> str:
     """Check the table for the task and return the task (inferred when None)."""
     if target not in frame.columns:
-        shown = ", ".join(map(str, frame.columns[:20]))
+        columns = ", ".join(map(str, frame.columns[:20]))
         raise TabslimInputError(
-            f"target column '{target}' is not in {source}; its columns are: {shown}"
+            f"target column '{target}' is not in {source}; its columns are: {columns}"
         )
     y = frame[target]
     if y.isna().all():
@@ -91,12 +95,37 @@ def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str)
         )
     if task == "anomaly":
         positive_class(y, target, source)
+    if task in ("binary", "multiclass"):
+        _check_classes(y.dropna(), target, source)
     if task != "regression" and y.dropna().nunique() < 2:
         raise TabslimInputError(
             f"target column '{target}' in {source} has a single class "
-            f"({y.dropna().iloc[0]!r}); classification needs at least two"
+            f"({shown(y.dropna().iloc[0])}); classification needs at least two"
         )
     return task
+
+
+def _check_classes(y: pd.Series, target: str, source: str) -> None:
+    """Refuse a classification target that is a number or an identifier, before any memory is
+    spent on it: every class costs an output unit, a probability column and a calibrator, and
+    2,400 float values taken as classes ran a 24 GB machine out of memory."""
+    n_classes = int(y.nunique())
+    if n_classes <= _FEW_CLASSES:
+        return
+    fractional = pd.api.types.is_float_dtype(y) and not bool(
+        np.all(np.mod(y.to_numpy(dtype=float), 1) == 0)
+    )
+    if not fractional and n_classes <= len(y) * _MAX_CLASS_SHARE:
+        return
+    examples = ", ".join(
+        f"{v:.4g}" if isinstance(v, float) else shown(v) for v in y.drop_duplicates()[:3].tolist()
+    )
+    why = "fractional numbers" if fractional else f"more than {_MAX_CLASS_SHARE:.0%} of the rows"
+    raise TabslimInputError(
+        f"target column '{target}' in {source} has {n_classes:,} distinct values in "
+        f"{len(y):,} rows (e.g. {examples}), {why}: too many to be classes; if it is a number to "
+        "predict, use --task regression"
+    )
 
 
 def table_notes(frame: pd.DataFrame, target: str) -> list[str]:

@@ -65,7 +65,7 @@ def test_a_worker_runs_the_trials_the_latest_search_asked_for(
     code = main(["worker", "--study", "joined", "--storage", str(tmp_path / "j.journal")])
     out = capsys.readouterr().out
     assert code == 0
-    assert "ran 3 trials; the study has 6 of 6 complete" in out
+    assert "ran 3 trials; the study has the 6 trials its latest search asked for" in out
     study = _study(tmp_path)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 6

@@ -123,8 +123,8 @@ FLAGS: dict[str, dict[str, Any]] = {
     "--tolerance": {
         "type": float,
         "metavar": "X",
-        "help": "how far the realized metric may fall below validation (relative for RMSE) "
-        "before it retrains (default: %(default)s)",
+        "help": "how far below validation (relative for RMSE) the whole 95%% interval of the "
+        "realized (or estimated) metric must lie for a retrain (default: %(default)s)",
     },
     "--drift-threshold": {
         "type": float,
@@ -159,6 +159,10 @@ FLAGS: dict[str, dict[str, Any]] = {
         "help": "fine-tuning epochs after pruning, each tried separately (default: %(default)s)",
     },
 }
+
+
+# What --model takes in drift, retrain and rollback (search.commands.models).
+_MODEL_FORMS = "a registered model: NAME (its champion), NAME@ALIAS, models:/NAME@ALIAS"
 
 
 def _add(parser: Any, flag: str, settings: type[Settings] | None = None, **said: Any) -> None:
@@ -207,6 +211,11 @@ def _train(commands: Any) -> None:
     )
     _data_and_config(train)
     _add(train, "--quiet")
+    train.add_argument(
+        "--all-metrics",
+        action="store_true",
+        help="print every metric the run logged (default: the primary metric, size and latency)",
+    )
     train.set_defaults(handler=handlers.train_command)
 
 
@@ -231,6 +240,12 @@ def _search(commands: Any) -> None:
     )
     for flag in ("--workers", "--devices", "--workers-per-device", "--sampler", "--quiet"):
         _add(search, flag)
+    _add(
+        search,
+        "--force",
+        help="move <study>@champion to this search's champion even off a version that "
+        "`tabslim retrain` promoted (which a re-run leaves in place otherwise)",
+    )
     search.set_defaults(handler=handlers.search_command)
 
 
@@ -276,7 +291,10 @@ def _drift(commands: Any) -> None:
         "and drift.png.",
     )
     _add(
-        drift, "--model", required=True, metavar="URI", help="e.g. models:/tabslim-digits@champion"
+        drift,
+        "--model",
+        required=True,
+        help=_MODEL_FORMS + "; or the models:/m-... URI `tabslim train` prints",
     )
     _add(drift, "--data", required=True, help="new rows, CSV or Parquet")
     _add(drift, "--tracking-uri", help="MLflow tracking URI (default: mlruns/mlflow.db)")
@@ -298,12 +316,16 @@ def _retrain(commands: Any) -> None:
         "schedule: the same data twice changes nothing, and two runs at once promote at most "
         "once. Exit code 0 for every normal outcome.",
     )
-    _add(retrain, "--model", required=True, help="a registered model")
+    _add(retrain, "--model", required=True, help=_MODEL_FORMS.replace("ALIAS", "champion"))
     _add(retrain, "--data", required=True, help="new labelled rows")
     _add(retrain, "--target", required=True)
     _add(retrain, "--time-column", help="orders window and holdout")
     _add(retrain, "--config", help="training settings (default: configs/default.yaml)")
     _add(retrain, "--tracking-uri", help="default: the config's, mlruns/mlflow.db")
+    # The training flags `train` has, for the challengers (they override the config).
+    _add(retrain, "--experiment")
+    _add(retrain, "--max-epochs", help="the challengers' training epochs (default: the config's)")
+    _add(retrain, "--seed")
     for flag in ("--dry-run", "--force", "--holdout", "--min-gain", "--tolerance"):
         _add(retrain, flag, RetrainSettings)
     _add(retrain, "--drift-threshold", RetrainSettings)
@@ -319,7 +341,7 @@ def _rollback(commands: Any) -> None:
         description="Move the alias champion back to the version the last promotion replaced "
         "(and previous to the one it leaves); run it again to undo.",
     )
-    _add(rollback, "--model", required=True)
+    _add(rollback, "--model", required=True, help=_MODEL_FORMS.replace("ALIAS", "champion"))
     _add(rollback, "--tracking-uri", help="default: mlruns/mlflow.db")
     rollback.set_defaults(handler=handlers.rollback_command)
 

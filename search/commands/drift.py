@@ -35,6 +35,7 @@ from search.monitor import (
     NO_REFERENCE_ROWS,
     DriftReport,
     check_quality,
+    coerced_target,
     compare,
     estimate_note,
     estimated_metric,
@@ -123,12 +124,18 @@ def run_drift(
         )
     if frame.empty:
         raise TabslimInputError(f"{data_path} has no rows to compare")
-    labelled = frame
-    if labels_path is not None:
+    if labels_path is None:
+        labelled = frame = coerced_target(frame, profile["target"], network_dir, data_path)
+    else:
         actual = _labels(labels_path, profile["target"], len(frame), data_path)
         # The estimate reads the features alone, as if no row were labelled.
         frame = frame.drop(columns=profile["target"], errors="ignore")
-        labelled = frame.assign(**{profile["target"]: actual.to_numpy()})
+        labelled = coerced_target(
+            frame.assign(**{profile["target"]: actual.to_numpy()}),
+            profile["target"],
+            network_dir,
+            labels_path,
+        )
     served = served_frame(network_dir, frame)
     predictions = served_predictions(served, profile)
     realized = realized_metric(profile, labelled, predictions)

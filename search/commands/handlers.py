@@ -13,6 +13,8 @@ import sys
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.tables import check_table_file
 from search.cluster import redact
+from search.commands.models import model_uri, registered_name
+from search.commands.output import fit, train_summary, worker_state
 from search.commands.settings import (
     DataSettings,
     DriftSettings,
@@ -46,9 +48,23 @@ def train_command(args: argparse.Namespace) -> int:
     outcome = run_train(config, progress_bar=not args.quiet and sys.stdout.isatty())
     tracking = config.tracking
     print(f"run {outcome.run_id} in experiment '{tracking.experiment}' at {redact(tracking.uri)}")
-    for name, value in sorted(outcome.metrics.items()):
-        print(f"  {name:<44} {value:.6g}")
+    if args.all_metrics:
+        for name, value in sorted(outcome.metrics.items()):
+            print(f"  {name:<44} {value + 0.0:.6g}")
+    else:
+        for line in train_summary(outcome.metrics):
+            print(line)
+        print(
+            f"  the run's other metrics ({len(outcome.metrics)} in all: accuracy by other "
+            "measures, latency spread, torch latency, seconds by phase) are in MLflow; "
+            "--all-metrics prints them"
+        )
     print(f"model: {outcome.model_uri}  (mlflow.pyfunc.load_model(uri).predict(raw_rows))")
+    # MLflow's CLI finds the model only in the store it was logged to.
+    print(
+        f"from the shell: MLFLOW_TRACKING_URI={redact(tracking.uri)} mlflow models predict -m "
+        f"{outcome.model_uri} -i rows.csv -t csv --env-manager local"
+    )
     return 0
 
 
@@ -60,24 +76,33 @@ def search_command(args: argparse.Namespace) -> int:
     config = override(config, "from the command line", **options.search_overrides())
     from search.commands.search import run_search
 
-    outcome = run_search(config, progress=not options.quiet)
-    print(outcome.report)
-    print(
-        f"study '{outcome.study}' in {outcome.storage}: {outcome.trials} trials, "
-        f"front of {outcome.front_size}; MLflow parent run {outcome.parent_run_id} "
-        f"at {redact(config.tracking.uri)}"
+    outcome = run_search(config, progress=not options.quiet, force=options.force)
+    # The same count as the report's table: the searched trials and their INT8 copies.
+    copies = outcome.finished - outcome.trials
+    counted = f"{outcome.trials} trials" + (
+        f" and {copies} INT8 cop{'ies' if copies != 1 else 'y'} ({outcome.finished} finished)"
+        if copies > 0
+        else ""
     )
+    lines = [
+        outcome.terminal_report or outcome.report,
+        *(f"note: {note}" for note in outcome.notes),
+        f"study '{outcome.study}' in {outcome.storage}: {counted}, front of "
+        f"{outcome.front_size}; MLflow parent run {outcome.parent_run_id} at "
+        f"{redact(config.tracking.uri)}",
+    ]
     if outcome.champion_uri is None:
-        print(f"no champion was registered: {outcome.champion_note or 'nothing finished'}")
+        lines.append(f"no champion was registered: {outcome.champion_note or 'nothing finished'}")
     else:
-        print(f"champion: {outcome.champion_uri} ({outcome.champion_note})")
+        lines.append(f"champion: {outcome.champion_uri} ({outcome.champion_note})")
     if config.tracking.uri.startswith("sqlite:///"):
         # MLflow 3.17's UI opens experiments in its GenAI view unless the URL asks otherwise.
-        print(
-            f"look at it: mlflow ui --backend-store-uri {config.tracking.uri}, then open "
-            f"http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs"
-            "?workflowType=machine_learning"
-        )
+        lines += [
+            f"look at it: mlflow ui --backend-store-uri {config.tracking.uri}",
+            f"  then open http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs"
+            "?workflowType=machine_learning",
+        ]
+    print(fit("\n".join(lines)))
     return 0
 
 
@@ -98,7 +123,7 @@ def worker_command(args: argparse.Namespace) -> int:
     for outcome in outcomes:
         print(
             f"worker on study '{outcome.study}' (sampler seed {outcome.seed}): ran "
-            f"{outcome.ran} trials; the study has {outcome.complete} of {outcome.target} complete"
+            f"{outcome.ran} trials; {worker_state(outcome.complete, outcome.target)}"
         )
     return 0
 
@@ -113,7 +138,7 @@ def drift_command(args: argparse.Namespace) -> int:
     from search.commands.drift import run_drift
 
     outcome = run_drift(
-        args.model,
+        model_uri(args.model),
         args.data,
         tracking_uri=options.tracking_uri or DEFAULT_TRACKING_URI,
         psi_threshold=options.psi_threshold,
@@ -164,14 +189,16 @@ def sensitivity_command(args: argparse.Namespace) -> int:
 
 def retrain_command(args: argparse.Namespace) -> int:
     options = RetrainSettings.from_args(args, config_path="config", search_trials="search")
+    name = registered_name(args.model)
     check_table_file(args.data)
     from search.commands.retrain import run_retrain
 
-    outcome = run_retrain(args.model, args.data, args.target, options)
+    outcome = run_retrain(name, args.data, args.target, options)
     for line in outcome.lines:
-        print(line)
+        print(fit(line))
+    # One line, which schedulers' logs and scripts read as the outcome.
     print(f"{outcome.action}: {'; '.join(outcome.reasons)}")
-    print(f"{args.model}@champion is version {outcome.champion}")
+    print(f"{name}@champion is version {outcome.champion}")
     if outcome.run_id:
         print(f"MLflow run {outcome.run_id}")
     return 0
@@ -184,11 +211,12 @@ def rollback_command(args: argparse.Namespace) -> int:
     from search.config import DEFAULT_TRACKING_URI
     from search.tracking import rollback
 
+    name = registered_name(args.model)
     uri = args.tracking_uri or DEFAULT_TRACKING_URI
     tracking.configure(uri, "tabslim")
-    before, after = rollback(MlflowClient(), args.model, uri)
+    before, after = rollback(MlflowClient(), name, uri)
     print(
-        f"{args.model}@champion moved back from version {before} to version {after}; "
-        f"{args.model}@previous is now version {before}"
+        f"{name}@champion moved back from version {before} to version {after}; "
+        f"{name}@previous is now version {before}"
     )
     return 0

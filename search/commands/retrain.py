@@ -42,12 +42,12 @@ from lightning_modules.networks.base import TabularNetwork
 from lightning_modules.preprocessing import Preprocessor
 from search import tracking
 from search.commands.settings import RetrainSettings
-from search.config import load_config
 from search.measure import CONFIDENCE, paired_delta
 from search.monitor import (
     ChallengerOptions,
     Verdict,
     check_quality,
+    coerced_target,
     compare,
     estimated_metric,
     frame_scores,
@@ -55,6 +55,7 @@ from search.monitor import (
     realized_metric,
     refuse_broken,
     retrain_reasons,
+    served_change,
     served_frame,
     served_predictions,
     train_challengers,
@@ -165,7 +166,7 @@ def run_retrain(
     `settings`, or the same as keyword arguments (`tracking_uri=`, `force=`, ...).
     """
     settings = settings or RetrainSettings.of(**options)
-    config = load_config(settings.config_path)
+    config = settings.training_config()  # the config, with --max-epochs and the like
     # The flag, else the config's store (`--config` may name a team server).
     tracking_uri = settings.tracking_uri or config.tracking.uri
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -183,6 +184,7 @@ def run_retrain(
     # Before anything is trained, promoted or marked handled: a model retrained on a broken
     # column learns from the values the preprocessing imputed.
     refuse_broken(check_quality(profile, everything))
+    everything = coerced_target(everything, target, network_dir, data_path)
     # Rows whose labels have not come yet are judged by the estimate alone; challengers train
     # and are judged on the labelled ones.
     if target in everything.columns:
@@ -412,4 +414,7 @@ def _promote(
         f"{kind} is version {version.version}, now {name}@champion "
         f"(version {champion.version} is {name}@previous)"
     )
-    return RetrainOutcome("promoted", reasons, version.version, [note])
+    changed = served_change(job.network_dir, info.model_uri)  # None: same served columns
+    return RetrainOutcome(
+        "promoted", reasons, version.version, [note, changed] if changed else [note]
+    )

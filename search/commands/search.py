@@ -11,7 +11,7 @@ import functools
 import multiprocessing
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from search.cluster import (
     wait_for_running,
     without_passwords,
 )
+from search.commands.continued import kept_settings, prune_note
+from search.commands.output import TERMINAL_COLUMNS
 from search.commands.worker import local_worker
 from search.config import Config
 from search.front import confirm_search, paired_comparison, pareto, study_text
@@ -78,10 +80,20 @@ class SearchOutcome:
     report: str
     parent_run_id: str
     experiment_id: str
+    # The report for a terminal: the table without the columns that do not fit.
+    terminal_report: str = ""
+    # Finished trials in the report's table: the searched ones and their INT8 copies.
+    finished: int = 0
+    # What this run should say besides the report (`search.commands.continued`).
+    notes: list[str] = field(default_factory=list)
 
 
-def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
-    """Run (or continue) the study the config describes. Input is checked before anything runs."""
+def run_search(config: Config, *, progress: bool = True, force: bool = False) -> SearchOutcome:
+    """Run (or continue) the study the config describes. Input is checked before anything runs.
+
+    `force`: move `<study>@champion` to this search's champion even off a version that
+    `tabslim retrain` promoted.
+    """
     quiet()
     slots = slots_for(config)
     config = pinned(config, slots[0], len(slots))
@@ -93,8 +105,11 @@ def run_search(config: Config, *, progress: bool = True) -> SearchOutcome:
     experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
     storage = open_storage(config.search.storage, max_retries=config.search.max_retries)
     study = open_study(name, storage, storage_label(config), config, study_settings(ctx))
+    ctx.config, kept = kept_settings(study, ctx.config)
+    if kept:
+        print(f"tabslim: note: {kept}", file=sys.stderr)
     with process_lock(config.search.storage, DEFAULT_STORAGE) as lock:
-        return _coordinate(study, ctx, lock, progress, slots, experiment_id)
+        return _coordinate(study, ctx, lock, progress, slots, experiment_id, force)
 
 
 def _coordinate(
@@ -104,6 +119,7 @@ def _coordinate(
     progress: bool,
     slots: list[Slot],
     experiment_id: str,
+    force: bool = False,
 ) -> SearchOutcome:
     """The coordinator: baseline, its own trials, local workers, MLflow, the champion."""
     config, name = ctx.config, study.study_name
@@ -128,6 +144,7 @@ def _coordinate(
         dataset=tracking.training_dataset(ctx.data, config.data),
         data=ctx.data,
         reference_rows=config.tracking.reference_rows,
+        force=force,
     )
     mirror.start()
     if is_server(config.tracking.uri):
@@ -203,8 +220,11 @@ def _coordinate(
         champion_uri=champion,
         champion_note=mirror.champion_note,
         report=study_text(study),
+        terminal_report=study_text(study, width=TERMINAL_COLUMNS),
         parent_run_id=mirror.parent_run_id,
         experiment_id=experiment_id,
+        finished=len(table),
+        notes=[n for n in [prune_note(study, config, len(ctx.baseline.group_sizes()))] if n],
     )
 
 

@@ -101,6 +101,8 @@ class SearchSettings(DataSettings):
     devices: str | None = None
     workers_per_device: int | None = None
     sampler: str | None = None
+    # Move <study>@champion even off a version `tabslim retrain` promoted.
+    force: bool = False
 
     def search_overrides(self) -> dict[str, Any]:
         return {
@@ -166,6 +168,25 @@ class RetrainSettings(Settings):
     drift_threshold: float = 0.1
     reference_share: float = 0.0
     search_trials: int = 0
+    # The training flags `train` has; None: the config's.
+    experiment: str | None = None
+    max_epochs: int | None = None
+    seed: int | None = None
+
+    def training_config(self) -> Any:
+        """The config (`config_path`, else the default) with the training flags applied."""
+        from search.config import load_config, override
+
+        return override(
+            load_config(self.config_path),
+            "from the command line",
+            **{
+                "tracking.experiment": self.experiment,
+                "training.max_epochs": self.max_epochs,
+                "training.seed": self.seed,
+                "data.seed": self.seed,
+            },
+        )
 
     @model_validator(mode="after")
     def _check(self) -> RetrainSettings:

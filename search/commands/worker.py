@@ -20,7 +20,7 @@ from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from lightning_modules.errors import TabslimInputError
 from search import tracking
@@ -199,7 +199,8 @@ def run_worker(
         study=name,
         seed=seed,
         ran=sum(t.user_attrs.get(OWNER_ATTR) == owner for t in trials),
-        complete=sum(t.state == TrialState.COMPLETE for t in trials),
+        # As the target counts them: searched trials, not their INT8 copies.
+        complete=searched_trials(study),
         target=config.search.n_trials,
     )
 

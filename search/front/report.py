@@ -25,11 +25,12 @@ __all__ = [
 ]
 
 
-def study_text(study: optuna.Study) -> str:
-    """The front table, the floor beside the intervals' width, and the champion."""
+def study_text(study: optuna.Study, width: int | None = None) -> str:
+    """The front table, the floor beside the intervals' width, and the champion; `width`: see
+    `format_report`."""
     settings = StudySettings.read(study)
     table = pareto.trial_table(study)
-    lines = [format_report(table, metric=settings.metric)]
+    lines = [format_report(table, metric=settings.metric, width=width)]
     stopped = study.user_attrs.get(STOPPED_ATTR)
     if stopped:
         lines.append(f"the search stopped, and no champion was registered: {stopped}")
@@ -133,10 +134,13 @@ def floor_resolution(
     return line
 
 
-def format_report(table: pd.DataFrame, *, metric: str) -> str:
+def format_report(table: pd.DataFrame, *, metric: str, width: int | None = None) -> str:
     """Aligned text table of the baseline and the front members of `trial_table` output.
 
     Deltas are candidate minus baseline on the same rows, with paired 95% bootstrap intervals.
+    With `width` (a terminal's columns), the columns the deltas and ratios make up for go first
+    until the rows fit: the precision while every row is fp32, the absolute metrics, the
+    parameter count, then the test delta (`trials.csv` keeps them all).
     """
     if table.empty:
         return "No finished trials yet: run a search first, then report again."
@@ -161,9 +165,17 @@ def format_report(table: pd.DataFrame, *, metric: str) -> str:
     # Text columns read best left-aligned, numbers right-aligned so their digits line up.
     left = (False, True, True, True, False, False, False, False, False, False, False)
     cells = [_cells(row) for row in shown.itertuples(index=False)]
-    widths = [max(len(r[i]) for r in [names, *cells]) for i in range(len(names))]
-    lines = [header, _join(names, widths, left)]
-    lines += [_join(r, widths, left) for r in cells]
+    keep = list(range(len(names)))
+    # Then, where INT8 copies keep the precision, the test delta (the champion is chosen on
+    # validation), and the precision itself (the approach says quantize).
+    spare = [2, 7, 9, 4, 10] if all(r[2] == "fp32" for r in cells) else [7, 9, 4, 10, 2]
+    while width is not None and spare and _width([names, *cells], keep) > width:
+        keep.remove(spare.pop(0))
+    heads, lefts = [names[i] for i in keep], [left[i] for i in keep]
+    cells = [tuple(r[i] for i in keep) for r in cells]
+    widths = [max(len(r[i]) for r in [heads, *cells]) for i in range(len(heads))]
+    lines = [header, _join(heads, widths, lefts)]
+    lines += [_join(r, widths, lefts) for r in cells]
     if members.empty:
         lines.append("No feasible candidate besides the baseline yet.")
     return "\n".join(lines)
@@ -204,6 +216,11 @@ def front_markdown(table: pd.DataFrame, *, metric: str, max_rows: int = 40) -> s
     if members.empty:
         lines += ["", "No feasible candidate besides the baseline yet."]
     return "\n".join(lines)
+
+
+def _width(rows: Sequence[Sequence[str]], keep: Sequence[int]) -> int:
+    """The characters a row of the `keep` columns takes, two between columns."""
+    return sum(max(len(r[i]) for r in rows) for i in keep) + 2 * (len(keep) - 1)
 
 
 def _split(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

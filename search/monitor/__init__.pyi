@@ -17,6 +17,10 @@ from .gate import Verdict as Verdict
 from .gate import frame_scores as frame_scores
 from .gate import latency_ratio as latency_ratio
 from .gate import retrain_reasons as retrain_reasons
+from .labels import coerce_labels as coerce_labels
+from .labels import coerced_target as coerced_target
+from .labels import same_classes as same_classes
+from .labels import served_change as served_change
 from .multivariate import AUC_THRESHOLD as AUC_THRESHOLD
 from .multivariate import NO_REFERENCE_ROWS as NO_REFERENCE_ROWS
 from .multivariate import Multivariate as Multivariate

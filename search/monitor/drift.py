@@ -109,6 +109,8 @@ class DriftReport:
     estimated_note: str | None = None
     # The data-quality section (`search.monitor.quality`), printed before the table.
     quality: DataQuality | None = None
+    # What `tabslim retrain`'s decision weighed and did not count (`gate.retrain_reasons`).
+    decision_notes: list[str] = field(default_factory=list)
 
     @property
     def drifted(self) -> list[ColumnDrift]:
@@ -200,7 +202,7 @@ class DriftReport:
                 f"realized {r.metric} on these rows: {r.value:.4f} [{r.low:.4f}, {r.high:.4f}] "
                 f"(validation when logged: {r.reference:.4f})"
             )
-        return lines
+        return lines + self.decision_notes
 
 
 def _figure(value: float, spec: str) -> str:

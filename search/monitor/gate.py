@@ -40,19 +40,26 @@ def retrain_reasons(
 
     The metric realized on labelled new rows, and the one estimated on unlabelled rows (when
     the labels come late), each call for a retrain only when its whole 95% interval lies
-    below validation by more than `tolerance`.
+    below validation by more than `tolerance`. A point estimate that fell further than the
+    tolerance while its interval did not is no reason, and `report.decision_notes` says so.
     """
     reasons = ["--force"] if force else []
     for kind, figure in (("realized", report.realized), ("estimated", report.estimated)):
         if figure is None or getattr(figure, "withheld", False):
             continue
         allowed = _fell_beyond(figure, tolerance)
+        method = f" ({figure.method})" if kind == "estimated" else ""
+        said = (
+            f"{kind} {figure.metric}{method} {figure.value:.4f} [{figure.low:.4f}, "
+            f"{figure.high:.4f}] against {figure.reference:.4f} on validation"
+        )
         if allowed is not None:
-            method = f" ({figure.method})" if kind == "estimated" else ""
-            reasons.append(
-                f"{kind} {figure.metric}{method} {figure.value:.4f} [{figure.low:.4f}, "
-                f"{figure.high:.4f}] against {figure.reference:.4f} on validation "
-                f"(tolerance {allowed:.4g})"
+            reasons.append(f"{said} (the whole 95% interval beyond the tolerance, {allowed:.4g})")
+        elif (drop := _point_drop(figure, tolerance)) is not None:
+            report.decision_notes.append(
+                f"{said}: {drop:.4g} worse, past --tolerance {tolerance:g}, but no reason to "
+                "retrain, since its 95% interval reaches back within the tolerance (a retrain "
+                "needs the whole interval beyond it)"
             )
     if report.score >= threshold:
         reasons.append(f"drift score {report.score:.3f} >= {threshold:g}")
@@ -70,6 +77,15 @@ def _fell_beyond(figure: Any, tolerance: float) -> float | None:
     closest = figure.high if higher else figure.low
     fell = (figure.reference - closest) * (1 if higher else -1)
     return float(allowed) if fell > allowed else None
+
+
+def _point_drop(figure: Any, tolerance: float) -> float | None:
+    """How much worse than validation `figure`'s point estimate is, when by more than the
+    tolerance (in the metric's terms); None otherwise."""
+    higher = HIGHER_IS_BETTER[figure.metric]
+    allowed = tolerance if higher else tolerance * figure.reference
+    drop = (figure.reference - figure.value) * (1 if higher else -1)
+    return float(drop) if drop > allowed else None
 
 
 def frame_scores(

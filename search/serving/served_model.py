@@ -33,13 +33,15 @@ ONNX_FILE = "model.onnx"
 
 def prediction_frame(decoded: dict[str, np.ndarray], classes: list[Any]) -> pd.DataFrame:
     """A `prediction` column, plus `proba_<class>` for classifiers."""
-    result = pd.DataFrame({"prediction": decoded["prediction"]})
+    columns: dict[str, np.ndarray] = {"prediction": decoded["prediction"]}
     if "anomaly_score" in decoded:
-        result["anomaly_score"] = decoded["anomaly_score"]
+        columns["anomaly_score"] = decoded["anomaly_score"]
     if "probabilities" in decoded:
-        for i, label in enumerate(classes):
-            result[f"proba_{label}"] = decoded["probabilities"][:, i]
-    return result
+        probabilities = decoded["probabilities"]
+        columns |= {f"proba_{label}": probabilities[:, i] for i, label in enumerate(classes)}
+    # In one step: a column inserted at a time fragments the frame, and a model of many
+    # classes printed a pandas PerformanceWarning per column.
+    return pd.DataFrame(columns)
 
 
 class OnnxPredictor:

@@ -8,6 +8,7 @@ study (a fingerprint that workers compare).
 from __future__ import annotations
 
 import hashlib
+import shlex
 import sys
 
 import pandas as pd
@@ -54,8 +55,9 @@ def load_data(config: Config, phases: Phases | None = None) -> TabularDataModule
     if len(frame) < in_file:
         module.notes.append(
             f"data.sample_rows: working on a seeded sample of {len(frame)} of the {in_file} rows "
-            f"of {data.path}; train the chosen shape on all of them with `tabslim retrain NAME "
-            "--data FILE --force`"
+            f"of {data.path}; once a search has registered STUDY@champion, train its shape on "
+            f"all of them with `tabslim retrain --model STUDY --data {shlex.quote(data.path)} "
+            f"--target {shlex.quote(str(data.target))} --force`"
         )
     return module
 

@@ -27,6 +27,7 @@ __all__ = [
     "PREVIOUS",
     "Busy",
     "champion_version",
+    "held_by_retrain",
     "promote",
     "retrain_lock",
     "rollback",
@@ -52,6 +53,19 @@ def champion_version(client: MlflowClient, name: str, tracking_uri: str) -> Mode
             f"model {name!r} has no version with the alias {CHAMPION!r}; set one with "
             "`tabslim search` or MlflowClient.set_registered_model_alias"
         ) from None
+
+
+def held_by_retrain(current: ModelVersion, trial: int) -> str | None:
+    """Why a search must leave `champion` on `current`: a version `tabslim retrain` promoted
+    was judged on newer rows than the study's, and a re-run of the search would silently
+    replace it. None when `current` is not such a version."""
+    run = dict(current.tags or {}).get("tabslim.retrain_run")
+    if run is None:
+        return None
+    return (
+        f"{CHAMPION} stays on version {current.version}, which retrain run {run} promoted; "
+        f"this search's trial {trial} would replace it: search again with --force to move it"
+    )
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ from search.front import (
 )
 from search.serving import FRONT_TAG, build_profile, load_network, log_model, reference_sample
 from search.study import RUNGS_ATTR, STOP_ATTR, StudySettings, is_feasible
-from search.tracking.registry import CHAMPION
+from search.tracking.registry import CHAMPION, PREVIOUS, held_by_retrain
 
 _DONE = (TrialState.COMPLETE, TrialState.FAIL)
 
@@ -73,6 +73,8 @@ class StudyMirror:
     data: TabularDataModule | None = None
     # Training rows stored with each logged model (`tracking.reference_rows`).
     reference_rows: int = 0
+    # Move `champion` to this search's champion even off a version `tabslim retrain` promoted.
+    force: bool = False
     client: MlflowClient = field(default_factory=MlflowClient)
     parent_run_id: str = ""
     _runs: dict[int, str] = field(default_factory=dict)
@@ -337,6 +339,11 @@ class StudyMirror:
         if current is not None and current.tags.get("tabslim.trial") == str(chosen.number):
             # The same champion, but a resumed search may have moved the front.
             self.client.set_model_version_tag(name, current.version, FRONT_TAG, json.dumps(front))
+            self.champion_note += f"; {name}@{CHAMPION} is version {current.version}"
+            return f"models:/{name}@{CHAMPION}"
+        held = None if current is None or self.force else held_by_retrain(current, chosen.number)
+        if held is not None:
+            self.champion_note = f"{self.champion_note}; {held}"
             return f"models:/{name}@{CHAMPION}"
         version = mlflow.register_model(
             model_uri,
@@ -347,8 +354,12 @@ class StudyMirror:
                 FRONT_TAG: json.dumps(front),
             },
         )
+        if current is not None:
+            # `tabslim rollback` moves back to the version this search replaced.
+            self.client.set_registered_model_alias(name, PREVIOUS, current.version)
         self.client.set_registered_model_alias(name, CHAMPION, version.version)
         self.client.set_tag(self.parent_run_id, "champion_trial", str(chosen.number))
+        self.champion_note += f"; {name}@{CHAMPION} is version {version.version}"
         return f"models:/{name}@{CHAMPION}"
 
 
