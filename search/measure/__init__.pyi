@@ -13,5 +13,6 @@ from .latency import compare_latency as compare_latency
 from .latency import measure_latency as measure_latency
 from .latency import ort_session as ort_session
 from .phases import Phases as Phases
+from .served_graph import compose as compose
 from .uncertainty import PairedDelta as PairedDelta
 from .uncertainty import paired_delta as paired_delta
