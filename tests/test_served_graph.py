@@ -20,7 +20,8 @@ from lightning_modules.networks.ft_transformer import FTTransformerSpec
 from lightning_modules.networks.mlp import MLPSpec
 from lightning_modules.networks.resnet import ResNetSpec
 from lightning_modules.preprocessing import Preprocessor
-from search.measure import compose, export_onnx
+from search.measure import ServedRows, Timing, compose, export_onnx, measure
+from search.measure.latency import runner
 from search.serving import OnnxPredictor
 from search.serving.served_model import prediction_frame
 
@@ -164,3 +165,22 @@ def test_a_column_named_like_an_output_is_refused_in_one_line(tmp_path: Path) ->
     path = _exported("mlp", prep, tmp_path)
     with pytest.raises(TabslimInputError, match="prediction"):
         compose(path, prep)
+
+
+def test_a_served_latency_times_the_served_graph_on_raw_rows() -> None:
+    prep, rows = _fitted("binary")
+    inputs = {"d_num": prep.d_num, "d_out": prep.d_out, "cat_cardinalities": prep.cat_cardinalities}
+    network = build(_spec("mlp", inputs), seed=0).eval()
+    served = ServedRows(prep, rows)
+    with runner(network, "onnxruntime", 1, None, served) as make_call:
+        # 30 rows from 12: the rows repeat. The call answers in labels: the decoding ran too.
+        prediction, probabilities = make_call(30)()
+    assert prediction.shape == (30,) and set(prediction) <= {"no", "yes"}
+    assert probabilities.shape == (30, 2)
+    quick = Timing(warmup=1, min_repeats=2, max_repeats=2, max_seconds=0.0)
+    metrics = measure(
+        network, batch_sizes=(1, 30), runtimes=("onnxruntime",), timing=quick, served=served
+    ).to_metrics()
+    for batch in (1, 30):
+        assert metrics[f"latency_onnxruntime_b{batch}_median_ms"] > 0
+        assert metrics[f"latency_network_onnxruntime_b{batch}_median_ms"] > 0
