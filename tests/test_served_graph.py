@@ -128,6 +128,21 @@ def test_served_graph_agrees_with_pandas_preprocessing(
         assert set(frame["prediction"]) == {"ok", "fraud"}
 
 
+def test_served_graph_reads_pandas_dtypes_as_the_pandas_path_does(tmp_path: Path) -> None:
+    prep, rows = _fitted("binary")
+    rows = rows.drop(index=2).reset_index(drop=True)  # the text in a number, tested above
+    rows["count"] = rows["count"].astype("Int64")
+    rows.loc[5, "count"] = pd.NA  # a nullable integer's gap
+    rows["shop"] = rows["shop"].astype("category")
+    rows["tier"] = rows["tier"].astype("string")
+    rows["flag"] = rows["flag"].astype("boolean")
+    path = _exported("mlp", prep, tmp_path)
+    got = _served(path, prep, rows)
+    expected = OnnxPredictor(tmp_path).predict(rows)
+    assert got["prediction"].tolist() == expected["prediction"].tolist()
+    np.testing.assert_allclose(got["probabilities"][:, 1], expected["proba_yes"], atol=1e-6)
+
+
 @pytest.mark.parametrize("categorical", [True, False])
 def test_served_graph_takes_one_input_per_raw_column_and_describes_its_outputs(
     categorical: bool, tmp_path: Path

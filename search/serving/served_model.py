@@ -45,7 +45,8 @@ def prediction_frame(decoded: dict[str, np.ndarray], classes: list[Any]) -> pd.D
     if "probabilities" in decoded:
         probabilities = decoded["probabilities"]
         columns |= {f"proba_{label}": probabilities[:, i] for i, label in enumerate(classes)}
-    return pd.DataFrame(columns)
+    # No copy: the arrays are the caller's fresh outputs, and pandas' copy cost as much again.
+    return pd.DataFrame(columns, copy=False)
 
 
 class OnnxPredictor:
@@ -107,4 +108,5 @@ class TabslimModel(PythonModel):
         self.predictor = predictor(Path(context.artifacts["network"]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        return self.predictor.predict(pd.DataFrame(model_input))
+        rows = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.predictor.predict(rows)
