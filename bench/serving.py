@@ -4,6 +4,7 @@ On real tables shipped inside installed wheels (not in this repository), a short
 search` trains a baseline and candidates; the baseline and the champion (or, when the champion
 is the baseline, the smallest front member) are then timed in one process, interleaved:
 - served in-process: `mlflow.pyfunc.load_model(uri).predict(rows)`, at 1 and 1,024 rows;
+- the same with an input schema inferred from the rows, which MLflow then enforces per call;
 - the same without MLflow's pyfunc wrapper (`unwrap_python_model().predict`), which is what
   MLflow's input handling costs;
 - the exported file (`tabslim export`): one `session.run` on the raw columns;
@@ -34,6 +35,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import mlflow  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from mlflow.models import Model, ModelSignature, infer_signature  # noqa: E402
 
 from search.commands import main  # noqa: E402
 from search.serving import OnnxPredictor  # noqa: E402
@@ -109,9 +112,10 @@ def _models(uri: str, study: str) -> dict[str, tuple[str, float, int, str]]:
 def _calls(
     model_uri: str, uri: str, root: Path, rows: dict[int, pd.DataFrame]
 ) -> dict[str, Callable[[], object]]:
-    """Every in-process way to answer `rows`, ready to call; and the exported file's path."""
+    """Every in-process way to answer `rows`, ready to call, and `_check`: file = MLflow model."""
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(model_uri)
+    checked = _with_input_schema(model_uri, rows[1024], root)
     inner = model.unwrap_python_model()
     predictor = inner.predictor
     out = root / f"{model_uri.split('/')[-1]}.onnx"
@@ -128,12 +132,29 @@ def _calls(
         raw = predictor.preprocessor.raw_columns(frame)
         tensors = predictor.preprocessor.transform_arrays(frame)
         calls[f"served_{n}"] = lambda f=frame: model.predict(f)
+        calls[f"schema_{n}"] = lambda f=frame: checked.predict(f)
         calls[f"pandas_{n}"] = lambda f=frame: before.predict(f)
         calls[f"unwrapped_{n}"] = lambda f=frame: inner.predict(None, f)
         calls[f"file_{n}"] = lambda r=raw: exported.run(None, r)
         calls[f"network_{n}"] = lambda t={k: tensors[k] for k in names}: bare.run(None, t)
     calls["_check"] = lambda: _agrees(model.predict(rows[1024]), exported, predictor, rows[1024])
     return calls
+
+
+def _with_input_schema(model_uri: str, rows: pd.DataFrame, root: Path) -> Any:
+    """The model with an input schema inferred from `rows`, so MLflow checks every call's input
+    (tabslim logs outputs only): what schema enforcement costs."""
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            model_uri, dst_path=str(root / model_uri.split("/")[-1])
+        )
+    )
+    meta = Model.load(str(local))
+    assert meta.signature is not None
+    meta.signature = ModelSignature(inputs=infer_signature(rows).inputs,
+                                    outputs=meta.signature.outputs)  # fmt: skip
+    meta.save(str(local / "MLmodel"))
+    return mlflow.pyfunc.load_model(str(local))
 
 
 def _agrees(served: pd.DataFrame, session: ort.InferenceSession, predictor: object,
@@ -235,14 +256,15 @@ def _report(name: str, models: dict, times: dict[str, dict[str, float]], http: d
     print(f"\n### {name}\n")
     print(
         "| model | params | search latency, b1024 | rows | before: pandas path | served | "
-        "served, pyfunc unwrapped | exported file | network | HTTP | file = MLflow model |"
+        "served, input schema | served, pyfunc unwrapped | exported file | network | HTTP | "
+        "file = MLflow model |"
     )
-    print("|" + "---|" * 11)
+    print("|" + "---|" * 12)
     for label, (_, search_ms, params, what) in models.items():
         t = times[label]
         for n in (1, 1024):
             cells = [f"{t[f'{k}_{n}']:.3f} ms" for k in
-                     ("pandas", "served", "unwrapped", "file", "network")]  # fmt: skip
+                     ("pandas", "served", "schema", "unwrapped", "file", "network")]  # fmt: skip
             print(f"| {what} | {params:,} | {search_ms:.3f} ms | {n:,} | {' | '.join(cells)} | "
                   f"{http[f'{label}_http_{n}']:.2f} ms | {checks[label]} |")  # fmt: skip
     print()
@@ -252,7 +274,9 @@ def _report(name: str, models: dict, times: dict[str, dict[str, float]], http: d
               f"1,024 rows: {_goal(t['served_1024'] / t['file_1024'], 1.2)}; file / network, "
               f"1 row: {_goal(t['file_1'] / t['network_1'], 3.0)}; MLflow's pyfunc wrapper "
               f"(served / unwrapped): {t['served_1'] / t['unwrapped_1']:.2f}x at 1 row, "
-              f"{t['served_1024'] / t['unwrapped_1024']:.2f}x at 1,024")  # fmt: skip
+              f"{t['served_1024'] / t['unwrapped_1024']:.2f}x at 1,024; input schema "
+              f"(schema / served): {t['schema_1'] / t['served_1']:.2f}x at 1 row, "
+              f"{t['schema_1024'] / t['served_1024']:.2f}x at 1,024")  # fmt: skip
     search_ratio = models["small"][1] / models["baseline"][1]
     for n in (1, 1024):
         served = times["small"][f"served_{n}"] / times["baseline"][f"served_{n}"]
