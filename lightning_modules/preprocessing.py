@@ -23,6 +23,8 @@ TASKS = ("binary", "multiclass", "regression", "anomaly")
 # An integer target with at most this many distinct values is taken as classes.
 _MAX_INFERRED_CLASSES = 30
 _MISSING = "<missing>"
+# How a missing category is spelled once read; the served graph takes gaps in this form.
+MISSING_CATEGORY = _MISSING
 # Rows transformed at once; see `transform_arrays`.
 _BLOCK_ROWS = 65_536
 
@@ -41,6 +43,27 @@ def infer_task(target: pd.Series) -> str:
 
 def _is_numeric(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "fiub":
+        # Plain NumPy numbers, whose gaps are NaN already (nullable ones go below).
+        return np.ascontiguousarray(column.to_numpy(dtype=np.float64))
+    try:
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.ascontiguousarray(values)
+
+
+def _strings(column: pd.Series) -> np.ndarray:
+    values = column.to_numpy()
+    # The common case, already what ONNX Runtime takes: only strings, no gaps. `infer_dtype`
+    # checks in C; a Python loop over the values cost more than the network at 1,024 rows.
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values
+    # A category's string form, gaps as the missing category: as `_category_block` reads it.
+    return column.astype("string").fillna(_MISSING).to_numpy(dtype=object)
 
 
 @dataclass
@@ -140,17 +163,20 @@ class Preprocessor:
         # No copy: `transform_arrays` returns fresh, writable arrays of its own.
         return {name: torch.from_numpy(a) for name, a in self.transform_arrays(frame).items()}
 
-    def transform_arrays(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Raw rows -> {"x_num": (N, d_num) float32, "x_cat": (N, n_cat) int64} arrays.
-
-        NumPy only, so that a served model needs no torch (ONNX Runtime takes these as they are).
-        """
+    def _check_columns(self, frame: pd.DataFrame) -> None:
         missing = [c for c in self.feature_columns if c not in frame.columns]
         if missing:
             raise TabslimInputError(
                 f"input is missing the columns {missing}; the model was trained on "
                 f"{self.feature_columns}"
             )
+
+    def transform_arrays(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Raw rows -> {"x_num": (N, d_num) float32, "x_cat": (N, n_cat) int64} arrays.
+
+        NumPy only, so that a served model needs no torch (ONNX Runtime takes these as they are).
+        """
+        self._check_columns(frame)
         x_num = np.empty((len(frame), self.d_num), dtype=np.float32)
         x_cat = np.empty((len(frame), len(self.categorical)), dtype=np.int64)
         # In blocks of rows: the float64 intermediates of a whole 700k-row split were twice
@@ -161,6 +187,16 @@ class Preprocessor:
             x_num[start : start + len(rows)] = self._numeric_block(rows)
             x_cat[start : start + len(rows)] = self._category_block(rows)
         return {"x_num": x_num, "x_cat": x_cat}
+
+    def raw_columns(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Raw rows -> one (N, 1) array per feature column, as the served ONNX graph takes them
+        (`search.measure.served_graph`): float64 numbers with NaN for gaps (text coerced, as
+        `transform_arrays` does), and strings with gaps as `MISSING_CATEGORY`."""
+        self._check_columns(frame)
+        arrays = {name: _numbers(frame[name]).reshape(-1, 1) for name in self.numeric}
+        for name in self.categorical:
+            arrays[name] = _strings(frame[name]).reshape(-1, 1)
+        return arrays
 
     def _numeric_block(self, rows: pd.DataFrame) -> np.ndarray:
         num = rows[self.numeric].apply(pd.to_numeric, errors="coerce").astype(float)

@@ -108,6 +108,7 @@ FLAGS: dict[str, dict[str, Any]] = {
         "help": "the target of each row of --data, in order (CSV or Parquet with the target "
         "column): the realized metric is shown beside the one estimated without labels",
     },
+    "--out": {"metavar": "FILE"},
     "--dry-run": {"action": "store_true", "help": "say what it would do, change nothing"},
     "--force": {"action": "store_true", "help": "retrain even without drift"},
     "--holdout": {
@@ -380,6 +381,23 @@ def _sensitivity(commands: Any) -> None:
     sensitivity.set_defaults(handler=handlers.sensitivity_command)
 
 
+def _export(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a logged model as one self-contained ONNX file (preprocessing inside)",
+        description="Write a logged tabslim model (the champion, or any trial's) as a single "
+        "ONNX file that takes the raw columns, one input per column named after it, shape "
+        "[N, 1]: double for numbers (NaN is missing), string for categories ('<missing>' is "
+        "missing). Its outputs are the prediction (class labels for a classifier), then the "
+        "class probabilities or the anomaly score; the file's metadata describes both. It runs "
+        "in ONNX Runtime from any language, with no Python and no tabslim.",
+    )
+    _add(export, "--model", required=True, metavar="URI", help="e.g. models:/NAME@champion")
+    _add(export, "--out", required=True, help="the ONNX file to write, e.g. model.onnx")
+    _add(export, "--tracking-uri", help="MLflow tracking URI (default: mlruns/mlflow.db)")
+    export.set_defaults(handler=handlers.export_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tabslim",
@@ -387,7 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
         "accuracy. Results go to MLflow (default: sqlite:///mlruns/mlflow.db).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_train, _search, _worker, _drift, _retrain, _rollback, _report, _sensitivity):
+    for add in (
+        _train,
+        _search,
+        _worker,
+        _drift,
+        _retrain,
+        _rollback,
+        _report,
+        _sensitivity,
+        _export,
+    ):
         add(commands)
     return parser
 

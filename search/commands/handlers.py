@@ -220,3 +220,22 @@ def rollback_command(args: argparse.Namespace) -> int:
         f"{name}@previous is now version {before}"
     )
     return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from search.commands.export import run_export
+    from search.config import DEFAULT_TRACKING_URI
+
+    outcome = run_export(
+        args.model, args.out, tracking_uri=args.tracking_uri or DEFAULT_TRACKING_URI
+    )
+    inputs = ", ".join(f"{name} ({kind})" for name, kind in outcome.inputs.items())
+    print(f"wrote {outcome.path}: one ONNX Runtime call on the raw columns")
+    print(f"  inputs, each [N, 1]: {inputs}")
+    print(f"  outputs: {', '.join(outcome.outputs)}")
+    if outcome.composed:
+        print(
+            "  (the model predates the served graph; it was composed from its network and "
+            "preprocessing)"
+        )
+    return 0

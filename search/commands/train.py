@@ -16,7 +16,7 @@ from lightning_modules.training import fit
 from search import tracking
 from search.cluster import without_passwords
 from search.config import Config
-from search.measure import Phases, measure
+from search.measure import Phases, ServedRows, measure
 from search.serving import build_profile, log_model, reference_sample
 from search.study import (
     baseline_spec,
@@ -87,6 +87,8 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
                 batch_sizes=tuple(config.measure.batch_sizes),
                 runtimes=tuple(config.measure.runtimes),
                 threads=config.measure.threads,
+                # ONNX Runtime's latency is the served graph's, as the logged model serves.
+                served=ServedRows.from_data(data),
             )
         with phases("profile"):
             profile = build_profile(data, result.network, seed=config.data.seed)

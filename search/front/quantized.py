@@ -187,6 +187,8 @@ def _add_variant(
         threads=ctx.config.measure.threads,
         timing=Timing(max_seconds=latency.seconds),
         onnx_path=graph,
+        # As for every trial: the INT8 network inside the served graph, on raw rows.
+        served=ctx.served_rows(),
     )
     measured = Measurement(
         parameters=int(member.user_attrs["metrics"]["parameters"]),

@@ -8,6 +8,7 @@ from .hosts import WHERE_RAN as WHERE_RAN
 from .hosts import cuda_latency_ms as cuda_latency_ms
 from .hosts import host_profile as host_profile
 from .latency import Latency as Latency
+from .latency import ServedRows as ServedRows
 from .latency import Timing as Timing
 from .latency import compare_latency as compare_latency
 from .latency import measure_latency as measure_latency
@@ -16,6 +17,7 @@ from .noninferiority import ALPHA as ALPHA
 from .noninferiority import Certificate as Certificate
 from .noninferiority import noninferiority as noninferiority
 from .phases import Phases as Phases
+from .served_graph import compose as compose
 from .uncertainty import CONFIDENCE as CONFIDENCE
 from .uncertainty import PairedDelta as PairedDelta
 from .uncertainty import paired_delta as paired_delta

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import tempfile
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from search.measure.export import export_onnx
 from search.measure.latency import (
     DEFAULT_TIMING,
     Latency,
+    ServedRows,
     Timing,
     check_positive,
     check_runtime,
@@ -40,6 +42,8 @@ class Measurement:
     size_bytes: int
     flops: int
     latencies: tuple[Latency, ...]
+    # With served rows: the network's graph alone on ONNX Runtime, beside the served latencies.
+    network_latencies: tuple[Latency, ...] = ()
 
     def to_metrics(self) -> dict[str, float]:
         """Flat `name -> value` for MLflow's `log_metrics`."""
@@ -50,6 +54,8 @@ class Measurement:
         }
         for latency in self.latencies:
             metrics.update(latency.to_metrics())
+        for latency in self.network_latencies:
+            metrics.update(latency.to_metrics("latency_network"))
         return metrics
 
 
@@ -81,11 +87,17 @@ def measure(
     runtimes: Sequence[str] = ("torch", "onnxruntime"),
     threads: int = 1,
     timing: Timing = DEFAULT_TIMING,
+    served: ServedRows | None = None,
 ) -> Measurement:
     """Parameters, serialized size, FLOPs at batch 1, and latency per runtime and batch size.
 
     The network is exported to ONNX once and the file reused for every batch size; `timing`
     applies to each latency.
+
+    Args:
+        served: raw rows and their preprocessing; the ONNX Runtime latency is then the served
+            graph's on them (what a served row costs), and the network's graph alone is
+            recorded as `network_latencies`.
     """
     for runtime in runtimes:
         check_runtime(runtime)
@@ -96,25 +108,31 @@ def measure(
     check_positive(threads=threads)
 
     latencies: list[Latency] = []
+    network_latencies: list[Latency] = []
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = (
             export_onnx(network, Path(tmp) / "network.onnx") if "onnxruntime" in runtimes else None
         )
         for runtime in runtimes:
             for batch_size in batch_sizes:
-                latencies.append(
-                    measure_latency(
-                        network,
-                        runtime=runtime,
-                        batch_size=batch_size,
-                        threads=threads,
-                        timing=timing,
-                        onnx_path=onnx_path,
-                    )
+                timed = functools.partial(
+                    measure_latency,
+                    network,
+                    runtime=runtime,
+                    batch_size=batch_size,
+                    threads=threads,
+                    timing=timing,
+                    onnx_path=onnx_path,
                 )
+                if served is not None and runtime == "onnxruntime":
+                    latencies.append(timed(served=served))
+                    network_latencies.append(timed())
+                else:
+                    latencies.append(timed())
     return Measurement(
         parameters=count_parameters(network),
         size_bytes=serialized_bytes(network),
         flops=count_flops(network, batch_size=1),
         latencies=tuple(latencies),
+        network_latencies=tuple(network_latencies),
     )

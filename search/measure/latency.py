@@ -17,16 +17,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
+import pandas as pd
 import torch
 from torch import nn
 
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import evaluating
+from lightning_modules.preprocessing import Preprocessor
 from search.config.choices import RUNTIMES
 from search.measure.export import example_inputs, export_onnx
+from search.measure.served_graph import compose
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+    from lightning_modules.data import TabularDataModule
 
 
 Call = Callable[[], object]
@@ -82,6 +88,30 @@ class LatencyRatio:
         return {f"{key}_median": self.median, f"{key}_p10": self.p10, f"{key}_p90": self.p90}
 
 
+@dataclass(frozen=True)
+class ServedRows:
+    """Raw rows and their fitted preprocessing. With them, an ONNX Runtime latency times the
+    served graph (`search.measure.served_graph`: preprocessing, network and decoding) on raw
+    columns, which is what a user's row costs, not the network alone."""
+
+    preprocessor: Preprocessor
+    rows: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        assert len(self.rows) > 0, "served latency needs at least one raw row"
+
+    @classmethod
+    def from_data(cls, data: TabularDataModule, rows: int = 1024) -> ServedRows:
+        """Up to `rows` validation rows of `data`, as a user sends them (no target)."""
+        frame = data.val_frame.drop(columns=[data.target]).head(rows).reset_index(drop=True)
+        return cls(data.preprocessor, frame)
+
+    def feeds(self, batch_size: int) -> dict[str, np.ndarray]:
+        """The graph's inputs for `batch_size` rows, the given rows repeated as needed."""
+        picked = np.resize(np.arange(len(self.rows)), batch_size)
+        return self.preprocessor.raw_columns(self.rows.iloc[picked])
+
+
 def check_runtime(runtime: str) -> None:
     if runtime not in RUNTIMES:
         raise TabslimInputError(f"runtime must be one of {sorted(RUNTIMES)}, but got {runtime=}")
@@ -132,6 +162,7 @@ def measure_latency(
     threads: int = 1,
     timing: Timing = DEFAULT_TIMING,
     onnx_path: str | Path | None = None,
+    served: ServedRows | None = None,
 ) -> Latency:
     """Time single forward calls of `network` on `runtime` with a fixed thread count.
 
@@ -140,10 +171,12 @@ def measure_latency(
             inference mode) or "onnxruntime" (CPU provider, all graph optimisations).
         onnx_path: an export of this network to reuse; without it the network is exported to
             a temporary file first, which takes about a second.
+        served: on "onnxruntime", time the served graph on these raw rows instead of the
+            network's graph on tensors.
     """
     check_runtime(runtime)
     check_positive(batch_size=batch_size, threads=threads)
-    with runner(network, runtime, threads, onnx_path) as make_call:
+    with runner(network, runtime, threads, onnx_path, served) as make_call:
         call = make_call(batch_size)
         for _ in range(timing.warmup):
             call()
@@ -291,9 +324,14 @@ def ort_session(path: str | Path, threads: int) -> ort.InferenceSession:
 
 @contextlib.contextmanager
 def runner(
-    network: nn.Module, runtime: str, threads: int, onnx_path: str | Path | None
+    network: nn.Module,
+    runtime: str,
+    threads: int,
+    onnx_path: str | Path | None,
+    served: ServedRows | None = None,
 ) -> Iterator[Callable[[int], Call]]:
-    """Yield `batch_size -> call`, where `call()` runs one forward pass with fixed inputs."""
+    """Yield `batch_size -> call`, where `call()` runs one forward pass with fixed inputs
+    (on ONNX Runtime with `served`: one call of the served graph on raw columns)."""
     if runtime == "torch":
         with evaluating(network), _torch_threads(threads), torch.inference_mode():
             yield lambda batch_size: _torch_call(network, batch_size)
@@ -302,12 +340,20 @@ def runner(
         if onnx_path is None:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             onnx_path = export_onnx(network, tmp / "network.onnx")
+        if served is not None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            graph = compose(onnx_path, served.preprocessor)
+            onnx.save(graph, str(tmp / "served.onnx"))
+            onnx_path = tmp / "served.onnx"
         session = ort_session(onnx_path, threads)
         names = [node.name for node in session.get_inputs()]
 
         def make_ort_call(batch_size: int) -> Call:
-            arrays = [t.detach().cpu().numpy() for t in example_inputs(network, batch_size)]
-            feeds = dict(zip(names, arrays, strict=True))
+            if served is not None:
+                feeds = served.feeds(batch_size)
+            else:
+                arrays = [t.detach().cpu().numpy() for t in example_inputs(network, batch_size)]
+                feeds = dict(zip(names, arrays, strict=True))
             return lambda: session.run(None, feeds)
 
         yield make_ort_call

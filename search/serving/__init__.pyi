@@ -24,5 +24,8 @@ from .profile import read_profile as read_profile
 from .profile import write_profile as write_profile
 from .served_model import LOSS_MODEL_FILE as LOSS_MODEL_FILE
 from .served_model import REFERENCE_ROWS_FILE as REFERENCE_ROWS_FILE
+from .served_model import SERVED_FILE as SERVED_FILE
+from .served_model import GraphPredictor as GraphPredictor
 from .served_model import OnnxPredictor as OnnxPredictor
+from .served_model import predictor as predictor
 from .signature import input_schema as input_schema

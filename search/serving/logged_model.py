@@ -17,6 +17,7 @@ from typing import Any
 import lazy_loader
 import mlflow
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
@@ -25,10 +26,15 @@ from torch import nn
 from lightning_modules.data import TabularDataModule
 from lightning_modules.networks.base import NetworkSpec
 from lightning_modules.preprocessing import Preprocessor
-from search.measure import export_onnx
+from search.measure import compose, export_onnx
 from search.serving.network_files import save_network
 from search.serving.profile import write_profile
-from search.serving.served_model import ONNX_FILE, REFERENCE_ROWS_FILE, OnnxPredictor
+from search.serving.served_model import (
+    ONNX_FILE,
+    REFERENCE_ROWS_FILE,
+    SERVED_FILE,
+    GraphPredictor,
+)
 from search.serving.signature import input_schema
 
 __all__ = ["FRONT_TAG", "front_widths", "log_model", "reference_sample"]
@@ -101,7 +107,9 @@ def log_model(
         else:
             # The graph the model serves with, verified against torch by the export itself.
             export_onnx(network, directory / ONNX_FILE)
-        output = OnnxPredictor(directory).predict(example)
+        # What serves: one graph on the raw columns, preprocessing and decoding inside.
+        onnx.save(compose(directory / ONNX_FILE, preprocessor), str(directory / SERVED_FILE))
+        output = GraphPredictor(directory).predict(example)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(_ENTRY),

@@ -29,19 +29,25 @@ PROFILE_FILE = "profile.json"
 # (`search.serving.estimator`): plain arrays, beside the profile that describes it.
 LOSS_MODEL_FILE = "loss_model.npz"
 ONNX_FILE = "model.onnx"
+# The served graph: preprocessing, network and decoding in one (`search.measure.served_graph`).
+# A model logged before it existed has only the network's graph and serves through pandas.
+SERVED_FILE = "served.onnx"
 
 
 def prediction_frame(decoded: dict[str, np.ndarray], classes: list[Any]) -> pd.DataFrame:
-    """A `prediction` column, plus `proba_<class>` for classifiers."""
-    columns: dict[str, np.ndarray] = {"prediction": decoded["prediction"]}
+    """A `prediction` column, plus `anomaly_score`, or `proba_<class>` for classifiers.
+
+    Built in one step: adding columns one by one cost more than the network on a small batch,
+    and a model of many classes printed a pandas PerformanceWarning per column.
+    """
+    columns: dict[str, Any] = {"prediction": decoded["prediction"]}
     if "anomaly_score" in decoded:
         columns["anomaly_score"] = decoded["anomaly_score"]
     if "probabilities" in decoded:
         probabilities = decoded["probabilities"]
         columns |= {f"proba_{label}": probabilities[:, i] for i, label in enumerate(classes)}
-    # In one step: a column inserted at a time fragments the frame, and a model of many
-    # classes printed a pandas PerformanceWarning per column.
-    return pd.DataFrame(columns)
+    # No copy: the arrays are the caller's fresh outputs, and pandas' copy cost as much again.
+    return pd.DataFrame(columns, copy=False)
 
 
 class OnnxPredictor:
@@ -66,11 +72,42 @@ class OnnxPredictor:
         return prediction_frame(decoded, self.preprocessor.classes)
 
 
+class GraphPredictor:
+    """One ONNX Runtime call on the raw columns of a saved network folder's served graph."""
+
+    def __init__(self, directory: Path) -> None:
+        import onnxruntime as ort
+
+        self.preprocessor = Preprocessor.from_dict(
+            json.loads((directory / PREPROCESSOR_FILE).read_text())
+        )
+        self.session = ort.InferenceSession(
+            str(directory / SERVED_FILE), providers=["CPUExecutionProvider"]
+        )
+        self.output_names = [node.name for node in self.session.get_outputs()]
+
+    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+        outputs = self.session.run(None, self.preprocessor.raw_columns(rows))
+        decoded = dict(zip(self.output_names, outputs, strict=True))
+        if self.preprocessor.classes:
+            # Labels as Python objects, as the pandas path gives them.
+            decoded["prediction"] = decoded["prediction"].astype(object)
+        return prediction_frame(decoded, self.preprocessor.classes)
+
+
+def predictor(directory: Path) -> GraphPredictor | OnnxPredictor:
+    """The served graph where the folder has one, else the network's graph behind pandas."""
+    if (directory / SERVED_FILE).exists():
+        return GraphPredictor(directory)
+    return OnnxPredictor(directory)
+
+
 class TabslimModel(PythonModel):
     """pyfunc wrapper; the ONNX graph and preprocessing are loaded from the model's artifacts."""
 
     def load_context(self, context: Any) -> None:
-        self.predictor = OnnxPredictor(Path(context.artifacts["network"]))
+        self.predictor = predictor(Path(context.artifacts["network"]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        return self.predictor.predict(pd.DataFrame(model_input))
+        rows = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.predictor.predict(rows)

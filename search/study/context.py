@@ -21,6 +21,7 @@ from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 from lightning_modules.networks.base import NetworkSpec
 from search.cluster import RemoteNetworks, fetch, redact
 from search.config import Config
+from search.measure import ServedRows
 from search.study.data import data_fingerprint, load_data
 from search.study.settings import StudySettings
 from search.study.storage import DEFAULT_STORAGE
@@ -61,6 +62,11 @@ class SearchContext:
     @property
     def metric(self) -> str:
         return PRIMARY_METRIC[self.data.task]
+
+    def served_rows(self) -> ServedRows:
+        """Validation rows as a user sends them: a trial's latency is the served graph's on
+        them, preprocessing inside, as the logged model serves."""
+        return ServedRows.from_data(self.data)
 
     @property
     def higher_is_better(self) -> bool:

@@ -270,6 +270,7 @@ def measure_network(ctx: SearchContext, trained: Trained) -> dict[str, float]:
         runtimes=(latency.runtime,),
         threads=ctx.config.measure.threads,
         timing=Timing(max_seconds=latency.seconds),
+        served=ctx.served_rows(),
     )
     metrics = run_metrics(
         trained.val_metrics,
