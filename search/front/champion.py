@@ -192,11 +192,12 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
     for trial in candidates(study):
         judged = verdict(study, trial)
         if judged.passed:
+            # Studies certified before seeds were removed say how they were.
             confirmed = ", confirmed under more seeds" if judged.how == "seeds" else ""
             note = f"smallest trial whose {how} lies within the floor{confirmed}"
             return Champion(trial, rule, note + _passed_over(failed, unjudged), tuple(failed))
         if judged.passed is None:
-            unjudged += 1  # confirmation skipped it (search/front/confirm.py: _smallest_passing)
+            unjudged += 1  # the fixed sequence ended before it (search/front/certify.py)
             continue
         failed.append(_failure(study, trial, judged, settings))
     if base is None:
