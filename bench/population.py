@@ -128,6 +128,7 @@ def run_study(
     floor: float,
     trials: int,
     population_rows: int,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(frame), sample, replace=False))
@@ -136,7 +137,8 @@ def run_study(
         rest = np.sort(rng.choice(rest, population_rows, replace=False))
     population = frame.iloc[rest].reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+        tmp = Path(tmp_name) if keep is None else keep / f"{name}-{sample}-{seed}-{floor:g}"
+        tmp.mkdir(parents=True, exist_ok=True)
         path = tmp / "sample.csv"
         frame.iloc[chosen].to_csv(path, index=False)
         config = _study_config(path, target, trials, floor, seed, tmp)
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--population-rows", type=int, default=40_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, help="keep each study's files under this folder")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     results = []
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
                 for floor in map(float, args.floors.split(",")):
                     result = run_study(
                         frame, target, Path(file).stem, sample, seed, floor, args.trials,
-                        args.population_rows,
+                        args.population_rows, args.keep,
                     )  # fmt: skip
                     results.append(result)
                     print(_line(result), flush=True)

@@ -353,3 +353,30 @@ def test_an_estimate_over_rows_mostly_beyond_the_training_range_is_withheld() ->
     assert not near.withheld
     assert retrain_reasons(SimpleNamespace(realized=None, estimated=near, score=0.0), {}, 0.01,
                            0.5, force=False)  # fmt: skip
+
+
+def test_an_int8_copy_is_certified_on_its_own_rows_never_by_its_sources_pass() -> None:
+    # Found by bench/population.py on a real table: an INT8 copy that was never tested
+    # inherited its source's pass, and was -1.4 points on the rows the study never saw.
+    from test_champion import _study
+    from test_confirm import _with_variant
+
+    from search.front import CONFIRMATION_ATTR, candidates, champion
+    from search.study import POWER_ATTR
+
+    study = _study([(0.975, 300.0, (-0.004, 0.014))])
+    _with_variant(study, 1, 300.0)  # trial 2: same parameters, faster
+    order = candidates(study)
+    assert [t.number for t in order] == [2, 1]
+    # At equal size the faster is the better champion: the copy may follow its source, and a
+    # copy as likely to pass as its source is tested alone (its source is tested with it).
+    likely = {1: 0.95, 2: 0.5}
+    chain = certification_chain(order, 1000.0, lambda t: likely[t.number])
+    assert [link.trial.number for link in chain] == [1, 2]
+    assert [link.trial.number for link in certification_chain(order, 1000.0, lambda t: 0.9)] == [2]
+    passed = {"by": "holdout", "passed": True, "val_delta_mean": 0.001,
+              "cv_delta_ci_low": -0.002, "cv_delta_ci_high": 0.004}  # fmt: skip
+    study.set_user_attr(POWER_ATTR, {"rows": 2100})
+    study.set_user_attr(CONFIRMATION_ATTR, {"1": passed})
+    chosen = champion(study)
+    assert chosen.trial is not None and chosen.trial.number == 1

@@ -62,29 +62,35 @@ def certification_chain(
     chance: Callable[[FrozenTrial], float],
     limit: int | None = None,
 ) -> list[Link]:
-    """The fixed sequence to test, largest first, chosen before any certification row is read.
+    """The fixed sequence to test, least preferred first, chosen before any certification row
+    is read.
 
-    `ordered` is the candidates smallest first; `chance(trial)` its projected chance to pass.
-    Among every chain of strictly shrinking candidates, the one whose expected log size of the
-    champion (the last candidate passed, or the baseline) is smallest; at most `limit` long.
+    `ordered` is the candidates in the champion's order (smallest first, then faster: an INT8
+    copy of the same parameters comes before its source); `chance(trial)` its projected chance
+    to pass. Among every chain that moves strictly forward in that order (each test could give
+    a better champion), the one whose expected log size of the champion (the last candidate
+    passed, or the baseline) is smallest; at most `limit` long.
     """
     if not ordered:
         return []
-    by_size = sorted(ordered, key=lambda t: t.values[SIZE], reverse=True)
-    sizes = [math.log(max(t.values[SIZE], 1e-12)) for t in by_size]
+    by_size = list(reversed(ordered))
+    n = len(by_size)
+    # Log size, and a thousandth for the place in the order: at equal size the faster wins.
+    sizes = [
+        math.log(max(t.values[SIZE], 1e-12)) + 1e-3 * (n - i) / n for i, t in enumerate(by_size)
+    ]
+    base_size = math.log(max(baseline_size, 1e-12)) + 1e-3
     chances = [min(max(chance(t), 0.0), 1.0) for t in by_size]
-    n, steps = len(by_size), limit if limit is not None else len(by_size)
+    steps = limit if limit is not None else n
     # best[k][i]: the expected log size when candidate i has just passed and k more tests are
     # allowed; nxt[k][i] the candidate tested next (-1: stop).
-    best = [[sizes[i] for i in range(n)]]
+    best = [list(sizes)]
     nxt = [[-1] * n]
     for k in range(1, steps + 1):
         row, choice = [], []
         for i in range(n):
             value, pick = sizes[i], -1
             for j in range(i + 1, n):
-                if by_size[j].values[SIZE] >= by_size[i].values[SIZE]:
-                    continue
                 v = chances[j] * best[k - 1][j] + (1 - chances[j]) * sizes[i]
                 if v < value - 1e-12:
                     value, pick = v, j
@@ -93,9 +99,9 @@ def certification_chain(
         best.append(row)
         nxt.append(choice)
     # From the baseline: the first test is any candidate.
-    start_value, start = math.log(max(baseline_size, 1e-12)), -1
+    start_value, start = base_size, -1
     for j in range(n):
-        v = chances[j] * best[steps - 1][j] + (1 - chances[j]) * math.log(max(baseline_size, 1e-12))
+        v = chances[j] * best[steps - 1][j] + (1 - chances[j]) * base_size
         if v < start_value - 1e-12:
             start_value, start = v, j
     chain, k, i = [], steps - 1, start

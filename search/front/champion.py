@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial
 
 from search.front import pareto
 from search.front.pareto import LATENCY, METRIC, SIZE, baseline_trial, complete_trials
-from search.study import StudySettings, fully_trained, is_feasible
+from search.study import POWER_ATTR, StudySettings, fully_trained, is_feasible
 
 __all__ = [
     "COST_ATTR",
@@ -155,8 +155,10 @@ def _own_verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
         # Under seeds a copy is judged by its own split interval; its source by its runs.
         own = split_verdict(trial, settings)
         return Verdict(own.trial, own.delta, own.low, own.high, own.passed, "seeds")
-    if entry is None and source is not None:
+    if entry is None and source is not None and POWER_ATTR not in study.user_attrs:
         # Studies confirmed before copies were judged on their own stood them with their source.
+        # Never since certification rows (a study with a power statement): an untested copy
+        # inheriting its source's pass was a false certificate on a real table (-1.4 points).
         entry = confirmed.get(str(source))
     if entry is None:
         nan = float("nan")
