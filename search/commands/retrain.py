@@ -38,7 +38,7 @@ from lightning_modules.data import TabularDataModule, read_table
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
 from lightning_modules.metrics import HIGHER_IS_BETTER
-from lightning_modules.networks.base import TabularNetwork
+from lightning_modules.networks import TabularNetwork
 from lightning_modules.preprocessing import Preprocessor
 from search import tracking
 from search.commands.settings import RetrainSettings

@@ -9,8 +9,8 @@ import os
 import torch
 
 from lightning_modules.data import TabularDataModule
+from lightning_modules.networks import NetworkSpec
 from lightning_modules.networks import baseline_spec as kind_baseline
-from lightning_modules.networks.base import NetworkSpec
 from lightning_modules.training import FitSettings
 from search.config import Config
 from search.measure import Measurement
