@@ -34,12 +34,13 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from lightning_modules.columns import time_order
-from lightning_modules.data import TabularDataModule, read_table
+from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
 from lightning_modules.metrics import HIGHER_IS_BETTER
 from lightning_modules.networks import TabularNetwork
 from lightning_modules.preprocessing import Preprocessor
+from lightning_modules.tables import read_table
 from search import tracking
 from search.commands.settings import RetrainSettings
 from search.measure import CONFIDENCE, paired_delta
