@@ -46,7 +46,7 @@ from search.commands.settings import RetrainSettings
 from search.measure import CONFIDENCE, paired_delta
 from search.monitor import (
     ChallengerOptions,
-    Verdict,
+    PromotionVerdict,
     check_quality,
     coerced_target,
     compare,
@@ -308,7 +308,7 @@ def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> 
             )
             size = sum(p.numel() for p in candidate.parameters()) / base_size
             latency = latency_ratio(candidate, network)
-            verdict = Verdict.judge(delta, size, latency, metric, settings.min_gain)
+            verdict = PromotionVerdict.judge(delta, size, latency, metric, settings.min_gain)
             passed, figures = verdict.passed, verdict.figures()
             with mlflow.start_run(run_name=kind, nested=True):
                 mlflow.log_metrics(figures)
