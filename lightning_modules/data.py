@@ -55,7 +55,6 @@ __all__ = [
     "InMemoryBatches",
     "TabularDataModule",
     "check_table",
-    "read_table",
     "split",
     "table_notes",
 ]

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.metrics import Task
-from lightning_modules.networks.base import infer
+from lightning_modules.networks import infer
 
 __all__ = ["Distillation", "distilled_loss", "teacher_outputs"]
 

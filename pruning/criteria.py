@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks.base import PrunableGroup, evaluating, unit_values
+from lightning_modules.networks import PrunableGroup, evaluating
+from lightning_modules.networks.base import unit_values
 from pruning.choices import CRITERIA, check_criterion
 
 if TYPE_CHECKING:

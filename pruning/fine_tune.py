@@ -10,7 +10,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import evaluate_network
-from lightning_modules.networks.base import TabularNetwork
+from lightning_modules.networks import TabularNetwork
 from lightning_modules.training import FitSettings, fit
 
 # Fine-tuning starts from trained weights, so it takes smaller steps than training from scratch.

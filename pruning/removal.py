@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import build
-from lightning_modules.networks.base import PrunableGroup
+from lightning_modules.networks import PrunableGroup, build
 from pruning.choices import kept_count
 
 

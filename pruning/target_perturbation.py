@@ -48,7 +48,8 @@ from torch import nn
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks.base import TabularNetwork, unit_values
+from lightning_modules.networks import TabularNetwork
+from lightning_modules.networks.base import unit_values
 from lightning_modules.training import FitSettings, fit
 
 __all__ = ["perturbation_scores"]

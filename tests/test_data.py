@@ -12,11 +12,11 @@ from lightning_modules.data import (
     MIN_ROWS_PER_SPLIT,
     InMemoryBatches,
     TabularDataModule,
-    read_table,
 )
 from lightning_modules.datasets import BUNDLED, TARGET, load_bundled
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.preprocessing import Preprocessor, infer_task
+from lightning_modules.tables import read_table
 
 # name: (rows, feature columns, task, network outputs)
 BUNDLED_TABLES = {

@@ -16,8 +16,7 @@ from sklearn.datasets import make_classification
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.distillation import Distillation, teacher_outputs
-from lightning_modules.networks import MLPSpec, build
-from lightning_modules.networks.base import infer
+from lightning_modules.networks import MLPSpec, build, infer
 from lightning_modules.training import FitSettings, fit
 from search.config import Config, validate
 from search.front import pareto

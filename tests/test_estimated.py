@@ -20,10 +20,11 @@ from search.commands import main
 from search.monitor import LOGGED_BEFORE, estimate_note, estimated_metric
 from search.serving import (
     ANOMALY_NOT_ESTIMATED,
-    LossModel,
+    LOSS_MODEL_FILE,
     estimate_accuracy,
     estimate_rmse,
     fit_estimator,
+    load_loss_model,
     loss_features,
 )
 
@@ -113,8 +114,8 @@ def test_the_estimated_rmse_rises_with_the_noise_of_the_rows_and_tracks_the_trut
         "regression", frame, pd.Series(y), {"prediction": 2 * x}, classes=[], columns=columns
     )
     assert estimator["method"] == "DLE" and model is not None
-    model.save(tmp_path / "loss.npz")
-    model = LossModel.load(tmp_path / "loss.npz")
+    model.save(tmp_path / LOSS_MODEL_FILE)
+    model = load_loss_model(tmp_path / LOSS_MODEL_FILE)
     found = {}
     for name, (start, stop) in {"quiet": (0.0, 0.3), "noisy": (0.7, 1.0)}.items():
         x = rng.uniform(start, stop, 1000)

@@ -20,11 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import KINDS, build, count_parameters, load, spec_from_dict
+from lightning_modules.networks import KINDS, MLPSpec, build, count_parameters, load, spec_from_dict
 from lightning_modules.networks.accordion import AccordionSpec
 from lightning_modules.networks.cnn1d import CNN1dSpec
 from lightning_modules.networks.ft_transformer import FTTransformerSpec
-from lightning_modules.networks.mlp import MLPSpec
 from lightning_modules.networks.resnet import ResNetSpec
 from pruning.removal import remove_units
 from search.measure import export_onnx

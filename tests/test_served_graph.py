@@ -13,11 +13,10 @@ import pandas as pd
 import pytest
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks import build
+from lightning_modules.networks import MLPSpec, build
 from lightning_modules.networks.accordion import AccordionSpec
 from lightning_modules.networks.cnn1d import CNN1dSpec
 from lightning_modules.networks.ft_transformer import FTTransformerSpec
-from lightning_modules.networks.mlp import MLPSpec
 from lightning_modules.networks.resnet import ResNetSpec
 from lightning_modules.preprocessing import Preprocessor
 from search.measure import ServedRows, Timing, compose, export_onnx, measure

@@ -21,9 +21,9 @@ from lightning_modules.networks.base import (
 from lightning_modules.networks.kinds import (
     KINDS,
     Family,
-    baseline_spec,
     build,
     family,
+    kind_baseline_spec,
     load,
     spec_from_dict,
 )
@@ -40,12 +40,12 @@ __all__ = [
     "PrunableGroup",
     "TabularNetwork",
     "infer",
-    "baseline_spec",
     "build",
     "count_parameters",
     "evaluating",
     "family",
     "group_widths_key",
+    "kind_baseline_spec",
     "load",
     "spec_from_dict",
 ]

@@ -57,7 +57,7 @@ def spec_from_dict(data: dict[str, Any]) -> Any:
     return family(kind).spec.from_dict(data)
 
 
-def baseline_spec(kind: str, options: BaseModel, **inputs: Any) -> Any:
+def kind_baseline_spec(kind: str, options: BaseModel, **inputs: Any) -> Any:
     """The configured baseline of `kind`, with the inputs and outputs of the data.
 
     Args:

@@ -25,8 +25,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from lightning_modules.data import read_table
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.tables import read_table
 from search import tracking
 from search.cluster import redact
 from search.config import DEFAULT_TRACKING_URI

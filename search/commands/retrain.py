@@ -34,18 +34,19 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from lightning_modules.columns import time_order
-from lightning_modules.data import TabularDataModule, read_table
+from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
 from lightning_modules.metrics import HIGHER_IS_BETTER
-from lightning_modules.networks.base import TabularNetwork
+from lightning_modules.networks import TabularNetwork
 from lightning_modules.preprocessing import Preprocessor
+from lightning_modules.tables import read_table
 from search import tracking
 from search.commands.settings import RetrainSettings
 from search.measure import CONFIDENCE, paired_delta
 from search.monitor import (
     ChallengerOptions,
-    Verdict,
+    PromotionVerdict,
     check_quality,
     coerced_target,
     compare,
@@ -307,7 +308,7 @@ def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> 
             )
             size = sum(p.numel() for p in candidate.parameters()) / base_size
             latency = latency_ratio(candidate, network)
-            verdict = Verdict.judge(delta, size, latency, metric, settings.min_gain)
+            verdict = PromotionVerdict.judge(delta, size, latency, metric, settings.min_gain)
             passed, figures = verdict.passed, verdict.figures()
             with mlflow.start_run(run_name=kind, nested=True):
                 mlflow.log_metrics(figures)

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.networks.base import TabularNetwork
+from lightning_modules.networks import TabularNetwork
 from pruning.choices import DEFAULT_EPOCHS
 from pruning.criteria import check_criterion
 from pruning.sensitivity import SensitivityResult, check_epochs, check_ratios, scan

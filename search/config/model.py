@@ -10,8 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from lightning_modules.networks import KINDS
-from lightning_modules.networks.base import NetworkSpec
+from lightning_modules.networks import KINDS, NetworkSpec
 from search.config.base import Section, describe_error
 
 

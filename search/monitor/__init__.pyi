@@ -13,7 +13,7 @@ from .estimated import estimated_metric as estimated_metric
 from .estimated import unlabelled as unlabelled
 from .gate import LATENCY_SLACK as LATENCY_SLACK
 from .gate import SIZE_SLACK as SIZE_SLACK
-from .gate import Verdict as Verdict
+from .gate import PromotionVerdict as PromotionVerdict
 from .gate import frame_scores as frame_scores
 from .gate import latency_ratio as latency_ratio
 from .gate import retrain_reasons as retrain_reasons

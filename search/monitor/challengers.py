@@ -36,8 +36,7 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.distillation import teacher_outputs
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
-from lightning_modules.networks import build
-from lightning_modules.networks.base import NetworkSpec
+from lightning_modules.networks import NetworkSpec, build
 from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.training import fit
 from search.serving import REFERENCE_ROWS_FILE

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from search.serving import LossModel, estimate_accuracy, estimate_rmse, loss_features
+from search.serving import estimate_accuracy, estimate_rmse, load_loss_model, loss_features
 
 __all__ = [
     "LOGGED_BEFORE",
@@ -151,7 +151,7 @@ def estimated_metric(
         probabilities = served[columns].to_numpy(dtype=float)[rows]
         value, low, high = estimate_accuracy(estimator, probabilities)
     else:
-        model = LossModel.load(network_dir / estimator["loss_model"])
+        model = load_loss_model(network_dir / estimator["loss_model"])
         predicted = served["prediction"].to_numpy(dtype=float)[rows]
         x = loss_features(frame[rows], estimator["columns"], predicted)
         value, low, high = estimate_rmse(estimator, model, x)

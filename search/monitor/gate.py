@@ -22,7 +22,7 @@ from search.measure import PairedDelta, compare_latency
 __all__ = [
     "LATENCY_SLACK",
     "SIZE_SLACK",
-    "Verdict",
+    "PromotionVerdict",
     "frame_scores",
     "latency_ratio",
     "retrain_reasons",
@@ -112,7 +112,7 @@ def latency_ratio(candidate: nn.Module, champion: nn.Module) -> float:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class PromotionVerdict:
     """A challenger against the champion on the holdout rows."""
 
     delta: PairedDelta
@@ -123,7 +123,7 @@ class Verdict:
     @classmethod
     def judge(
         cls, delta: PairedDelta, size: float, latency: float, metric: str, min_gain: float
-    ) -> Verdict:
+    ) -> PromotionVerdict:
         higher = HIGHER_IS_BETTER[metric]
         gain_clears = delta.low > min_gain if higher else delta.high < -min_gain
         within = size <= SIZE_SLACK and latency <= LATENCY_SLACK

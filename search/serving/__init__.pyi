@@ -1,5 +1,4 @@
 from .estimator import ANOMALY_NOT_ESTIMATED as ANOMALY_NOT_ESTIMATED
-from .estimator import LossModel as LossModel
 from .estimator import estimate_accuracy as estimate_accuracy
 from .estimator import estimate_rmse as estimate_rmse
 from .estimator import fit_estimator as fit_estimator
@@ -8,6 +7,8 @@ from .logged_model import FRONT_TAG as FRONT_TAG
 from .logged_model import front_widths as front_widths
 from .logged_model import log_model as log_model
 from .logged_model import reference_sample as reference_sample
+from .loss_model import LossModel as LossModel
+from .loss_model import load_loss_model as load_loss_model
 from .network_files import PREPROCESSOR_FILE as PREPROCESSOR_FILE
 from .network_files import SPEC_FILE as SPEC_FILE
 from .network_files import WEIGHTS_FILE as WEIGHTS_FILE

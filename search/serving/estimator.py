@@ -12,8 +12,8 @@ cannot see, and what the realized metric on labelled rows is for.
   `np.interp`), so that applying them needs no pickled scikit-learn object.
 - Regression, DLE (direct loss estimation): a small gradient-boosted model, fit on validation,
   that predicts each row's squared error from its raw features and the model's prediction. The
-  estimated RMSE is the root of the mean predicted squared error. The loss model is stored as
-  plain arrays (`LOSS_MODEL_FILE`, beside the profile), its trees walked with NumPy.
+  estimated RMSE is the root of the mean predicted squared error. The loss model is stored
+  beside the profile (`LOSS_MODEL_FILE`) without pickle (`search.serving.loss_model`).
 - Anomaly: no estimate. PR AUC depends on how many rows are anomalies, which the scores alone
   do not give.
 
@@ -28,17 +28,16 @@ scikit-learn is imported inside the fitting functions: `tabslim --help` must not
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from search.serving.loss_model import LossModel, LossPredictor
+
 __all__ = [
     "ANOMALY_NOT_ESTIMATED",
     "ESTIMATOR_ROWS",
-    "LossModel",
     "calibrate",
     "estimate_accuracy",
     "estimate_rmse",
@@ -154,74 +153,6 @@ def estimate_accuracy(
 # --- DLE ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LossModel:
-    """A fitted `HistGradientBoostingRegressor` (Poisson loss, log link) as plain arrays.
-
-    All trees' nodes are concatenated; `left` and `right` index that whole array. A row's
-    prediction is `scale * exp(baseline + sum over trees of its leaf's value)`.
-    """
-
-    roots: np.ndarray  # (trees,)
-    feature: np.ndarray  # (nodes,)
-    threshold: np.ndarray  # (nodes,) go left when the value is <= it
-    missing_left: np.ndarray  # (nodes,) where a missing value goes
-    left: np.ndarray  # (nodes,)
-    right: np.ndarray  # (nodes,)
-    leaf: np.ndarray  # (nodes,)
-    value: np.ndarray  # (nodes,) a leaf's raw contribution
-    baseline: float
-    scale: float
-
-    @classmethod
-    def of(cls, fitted: Any, scale: float) -> LossModel:
-        """The arrays of a fitted regressor, read from its tree predictors' node tables."""
-        nodes = [tree[0].nodes for tree in fitted._predictors]
-        sizes = np.array([len(n) for n in nodes])
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        table = np.concatenate(nodes)
-        shift = np.repeat(offsets, sizes)
-        return cls(
-            roots=offsets.astype(np.int64),
-            feature=table["feature_idx"].astype(np.int64),
-            threshold=table["num_threshold"].astype(float),
-            missing_left=table["missing_go_to_left"].astype(bool),
-            left=(table["left"] + shift).astype(np.int64),
-            right=(table["right"] + shift).astype(np.int64),
-            leaf=table["is_leaf"].astype(bool),
-            value=table["value"].astype(float),
-            baseline=float(np.ravel(fitted._baseline_prediction)[0]),
-            scale=scale,
-        )
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """(N,) predicted squared errors of (N, features) rows; NaN is a missing value."""
-        rows = np.arange(len(x))[:, None]
-        node = np.broadcast_to(self.roots, (len(x), len(self.roots))).copy()  # (N, trees)
-        while not self.leaf[node].all():
-            values = x[rows, self.feature[node]]
-            go_left = np.where(
-                np.isnan(values), self.missing_left[node], values <= self.threshold[node]
-            )
-            step = np.where(go_left, self.left[node], self.right[node])
-            node = np.where(self.leaf[node], node, step)
-        return self.scale * np.exp(self.baseline + self.value[node].sum(axis=1))
-
-    def save(self, path: Path) -> None:
-        arrays: dict[str, Any] = dict(self.__dict__)
-        np.savez(path, **arrays)
-
-    @classmethod
-    def load(cls, path: Path) -> LossModel:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {k: stored[k] for k in stored.files}
-        return cls(
-            **{k: v for k, v in arrays.items() if k not in ("baseline", "scale")},
-            baseline=float(arrays["baseline"]),
-            scale=float(arrays["scale"]),
-        )
-
-
 def loss_features(
     frame: pd.DataFrame, columns: dict[str, Any], predicted: np.ndarray
 ) -> np.ndarray:
@@ -261,11 +192,7 @@ def _fit_loss_model(x: np.ndarray, loss: np.ndarray, seed: int) -> LossModel:
     # One OpenMP thread: beside torch's threads on a busy 2-core machine, its default thread
     # pool made a fit on 200 rows take 9 s instead of 25 ms.
     with threadpool_limits(limits=1, user_api="openmp"):
-        fitted = regressor.fit(x, loss / scale)
-        model = LossModel.of(fitted, scale)
-        # The tree walk reads private node tables: a scikit-learn that changed them shows here.
-        assert np.allclose(model.predict(x[:50]), scale * fitted.predict(x[:50])), "tree walk"
-    return model
+        return LossModel(regressor.fit(x, loss / scale), scale)
 
 
 def _fit_dle(
@@ -300,7 +227,7 @@ def _fit_dle(
 
 
 def estimate_rmse(
-    estimator: dict[str, Any], model: LossModel, x: np.ndarray
+    estimator: dict[str, Any], model: LossPredictor, x: np.ndarray
 ) -> tuple[float, float, float]:
     """The expected RMSE of rows with these loss features (`loss_features`), and its 95% interval.
 

@@ -24,7 +24,7 @@ from mlflow.models import ModelSignature, infer_signature
 from torch import nn
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.networks.base import NetworkSpec
+from lightning_modules.networks import NetworkSpec
 from lightning_modules.preprocessing import Preprocessor
 from search.measure import compose, export_onnx
 from search.serving.network_files import save_network

@@ -14,8 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lightning_modules.networks import infer, load, spec_from_dict
-from lightning_modules.networks.base import NetworkSpec
+from lightning_modules.networks import NetworkSpec, infer, load, spec_from_dict
 from lightning_modules.preprocessing import Preprocessor
 from search.serving.served_model import (
     PREPROCESSOR_FILE,

@@ -36,7 +36,8 @@ from lightning_modules.metrics import (
     row_scores,
 )
 from lightning_modules.networks import infer
-from search.serving.estimator import MISSING, LossModel, fit_estimator
+from search.serving.estimator import MISSING, fit_estimator
+from search.serving.loss_model import LossModel
 from search.serving.served_model import LOSS_MODEL_FILE, PROFILE_FILE
 
 __all__ = [

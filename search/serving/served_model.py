@@ -26,8 +26,9 @@ REFERENCE_ROWS_FILE = "reference_rows.parquet"
 # The reference profile of the training data, for drift checks (`search.serving.profile`).
 PROFILE_FILE = "profile.json"
 # A regression's loss model, which estimates its RMSE on unlabelled rows
-# (`search.serving.estimator`): plain arrays, beside the profile that describes it.
-LOSS_MODEL_FILE = "loss_model.npz"
+# (`search.serving.estimator`): skops, no pickle, beside the profile that describes it. Models
+# logged before stored `loss_model.npz` (`search.serving.loss_model` reads both).
+LOSS_MODEL_FILE = "loss_model.skops"
 ONNX_FILE = "model.onnx"
 # The served graph: preprocessing, network and decoding in one (`search.measure.served_graph`).
 # A model logged before it existed has only the network's graph and serves through pandas.

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lightning_modules.distillation import teacher_outputs
-from lightning_modules.networks.base import TabularNetwork
+from lightning_modules.networks import TabularNetwork
 from search.serving import load_network
 from search.study.context import SearchContext
 from search.study.settings import StudySettings

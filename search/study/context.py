@@ -18,7 +18,7 @@ from torch import nn
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
-from lightning_modules.networks.base import NetworkSpec
+from lightning_modules.networks import NetworkSpec
 from search.cluster import RemoteNetworks, fetch, redact
 from search.config import Config
 from search.measure import ServedRows

@@ -22,8 +22,7 @@ from torch import nn
 from lightning_modules.callbacks import StopAtRungs, StopBelowThreshold
 from lightning_modules.distillation import Distillation, teacher_outputs
 from lightning_modules.evaluation import evaluate_network, row_scores
-from lightning_modules.networks import build
-from lightning_modules.networks.base import NetworkSpec, TabularNetwork
+from lightning_modules.networks import NetworkSpec, TabularNetwork, build
 from lightning_modules.training import FitSettings, fit
 from pruning.plan import PruningPlan, apply_plan
 from search.cluster import publish

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from lightning_modules.networks.base import NetworkSpec
+from lightning_modules.networks import NetworkSpec
 from pruning.plan import PruningPlan, layer_priorities_to_order
 from search.config import PruneConfig, Range, SpaceConfig
 from search.study.settings import is_feasible

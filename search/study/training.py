@@ -9,8 +9,7 @@ import os
 import torch
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.networks import baseline_spec as kind_baseline
-from lightning_modules.networks.base import NetworkSpec
+from lightning_modules.networks import NetworkSpec, kind_baseline_spec
 from lightning_modules.training import FitSettings
 from search.config import Config
 from search.measure import Measurement
@@ -20,7 +19,7 @@ __all__ = ["baseline_spec", "fit_settings", "run_metrics", "set_training_threads
 
 def baseline_spec(config: Config, data: TabularDataModule) -> NetworkSpec:
     """The configured baseline network, with inputs and outputs that fit `data`."""
-    spec: NetworkSpec = kind_baseline(
+    spec: NetworkSpec = kind_baseline_spec(
         config.model.kind, config.model.options, **data.network_inputs()
     )
     return spec
