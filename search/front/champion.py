@@ -341,6 +341,7 @@ def floor_advice(study: optuna.Study) -> list[str]:
         return []
     higher, drop = settings.higher_is_better, settings.allowed_drop()
     scale = 1.0 if higher else abs(settings.baseline_metric) or 1.0
+    held_out = _certified_by(study) != "validation"
     judged = []
     for trial in trials:
         if trial.user_attrs.get("baseline") or "repeat_of" in trial.user_attrs:
@@ -349,6 +350,10 @@ def floor_advice(study: optuna.Study) -> list[str]:
             continue
         v = verdict(study, trial)
         if v.passed is None or not (math.isfinite(v.low) and math.isfinite(v.high)):
+            if held_out:
+                # Only what the held-out rows judged: a validation interval that selected its
+                # trial said "max_metric_drop 0" of a network that then failed on test.
+                continue
             v = split_verdict(trial, settings)
         if math.isfinite(v.low) and math.isfinite(v.high):
             # The floor this interval certifies, in max_metric_drop's units.
