@@ -380,3 +380,20 @@ def test_an_int8_copy_is_certified_on_its_own_rows_never_by_its_sources_pass() -
     study.set_user_attr(CONFIRMATION_ATTR, {"1": passed})
     chosen = champion(study)
     assert chosen.trial is not None and chosen.trial.number == 1
+
+
+def test_a_reference_read_on_few_rows_is_no_exact_yardstick_for_a_retrain() -> None:
+    from types import SimpleNamespace
+
+    from search.monitor.gate import retrain_reasons
+    from search.monitor.drift import Realized
+
+    # 0.7475 [0.728, 0.766] realized on 2,000 new rows against 0.7844 read when logged.
+    realized = Realized("accuracy", 0.7475, 0.728, 0.766, 0.7844)
+    report = SimpleNamespace(realized=realized, estimated=None, score=0.0, decision_notes=[])
+    # On 450 held-out rows the reference itself is +/-0.038: no reason to retrain.
+    few = {"validation": {"rows": 450}}
+    assert retrain_reasons(report, few, 0.01, 0.5, force=False) == []
+    # On 45,000 rows it is all but exact, and the fall is real.
+    many = {"validation": {"rows": 45_000}}
+    assert retrain_reasons(report, many, 0.01, 0.5, force=False)

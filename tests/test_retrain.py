@@ -254,7 +254,8 @@ def test_a_search_challenger_and_the_champions_own_rows_in_the_window(
     files = Path(mlflow.artifacts.download_artifacts(f"models:/{champion}@champion"))
     stored = pd.read_parquet(next(files.rglob("reference_rows.parquet")))
     reference = pd.read_csv(Path(world["root"]) / "reference.csv")
-    assert len(stored) == 2000 and set(stored.columns) == set(reference.columns)
+    # Up to 2,000 of them: here all 1,650 of the 55% of 3,000 rows that trained.
+    assert len(stored) == 1650 and set(stored.columns) == set(reference.columns)
     outcome = run_retrain(
         champion, world["concept"], "churned", tracking_uri=world["uri"], time_column="at",
         reference_share=0.5, search_trials=3,
@@ -267,10 +268,10 @@ def test_a_search_challenger_and_the_champions_own_rows_in_the_window(
         filter_string=f"tags.`mlflow.parentRunId` = '{outcome.run_id}'",
     )
     assert {r.info.run_name for r in children} == {"scratch", "fine_tune", "search"}
-    # The window: 70% of 2000 new rows, and half the 2000 stored rows before them.
+    # The window: 70% of 2000 new rows, and half the 1650 stored rows before them.
     if outcome.action == "promoted":
         tags = client.get_model_version(champion, outcome.champion).tags
-        assert tags["tabslim.window_rows"] == str(1400 + 1000)
+        assert tags["tabslim.window_rows"] == str(1400 + 825)
 
 
 def test_a_champion_logged_without_rows_cannot_take_a_reference_share(

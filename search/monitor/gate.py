@@ -7,6 +7,7 @@ gain with its whole 95% interval, and it is no larger and no slower than the cha
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ __all__ = [
     "retrain_reasons",
 ]
 
+# The two-sided 95% normal quantile.
+_Z = 1.959964
 # A challenger may be this much larger or slower than the champion and still fit its budget:
 # new categories widen an embedding a little, and latency timing is noisy.
 SIZE_SLACK, LATENCY_SLACK = 1.05, 1.25
@@ -47,11 +50,11 @@ def retrain_reasons(
     for kind, figure in (("realized", report.realized), ("estimated", report.estimated)):
         if figure is None or getattr(figure, "withheld", False):
             continue
-        allowed = _fell_beyond(figure, tolerance)
+        allowed = _fell_beyond(figure, tolerance, _reference_spread(profile, figure))
         method = f" ({figure.method})" if kind == "estimated" else ""
         said = (
             f"{kind} {figure.metric}{method} {figure.value:.4f} [{figure.low:.4f}, "
-            f"{figure.high:.4f}] against {figure.reference:.4f} on validation"
+            f"{figure.high:.4f}] against {figure.reference:.4f} when logged"
         )
         if allowed is not None:
             reasons.append(f"{said} (the whole 95% interval beyond the tolerance, {allowed:.4g})")
@@ -66,15 +69,32 @@ def retrain_reasons(
     return reasons
 
 
-def _fell_beyond(figure: Any, tolerance: float) -> float | None:
+def _reference_spread(profile: dict, figure: Any) -> float:
+    """The standard error of the reference metric itself, from the rows it was read on when
+    the model was logged (0 where it cannot be said: RMSE, PR AUC, or an older profile)."""
+    reference = profile.get("validation") or {}
+    rows = int(reference.get("rows") or 0)
+    if figure.metric != "accuracy" or rows <= 0:
+        return 0.0
+    value = float(figure.reference)
+    return math.sqrt(max(value * (1 - value), 0.0) / rows)
+
+
+def _fell_beyond(figure: Any, tolerance: float, reference_spread: float = 0.0) -> float | None:
     """The tolerance in the metric's terms when `figure`'s whole interval fell beyond it from
-    its validation reference; None when it did not."""
+    its reference; None when it did not.
+
+    The interval is of the difference: the new rows' spread and the reference's own (a few
+    hundred held-out rows read the reference to a couple of points), added in quadrature.
+    """
     higher = HIGHER_IS_BETTER[figure.metric]
     # RMSE's tolerance is relative, as the search's floor is. The whole 95% interval must lie
     # beyond it: a tolerance below the noise of the new rows would retrain on noise.
     allowed = tolerance if higher else tolerance * figure.reference
     # The end of the interval on the side of the reference: the smallest fall the rows allow.
-    closest = figure.high if higher else figure.low
+    half = (figure.high - figure.value) if higher else (figure.value - figure.low)
+    half = math.hypot(half, _Z * reference_spread)
+    closest = figure.value + half if higher else figure.value - half
     fell = (figure.reference - closest) * (1 if higher else -1)
     return float(allowed) if fell > allowed else None
 
