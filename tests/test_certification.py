@@ -385,8 +385,8 @@ def test_an_int8_copy_is_certified_on_its_own_rows_never_by_its_sources_pass() -
 def test_a_reference_read_on_few_rows_is_no_exact_yardstick_for_a_retrain() -> None:
     from types import SimpleNamespace
 
-    from search.monitor.gate import retrain_reasons
     from search.monitor.drift import Realized
+    from search.monitor.gate import retrain_reasons
 
     # 0.7475 [0.728, 0.766] realized on 2,000 new rows against 0.7844 read when logged.
     realized = Realized("accuracy", 0.7475, 0.728, 0.766, 0.7844)
