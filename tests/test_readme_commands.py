@@ -27,8 +27,11 @@ def _commands(text: str) -> list[tuple[str, bool]]:
     code spans, which prose may cut short; each cut at a comment or a shell operator."""
     found = []
     joined = re.sub(r"\\\n\s*", " ", text)
-    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", joined, re.DOTALL):
-        found += [(line, True) for line in block.splitlines() if "tabslim " in line]
+    # Every fenced block is consumed, whatever its language, so that a fence never pairs with
+    # the closing fence of another block; shell blocks hold commands.
+    for language, block in re.findall(r"```(\w*)\n(.*?)```", joined, re.DOTALL):
+        if language in ("", "bash", "sh"):
+            found += [(line, True) for line in block.splitlines() if "tabslim " in line]
     found += [(span, False) for span in re.findall(r"`([^`\n]*\btabslim [a-z][^`\n]*)`", joined)]
     commands = []
     for line, whole in found:
