@@ -135,7 +135,9 @@ def test_an_accordion_search_finds_anomalies_end_to_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     raw = yaml.safe_load(CONFIG.read_text())
-    raw["training"] |= {"max_epochs": 20}
+    # 30 epochs: on the 55% of normal rows that train (the rest validate, certify and test),
+    # 20 left the autoencoder undertrained (AP 0.29 against 0.63 at 30 and 0.82 at 40).
+    raw["training"] |= {"max_epochs": 30}
     raw["search"] |= {"n_trials": 4, "quantize": ["int8_static"]}
     raw["search"]["space"] = {"ladder": [0.5, 0.25]}
     config = tmp_path / "accordion.yaml"

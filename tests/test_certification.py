@@ -397,3 +397,11 @@ def test_a_reference_read_on_few_rows_is_no_exact_yardstick_for_a_retrain() -> N
     # On 45,000 rows it is all but exact, and the fall is real.
     many = {"validation": {"rows": 45_000}}
     assert retrain_reasons(report, many, 0.01, 0.5, force=False)
+
+
+def test_a_ranking_metric_gets_no_made_up_projection() -> None:
+    settings = StudySettings(metric="pr_auc", higher_is_better=True, max_metric_drop=0.005)
+    rows = np.stack([np.linspace(0, 1, 900), (np.arange(900) % 50 == 0).astype(float)], axis=1)
+    statement = power_statement(settings, rows, 900)
+    assert not statement.can_certify
+    assert "not projected" in statement.text() and "rows would certify" not in statement.text()

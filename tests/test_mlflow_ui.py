@@ -194,7 +194,8 @@ def test_train_logs_its_training_split_as_the_run_dataset(tmp_path: Path, small_
     (logged,) = _datasets(client, outcome.run_id)
     assert logged.dataset.name == "table"
     assert json.loads(logged.dataset.source) == {"uri": str(small_csv.resolve())}
-    assert json.loads(str(logged.dataset.profile))["num_rows"] == 210  # 300 rows less 15% + 15%
+    # 300 rows less 15% validation, 15% certification and 15% test.
+    assert json.loads(str(logged.dataset.profile))["num_rows"] == 165
     experiment = client.get_experiment_by_name(config.tracking.experiment)
     assert experiment is not None
     assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"

@@ -58,9 +58,15 @@ class PowerStatement:
 
     @property
     def can_certify(self) -> bool:
-        return self.floor <= self.asked
+        return self.floor <= self.asked  # False where nothing was projected (NaN)
 
     def text(self) -> str:
+        if self.rows and not math.isfinite(self.half_width):
+            return (
+                f"certification: {self.rows} held-out rows; what they can certify for "
+                f"{self.basis} is not projected before the candidates train (the "
+                "certification table shows each candidate's interval)"
+            )
         if self.rows == 0:
             return (
                 "certification: no held-out rows (data.certify_fraction 0): the champion is "
@@ -94,10 +100,8 @@ def _unit_spread(metric: str, baseline_val_rows: np.ndarray) -> tuple[float, str
         # with the candidate's errors half correlated with the baseline's.
         spread = float(rows.std() / max(rows.mean(), 1e-12)) / 2
         return spread, "squared errors that vary as the baseline's"
-    # PR AUC has no row-wise spread; the bootstrap's width of the baseline against itself is
-    # no guide either. One positive row's share of the average precision is a rough one.
-    positives = max(float(rows[:, 1].sum()), 1.0)
-    return math.sqrt(len(rows) / positives), "a ranking metric, projected roughly"
+    # PR AUC has no row-wise spread to project from before any candidate exists.
+    return math.nan, "PR AUC"
 
 
 def power_statement(
@@ -108,6 +112,8 @@ def power_statement(
     if certify_rows == 0:
         return PowerStatement(0, math.inf, math.inf, asked, 0, "")
     spread, basis = _unit_spread(settings.metric, baseline_val_rows)
+    if not math.isfinite(spread):
+        return PowerStatement(certify_rows, math.nan, math.nan, asked, 0, basis)
     half = _Z * spread / math.sqrt(certify_rows)
     floor = (_Z + _Z_POWER) * spread / math.sqrt(certify_rows)
     needed = math.ceil(((_Z + _Z_POWER) * spread / asked) ** 2) if asked > 0 else 0
