@@ -37,7 +37,7 @@ from search.cluster import (
     without_passwords,
 )
 from search.commands.continued import kept_settings, prune_note
-from search.commands.output import TERMINAL_COLUMNS
+from search.commands.output import TERMINAL_COLUMNS, fit
 from search.commands.worker import local_worker
 from search.config import Config
 from search.front import confirm_search, paired_comparison, pareto, study_text
@@ -177,7 +177,7 @@ def _coordinate(
         # Before the candidates train: whether the certification rows can certify the floor.
         statement = state_power(study, ctx)
         if statement is not None:
-            print(f"tabslim: {statement.text()}", flush=True)
+            print(fit(f"tabslim: {statement.text()}"), flush=True)
         remaining = target - searched_trials(study)
         if remaining > 0:
             parent = mirror.parent_run_id if ctx.remote else None
