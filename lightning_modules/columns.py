@@ -22,7 +22,7 @@ import pandas as pd
 
 from lightning_modules.errors import TabslimInputError, shown
 
-__all__ = ["ColumnPlan", "plan_columns", "split_in_time", "time_order"]
+__all__ = ["ColumnPlan", "plan_columns", "time_order"]
 
 # A text column with this many rows or more, nearly every value distinct, is an identifier.
 _ID_MIN_ROWS = 20
@@ -126,28 +126,3 @@ def time_order(frame: pd.DataFrame, column: str) -> pd.Series:
             f"values such as {shown(example)}"
         )
     return parsed
-
-
-def split_in_time(
-    frame: pd.DataFrame,
-    order: pd.Series,
-    *,
-    val_fraction: float,
-    test_fraction: float,
-    certify_fraction: float = 0.0,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Earliest rows train, the next validate, the next certify, the latest test: the future
-    stays unseen, and a certificate is read on rows later than any that chose the model."""
-    ranked = frame.iloc[order.reset_index(drop=True).argsort(kind="stable").to_numpy()]
-    n = len(ranked)
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-    n_certify = round(n * certify_fraction)
-    train_end = n - n_val - n_certify - n_test
-    val_end = train_end + n_val
-    certify_end = val_end + n_certify
-    return (
-        ranked.iloc[:train_end],
-        ranked.iloc[train_end:val_end],
-        ranked.iloc[val_end:certify_end],
-        ranked.iloc[certify_end:],
-    )

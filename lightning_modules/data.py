@@ -15,33 +15,23 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from sklearn.model_selection import train_test_split
 
 from lightning_modules import anomaly
 from lightning_modules.anomaly import positive_class
 from lightning_modules.batches import InMemoryBatches
-from lightning_modules.columns import plan_columns, split_in_time, time_order
+from lightning_modules.columns import plan_columns, time_order
 from lightning_modules.datasets import TARGET, load_bundled
 from lightning_modules.errors import TabslimInputError, shown
 from lightning_modules.preprocessing import TASKS, Preprocessor, infer_task
+from lightning_modules.splits import MIN_ROWS_PER_SPLIT, split
 from lightning_modules.tables import read_table
 
 # Training batches that one Lightning step receives; `TabularModule` steps its optimiser once
 # per batch, so the training is the same as one batch per step.
 TRAIN_BATCHES_PER_STEP = 8
-# Each split needs at least this many rows for the metrics to mean anything.
-MIN_ROWS_PER_SPLIT = 5
 # Share of a fold's training rows that early-stops its networks (`refolded`): the rows a fold
 # scores must not also have stopped the networks it scores.
 INNER_VAL_FRACTION = 0.15
-# Each split has one job. Certification rows are read once, after every decision that selects
-# a model: a split that selects and also certifies passes the lucky (the winner's curse).
-SPLIT_JOBS = {
-    "train": "fits the weights",
-    "val": "early-stops and selects: the objectives, the rungs, the candidates' short list",
-    "certify": "certifies the champion and calibrates the estimators and the profile",
-    "test": "is reported only",
-}
 # A classification target with more classes than this is checked: fractional values are a
 # number, and more classes than this share of the rows leave classes without rows to learn.
 # (30 is also the most classes an integer target may have to be inferred as classes.)
@@ -49,13 +39,10 @@ _FEW_CLASSES, _MAX_CLASS_SHARE = 30, 0.2
 
 __all__ = [
     "INNER_VAL_FRACTION",
-    "MIN_ROWS_PER_SPLIT",
-    "SPLIT_JOBS",
     "TRAIN_BATCHES_PER_STEP",
     "InMemoryBatches",
     "TabularDataModule",
     "check_table",
-    "split",
     "table_notes",
 ]
 
@@ -159,73 +146,6 @@ def _columns(names: list[str]) -> str:
         return f"column '{names[0]}' has"
     shown = ", ".join(f"'{n}'" for n in names[:5]) + (", ..." if len(names) > 5 else "")
     return f"{len(names)} columns ({shown}) have"
-
-
-def split(
-    frame: pd.DataFrame,
-    target: str,
-    task: str,
-    *,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-    source: str,
-    certify_fraction: float = 0.0,
-    order: pd.Series | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Seeded train/validation/certification/test split, stratified for classification where
-    possible; in time (earliest rows train, latest test) when `order` gives each row's time.
-
-    Each part has one job (`SPLIT_JOBS`). With `certify_fraction` 0 the certification part is
-    empty, as a module built for a single fit (a fold, a retrain window) may ask.
-    """
-    n = len(frame)
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-    n_certify = round(n * certify_fraction)
-    n_train = n - n_val - n_test - n_certify
-    sizes = [n_train, n_val, n_test] + ([n_certify] if certify_fraction else [])
-    if min(sizes) < MIN_ROWS_PER_SPLIT:
-        shown = f"{n_train}/{n_val}/" + (f"{n_certify}/" if certify_fraction else "") + f"{n_test}"
-        names = "train/validation/" + ("certification/" if certify_fraction else "") + "test"
-        raise TabslimInputError(
-            f"{source} has too few rows to split: {n} rows with a known target give "
-            f"{shown} {names} rows, and each split needs at least {MIN_ROWS_PER_SPLIT}"
-        )
-    if order is not None:
-        return split_in_time(
-            frame,
-            order,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            certify_fraction=certify_fraction,
-        )
-
-    labels = frame[target].to_numpy()
-
-    def stratify(rows: np.ndarray) -> np.ndarray | None:
-        # Stratifying needs every class at least twice; rare classes fall back to a plain split.
-        if task == "regression" or pd.Series(labels[rows]).value_counts().min() < 2:
-            return None
-        return labels[rows]
-
-    def cut(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        if size == 0:
-            return rows, rows[:0]
-        try:
-            return train_test_split(
-                rows, test_size=size, random_state=seed, stratify=stratify(rows)
-            )
-        except ValueError:  # too few rows of a class for the stratified sizes
-            return train_test_split(rows, test_size=size, random_state=seed)
-
-    # Positions are dealt, and the frame is copied once per split: dealing the frame itself
-    # copied it twice over (1.3 s and a table's worth of memory at 1M rows), for the same rows
-    # in the same order. The test and validation rows are dealt as before certification rows
-    # existed; the certification rows come out of what trained.
-    rest, test = cut(np.arange(n), n_test)
-    train, val = cut(rest, n_val)
-    train, certify = cut(train, n_certify)
-    return frame.take(train), frame.take(val), frame.take(certify), frame.take(test)
 
 
 class TabularDataModule(pl.LightningDataModule):

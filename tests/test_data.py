@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from lightning_modules.data import (
-    MIN_ROWS_PER_SPLIT,
     InMemoryBatches,
     TabularDataModule,
 )
 from lightning_modules.datasets import BUNDLED, TARGET, load_bundled
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.preprocessing import Preprocessor, infer_task
+from lightning_modules.splits import MIN_ROWS_PER_SPLIT
 from lightning_modules.tables import read_table
 
 # name: (rows, feature columns, task, network outputs)

@@ -1,10 +1,10 @@
 from . import pareto as pareto
 from . import plots as plots
+from .advice import floor_advice as floor_advice
 from .certify import certification_chain as certification_chain
 from .champion import COST_ATTR as COST_ATTR
 from .champion import candidates as candidates
 from .champion import champion as champion
-from .champion import floor_advice as floor_advice
 from .confirm import AUTO_FOLDS as AUTO_FOLDS
 from .confirm import AUTO_MIN_ROWS as AUTO_MIN_ROWS
 from .confirm import auto_plan as auto_plan

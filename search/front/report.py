@@ -11,7 +11,8 @@ import optuna
 import pandas as pd
 
 from search.front import pareto
-from search.front.champion import COST_ATTR, champion, floor_advice
+from search.front.advice import floor_advice
+from search.front.champion import COST_ATTR, champion
 from search.study import STOPPED_ATTR, StudySettings, read_power
 
 __all__ = [
