@@ -101,18 +101,25 @@ def run_table(spec: str, sample: int, reference_rows: int, nannyml: str | None) 
         estimate = estimated_metric(
             profile, network_dir, shifted.drop(columns=[target]), served["shifted"]
         )
-        realized = float(
-            np.mean(served["shifted"]["prediction"].astype(str) == shifted[target].astype(str))
+        on_reference = estimated_metric(
+            profile, network_dir, reference.drop(columns=[target]), served["reference"]
         )
+        realized = float(np.mean(
+            served["shifted"]["prediction"].astype(str).to_numpy()
+            == shifted[target].astype(str).to_numpy()
+        ))  # fmt: skip
         result = {
             "table": Path(file).stem,
             "shift": f"{shift} above its median",
             "rows": len(shifted),
             "realized": realized,
             "tabslim": None if estimate is None else estimate.value,
+            "tabslim_reference": None if on_reference is None else on_reference.value,
+            "calibration_rows": int(profile["validation"]["rows"]),
             "reference_rows_accuracy": float(
                 np.mean(
-                    served["reference"]["prediction"].astype(str) == reference[target].astype(str)
+                    served["reference"]["prediction"].astype(str).to_numpy()
+                    == reference[target].astype(str).to_numpy()
                 )  # fmt: skip
             ),
         }
@@ -150,8 +157,9 @@ def main(argv: list[str] | None = None) -> None:
         tabslim = f"{r['tabslim']:.4f}" if r["tabslim"] is not None else "-"
         print(
             f"{r['table']} ({r['shift']}, {r['rows']} rows): realized {r['realized']:.4f}, "
-            f"tabslim CBPE {tabslim}, NannyML CBPE {nannyml} (reference rows realized "
-            f"{r['reference_rows_accuracy']:.4f})",
+            f"tabslim CBPE {tabslim}, NannyML CBPE {nannyml}; on the reference rows realized "
+            f"{r['reference_rows_accuracy']:.4f}, tabslim CBPE {r['tabslim_reference']:.4f} "
+            f"(calibrated on {r['calibration_rows']} rows)",
             flush=True,
         )
 
