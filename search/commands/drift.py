@@ -22,13 +22,12 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.tables import read_table
 from search import tracking
-from search.cluster import redact
+from search.commands.models import network_folder
 from search.config import DEFAULT_TRACKING_URI
 from search.config.choices import DRIFT_ALPHA, DRIFT_PSI_THRESHOLD
 from search.monitor import (
@@ -60,17 +59,6 @@ class DriftOutcome:
     report: DriftReport
     run_id: str
     tracking_uri: str
-
-
-def _model_files(model_uri: str, tracking_uri: str) -> Path:
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-    except (MlflowException, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TabslimInputError(
-            f"no model {model_uri} at {redact(tracking_uri)}: {reason}"
-        ) from None
-    return local / "artifacts" / "network"
 
 
 def _metric_name(column: str) -> str:
@@ -114,7 +102,7 @@ def run_drift(
             f"{psi_threshold=} and {alpha=}"
         )
     experiment_id = tracking.configure(tracking_uri, experiment)
-    network_dir = _model_files(model_uri, tracking_uri)
+    network_dir = network_folder(model_uri, tracking_uri)
     profile = read_profile(network_dir, model_uri)
     frame = read_table(data_path)
     missing = [c for c in profile["columns"] if c not in frame.columns]

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import mlflow
 import onnx
-from mlflow.exceptions import MlflowException
 
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.preprocessing import Preprocessor
-from search.cluster import redact
+from search.commands.models import network_folder
 from search.measure import compose
 from search.serving import PREPROCESSOR_FILE, SERVED_FILE
 
@@ -39,14 +38,7 @@ class ExportOutcome:
 
 def _network_dir(model_uri: str, tracking_uri: str) -> Path:
     mlflow.set_tracking_uri(tracking_uri)
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-    except (MlflowException, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TabslimInputError(
-            f"no model {model_uri} at {redact(tracking_uri)}: {reason}"
-        ) from None
-    directory = local / "artifacts" / "network"
+    directory = network_folder(model_uri, tracking_uri)
     if not (directory / PREPROCESSOR_FILE).is_file() or not (
         (directory / SERVED_FILE).is_file() or (directory / _NETWORK_GRAPH).is_file()
     ):

@@ -13,10 +13,11 @@ and, in a URI or `NAME@ALIAS`, only the `champion` alias. Imports nothing heavy.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from lightning_modules.errors import TabslimInputError
 
-__all__ = ["model_uri", "registered_name"]
+__all__ = ["model_uri", "network_folder", "registered_name"]
 
 _CHAMPION = "champion"
 _NAMED = re.compile(r"^(?:models:/)?(?P<name>[^/@:]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))?$")
@@ -49,3 +50,19 @@ def registered_name(given: str) -> str:
             f"models:/NAME@champion), whose champion alias it moves, but got {given!r}"
         )
     return found["name"]
+
+
+def network_folder(uri: str, tracking_uri: str) -> Path:
+    """The logged model's network folder (graph, preprocessing, profile), downloaded from the
+    current tracking store; a model that is not there is one line naming it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from search.cluster import redact
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except (MlflowException, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TabslimInputError(f"no model {uri} at {redact(tracking_uri)}: {reason}") from None
+    return local / "artifacts" / "network"
