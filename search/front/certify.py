@@ -15,7 +15,7 @@ candidate that passed, the smallest tested. So the order decides what can be fou
   at the end costs nothing, failing in the middle ends the walk before the likely passers.
 
 The chain minimises the expected log size of the champion under the projected chances
-(`search.front.power.chance_to_certify`), by dynamic programming over the size order.
+(`search.study.power.chance_to_certify`), by dynamic programming over the champion's order.
 
 An INT8 copy is tested with its source: it passes when both its own rows and its source's
 pass (an intersection-union test, level 2.5% as well).
