@@ -405,3 +405,16 @@ def test_a_ranking_metric_gets_no_made_up_projection() -> None:
     statement = power_statement(settings, rows, 900)
     assert not statement.can_certify
     assert "not projected" in statement.text() and "rows would certify" not in statement.text()
+
+
+def test_a_chain_cut_to_its_limit_is_the_best_chain_of_that_length() -> None:
+    # Four shrinking candidates, each likely to pass: with room for one test, the best single
+    # test is the smallest likely passer, not the largest (a longer chain cut short).
+    order = [_trial(n, s) for n, s in [(1, 10.0), (2, 50.0), (3, 200.0), (4, 600.0)]]
+    chance = {1: 0.9, 2: 0.95, 3: 0.99, 4: 0.99}
+    full = certification_chain(order, 1000.0, lambda t: chance[t.number])
+    one = certification_chain(order, 1000.0, lambda t: chance[t.number], limit=1)
+    assert len(one) == 1 and one[0].trial.number == 1
+    # Unlimited, the chain first secures a near-certain pass, then tries the smallest: cut to
+    # one test, that chain would have kept the safe candidate, 20 times larger.
+    assert [link.trial.number for link in full] == [3, 1]

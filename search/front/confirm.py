@@ -217,7 +217,7 @@ def confirm_candidates(
     if ctx.config.search.champion == "within_budget":
         walk = order[:limit]
     else:
-        walk = [link.trial for link in _chain(study, ctx, order, folds=True)[:limit]]
+        walk = [link.trial for link in _chain(study, ctx, order, folds=True, limit=limit)]
     bar = tqdm(
         total=k * (1 + len(walk)),
         desc=f"certifying by {k} {by}",
@@ -264,22 +264,29 @@ def confirm_candidates(
 
 
 def _chain(
-    study: optuna.Study, ctx: SearchContext, order: list[FrozenTrial], folds: bool
+    study: optuna.Study,
+    ctx: SearchContext,
+    order: list[FrozenTrial],
+    folds: bool,
+    limit: int | None = None,
 ) -> list[Link]:
     """The fixed sequence, projected to the rows it will be judged on: the certification
-    rows, or (`folds`) every training and validation row."""
+    rows, or (`folds`) every training and validation row; at most `limit` long, chosen as the
+    best chain of that length rather than a longer one cut short."""
     settings = StudySettings.read(study)
     data = ctx.data
     val_rows = len(data.val_frame)
     judged_rows = len(data.train_frame) + val_rows if folds else len(data.certify_frame)
     base = pareto.baseline_trial(study, pareto.complete_trials(study))
     size = base.values[pareto.SIZE] if base is not None else math.inf
-    return certification_chain(order, size, chance_of(settings, val_rows, judged_rows, study))
+    chance = chance_of(settings, val_rows, judged_rows, study)
+    return certification_chain(order, size, chance, limit=limit)
 
 
 def certify_holdout(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
     """Judge candidates on the certification rows, along the fixed sequence (for the floor)
-    or, for `within_budget`, each candidate within the budget; store verdicts and cost."""
+    or, for `within_budget`, the most accurate candidate within the budget on validation, alone;
+    store verdicts and cost."""
     started = time.perf_counter()
     settings = StudySettings.read(study)
     order = judging_order(study, ctx)
