@@ -100,8 +100,9 @@ def test_objective_trains_measures_and_constrains(tmp_path: Path) -> None:
     metrics = small.user_attrs["metrics"]
     assert metrics["parameters"] == small.values[1]
     assert metrics["latency_onnxruntime_b64_median_ms"] == small.values[2]
-    # The objective is the served graph's latency; the network's own graph is timed beside it.
-    assert "latency_network_onnxruntime_b64_median_ms" in metrics
+    # The objective is the served graph's latency; the network's own graph is not timed per
+    # trial (it doubled the measuring time for a figure no decision reads).
+    assert not any(name.startswith("latency_network") for name in metrics)
     assert {"val_accuracy", "test_accuracy", "size_bytes", "flops"} <= set(metrics)
     # Where the trial's time went: training, and the per-row work beside it, which at a
     # million rows must stay small; the phases are timed one after another.

@@ -89,6 +89,8 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
                 threads=config.measure.threads,
                 # ONNX Runtime's latency is the served graph's, as the logged model serves.
                 served=ServedRows.from_data(data),
+                # One model: the bare network's graph beside it shows what serving adds.
+                time_network=True,
             )
         with phases("profile"):
             profile = build_profile(data, result.network, seed=config.data.seed)
