@@ -74,12 +74,7 @@ def layer_scores(
         return [s.detach().cpu() for s in perturbation_scores(network, seed=seed, **kwargs)]
     groups: list[PrunableGroup] = network.prunable_groups()
     if criterion in ("l1", "l2"):
-        p = 1 if criterion == "l1" else 2
-        state = network.state_dict()
-        scores = [
-            torch.cat([unit_values(state, s) for s in g.slices_of("weight")], 1).norm(p=p, dim=1)
-            for g in groups
-        ]
+        scores = _weight_norms(network, groups, p=1 if criterion == "l1" else 2)
     elif criterion == "bn_scale":
         scores = _bn_scales(network, groups)
     elif criterion == "random":
@@ -90,13 +85,7 @@ def layer_scores(
         if criterion == "taylor":
             scores = _taylor(network, groups, batch)
         else:
-            outputs = _gate_outputs(network, groups, batch)
-            scores = []
-            for group, out in zip(groups, outputs, strict=True):
-                # out: (rows, positions) at the gate; a unit's score averages its positions.
-                # ReLU outputs are never negative, so `<= 0` is `== 0` there.
-                value = out.abs() if criterion == "activation_mean" else (out > 0).float()
-                scores.append(value.mean(dim=0)[group.gate.index].mean(dim=1))
+            scores = _activation_scores(network, groups, criterion, batch)
     return [s.detach().float().cpu() for s in scores]
 
 
@@ -114,6 +103,29 @@ def calibration_batch(
     generator = torch.Generator().manual_seed(seed)
     rows = torch.randperm(n_rows, generator=generator)[:size]
     return {name: tensor[rows] for name, tensor in tensors.items()}
+
+
+def _weight_norms(network: Any, groups: list[PrunableGroup], p: int) -> list[torch.Tensor]:
+    """The p-norm of each unit's incoming weights, over all of its group's weight slices."""
+    state = network.state_dict()
+    return [
+        torch.cat([unit_values(state, s) for s in g.slices_of("weight")], 1).norm(p=p, dim=1)
+        for g in groups
+    ]
+
+
+def _activation_scores(
+    network: Any, groups: list[PrunableGroup], criterion: str, batch: dict[str, torch.Tensor]
+) -> list[torch.Tensor]:
+    """Each unit's "activation_mean" or "apoz", from its gate's outputs on `batch`."""
+    outputs = _gate_outputs(network, groups, batch)
+    scores = []
+    for group, out in zip(groups, outputs, strict=True):
+        # out: (rows, positions) at the gate; a unit's score averages its positions.
+        # ReLU outputs are never negative, so `<= 0` is `== 0` there.
+        value = out.abs() if criterion == "activation_mean" else (out > 0).float()
+        scores.append(value.mean(dim=0)[group.gate.index].mean(dim=1))
+    return scores
 
 
 def _bn_scales(network: Any, groups: list[PrunableGroup]) -> list[torch.Tensor]:

@@ -150,6 +150,43 @@ def _try_removal(
     return candidate, validation_error(metrics, data.task)
 
 
+def _scores_to_use(
+    network: Any,
+    scores: Sequence[torch.Tensor] | None,
+    data: TabularDataModule,
+    fit_settings: FitSettings,
+    score_kwargs: dict[str, Any],
+) -> list[torch.Tensor]:
+    """The scores the loop ranks by, checked: those given, or else target perturbation's."""
+    if scores is None:
+        scores = perturbation_scores(network, data=data, fit_settings=fit_settings, **score_kwargs)
+    elif score_kwargs:
+        raise TabslimInputError(
+            f"settings {sorted(score_kwargs)} only apply when the scores are computed here, "
+            "but scores were given"
+        )
+    return _check_scores(scores, network.spec.group_sizes())
+
+
+def _step_record(
+    step: int,
+    fraction: float,
+    chosen: set[tuple[int, int]],
+    kept: list[list[int]],
+    error: float,
+    accepted: bool,
+) -> dict[str, Any]:
+    """One row of `ReductiveResult.history`."""
+    return {
+        "step": step,
+        "fraction": fraction,
+        "removed": len(chosen),
+        "hidden": [len(layer_kept) for layer_kept in kept],
+        "val_error": error,
+        "accepted": accepted,
+    }
+
+
 def reductive_prune(
     network: Any,
     *,
@@ -187,19 +224,39 @@ def reductive_prune(
     """
     network = check_network(network)
     _check_loop_settings(start_fraction, min_fraction, max_steps, fine_tune_epochs, score_kwargs)
-    if scores is None:
-        scores = perturbation_scores(network, data=data, fit_settings=fit_settings, **score_kwargs)
-    elif score_kwargs:
-        raise TabslimInputError(
-            f"settings {sorted(score_kwargs)} only apply when the scores are computed here, "
-            "but scores were given"
-        )
-    checked = _check_scores(scores, network.spec.group_sizes())
+    checked = _scores_to_use(network, scores, data, fit_settings, score_kwargs)
 
     view = without_test_split(data)
-    current, metrics = fine_tune(network, view, fine_tune_epochs, fit_settings)
-    current_error = validation_error(metrics, data.task)
-    remaining = [list(range(w)) for w in network.spec.group_sizes()]
+    start, metrics = fine_tune(network, view, fine_tune_epochs, fit_settings)
+    return _accept_or_roll_back(
+        start,
+        validation_error(metrics, data.task),
+        checked,
+        view,
+        fit_settings,
+        start_fraction=start_fraction,
+        min_fraction=min_fraction,
+        max_steps=max_steps,
+        fine_tune_epochs=fine_tune_epochs,
+        recalibrate=recalibrate,
+    )
+
+
+def _accept_or_roll_back(
+    current: Any,
+    current_error: float,
+    scores: list[torch.Tensor],
+    view: TabularDataModule,
+    fit_settings: FitSettings,
+    *,
+    start_fraction: float,
+    min_fraction: float,
+    max_steps: int,
+    fine_tune_epochs: int,
+    recalibrate: bool,
+) -> ReductiveResult:
+    """The loop of `reductive_prune`, from `current` (already fine-tuned) and its error."""
+    remaining = [list(range(len(layer))) for layer in scores]
     fraction = start_fraction
     history: list[dict[str, Any]] = []
     # Errors of candidates tried since the last accepted step: halving a small fraction often
@@ -211,7 +268,7 @@ def reductive_prune(
             stop_reason = "min_fraction"
             break
         n_remove = round(fraction * sum(len(kept) for kept in remaining))
-        chosen = _choose_removal(checked, remaining, n_remove)
+        chosen = _choose_removal(scores, remaining, n_remove)
         if not chosen:
             stop_reason = "nothing_to_remove"
             break
@@ -223,16 +280,7 @@ def reductive_prune(
         candidate, error = tried[key]
         accepted = error <= current_error + TIE_TOLERANCE * abs(current_error)
         kept = _without(remaining, chosen)
-        history.append(
-            {
-                "step": len(history),
-                "fraction": fraction,
-                "removed": len(chosen),
-                "hidden": [len(layer_kept) for layer_kept in kept],
-                "val_error": error,
-                "accepted": accepted,
-            }
-        )
+        history.append(_step_record(len(history), fraction, chosen, kept, error, accepted))
         if accepted:
             current, current_error, remaining = candidate, error, kept
             tried.clear()

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
@@ -230,25 +231,15 @@ def scan(
     metric = PRIMARY_METRIC[data.task]
     higher_is_better = HIGHER_IS_BETTER[metric]
     baseline = evaluate_network(network, data, "val")[metric]
-    scores = layer_scores(
-        network,
-        criterion,
-        calibration=calibration_batch(data, seed=seed),
-        seed=seed,
-        data=data,
-        fit_settings=fit_settings,
-    )
+    scores = _unpruned_scores(network, data, criterion, fit_settings, seed)
     widths = network.spec.group_sizes()
     names = network.spec.group_names()
     rows = []
     for layer, width in enumerate(widths):
         for ratio in ratios:
-            keep: list[list[int] | None] = [None] * len(widths)
-            keep[layer] = keep_top(scores[layer], 1.0 - ratio)
-            pruned = remove_units(network, keep)
-            recalibrate_batch_norm(pruned, data)
-            for epoch in epochs:
-                _, metrics = fine_tune(pruned, data, epoch, fit_settings)
+            kept = keep_top(scores[layer], 1.0 - ratio)
+            after = _metrics_with_layer_pruned(network, data, layer, kept, epochs, fit_settings)
+            for epoch, metrics in zip(epochs, after, strict=True):
                 value = metrics[metric]
                 rows.append(
                     {
@@ -256,7 +247,7 @@ def scan(
                         "group": names[layer],
                         "width": width,
                         "ratio": ratio,
-                        "kept": len(keep[layer] or ()),
+                        "kept": len(kept),
                         "epochs": epoch,
                         "metric": value,
                         "baseline_metric": baseline,
@@ -271,3 +262,38 @@ def scan(
         higher_is_better=higher_is_better,
         criterion=criterion,
     )
+
+
+def _unpruned_scores(
+    network: Any,
+    data: TabularDataModule,
+    criterion: str,
+    fit_settings: FitSettings,
+    seed: int,
+) -> list[torch.Tensor]:
+    """`layer_scores` of the unpruned network, with a calibration batch drawn from `data`."""
+    return layer_scores(
+        network,
+        criterion,
+        calibration=calibration_batch(data, seed=seed),
+        seed=seed,
+        data=data,
+        fit_settings=fit_settings,
+    )
+
+
+def _metrics_with_layer_pruned(
+    network: Any,
+    data: TabularDataModule,
+    layer: int,
+    kept: list[int],
+    epochs: Sequence[int],
+    fit_settings: FitSettings,
+) -> list[dict[str, float]]:
+    """Validation metrics of `network` with only `layer` cut to `kept`, one per fine-tuning
+    budget; every budget starts from the same pruned copy."""
+    keep: list[list[int] | None] = [None] * len(network.spec.group_sizes())
+    keep[layer] = kept
+    pruned = remove_units(network, keep)
+    recalibrate_batch_norm(pruned, data)
+    return [fine_tune(pruned, data, epoch, fit_settings)[1] for epoch in epochs]

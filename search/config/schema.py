@@ -37,8 +37,18 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
-        layers = self.search.space.layers
+        # In this order: the first check that fails is the one line a user sees.
         sizes, names = self.model.group_sizes(), self.model.group_names()
+        self._check_space_fits_model(sizes, names)
+        self._check_confirmation()
+        self._check_bn_scale()
+        self._check_sampler_sees_both_approaches()
+        self._check_prune_order(sizes, names)
+        self._check_keep_ratio_leaves_a_unit(sizes, names)
+        return self
+
+    def _check_space_fits_model(self, sizes: tuple[int, ...], names: tuple[str, ...]) -> None:
+        layers = self.search.space.layers
         if len(layers) > len(sizes):
             raise ValueError(
                 f"search.space.layers has {len(layers)} entries, but the {self.model.kind} "
@@ -49,6 +59,8 @@ class Config(Section):
                 f"search.space.remove_layers drops whole hidden layers of an mlp; a "
                 f"{self.model.kind} keeps its blocks, so set it to false"
             )
+
+    def _check_confirmation(self) -> None:
         if self.search.confirm_by == "folds" and self.search.confirm == 1:
             raise ValueError("search.confirm_by folds needs search.confirm of at least 2 folds")
         if (self.search.champion == "within_budget") != (self.search.budget is not None):
@@ -56,6 +68,8 @@ class Config(Section):
                 "search.champion within_budget and search.budget go together: give both, e.g. "
                 "champion: within_budget with budget: {parameters: 10000}"
             )
+
+    def _check_bn_scale(self) -> None:
         prune = self.search.prune
         if "bn_scale" in prune.criteria and not has_batch_norm(self.model):
             if "criteria" not in prune.model_fields_set:
@@ -66,6 +80,8 @@ class Config(Section):
                     f"search.prune.criteria has 'bn_scale', but the {self.model.kind} baseline "
                     "has groups without BatchNorm; leave bn_scale out"
                 )
+
+    def _check_sampler_sees_both_approaches(self) -> None:
         if (
             self.search.sampler in SHARED_PARAMETERS_ONLY
             and "prune" in self.search.approaches
@@ -80,29 +96,37 @@ class Config(Section):
                 "approaches with search.space.scheme per_layer (their parameters differ); use "
                 "scheme scale_shape, tpe or random, or set search.approaches to one approach"
             )
+
+    def _check_prune_order(self, sizes: tuple[int, ...], names: tuple[str, ...]) -> None:
+        """Also rewrites a valid order that names groups as the indices it means."""
         n_layers = len(sizes)
         order = self.search.prune.order
-        if order is not None:
-            unknown = [g for g in order if isinstance(g, str) and g not in names]
-            if unknown:
-                raise ValueError(
-                    f"search.prune.order names group {unknown[0]!r}, which the "
-                    f"{self.model.kind} baseline does not have; its groups are {list(names)}"
-                )
-            indices = [names.index(g) if isinstance(g, str) else g for g in order]
-            missing = [i for i in indices if not 0 <= i < n_layers]
-            if missing:
-                raise ValueError(
-                    f"search.prune.order names group {missing[0]}, but the baseline has groups "
-                    f"0..{n_layers - 1} {list(names)}"
-                )
-            if sorted(indices) != list(range(n_layers)):
-                raise ValueError(
-                    f"search.prune.order must list each of the {n_layers} groups once, "
-                    f"but got {self.search.prune.order}"
-                )
-            if indices != order:
-                self.search.prune.order = list(indices)
+        if order is None:
+            return
+        unknown = [g for g in order if isinstance(g, str) and g not in names]
+        if unknown:
+            raise ValueError(
+                f"search.prune.order names group {unknown[0]!r}, which the "
+                f"{self.model.kind} baseline does not have; its groups are {list(names)}"
+            )
+        indices = [names.index(g) if isinstance(g, str) else g for g in order]
+        missing = [i for i in indices if not 0 <= i < n_layers]
+        if missing:
+            raise ValueError(
+                f"search.prune.order names group {missing[0]}, but the baseline has groups "
+                f"0..{n_layers - 1} {list(names)}"
+            )
+        if sorted(indices) != list(range(n_layers)):
+            raise ValueError(
+                f"search.prune.order must list each of the {n_layers} groups once, "
+                f"but got {self.search.prune.order}"
+            )
+        if indices != order:
+            self.search.prune.order = list(indices)
+
+    def _check_keep_ratio_leaves_a_unit(
+        self, sizes: tuple[int, ...], names: tuple[str, ...]
+    ) -> None:
         low = self.search.prune.keep_ratio.low
         for layer, (name, width) in enumerate(zip(names, sizes, strict=True)):
             if "prune" in self.search.approaches and kept_count(low, width) < 1:
@@ -111,7 +135,6 @@ class Config(Section):
                     f"search.prune.keep_ratio low={low} would leave {where} "
                     f"(width {width}) empty; raise it to at least {0.5 / width:.3g}"
                 )
-        return self
 
 
 def validate(raw: Any, source: str) -> Config:

@@ -35,7 +35,38 @@ def floor_advice(study: optuna.Study) -> list[str]:
     base = baseline_trial(study, trials)
     if base is None:
         return []
-    higher, drop = settings.higher_is_better, settings.allowed_drop()
+    judged = _judged_floors(study, trials, base, settings)
+    if not judged:
+        return []
+    lines = []
+    best_trial, _, best_needed = min(judged, key=lambda j: (j[2], j[0].values[SIZE]))
+    ratio = pareto.ratio(best_trial.values[SIZE], base.values[SIZE])
+    lines.append(
+        f"exploratory: smallest floor these rows certify: max_metric_drop {best_needed:.3g} "
+        f"(asked: {settings.max_metric_drop:g}); the champion there would be trial "
+        f"{best_trial.number} ({ratio:.3g}x)"
+    )
+    lines.append(_floor_per_size(judged, base))
+    more = _more_rows(study, judged, base, settings)
+    if more:
+        lines.append(
+            f"exploratory: more rows, if the deltas held: {', '.join(more)} at max_metric_drop "
+            f"{settings.max_metric_drop:g}"
+        )
+    return lines
+
+
+# A candidate, its judged interval, and the floor (in max_metric_drop's units) it certifies.
+_Judged = tuple[FrozenTrial, Verdict, float]
+
+
+def _judged_floors(
+    study: optuna.Study, trials: list[FrozenTrial], base: FrozenTrial, settings: StudySettings
+) -> list[_Judged]:
+    """Each fully trained candidate smaller than the baseline with a finite interval, and the
+    floor that interval certifies."""
+    higher = settings.higher_is_better
+    assert settings.baseline_metric is not None
     scale = 1.0 if higher else abs(settings.baseline_metric) or 1.0
     held_out = certified_by(study) != "validation"
     judged = []
@@ -56,17 +87,12 @@ def floor_advice(study: optuna.Study) -> list[str]:
             needed = (-v.low if higher else v.high) / scale
             # + 0.0 turns a negative zero into zero: "max_metric_drop -0" reads as nonsense.
             judged.append((trial, v, max(needed, 0.0) + 0.0))
-    if not judged:
-        return []
-    lines = []
-    best_trial, _, best_needed = min(judged, key=lambda j: (j[2], j[0].values[SIZE]))
-    ratio = pareto.ratio(best_trial.values[SIZE], base.values[SIZE])
-    lines.append(
-        f"exploratory: smallest floor these rows certify: max_metric_drop {best_needed:.3g} "
-        f"(asked: {settings.max_metric_drop:g}); the champion there would be trial "
-        f"{best_trial.number} ({ratio:.3g}x)"
-    )
-    # Smaller networks need a wider floor: each size that needs less than every smaller one.
+    return judged
+
+
+def _floor_per_size(judged: list[_Judged], base: FrozenTrial) -> str:
+    """The line of floors by size: each size that needs less than every smaller one, since
+    smaller networks need a wider floor."""
     steps, lowest = [], math.inf
     for trial, _, needed in sorted(judged, key=lambda j: j[0].values[SIZE]):
         if needed < lowest:
@@ -75,9 +101,17 @@ def floor_advice(study: optuna.Study) -> list[str]:
     shown = ", ".join(
         f"{pareto.ratio(t.values[SIZE], base.values[SIZE]):.3g}x at {n:.3g}" for t, n in steps[:5]
     )
-    lines.append(f"exploratory: floor each size certifies (smallest first): {shown}")
-    # Candidates within the floor by their delta, and how many times their rows each would
-    # need: a paired interval narrows with the square root of its rows.
+    return f"exploratory: floor each size certifies (smallest first): {shown}"
+
+
+def _more_rows(
+    study: optuna.Study, judged: list[_Judged], base: FrozenTrial, settings: StudySettings
+) -> list[str]:
+    """For each of `_MORE_ROWS`, the smallest candidate within the floor by its delta that that
+    many times the rows would certify (a trial already named is not named again)."""
+    higher, drop = settings.higher_is_better, settings.allowed_drop()
+    # How many times their rows each candidate would need: a paired interval narrows with the
+    # square root of its rows.
     needs = []
     for trial, v, _ in judged:
         margin = (v.delta + drop) if higher else (drop - v.delta)
@@ -97,12 +131,7 @@ def floor_advice(study: optuna.Study) -> list[str]:
             more.append(
                 f"{factor:g}x the rows would certify trial {smallest.number} ({ratio:.3g}x)"
             )
-    if more:
-        lines.append(
-            f"exploratory: more rows, if the deltas held: {', '.join(more)} at max_metric_drop "
-            f"{settings.max_metric_drop:g}"
-        )
-    return lines
+    return more
 
 
 # How many times the rows the "more rows" advice considers.

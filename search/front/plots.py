@@ -56,34 +56,10 @@ def plot_front_html(
         fig.add_trace(_plotly_trials(part, str(approach), i, colour, metric))
     members = table[table["pareto"]].sort_values("parameters")
     if len(members) > 1:
-        fig.add_trace(
-            go.Scatter(
-                x=members["parameters"],
-                y=members["metric"],
-                mode="lines",
-                line={"shape": "hv", "color": "black", "width": 1},
-                name="Pareto front",
-                hoverinfo="skip",
-            )
-        )
+        fig.add_trace(_plotly_front_line(members))
     base = table[table["baseline"]]
     if len(base):
-        fig.add_trace(
-            go.Scatter(
-                x=base["parameters"],
-                y=base["metric"],
-                mode="markers",
-                name="baseline",
-                hovertext=[_hover(row, metric) for row in base.itertuples(index=False)],
-                hoverinfo="text",
-                marker={
-                    "symbol": "star",
-                    "size": 20,
-                    "color": "gold",
-                    "line": {"color": "black", "width": 1},
-                },
-            )
-        )
+        fig.add_trace(_plotly_baseline(base, metric))
     if floor is not None:
         fig.add_hline(
             y=floor,
@@ -93,7 +69,7 @@ def plot_front_html(
             annotation_position="bottom right",
         )
     fig.update_layout(
-        title=title or f"{metric} vs parameters ({len(table)} trials, {len(members)} on front)",
+        title=_title(table, members, metric, title),
         xaxis={"type": "log", "title": "parameters"},
         yaxis={"title": f"validation {metric}"},
         coloraxis={"colorscale": "Viridis", "colorbar": {"title": colour_label}},
@@ -103,6 +79,34 @@ def plot_front_html(
     # The whole plotly.js goes inline so the file opens without network (MLflow artifact, CI).
     fig.write_html(path, include_plotlyjs=True, full_html=True)
     return path
+
+
+def _plotly_front_line(members: pd.DataFrame) -> go.Scatter:
+    return go.Scatter(
+        x=members["parameters"],
+        y=members["metric"],
+        mode="lines",
+        line={"shape": "hv", "color": "black", "width": 1},
+        name="Pareto front",
+        hoverinfo="skip",
+    )
+
+
+def _plotly_baseline(base: pd.DataFrame, metric: str) -> go.Scatter:
+    return go.Scatter(
+        x=base["parameters"],
+        y=base["metric"],
+        mode="markers",
+        name="baseline",
+        hovertext=[_hover(row, metric) for row in base.itertuples(index=False)],
+        hoverinfo="text",
+        marker={
+            "symbol": "star",
+            "size": 20,
+            "color": "gold",
+            "line": {"color": "black", "width": 1},
+        },
+    )
 
 
 def _error_bars(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +177,37 @@ def plot_front_png(
         return path
     members = table[table["pareto"]].sort_values("parameters")
     _scatter_trials(fig, ax, table)
+    _draw_front(ax, members)
+    base = table[table["baseline"]]
+    if len(base):
+        ax.scatter(
+            base["parameters"],
+            base["metric"],
+            marker="*",
+            s=300,
+            color="gold",
+            edgecolors="black",
+            zorder=4,
+            label="baseline",
+        )
+    if floor is not None:
+        ax.axhline(
+            floor, linestyle="--", color="crimson", linewidth=1, label=_floor_label(table, floor)
+        )
+    if (table["parameters"] > 0).any():
+        ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(_title(table, members, metric, title))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    _place_labels(fig, ax, members, floor=floor)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def _draw_front(ax: Axes, members: pd.DataFrame) -> None:
+    """The front members' paired intervals and the step line that joins them."""
     lower, upper = _error_bars(members)
     if np.isfinite(lower).any():
         ax.errorbar(
@@ -196,32 +231,6 @@ def plot_front_png(
             label="Pareto front",
             zorder=2,
         )
-    base = table[table["baseline"]]
-    if len(base):
-        ax.scatter(
-            base["parameters"],
-            base["metric"],
-            marker="*",
-            s=300,
-            color="gold",
-            edgecolors="black",
-            zorder=4,
-            label="baseline",
-        )
-    if floor is not None:
-        ax.axhline(
-            floor, linestyle="--", color="crimson", linewidth=1, label=_floor_label(table, floor)
-        )
-    if (table["parameters"] > 0).any():
-        ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(f"validation {metric}")
-    ax.set_title(title or f"{metric} vs parameters ({len(table)} trials, {len(members)} on front)")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    _place_labels(fig, ax, members, floor=floor)
-    fig.savefig(path, dpi=dpi)
-    return path
 
 
 def _scatter_trials(fig: Figure, ax: Axes, table: pd.DataFrame) -> None:
@@ -348,6 +357,10 @@ def _first_free(
         if fits and not any(padded.overlaps(other) for other in taken):
             return box
     return None
+
+
+def _title(table: pd.DataFrame, members: pd.DataFrame, metric: str, title: str | None) -> str:
+    return title or f"{metric} vs parameters ({len(table)} trials, {len(members)} on front)"
 
 
 def _colour_column(table: pd.DataFrame) -> tuple[str, str]:
