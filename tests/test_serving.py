@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from loopback import free_port
 
 from search.commands import main
-from search.serving import predict_frame
+from search.front import served_lines
+from search.serving import (
+    ServedLatency,
+    ServerFailed,
+    model_server,
+    poster,
+    predict_frame,
+    time_served,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -97,6 +101,29 @@ def test_serving_needs_no_torch(trained: tuple[str, str, pd.DataFrame], tmp_path
     assert len(printed["data"]) == len(rows)
 
 
+def test_the_served_latency_times_each_model_in_process_beside_its_graph(
+    trained: tuple[str, str, pd.DataFrame],
+) -> None:
+    uri, model_uri, rows = trained
+    models = {"baseline": model_uri, "champion": model_uri}
+    latencies, problem = time_served(
+        models, rows, tracking_uri=uri, batch_sizes=(1, 8), seconds=0.1
+    )
+    assert problem is None
+    assert [(t.model, t.rows) for t in latencies] == [
+        ("baseline", 1), ("baseline", 8), ("champion", 1), ("champion", 8)
+    ]  # fmt: skip
+    for timed in latencies:
+        # The pyfunc model runs the same graph, and pandas and MLflow around it.
+        assert 0 < timed.graph_ms < timed.in_process_ms
+        assert timed.http_ms is None
+        assert ServedLatency.from_dict(timed.to_dict()) == timed
+    lines = served_lines(latencies)
+    assert lines[0].startswith("served latency")
+    assert sum("champion / baseline" in line for line in lines) == 2
+    assert any("HTTP not measured" in line for line in lines)
+
+
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_over_http_as_in_process(
     trained: tuple[str, str, pd.DataFrame], tmp_path: Path
@@ -104,45 +131,20 @@ def test_mlflow_models_serve_answers_over_http_as_in_process(
     uri, model_uri, rows = trained
     mlflow.set_tracking_uri(uri)
     expected = mlflow.pyfunc.load_model(model_uri).predict(rows)
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        # The server starts `uvicorn` by name: the venv's bin must be on PATH.
-        env={
-            **os.environ,
-            "MLFLOW_TRACKING_URI": uri,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        },
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
-                    break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "mlflow models serve did not start in 120 s"
-                time.sleep(0.5)
-        body = json.dumps(
-            {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
-        ).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            predictions = pd.DataFrame(json.load(answer)["predictions"])
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with model_server(model_uri, uri, tmp_path) as port:
+        predictions = pd.DataFrame(json.loads(poster(port, rows)())["predictions"])
     assert predictions["prediction"].tolist() == expected["prediction"].tolist()
     np.testing.assert_allclose(
         predictions[["proba_no", "proba_yes"]], expected[["proba_no", "proba_yes"]], atol=1e-6
     )
+    # Timed over HTTP too: a POST costs more than the call in-process it wraps.
+    (one,), problem = time_served(
+        {"champion": model_uri}, rows, tracking_uri=uri, batch_sizes=(1,), http=True, seconds=0.2
+    )
+    assert problem is None and one.http_ms is not None and one.http_ms > one.in_process_ms
+    # A server that cannot start says so, in one line, instead of waiting.
+    with (
+        pytest.raises(ServerFailed, match="exited"),
+        model_server("models:/no-such-model/1", uri, tmp_path),
+    ):
+        pass

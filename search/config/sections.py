@@ -91,6 +91,10 @@ class MeasureConfig(Section):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 1024], min_length=1)
     runtimes: list[Runtime] = Field(default_factory=lambda: list(get_args(Runtime)), min_length=1)
     threads: int = Field(default=1, ge=1)
+    # After a search, the baseline and the champion as a user calls them, side by side in the
+    # report: in_process (MLflow's pyfunc), http (also `mlflow models serve`, which starts a
+    # server per model, 5-20 s each), or off.
+    served: Literal["off", "in_process", "http"] = "in_process"
 
     @model_validator(mode="after")
     def _check(self) -> MeasureConfig:

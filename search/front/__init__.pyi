@@ -28,3 +28,4 @@ from .quantized import quantize_front as quantize_front
 from .report import format_report as format_report
 from .report import front_markdown as front_markdown
 from .report import study_text as study_text
+from .served import served_lines as served_lines

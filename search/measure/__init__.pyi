@@ -1,3 +1,4 @@
+from .clock import interleaved_ms as interleaved_ms
 from .cost import Measurement as Measurement
 from .cost import count_flops as count_flops
 from .cost import count_parameters as count_parameters

@@ -8,7 +8,6 @@ come from `compare_latency`, which interleaves candidate and reference and repor
 from __future__ import annotations
 
 import contextlib
-import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from lightning_modules.errors import TabslimInputError
 from lightning_modules.networks import evaluating
 from lightning_modules.preprocessing import Preprocessor
 from search.config.choices import RUNTIMES
+from search.measure.clock import Call, block_size, time_block, time_calls
 from search.measure.export import example_inputs, export_onnx
 from search.measure.served_graph import compose
 
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
     from lightning_modules.data import TabularDataModule
-
-
-Call = Callable[[], object]
 
 
 @dataclass(frozen=True)
@@ -229,7 +226,7 @@ def compare_latency(
         # Warm-up doubles as calibration: the fastest warm-up call of each is its typical cost.
         single_ns = [min(time_calls(call, warmup, warmup, 0.0)) for call in calls]
         blocks = (
-            (_block_size(single_ns[0]), _block_size(single_ns[1]))
+            (block_size(single_ns[0]), block_size(single_ns[1]))
             if calls_per_round is None
             else (calls_per_round, calls_per_round)
         )
@@ -281,7 +278,7 @@ def _interleaved_rounds(
         # Alternate which goes first, so that neither always runs on a warmer cache.
         order = (0, 1) if i % 2 == 0 else (1, 0)
         for which in order:
-            per_call_ns[which].append(_time_block(calls[which], blocks[which]) / blocks[which])
+            per_call_ns[which].append(time_block(calls[which], blocks[which]) / blocks[which])
         ratios.append(per_call_ns[0][-1] / max(per_call_ns[1][-1], 1.0))
         spent = (time.perf_counter_ns() - start) / 1e9
         if i + 1 >= min_rounds and spent >= max_seconds:
@@ -371,31 +368,3 @@ def _torch_call(network: nn.Module, batch_size: int) -> Call:
         return out
 
     return call
-
-
-def time_calls(call: Call, min_repeats: int, max_repeats: int, max_seconds: float) -> list[int]:
-    """Nanoseconds per call, until `max_repeats`, or `max_seconds` once `min_repeats` are in."""
-    budget_ns = max_seconds * 1e9
-    samples: list[int] = []
-    start = time.perf_counter_ns()
-    while len(samples) < max_repeats:
-        before = time.perf_counter_ns()
-        call()
-        after = time.perf_counter_ns()
-        samples.append(after - before)
-        if len(samples) >= min_repeats and after - start >= budget_ns:
-            break
-    return samples
-
-
-def _time_block(call: Call, calls: int) -> int:
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        call()
-    return time.perf_counter_ns() - start
-
-
-def _block_size(single_ns: float) -> int:
-    # A block of ~2 ms is long next to the clock's and the loop's overhead, and short next to
-    # the drift of the machine's load, so both blocks of a round see the same load.
-    return max(1, min(math.ceil(2e6 / max(single_ns, 1.0)), 1000))

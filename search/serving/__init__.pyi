@@ -9,6 +9,9 @@ from .logged_model import log_model as log_model
 from .logged_model import reference_sample as reference_sample
 from .loss_model import LossModel as LossModel
 from .loss_model import load_loss_model as load_loss_model
+from .model_server import ServerFailed as ServerFailed
+from .model_server import model_server as model_server
+from .model_server import poster as poster
 from .network_files import PREPROCESSOR_FILE as PREPROCESSOR_FILE
 from .network_files import SPEC_FILE as SPEC_FILE
 from .network_files import WEIGHTS_FILE as WEIGHTS_FILE
@@ -23,6 +26,9 @@ from .profile import bin_counts as bin_counts
 from .profile import build_profile as build_profile
 from .profile import read_profile as read_profile
 from .profile import write_profile as write_profile
+from .served_latency import SERVED_WAYS as SERVED_WAYS
+from .served_latency import ServedLatency as ServedLatency
+from .served_latency import time_served as time_served
 from .served_model import LOSS_MODEL_FILE as LOSS_MODEL_FILE
 from .served_model import REFERENCE_ROWS_FILE as REFERENCE_ROWS_FILE
 from .served_model import SERVED_FILE as SERVED_FILE
