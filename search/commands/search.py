@@ -215,7 +215,7 @@ def _coordinate(
         if picked is None and attributes.champion_choice(study) is not None:
             attributes.write_champion_choice(study, None)  # an earlier run's, no longer this one's
         champion = mirror.finish(status=status, tables=tables, champion=picked)
-    if status == "FINISHED" and champion is None and config.search.champion == "within_budget":
+    if status == "FINISHED" and champion is None and config.search.champion.needs_budget:
         # The study, its runs and its front stand; only the question asked has no answer.
         raise TabslimInputError(
             f"{mirror.champion_note}; raise search.budget, or search again with smaller shapes"

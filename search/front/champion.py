@@ -23,6 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from search.config import ChampionRule
 from search.front import pareto
 from search.front.pareto import LATENCY, METRIC, SIZE, baseline_trial, complete_trials
 from search.study import StudySettings, attributes, fully_trained, is_feasible
@@ -169,8 +170,9 @@ def _own_verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
 def champion(study: optuna.Study, rule: str | None = None) -> Champion:
     """The model to recommend by `rule` (default: the study's); see the module docstring."""
     settings = StudySettings.read(study)
-    rule = rule or settings.champion
-    if rule == "smallest":
+    chosen_rule = ChampionRule(rule or settings.champion)
+    rule = chosen_rule.value
+    if chosen_rule is ChampionRule.SMALLEST:
         chosen = pareto.recommend(study)
         note = (
             "smallest trial within the floor by its validation point estimate (uncertified: "
@@ -179,7 +181,7 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
             else "no trial finished"
         )
         return Champion(chosen, rule, note)
-    if rule == "within_budget":
+    if chosen_rule.needs_budget:
         return _within_budget(study, settings)
     base = baseline_trial(study, complete_trials(study))
     how = _INTERVAL[certified_by(study)]

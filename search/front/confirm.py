@@ -188,7 +188,7 @@ def judging_order(study: optuna.Study, ctx: SearchContext) -> list[FrozenTrial]:
     """The candidates to judge, in order: smallest first for the floor; for `within_budget`,
     those within the budget, most accurate on validation first."""
     search = ctx.config.search
-    if search.champion != "within_budget" or search.budget is None:
+    if not search.champion.needs_budget or search.budget is None:
         return candidates(study)
     budget: dict[str, float | None] = search.budget.model_dump()
     inside = [
@@ -213,7 +213,7 @@ def confirm_candidates(
     started = time.perf_counter()
     order = judging_order(study, ctx)
     limit = ctx.config.search.confirm_limit
-    if ctx.config.search.champion == "within_budget":
+    if ctx.config.search.champion.needs_budget:
         walk = order[:limit]
     else:
         walk = [link.trial for link in _chain(study, ctx, order, folds=True, limit=limit)]
@@ -245,7 +245,7 @@ def confirm_candidates(
     judged = 0
     for trial in walk:
         judged += 1
-        if not passes(trial) and ctx.config.search.champion != "within_budget":
+        if not passes(trial) and not ctx.config.search.champion.needs_budget:
             break  # the fixed sequence ends at its first failure
     bar.total = bar.n
     bar.close()
@@ -289,7 +289,7 @@ def certify_holdout(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
     started = time.perf_counter()
     settings = StudySettings.read(study)
     order = judging_order(study, ctx)
-    budget = ctx.config.search.champion == "within_budget"
+    budget = ctx.config.search.champion.needs_budget
     # within_budget: the most accurate within the budget by validation, and only it, is
     # certified; choosing among several by their certification rows would select on them.
     chain = (

@@ -166,6 +166,42 @@ def _add_variant(
     folder: Path,
     precision: str,
 ) -> int:
+    """Measure the `precision` copy in `folder` of `member` and add it as a finished trial of
+    the study, with its files beside the other trials'; returns its number."""
+    metrics = _variant_metrics(study, ctx, settings, member, network, folder)
+    value = _judged_with_source(metrics[f"val_{ctx.metric}"], member.values[0], settings)
+    attrs = attributes.variant_attrs(member, precision, metrics, digests(folder))
+    values = [value, metrics[settings.size], metrics[settings.latency]]
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=values,
+            user_attrs=attrs,
+            constraints={"metric_floor": settings.violation(value)},
+        )
+    )
+    number = next(
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if attributes.variant_of(t) == member.number and attributes.precision(t) == precision
+    )
+    target = ctx.trials_dir / f"trial-{number}"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(folder, target)
+    if ctx.remote is not None:
+        ctx.remote.upload(target, number)
+    return number
+
+
+def _variant_metrics(
+    study: optuna.Study,
+    ctx: SearchContext,
+    settings: StudySettings,
+    member: optuna.trial.FrozenTrial,
+    network: Any,
+    folder: Path,
+) -> dict[str, float]:
+    """The copy's metrics, latency and paired deltas (to the baseline and to its source),
+    measured on its own graph; its row scores replace its source's in `folder`."""
     graph = folder / "model.onnx"
     with np.load(folder / ROWS_FILE) as stored:  # still the source's: the folder is its copy
         source_rows = stored["val"]
@@ -200,27 +236,7 @@ def _add_variant(
     metrics |= paired_metrics(ctx, settings, rows, study)
     versus = paired_delta(rows["val"], source_rows, ctx.metric, seed=ctx.config.search.seed)
     metrics |= versus.to_metrics("val_vs_source")
-    value = _judged_with_source(metrics[f"val_{ctx.metric}"], member.values[0], settings)
-    attrs = attributes.variant_attrs(member, precision, metrics, digests(folder))
-    values = [value, metrics[settings.size], metrics[settings.latency]]
-    study.add_trial(
-        optuna.trial.create_trial(
-            values=values,
-            user_attrs=attrs,
-            constraints={"metric_floor": settings.violation(value)},
-        )
-    )
-    number = next(
-        t.number
-        for t in study.get_trials(deepcopy=False)
-        if attributes.variant_of(t) == member.number and attributes.precision(t) == precision
-    )
-    target = ctx.trials_dir / f"trial-{number}"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(folder, target)
-    if ctx.remote is not None:
-        ctx.remote.upload(target, number)
-    return number
+    return metrics
 
 
 def _judged_with_source(own: float, source: float, settings: StudySettings) -> float:

@@ -113,7 +113,7 @@ class StudySettings:
             config=without_passwords(config.model_dump(mode="json")),
             trials_dir=trials_dir,
             data_fingerprint=data_fingerprint,
-            champion=search.champion,
+            champion=search.champion.value,
         )
 
     @classmethod
