@@ -51,8 +51,8 @@ from lightning_modules.training import fit  # noqa: E402
 from search.config import Config, override  # noqa: E402
 from search.measure import paired_delta  # noqa: E402
 from search.study import (  # noqa: E402
-    STOP_ATTR,
     SearchContext,
+    TrialKey,
     baseline_params,
     build_context,
     directions,
@@ -98,7 +98,7 @@ def _epochs(study: optuna.Study) -> tuple[int, int]:
         if "repeat_of" in t.user_attrs or "variant_of" in t.user_attrs:
             continue
         epochs += int((t.user_attrs.get("metrics") or {}).get("epochs", 0))
-        stopped += STOP_ATTR in t.user_attrs
+        stopped += TrialKey.RUNG_STOP in t.user_attrs
     return epochs, stopped
 
 

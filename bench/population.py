@@ -46,13 +46,13 @@ from lightning_modules.tables import read_table  # noqa: E402
 from search.commands import run_search  # noqa: E402
 from search.config import validate  # noqa: E402
 from search.front import champion  # noqa: E402
-from search.front.champion import COST_ATTR  # noqa: E402
 from search.measure import paired_delta  # noqa: E402
 from search.monitor.estimated import estimated_metric  # noqa: E402
 from search.monitor.realized import served_frame  # noqa: E402
 from search.serving import load_network, read_profile  # noqa: E402
 from search.serving.network_files import predict_frame  # noqa: E402
 from search.serving.served_model import OnnxPredictor  # noqa: E402
+from search.study import StudyKey  # noqa: E402
 
 try:  # a study made before certification rows had no power statement
     from search.study import read_power  # noqa: E402
@@ -174,7 +174,7 @@ def run_study(
             None,
         )  # fmt: skip
         estimate = _estimate(config.tracking.uri, population, target, shift)
-        cost = study.user_attrs.get(COST_ATTR) or {}
+        cost = study.user_attrs.get(StudyKey.CONFIRM_COST) or {}
         power = read_power(study)
     return {
         "table": name,

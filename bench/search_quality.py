@@ -62,9 +62,10 @@ import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from search.config import Config, load_config, override
-from search.front import COST_ATTR, champion, confirm_search, pareto, quantize_front
+from search.front import champion, confirm_search, pareto, quantize_front
 from search.study import (
     SearchContext,
+    StudyKey,  # noqa: E402
     StudySettings,
     baseline_params,
     build_context,
@@ -224,7 +225,7 @@ def _sweep(objective: CachedObjective, settings: StudySettings, trials: int) -> 
 def _confirm(study: optuna.Study, ctx: SearchContext) -> str:
     """The confirmation step after the search, as `tabslim search` runs it; what it did."""
     confirm_search(study, ctx)
-    plan = study.user_attrs[pareto.CONFIRM_PLAN_ATTR]
+    plan = study.user_attrs[StudyKey.CONFIRM_PLAN]
     return f"{plan['k']} {plan['by']}" if plan["k"] else "none"
 
 
@@ -277,7 +278,7 @@ def _measure(
         dataset=dataset, seed=seed, sampler=sampler, champion=picked.trial, note=picked.note,
         oracle=_oracle(study, drop, higher), baseline_size=base.values[1] if base else math.nan,
         drop=drop, higher=higher, seconds=done - started, confirm_seconds=done - searched,
-        confirmed=confirmed, cost=study.user_attrs.get(COST_ATTR) or {},
+        confirmed=confirmed, cost=study.user_attrs.get(StudyKey.CONFIRM_COST) or {},
     )  # fmt: skip
     result.baseline_despite_half = _is_base(result) and _held_at_half(study, result)
     return result

@@ -25,7 +25,9 @@ from search.measure import ALPHA, noninferiority, paired_delta
 from search.measure.noninferiority import tango_p_value
 from search.serving import build_profile, estimate_accuracy
 from search.study import (
+    StudyKey,
     StudySettings,
+    TrialKey,
     baseline_params,
     build_context,
     directions,
@@ -304,7 +306,6 @@ def test_exploratory_advice_leaves_out_trials_stopped_at_a_rung() -> None:
     from test_champion import _study
 
     from search.front import floor_advice
-    from search.study import STOP_ATTR
 
     study = _study([(0.95, 100.0, (-0.03, -0.01)), (0.969, 300.0, (-0.008, 0.006))])
     advice = floor_advice(study)
@@ -322,7 +323,7 @@ def test_exploratory_advice_leaves_out_trials_stopped_at_a_rung() -> None:
             values=[0.97, 50.0, 1.0],
             params=stopped.params,
             distributions=stopped.distributions,
-            user_attrs=stopped.user_attrs | {"metrics": metrics, STOP_ATTR: {"rung": 0}},
+            user_attrs=stopped.user_attrs | {"metrics": metrics, TrialKey.RUNG_STOP: {"rung": 0}},
             constraints=stopped.system_attrs.get("constraints"),
         )
     )
@@ -361,8 +362,7 @@ def test_an_int8_copy_is_certified_on_its_own_rows_never_by_its_sources_pass() -
     from test_champion import _study
     from test_confirm import _with_variant
 
-    from search.front import CONFIRMATION_ATTR, candidates, champion
-    from search.study import POWER_ATTR
+    from search.front import candidates, champion
 
     study = _study([(0.975, 300.0, (-0.004, 0.014))])
     _with_variant(study, 1, 300.0)  # trial 2: same parameters, faster
@@ -376,8 +376,8 @@ def test_an_int8_copy_is_certified_on_its_own_rows_never_by_its_sources_pass() -
     assert [link.trial.number for link in certification_chain(order, 1000.0, lambda t: 0.9)] == [2]
     passed = {"by": "holdout", "passed": True, "val_delta_mean": 0.001,
               "cv_delta_ci_low": -0.002, "cv_delta_ci_high": 0.004}  # fmt: skip
-    study.set_user_attr(POWER_ATTR, {"rows": 2100})
-    study.set_user_attr(CONFIRMATION_ATTR, {"1": passed})
+    study.set_user_attr(StudyKey.POWER, {"rows": 2100})
+    study.set_user_attr(StudyKey.CONFIRMATION, {"1": passed})
     chosen = champion(study)
     assert chosen.trial is not None and chosen.trial.number == 1
 

@@ -13,8 +13,6 @@ from test_champion import SETTINGS, _study
 
 from search.commands import main
 from search.front import (
-    CONFIRM_PLAN_ATTR,
-    CONFIRMATION_ATTR,
     candidates,
     champion,
     floor_advice,
@@ -24,6 +22,7 @@ from search.front import (
 )
 from search.front.quantized import _judged_with_source
 from search.measure import PairedDelta
+from search.study import StudyKey
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -34,8 +33,8 @@ def _folds(passed: bool, low: float, high: float, **extra: Any) -> dict[str, Any
 
 
 def _confirmed(study: optuna.Study, verdicts: dict[int, dict[str, Any]]) -> None:
-    study.set_user_attr(CONFIRMATION_ATTR, {str(n): v for n, v in verdicts.items()})
-    study.set_user_attr(CONFIRM_PLAN_ATTR, {"k": 5, "by": "folds", "reason": "test",
+    study.set_user_attr(StudyKey.CONFIRMATION, {str(n): v for n, v in verdicts.items()})
+    study.set_user_attr(StudyKey.CONFIRM_PLAN, {"k": 5, "by": "folds", "reason": "test",
                                             "val_rows": 3000, "rows": 18000})  # fmt: skip
 
 
@@ -138,7 +137,7 @@ def test_the_smallest_certifiable_floor_from_a_hand_built_interval_table() -> No
             (0.971, 500.0, (-0.006, 0.008)),  # needs 0.6 points
         ]
     )
-    study.set_user_attr(CONFIRM_PLAN_ATTR, {"k": 0, "by": "folds", "reason": "auto: skipped",
+    study.set_user_attr(StudyKey.CONFIRM_PLAN, {"k": 0, "by": "folds", "reason": "auto: skipped",
                                             "val_rows": 3000, "rows": 18000})  # fmt: skip
     assert champion(study).trial.number == 0  # type: ignore[union-attr]
     smallest, steps, rows = floor_advice(study)

@@ -14,14 +14,12 @@ from search.config import validate
 from search.front import (
     AUTO_FOLDS,
     AUTO_MIN_ROWS,
-    CONFIRM_PLAN_ATTR,
-    CONFIRMATION_ATTR,
-    COST_ATTR,
     auto_plan,
     candidates,
     champion,
     study_text,
 )
+from search.study import StudyKey
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -80,8 +78,8 @@ def test_candidates_are_every_trial_that_could_hold_smallest_first_an_int8_copy_
     # The copy and its source passed: the copy (trial 4) is champion, trial 1 was not judged.
     held = {"runs": 5, "by": "folds", "passed": True, "val_delta_mean": 0.001,
             "cv_delta_ci_low": -0.002, "cv_delta_ci_high": 0.004}  # fmt: skip
-    study.set_user_attr(CONFIRMATION_ATTR, {"2": held, "4": held})
-    study.set_user_attr(CONFIRM_PLAN_ATTR, {"k": 5, "by": "folds", "reason": "auto: test"})
+    study.set_user_attr(StudyKey.CONFIRMATION, {"2": held, "4": held})
+    study.set_user_attr(StudyKey.CONFIRM_PLAN, {"k": 5, "by": "folds", "reason": "auto: test"})
     chosen = champion(study)
     assert chosen.trial is not None and chosen.trial.number == 4
     text = study_text(study)
@@ -95,7 +93,7 @@ def test_without_certification_rows_the_split_decides_and_the_report_says_it_is_
 ):
     study = _study([(0.975, 300.0, (-0.004, 0.014))])
     study.set_user_attr(
-        CONFIRM_PLAN_ATTR, {"k": 0, "by": "validation", "reason": "search.confirm: 0"}
+        StudyKey.CONFIRM_PLAN, {"k": 0, "by": "validation", "reason": "search.confirm: 0"}
     )
     text = study_text(study)
     assert "certification: on the validation rows, which also selected (optimistic)" in text
@@ -121,10 +119,10 @@ def test_a_default_search_on_a_small_table_certifies_on_its_held_out_rows(
     tmp_path: Path,
 ) -> None:
     outcome, study, _ = _confirmed_search(tmp_path)  # search.confirm left at its default, auto
-    plan = study.user_attrs[CONFIRM_PLAN_ATTR]
+    plan = study.user_attrs[StudyKey.CONFIRM_PLAN]
     assert plan["k"] == 0 and plan["by"] == "holdout" and plan["reason"].startswith("auto: ")
     # Nothing trained for it: the candidates' stored scores on the certification rows.
-    assert study.user_attrs[COST_ATTR]["trainings"] == 0
+    assert study.user_attrs[StudyKey.CONFIRM_COST]["trainings"] == 0
     assert f"certification: on {plan['certify_rows']} held-out rows" in outcome.report
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(outcome.parent_run_id)}

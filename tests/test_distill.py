@@ -19,12 +19,12 @@ from lightning_modules.distillation import Distillation, teacher_outputs
 from lightning_modules.networks import MLPSpec, build, infer
 from lightning_modules.training import FitSettings, fit
 from search.config import Config, validate
-from search.front import pareto
 from search.front.confirm import confirm_candidates
 from search.serving import load_network
 from search.study import (
     TEACHER_FILE,
     SearchContext,
+    StudyKey,
     baseline_params,
     build_context,
     directions,
@@ -165,7 +165,7 @@ def test_confirmation_by_folds_judges_a_distilled_candidate(tmp_path: Path) -> N
     study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=2)
     # Confirmation by folds trains it against each fold's own baseline (2 baselines, 2 students).
     table = confirm_candidates(study, ctx, 2, "folds")
-    verdict = study.user_attrs[pareto.CONFIRMATION_ATTR]["1"]
+    verdict = study.user_attrs[StudyKey.CONFIRMATION]["1"]
     assert verdict["by"] == "folds" and verdict["runs"] == 2
     assert list(table["approach"]) == ["distill"]
 

@@ -16,9 +16,8 @@ from search.commands import run_search
 from search.config import Config, validate
 from search.front import champion, format_report, pareto
 from search.study import (
-    RUNGS_ATTR,
-    STOP_ATTR,
     SearchContext,
+    TrialKey,
     baseline_params,
     build_context,
     directions,
@@ -119,7 +118,7 @@ def test_a_rung_never_waits_for_a_straggler_and_decisions_are_recorded() -> None
     # A second, larger and worse, is dominated by the first and stops there.
     assert not judge_second(0, 0.4, 200)
     assert judge_second.stop is not None and judge_second.stop["epochs"] == 1
-    records = {t.number: t.user_attrs.get(RUNGS_ATTR) for t in study.trials}
+    records = {t.number: t.user_attrs.get(TrialKey.RUNGS) for t in study.trials}
     assert records[straggler.number] is None
     assert records[first.number] == {"1": {"value": 0.5, "parameters": 100, "goes_on": True}}
     assert records[second.number]["1"]["goes_on"] is False
@@ -150,7 +149,7 @@ def _perfect_peer(study: optuna.Study, schedule: str) -> None:
         optuna.trial.create_trial(
             values=[1.0, 1.0, 1.0],
             user_attrs={
-                RUNGS_ATTR: {"1": {"value": 1.0, "parameters": 1, "goes_on": True}},
+                TrialKey.RUNGS: {"1": {"value": 1.0, "parameters": 1, "goes_on": True}},
                 "rung_schedule": schedule,
                 "repeat_of": 0,
             },
@@ -169,8 +168,8 @@ def test_a_stopped_trial_keeps_its_metrics_is_marked_and_is_never_champion(
     stopped = study.trials[-1]
 
     assert stopped.state == optuna.trial.TrialState.COMPLETE
-    assert stopped.user_attrs[STOP_ATTR]["epochs"] == 1
-    assert "dominated" in stopped.user_attrs[STOP_ATTR]["reason"]
+    assert stopped.user_attrs[TrialKey.RUNG_STOP]["epochs"] == 1
+    assert "dominated" in stopped.user_attrs[TrialKey.RUNG_STOP]["reason"]
     metrics = stopped.user_attrs["metrics"]
     assert metrics["epochs"] == 1 and "val_accuracy" in metrics and "test_accuracy" in metrics
     # Within the generous floor and smaller than the baseline, yet unfinished: left out.
@@ -195,16 +194,16 @@ def test_two_workers_on_a_journal_storage_decide_each_rung_once(tmp_path: Path) 
         optuna.storages.journal.JournalFileBackend(str(journal))
     )
     study = optuna.load_study(study_name="rungs", storage=storage)
-    judged = [t for t in study.trials if t.user_attrs.get(RUNGS_ATTR)]
+    judged = [t for t in study.trials if t.user_attrs.get(TrialKey.RUNGS)]
     assert judged, "no trial reached a rung"
     for trial in judged:
-        records = trial.user_attrs[RUNGS_ATTR]
+        records = trial.user_attrs[TrialKey.RUNGS]
         epochs = sorted(int(e) for e in records)
         # Rungs in order from the first, each decided once; none after a stop.
         assert epochs == [1, 2][: len(epochs)]
         decisions = [records[str(e)]["goes_on"] for e in epochs]
         assert all(decisions[:-1])
-        stop = trial.user_attrs.get(STOP_ATTR)
+        stop = trial.user_attrs.get(TrialKey.RUNG_STOP)
         assert (stop is not None) == (not decisions[-1])
         if stop is not None:
             assert stop["epochs"] == epochs[-1] == trial.user_attrs["metrics"]["epochs"]
@@ -215,7 +214,7 @@ def test_two_workers_on_a_journal_storage_decide_each_rung_once(tmp_path: Path) 
     tags = {int(r.data.tags["tabslim.trial"]): r.data.tags for r in runs}
     for trial in judged:
         told = tags[trial.number]["tabslim.stopped_at_rung"]
-        stop = trial.user_attrs.get(STOP_ATTR)
+        stop = trial.user_attrs.get(TrialKey.RUNG_STOP)
         assert told == ("no" if stop is None else f"{stop['rung']} ({stop['epochs']} epochs)")
 
 
@@ -233,7 +232,7 @@ def test_a_prune_trial_stops_at_a_rung_of_its_fine_tuning_epochs(tmp_path: Path)
     study.optimize(functools.partial(run_trial, ctx=ctx), n_trials=1)
     pruned = study.trials[-1]
     assert pruned.user_attrs["approach"] == "prune"
-    assert pruned.user_attrs[STOP_ATTR]["epochs"] == 1
+    assert pruned.user_attrs[TrialKey.RUNG_STOP]["epochs"] == 1
     # One of its four planned fine-tuning epochs ran.
     assert pruned.user_attrs["metrics"]["epochs"] == 1
 
@@ -248,7 +247,7 @@ def test_a_stopped_trial_neither_stands_on_the_front_nor_pushes_a_finished_one_o
             values=[0.968, 1_000, 0.5],
             constraints={"metric_floor": -0.01},
             user_attrs={"approach": "scratch", "hidden": [8, 8], "metrics": {"parameters": 1_000},
-                        STOP_ATTR: {"rung": 0, "epochs": 3, "reason": "dominated"}},
+                        TrialKey.RUNG_STOP: {"rung": 0, "epochs": 3, "reason": "dominated"}},
         )
     )  # fmt: skip
     assert [t.number for t in pareto.front(study)] == [1, 0]

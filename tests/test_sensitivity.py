@@ -24,7 +24,7 @@ from lightning_modules.training import FitSettings, fit
 from pruning.sensitivity import COLUMNS, SensitivityResult, check_ratios, layer_order, scan
 from search.commands import build_parser, main, run_search
 from search.config import validate
-from search.study import ATTR
+from search.study import StudyKey
 
 CONFIG = FitSettings(max_epochs=8, lr=1e-2, patience=8, accelerator="cpu")
 
@@ -211,15 +211,17 @@ def _unfinished_studies(journal: Path, root: Path) -> None:
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(journal))
     )
-    tiny = optuna.load_study(study_name="tiny", storage=storage).user_attrs[ATTR]
+    tiny = optuna.load_study(study_name="tiny", storage=storage).user_attrs[StudyKey.SETTINGS]
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if "early" in names:
         return
     early = optuna.create_study(study_name="early", storage=storage, directions=["maximize"])
-    early.set_user_attr(ATTR, {k: v for k, v in tiny.items() if k != "baseline_trial"})
+    early.set_user_attr(StudyKey.SETTINGS, {k: v for k, v in tiny.items() if k != "baseline_trial"})
     moved = optuna.create_study(study_name="moved", storage=storage, directions=["maximize"])
     moved.add_trial(optuna.trial.create_trial(value=1.0))
-    moved.set_user_attr(ATTR, tiny | {"baseline_trial": 0, "trials_dir": str(root / "gone")})
+    moved.set_user_attr(
+        StudyKey.SETTINGS, tiny | {"baseline_trial": 0, "trials_dir": str(root / "gone")}
+    )
 
 
 @pytest.mark.parametrize(

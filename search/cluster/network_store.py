@@ -16,9 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import optuna
-from mlflow.tracking import MlflowClient
 
 from lightning_modules.errors import TabslimInputError
 
@@ -41,10 +39,16 @@ class RemoteNetworks:
     run_id: str
 
     def upload(self, directory: Path, number: int) -> None:
+        # Imported here: the key above is read by every study module, most of which never
+        # talk to a tracking server.
+        from mlflow.tracking import MlflowClient
+
         client = MlflowClient(self.tracking_uri)
         client.log_artifacts(self.run_id, str(directory), f"{_ARTIFACT_ROOT}/trial-{number}")
 
     def download(self, number: int, destination: Path) -> None:
+        import mlflow
+
         with tempfile.TemporaryDirectory(dir=destination.parent) as tmp:
             fetched = mlflow.artifacts.download_artifacts(
                 run_id=self.run_id,

@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from search.config import Config, validate
-from search.study import StudySettings, ladder_params, searched_trials
+from search.study import StudySettings, attributes, ladder_params, searched_trials
 
 __all__ = ["kept_settings", "prune_note"]
 
@@ -76,7 +76,7 @@ def prune_note(study: optuna.Study, config: Config, n_layers: int) -> str | None
     if "prune" not in search.approaches:
         return None
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if any(t.user_attrs.get("approach") == "prune" for t in complete):
+    if any(attributes.approach(t) == "prune" for t in complete):
         return None
     # The baseline, the ladder, and the (up to) two uniform shapes that refine it.
     ladder = len(ladder_params(search.space, n_layers, search.approaches))

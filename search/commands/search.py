@@ -40,15 +40,20 @@ from search.commands.continued import kept_settings, prune_note
 from search.commands.output import TERMINAL_COLUMNS, fit
 from search.commands.worker import local_worker
 from search.config import Config
-from search.front import confirm_search, paired_comparison, pareto, study_text
+from search.front import (
+    confirm_search,
+    decide_champion,
+    paired_comparison,
+    pareto,
+    study_text,
+)
 from search.study import (
     DEFAULT_STORAGE,
-    STOPPED_ATTR,
-    TARGET_ATTR,
     TRIAL_ERRORS,
     SearchContext,
     StopAtTarget,
     StudySettings,
+    attributes,
     baseline_params,
     build_context,
     data_params,
@@ -128,7 +133,7 @@ def _coordinate(
     # Trials a killed run left RUNNING are failed and queued again before anything else.
     recover_dead_trials(study, locks, config.search.max_retries)
     # Workers run until the study has what its latest `tabslim search` asked for.
-    study.set_user_attr(TARGET_ATTR, config.search.n_trials)
+    attributes.write_trial_target(study, config.search.n_trials)
     print_notes(ctx.data)
     ctx.trials_dir.mkdir(parents=True, exist_ok=True)
     params = tracking.flatten("", without_passwords(config.model_dump(exclude={"tracking"})))
@@ -203,10 +208,14 @@ def _coordinate(
             confirmation = confirm_search(study, ctx, progress)
             if confirmation is not None:
                 tables["certification.csv"] = confirmation
-        # Only a finished search registers a champion: a failed baseline leaves nothing to
-        # recommend, and an interrupted study's front is not the one its config asked for.
-        champion = mirror.finish(status=status, tables=tables, register=status == "FINISHED")
-    if status == "FINISHED" and champion is None and config.search.champion == "within_budget":
+        # Only a finished search has a champion: a failed baseline leaves nothing to recommend,
+        # and an interrupted study's front is not the one its config asked for. It is decided
+        # once, here; the mirror registers it and the report reads it.
+        picked = decide_champion(study) if status == "FINISHED" else None
+        if picked is None and attributes.champion_choice(study) is not None:
+            attributes.write_champion_choice(study, None)  # an earlier run's, no longer this one's
+        champion = mirror.finish(status=status, tables=tables, champion=picked)
+    if status == "FINISHED" and champion is None and config.search.champion.needs_budget:
         # The study, its runs and its front stand; only the question asked has no answer.
         raise TabslimInputError(
             f"{mirror.champion_note}; raise search.budget, or search again with smaller shapes"
@@ -233,7 +242,7 @@ def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callb
     n_layers = len(ctx.baseline.group_sizes())
     study.enqueue_trial(
         baseline_params(ctx.config.search.space, n_layers),
-        user_attrs={"baseline": True},
+        user_attrs=attributes.baseline_attrs(),
         skip_if_exists=True,
     )
     # A baseline that diverges is caught here and reported by `check_baseline_learned`.
@@ -267,7 +276,7 @@ def check_baseline_learned(study: optuna.Study, ctx: SearchContext) -> None:
             f"{settings.baseline_metric:.4g} is no better than {guess}; {causes}"
         )
     if reason is not None:
-        study.set_user_attr(STOPPED_ATTR, reason)
+        attributes.write_stopped(study, reason)
         raise TabslimInputError(reason)
 
 

@@ -25,7 +25,6 @@ from optuna.trial import FrozenTrial
 from lightning_modules.errors import TabslimInputError
 from search import tracking
 from search.cluster import (
-    OWNER_ATTR,
     ProcessLock,
     RemoteNetworks,
     Slot,
@@ -43,12 +42,11 @@ from search.cluster import (
 from search.config import Config, override, validate
 from search.study import (
     DEFAULT_STORAGE,
-    STOPPED_ATTR,
-    TARGET_ATTR,
     TRIAL_ERRORS,
     SearchContext,
     StopAtTarget,
     StudySettings,
+    attributes,
     build_context,
     check_same_data,
     data_fingerprint,
@@ -160,7 +158,7 @@ def run_worker(
         )
     changes = {
         "search.storage": storage_url,
-        "search.n_trials": study.user_attrs.get(TARGET_ATTR),
+        "search.n_trials": attributes.trial_target(study),
         "tracking.uri": tracking_uri,
         "data.path": data_path,
     }
@@ -198,7 +196,7 @@ def run_worker(
     return WorkerOutcome(
         study=name,
         seed=seed,
-        ran=sum(t.user_attrs.get(OWNER_ATTR) == owner for t in trials),
+        ran=sum(attributes.owner(t) == owner for t in trials),
         # As the target counts them: searched trials, not their INT8 copies.
         complete=searched_trials(study),
         target=config.search.n_trials,
@@ -210,10 +208,9 @@ def _wait_for_baseline(study: optuna.Study, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     said = False
     while StudySettings.read(study).baseline_trial is None:
-        if study.user_attrs.get(STOPPED_ATTR):
-            raise TabslimInputError(
-                f"study '{study.study_name}' stopped: {study.user_attrs[STOPPED_ATTR]}"
-            )
+        stopped = attributes.stopped_reason(study)
+        if stopped:
+            raise TabslimInputError(f"study '{study.study_name}' stopped: {stopped}")
         if time.monotonic() > deadline:
             raise TabslimInputError(
                 f"the baseline of study '{study.study_name}' did not finish within "

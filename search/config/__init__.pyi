@@ -1,4 +1,5 @@
 from .choices import PRECISIONS as PRECISIONS
+from .choices import ChampionRule as ChampionRule
 from .schema import Config as Config
 from .schema import load_config as load_config
 from .schema import override as override

@@ -5,9 +5,11 @@ Plain constants, so that reading them imports neither Optuna nor torch (`tabslim
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal, get_args
 
 __all__ = [
+    "ChampionRule",
     "TASK_CHOICES",
     "TaskChoice",
     "DRIFT_ALPHA",
@@ -20,6 +22,27 @@ __all__ = [
     "Runtime",
     "Sampler",
 ]
+
+
+class ChampionRule(StrEnum):
+    """How a search picks its champion (`search.champion`; `search.front.champion` applies it).
+
+    A StrEnum: it compares equal to, prints as and is stored as its YAML value.
+    """
+
+    # The smallest candidate whose certified interval lies within the floor (the default).
+    CONFIDENT = "confident"
+    # The smallest trial within the floor by its validation point estimate, uncertified.
+    SMALLEST = "smallest"
+    # The most accurate candidate within `search.budget`.
+    WITHIN_BUDGET = "within_budget"
+
+    @property
+    def needs_budget(self) -> bool:
+        """Whether the rule reads `search.budget`, and certifies the most accurate candidates
+        within it rather than a sequence of the smallest."""
+        return self is ChampionRule.WITHIN_BUDGET
+
 
 # Where latency is timed: eager torch, or ONNX Runtime on the CPU (`search.measure.latency`).
 Runtime = Literal["torch", "onnxruntime"]

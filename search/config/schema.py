@@ -63,7 +63,7 @@ class Config(Section):
     def _check_confirmation(self) -> None:
         if self.search.confirm_by == "folds" and self.search.confirm == 1:
             raise ValueError("search.confirm_by folds needs search.confirm of at least 2 folds")
-        if (self.search.champion == "within_budget") != (self.search.budget is not None):
+        if self.search.champion.needs_budget != (self.search.budget is not None):
             raise ValueError(
                 "search.champion within_budget and search.budget go together: give both, e.g. "
                 "champion: within_budget with budget: {parameters: 10000}"

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from lightning_modules.datasets import BUNDLED
 from pruning.choices import CONTROL_CRITERION, CRITERIA, Schedule, check_criterion
 from search.config.base import Section
-from search.config.choices import Precision, Runtime, Sampler, TaskChoice
+from search.config.choices import ChampionRule, Precision, Runtime, Sampler, TaskChoice
 
 Approach = Literal["scratch", "prune", "distill"]
 # A study's approaches unless told: distillation is asked for by name (search.distill).
@@ -308,7 +308,8 @@ class SearchConfig(Section):
     # confident: the smallest candidate whose confirmed 95% interval lies within the floor (the
     # baseline when none does); smallest: the smallest whose validation point estimate does
     # (uncertified); within_budget: the most accurate candidate within search.budget.
-    champion: Literal["confident", "smallest", "within_budget"] = "confident"
+    # Not strict: a YAML string names the rule.
+    champion: ChampionRule = Field(default=ChampionRule.CONFIDENT, strict=False)
     budget: Budget | None = None
     # How the champion is certified (search/front/confirm.py): 0 on the held-out certification
     # rows (data.certify_fraction); K by K folds of the training and validation rows, which

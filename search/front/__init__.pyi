@@ -2,9 +2,10 @@ from . import pareto as pareto
 from . import plots as plots
 from .advice import floor_advice as floor_advice
 from .certify import certification_chain as certification_chain
-from .champion import COST_ATTR as COST_ATTR
+from .champion import Champion as Champion
 from .champion import candidates as candidates
 from .champion import champion as champion
+from .champion import decide_champion as decide_champion
 from .confirm import AUTO_FOLDS as AUTO_FOLDS
 from .confirm import AUTO_MIN_ROWS as AUTO_MIN_ROWS
 from .confirm import auto_plan as auto_plan
@@ -13,8 +14,6 @@ from .hypervolume import dominated_volume as dominated_volume
 from .hypervolume import hypervolume as hypervolume
 from .judges import rejects_early as rejects_early
 from .paired import paired_comparison as paired_comparison
-from .pareto import CONFIRM_PLAN_ATTR as CONFIRM_PLAN_ATTR
-from .pareto import CONFIRMATION_ATTR as CONFIRMATION_ATTR
 from .pareto import TABLE_COLUMNS as TABLE_COLUMNS
 from .pareto import front as front
 from .pareto import metric_floor as metric_floor

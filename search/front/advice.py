@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 from search.front import pareto
 from search.front.champion import Verdict, certified_by, split_verdict, verdict
 from search.front.pareto import SIZE, baseline_trial, complete_trials
-from search.study import StudySettings, fully_trained
+from search.study import StudySettings, attributes, fully_trained
 
 __all__ = ["floor_advice"]
 
@@ -71,7 +71,7 @@ def _judged_floors(
     held_out = certified_by(study) != "validation"
     judged = []
     for trial in trials:
-        if trial.user_attrs.get("baseline") or "repeat_of" in trial.user_attrs:
+        if attributes.is_baseline(trial) or attributes.is_repeat(trial):
             continue
         if trial.values[SIZE] >= base.values[SIZE] or not fully_trained(trial):
             continue
@@ -140,9 +140,9 @@ _MORE_ROWS = (2.0, 4.0, 10.0)
 
 def _rows(study: optuna.Study, trial: FrozenTrial, v: Verdict) -> int:
     """How many rows `v`'s interval rests on (0 when the study does not say)."""
-    confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR) or {}
+    confirmed = attributes.confirmation(study) or {}
     entry = confirmed.get(str(trial.number)) or {}
     if v.how == "out-of-fold" and entry.get("cv_rows"):
         return int(entry["cv_rows"])
-    plan = study.user_attrs.get(pareto.CONFIRM_PLAN_ATTR) or {}
+    plan = attributes.confirm_plan(study)
     return int(plan.get("val_rows", 0))

@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial
 
 from search.front.pareto import SIZE
 from search.measure import ALPHA, Certificate, noninferiority
-from search.study import StudySettings, chance_to_certify
+from search.study import StudySettings, attributes, chance_to_certify
 
 __all__ = [
     "HOLDOUT_COLUMNS",
@@ -177,9 +177,9 @@ def holdout_entries(
         row: dict[str, Any] = {
             "position": position,
             "trial": trial.number,
-            "approach": trial.user_attrs.get("approach", ""),
-            "precision": trial.user_attrs.get("precision", "fp32"),
-            "widths": "-".join(map(str, trial.user_attrs.get("hidden", []))),
+            "approach": attributes.approach(trial),
+            "precision": attributes.precision_label(trial),
+            "widths": attributes.widths_text(trial),
             "chance": link.chance,
         }
         if judged is None:
@@ -217,7 +217,7 @@ def study_source(study: optuna.Study) -> Callable[[FrozenTrial], FrozenTrial | N
     """An INT8 copy's fp32 source trial; None for an fp32 trial."""
 
     def source_of(trial: FrozenTrial) -> FrozenTrial | None:
-        number = trial.user_attrs.get("variant_of")
+        number = attributes.variant_of(trial)
         return None if number is None else study.trials[int(number)]
 
     return source_of

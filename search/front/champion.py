@@ -23,17 +23,19 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from search.config import ChampionRule
 from search.front import pareto
 from search.front.pareto import LATENCY, METRIC, SIZE, baseline_trial, complete_trials
-from search.study import POWER_ATTR, StudySettings, fully_trained, is_feasible
+from search.study import StudySettings, attributes, fully_trained, is_feasible
 
 __all__ = [
-    "COST_ATTR",
     "Champion",
     "Verdict",
     "candidates",
     "champion",
     "closest_to_budget",
+    "decide_champion",
+    "recorded_champion",
     "certified_by",
     "could_hold",
     "meets_budget",
@@ -41,8 +43,6 @@ __all__ = [
     "verdict",
 ]
 
-# What confirmation cost: candidates judged, networks trained, seconds (search/front/confirm.py).
-COST_ATTR = "tabslim_confirm_cost"
 # The reasons a note lists for smaller candidates that failed; the rest are counted.
 _SHOWN_REASONS = 5
 
@@ -76,7 +76,7 @@ class Champion:
 def could_hold(trial: FrozenTrial, settings: StudySettings) -> bool:
     """Whether the trial's validation interval still reaches into the floor (its point estimate,
     where it has no interval): only then can a confirmation find it within the floor."""
-    metrics = trial.user_attrs.get("metrics") or {}
+    metrics = attributes.trial_metrics(trial)
     low, high = metrics.get("val_delta_ci_low"), metrics.get("val_delta_ci_high")
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
         return is_feasible(trial)
@@ -93,8 +93,8 @@ def candidates(study: optuna.Study) -> list[FrozenTrial]:
     kept = [
         t
         for t in trials
-        if "repeat_of" not in t.user_attrs
-        and not t.user_attrs.get("baseline")
+        if not attributes.is_repeat(t)
+        and not attributes.is_baseline(t)
         and fully_trained(t)
         and (base is None or t.values[SIZE] < base.values[SIZE])
         and could_hold(t, settings)
@@ -105,13 +105,8 @@ def candidates(study: optuna.Study) -> list[FrozenTrial]:
     )
 
 
-def _source(trial: FrozenTrial) -> int | None:
-    source = trial.user_attrs.get("variant_of")
-    return None if source is None else int(source)
-
-
 def split_verdict(trial: FrozenTrial, settings: StudySettings) -> Verdict:
-    metrics = trial.user_attrs.get("metrics") or {}
+    metrics = attributes.trial_metrics(trial)
     nan = float("nan")
     low = float(metrics.get("val_delta_ci_low", nan))
     high = float(metrics.get("val_delta_ci_high", nan))
@@ -123,7 +118,7 @@ def verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
     """How `trial` fared: out-of-fold or under seeds where confirmation judged it, on the
     validation split otherwise. An INT8 copy passes only when its source passes as well."""
     own = _own_verdict(study, trial)
-    source = _source(trial)
+    source = attributes.variant_of(trial)
     if source is None or not own.passed:
         return own
     held = _own_verdict(study, study.trials[source]).passed
@@ -146,16 +141,16 @@ _INTERVAL = {
 
 def _own_verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
     settings = StudySettings.read(study)
-    confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR)
+    confirmed = attributes.confirmation(study)
     if confirmed is None:
         return split_verdict(trial, settings)
     entry = confirmed.get(str(trial.number))
-    source = _source(trial)
+    source = attributes.variant_of(trial)
     if entry is None and source is not None and confirmed.get(str(source), {}).get("by") == "seeds":
         # Under seeds a copy is judged by its own split interval; its source by its runs.
         own = split_verdict(trial, settings)
         return Verdict(own.trial, own.delta, own.low, own.high, own.passed, "seeds")
-    if entry is None and source is not None and POWER_ATTR not in study.user_attrs:
+    if entry is None and source is not None and not attributes.has_power(study):
         # Studies confirmed before copies were judged on their own stood them with their source.
         # Never since certification rows (a study with a power statement): an untested copy
         # inheriting its source's pass was a false certificate on a real table (-1.4 points).
@@ -175,8 +170,9 @@ def _own_verdict(study: optuna.Study, trial: FrozenTrial) -> Verdict:
 def champion(study: optuna.Study, rule: str | None = None) -> Champion:
     """The model to recommend by `rule` (default: the study's); see the module docstring."""
     settings = StudySettings.read(study)
-    rule = rule or settings.champion
-    if rule == "smallest":
+    chosen_rule = ChampionRule(rule or settings.champion)
+    rule = chosen_rule.value
+    if chosen_rule is ChampionRule.SMALLEST:
         chosen = pareto.recommend(study)
         note = (
             "smallest trial within the floor by its validation point estimate (uncertified: "
@@ -185,7 +181,7 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
             else "no trial finished"
         )
         return Champion(chosen, rule, note)
-    if rule == "within_budget":
+    if chosen_rule.needs_budget:
         return _within_budget(study, settings)
     base = baseline_trial(study, complete_trials(study))
     how = _INTERVAL[certified_by(study)]
@@ -209,10 +205,30 @@ def champion(study: optuna.Study, rule: str | None = None) -> Champion:
     return Champion(base, rule, note, tuple(failed))
 
 
+def decide_champion(study: optuna.Study) -> Champion:
+    """The champion by the study's rule, decided once as a search finishes, and recorded on the
+    study: the report and the MLflow mirror read that choice rather than deciding again."""
+    picked = champion(study)
+    number = None if picked.trial is None else picked.trial.number
+    choice = attributes.ChampionChoice(number, picked.rule, picked.note, picked.failed)
+    attributes.write_champion_choice(study, choice)
+    return picked
+
+
+def recorded_champion(study: optuna.Study) -> Champion:
+    """The champion the latest finished search recorded (`decide_champion`); decided now for a
+    study no finished search recorded one on (older studies, interrupted searches)."""
+    choice = attributes.champion_choice(study)
+    if choice is None:
+        return champion(study)
+    trial = None if choice.trial is None else study.trials[choice.trial]
+    return Champion(trial, choice.rule, choice.note, choice.failed)
+
+
 def certified_by(study: optuna.Study) -> str:
     """ "certification", "out-of-fold" or "validation": what the stored verdicts rest on."""
-    plan = study.user_attrs.get(pareto.CONFIRM_PLAN_ATTR) or {}
-    confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR)
+    plan = attributes.confirm_plan(study)
+    confirmed = attributes.confirmation(study)
     if confirmed is None:
         return "validation"
     if plan.get("by") == "folds" or any(v.get("by") == "folds" for v in confirmed.values()):
@@ -238,7 +254,7 @@ def _failure(study: optuna.Study, trial: FrozenTrial, judged: Verdict, s: StudyS
     """One line: which trial, its size, and why it did not hold."""
     base = baseline_trial(study, complete_trials(study))
     ratio = pareto.ratio(trial.values[SIZE], base.values[SIZE]) if base else float("nan")
-    precision = trial.user_attrs.get("precision")
+    precision = attributes.precision(trial)
     name = f"trial {trial.number} ({ratio:.3g}x{', ' + precision if precision else ''})"
     interval = f"{judged.how} delta {judged.delta:+.4f} [{judged.low:+.4f}, {judged.high:+.4f}]"
     drop = s.allowed_drop()
@@ -257,7 +273,7 @@ def meets_budget(trial: FrozenTrial, budget: dict[str, Any]) -> bool:
 
 def _excess(trial: FrozenTrial, budget: dict[str, Any]) -> dict[str, float]:
     """Each limit's measured value over the limit (<= 1 is within it)."""
-    metrics = trial.user_attrs.get("metrics") or {}
+    metrics = attributes.trial_metrics(trial)
     measured = {"parameters": float(metrics.get("parameters", math.inf))}
     measured["latency_ms"] = float(trial.values[LATENCY])
     return {k: measured[k] / float(v) for k, v in budget.items() if v is not None}
@@ -265,11 +281,11 @@ def _excess(trial: FrozenTrial, budget: dict[str, Any]) -> dict[str, float]:
 
 def closest_to_budget(study: optuna.Study, budget: dict[str, Any]) -> str:
     """The trial nearest to `budget` (the smallest worst excess), as words for an error line."""
-    trials = [t for t in complete_trials(study) if "repeat_of" not in t.user_attrs]
+    trials = [t for t in complete_trials(study) if not attributes.is_repeat(t)]
     if not trials:
         return "no trial finished"
     nearest = min(trials, key=lambda t: (max(_excess(t, budget).values()), t.number))
-    parameters = float((nearest.user_attrs.get("metrics") or {}).get("parameters", math.nan))
+    parameters = float(attributes.trial_metrics(nearest).get("parameters", math.nan))
     return (
         f"the closest is trial {nearest.number} with {parameters:,.0f} parameters and "
         f"{nearest.values[LATENCY]:.4g} ms"
@@ -277,13 +293,13 @@ def closest_to_budget(study: optuna.Study, budget: dict[str, Any]) -> str:
 
 
 def _within_budget(study: optuna.Study, settings: StudySettings) -> Champion:
-    budget = {k: v for k, v in (_budget(study) or {}).items() if v is not None}
+    budget = {k: v for k, v in (settings.budget or {}).items() if v is not None}
     rule = "within_budget"
     limits = ", ".join(f"{k} <= {v:g}" for k, v in budget.items())
     inside = [
         t
         for t in complete_trials(study)
-        if "repeat_of" not in t.user_attrs and fully_trained(t) and meets_budget(t, budget)
+        if not attributes.is_repeat(t) and fully_trained(t) and meets_budget(t, budget)
     ]
     if not inside:
         return Champion(
@@ -293,7 +309,7 @@ def _within_budget(study: optuna.Study, settings: StudySettings) -> Champion:
         )
     judged = [(t, verdict(study, t)) for t in inside]
     # Certification judges those within the budget; only judged ones compete once it has.
-    if study.user_attrs.get(pareto.CONFIRMATION_ATTR) is not None:
+    if attributes.confirmation(study) is not None:
         judged = [(t, v) for t, v in judged if v.passed is not None] or judged
     sign = 1.0 if settings.higher_is_better else -1.0
 
@@ -305,7 +321,7 @@ def _within_budget(study: optuna.Study, settings: StudySettings) -> Champion:
     trial, best = min(judged, key=accuracy)
     holds = (
         "holds the floor"
-        if best.passed or trial.user_attrs.get("baseline")
+        if best.passed or attributes.is_baseline(trial)
         else ("does not hold the floor")
     )
     note = (
@@ -313,8 +329,3 @@ def _within_budget(study: optuna.Study, settings: StudySettings) -> Champion:
         f"{best.delta:+.4f}; it {holds}"
     )
     return Champion(trial, rule, note)
-
-
-def _budget(study: optuna.Study) -> dict[str, Any] | None:
-    config = StudySettings.read(study).config or {}
-    return (config.get("search") or {}).get("budget")

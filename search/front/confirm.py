@@ -45,13 +45,14 @@ from search.front.certify import (
     judge_chain,
     study_source,
 )
-from search.front.champion import COST_ATTR, candidates, meets_budget
+from search.front.champion import candidates, meets_budget
 from search.front.judges import COLUMNS, FOLD_COLUMNS, Folds
 from search.study import (
     CERTIFY,
     ROWS_FILE,
     SearchContext,
     StudySettings,
+    attributes,
     fully_trained,
     read_power,
 )
@@ -62,8 +63,6 @@ from search.study import (
 # could not resolve a 0.5-point floor either (bench/RESULTS.md, digits and breast_cancer).
 AUTO_FOLDS = 5
 AUTO_MIN_ROWS = 5_000
-# The verdict per trial that `search.champion` reads.
-SUMMARY_ATTR = pareto.CONFIRMATION_ATTR
 
 
 @dataclass(frozen=True)
@@ -174,13 +173,13 @@ def confirm_search(
     """The certification step after a finished search, as `plan_confirmation` decides it; the
     plan and the cost are kept on the study for the report. Returns the table, or None."""
     plan = plan_confirmation(study, ctx)
-    study.set_user_attr(pareto.CONFIRM_PLAN_ATTR, dataclasses.asdict(plan))
+    attributes.write_confirm_plan(study, dataclasses.asdict(plan))
     if plan.by == "holdout":
         return certify_holdout(study, ctx)
     if plan.by == "validation":
         # An earlier run's certification judged another set of trials; it must not decide now.
-        study.set_user_attr(SUMMARY_ATTR, None)
-        study.set_user_attr(COST_ATTR, None)
+        attributes.write_confirmation(study, None)
+        attributes.write_confirm_cost(study, None)
         return None
     return confirm_candidates(study, ctx, plan.k, plan.by, progress)
 
@@ -189,14 +188,14 @@ def judging_order(study: optuna.Study, ctx: SearchContext) -> list[FrozenTrial]:
     """The candidates to judge, in order: smallest first for the floor; for `within_budget`,
     those within the budget, most accurate on validation first."""
     search = ctx.config.search
-    if search.champion != "within_budget" or search.budget is None:
+    if not search.champion.needs_budget or search.budget is None:
         return candidates(study)
-    budget = search.budget.model_dump()
+    budget: dict[str, float | None] = search.budget.model_dump()
     inside = [
         t
         for t in pareto.complete_trials(study)
-        if "repeat_of" not in t.user_attrs
-        and not t.user_attrs.get("baseline")
+        if not attributes.is_repeat(t)
+        and not attributes.is_baseline(t)
         and fully_trained(t)
         and meets_budget(t, budget)
     ]
@@ -214,7 +213,7 @@ def confirm_candidates(
     started = time.perf_counter()
     order = judging_order(study, ctx)
     limit = ctx.config.search.confirm_limit
-    if ctx.config.search.champion == "within_budget":
+    if ctx.config.search.champion.needs_budget:
         walk = order[:limit]
     else:
         walk = [link.trial for link in _chain(study, ctx, order, folds=True, limit=limit)]
@@ -231,7 +230,7 @@ def confirm_candidates(
 
     def passes(trial: FrozenTrial) -> bool:
         """Judge `trial` (a copy with its source first: its networks serve both)."""
-        source = trial.user_attrs.get("variant_of")
+        source = attributes.variant_of(trial)
         for member in ([study.trials[int(source)]] if source is not None else []) + [trial]:
             if str(member.number) in summary:
                 continue
@@ -246,11 +245,11 @@ def confirm_candidates(
     judged = 0
     for trial in walk:
         judged += 1
-        if not passes(trial) and ctx.config.search.champion != "within_budget":
+        if not passes(trial) and not ctx.config.search.champion.needs_budget:
             break  # the fixed sequence ends at its first failure
     bar.total = bar.n
     bar.close()
-    study.set_user_attr(SUMMARY_ATTR, summary)
+    attributes.write_confirmation(study, summary)
     cost = {
         "candidates": judged,
         "of": len(order),
@@ -259,7 +258,7 @@ def confirm_candidates(
         "rejected_early": sum(bool(e.get("rejected_early")) for e in summary.values()),
         "seconds": time.perf_counter() - started,
     }
-    study.set_user_attr(COST_ATTR, cost)
+    attributes.write_confirm_cost(study, cost)
     return pd.DataFrame(rows, columns=[*COLUMNS, *FOLD_COLUMNS])
 
 
@@ -290,7 +289,7 @@ def certify_holdout(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
     started = time.perf_counter()
     settings = StudySettings.read(study)
     order = judging_order(study, ctx)
-    budget = ctx.config.search.champion == "within_budget"
+    budget = ctx.config.search.champion.needs_budget
     # within_budget: the most accurate within the budget by validation, and only it, is
     # certified; choosing among several by their certification rows would select on them.
     chain = (
@@ -313,7 +312,7 @@ def certify_holdout(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
         stop_at_failure=not budget,
     )
     summary, table = holdout_entries(chain, verdicts)
-    study.set_user_attr(SUMMARY_ATTR, summary)
+    attributes.write_confirmation(study, summary)
     cost = {
         "candidates": len(verdicts),
         "of": len(order),
@@ -321,5 +320,5 @@ def certify_holdout(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
         "trainings": 0,
         "seconds": time.perf_counter() - started,
     }
-    study.set_user_attr(COST_ATTR, cost)
+    attributes.write_confirm_cost(study, cost)
     return table

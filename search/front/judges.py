@@ -43,6 +43,7 @@ from search.measure import PairedDelta, noninferiority, paired_delta
 from search.study import (
     SearchContext,
     StudySettings,
+    attributes,
     fit_settings,
     scratch_settings,
 )
@@ -95,13 +96,15 @@ def _member(
     """The trial's candidate trained again on `data`: its pruning plan applied to `baseline`,
     or its widths from scratch (with `data`'s input widths: a fold may see other categories),
     distilled from `teacher()` (`baseline`'s outputs on `data`) for a distill trial."""
-    approach = trial.user_attrs.get("approach")
+    approach = attributes.approach(trial)
     if approach == "prune":
-        plan = PruningPlan.from_dict(trial.user_attrs["plan"])
+        stored = attributes.plan_dict(trial)
+        assert stored is not None, "a prune trial stores its plan"
+        plan = PruningPlan.from_dict(stored)
         return apply_plan(
             baseline, plan, data=data, fit_settings=fitting, seed=fitting.seed
         ).network
-    spec = dataclasses.replace(spec_from_dict(trial.user_attrs["spec"]), **data.network_inputs())
+    spec = dataclasses.replace(spec_from_dict(attributes.spec_dict(trial)), **data.network_inputs())
     distill = approach == "distill"
     settings = scratch_settings(config, trial.params, distill=distill)
     settings = dataclasses.replace(settings, seed=fitting.seed)
@@ -173,7 +176,7 @@ class Folds:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         rows, base_rows, vals, tests = [], [], [], []
         metric, seed = self.ctx.metric, self.ctx.config.search.seed
-        source = self.study.trials[int(trial.user_attrs.get("variant_of", trial.number))]
+        source = self.study.trials[_source_number(trial)]
         # A copy's own metrics per fold would need its graph on the test rows too; its rows
         # decide, and the table shows the source's fold metrics only for fp32 members.
         own = source is trial
@@ -229,13 +232,13 @@ class Folds:
     def copy(
         self, trial: FrozenTrial, source: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        precision = str(trial.user_attrs.get("precision"))
+        precision = str(attributes.precision(trial))
         threads = self.ctx.config.measure.threads
         entry, row = self._judge(
             trial, lambda network, data: _quantized_rows(network, data, precision, threads)
         )
         if entry["passed"] and not source["passed"]:
-            reason = f"its source, trial {trial.user_attrs['variant_of']}, does not hold"
+            reason = f"its source, trial {attributes.variant_of(trial)}, does not hold"
             entry, row = (
                 entry | {"passed": False, "reason": reason},
                 row
@@ -245,6 +248,12 @@ class Folds:
                 },
             )
         return entry, row
+
+
+def _source_number(trial: FrozenTrial) -> int:
+    """The trial whose networks judge `trial`: an INT8 copy's source, else itself."""
+    source = attributes.variant_of(trial)
+    return trial.number if source is None else source
 
 
 def _quantized_rows(
@@ -271,9 +280,9 @@ def _row(
 ) -> dict[str, Any]:
     return {
         "trial": trial.number,
-        "approach": trial.user_attrs.get("approach", ""),
-        "precision": trial.user_attrs.get("precision", "fp32"),
-        "widths": "-".join(map(str, trial.user_attrs.get("hidden", []))),
+        "approach": attributes.approach(trial),
+        "precision": attributes.precision_label(trial),
+        "widths": attributes.widths_text(trial),
         "runs": len(vals),
         "val_mean": statistics.fmean(vals),
         "val_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,

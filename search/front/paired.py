@@ -14,21 +14,19 @@ import pandas as pd
 from lightning_modules.networks import build, count_parameters, spec_from_dict
 from lightning_modules.training import fit
 from search.front import pareto
-from search.study import SearchContext, fit_settings
-
-# Study attribute caching finished pairs, so that a resumed study does not train them again.
-PAIRED_ATTR = "tabslim_paired"
+from search.study import SearchContext, attributes, fit_settings
 
 
 def paired_comparison(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
     """One row per pruned front member: its metrics beside a scratch twin of the same widths."""
     metric = ctx.metric
-    cache: dict[str, dict[str, float]] = dict(study.user_attrs.get(PAIRED_ATTR, {}))
+    # Finished pairs are cached on the study, so that a resumed study does not train them again.
+    cache = attributes.paired_cache(study)
     rows = []
     for trial in pareto.front(study):
-        if trial.user_attrs.get("approach") != "prune":
+        if attributes.approach(trial) != "prune":
             continue
-        spec = spec_from_dict(trial.user_attrs["spec"])
+        spec = spec_from_dict(attributes.spec_dict(trial))
         if str(trial.number) not in cache:
             config = fit_settings(ctx.config)
             twin = fit(build(spec, seed=config.seed), ctx.data, config)
@@ -36,10 +34,10 @@ def paired_comparison(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:
                 "val": twin.val_metrics[metric],
                 "test": twin.test_metrics[metric],
             }
-            study.set_user_attr(PAIRED_ATTR, cache)
+            attributes.write_paired_cache(study, cache)
         twin_metrics = cache[str(trial.number)]
-        metrics = trial.user_attrs["metrics"]
-        plan = trial.user_attrs.get("plan", {})
+        metrics = attributes.trial_metrics(trial)
+        plan = attributes.plan_dict(trial) or {}
         rows.append(
             {
                 "trial": trial.number,

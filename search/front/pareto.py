@@ -19,7 +19,7 @@ import pandas as pd
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from search.study import STOP_ATTR, StudySettings, fully_trained, is_feasible
+from search.study import StudySettings, attributes, fully_trained, is_feasible
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -66,10 +66,6 @@ _DTYPES: dict[str, str] = (
     | dict.fromkeys(_TEXT_COLUMNS, "str")
     | dict.fromkeys(_BOOL_COLUMNS, "bool")
 )
-# The study attribute where `search.front.confirm` keeps, per trial, whether it passed confirmation.
-CONFIRMATION_ATTR = "tabslim_confirmation"
-# And how it was confirmed, and why: search/front/confirm.py's ConfirmPlan as a dict.
-CONFIRM_PLAN_ATTR = "tabslim_confirm_plan"
 # Positions in `FrozenTrial.values`, fixed by the study's directions.
 METRIC, SIZE, LATENCY = 0, 1, 2
 _NAN = float("nan")
@@ -82,9 +78,7 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     # A repeat of an earlier sample carries that trial's values; it is the same model, so only
     # the original stands on the front. A trial stopped at a rung of a multi-fidelity search is
     # unfinished: it stays out (and can dominate no finished one, being worse than it would be).
-    members = [
-        t for t in _best_trials(study) if "repeat_of" not in t.user_attrs and fully_trained(t)
-    ]
+    members = [t for t in _best_trials(study) if not attributes.is_repeat(t) and fully_trained(t)]
     return sorted(members, key=_order_key(higher_is_better(study)))
 
 
@@ -124,7 +118,7 @@ def validation_half_width(table: pd.DataFrame) -> float | None:
 
 
 def _is_confident(trial: FrozenTrial, settings: StudySettings) -> bool:
-    metrics = trial.user_attrs.get("metrics") or {}
+    metrics = attributes.trial_metrics(trial)
     low, high = metrics.get("val_delta_ci_low"), metrics.get("val_delta_ci_high")
     return low is not None and high is not None and settings.is_confident(low, high)
 
@@ -152,15 +146,15 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
     test_key = f"test_{settings.metric}"
     rows: list[dict[str, Any]] = []
     for t in trials:
-        metrics = t.user_attrs.get("metrics") or {}
+        metrics = attributes.trial_metrics(t)
         parameters = _parameters(t)
         rows.append(
             {
                 "trial": t.number,
-                "approach": str(t.user_attrs.get("approach", "")),
-                "precision": str(t.user_attrs.get("precision", "fp32")),
+                "approach": attributes.approach(t),
+                "precision": attributes.precision_label(t),
                 "baseline": base is not None and t.number == base.number,
-                "hidden": "-".join(str(w) for w in t.user_attrs.get("hidden", [])),
+                "hidden": attributes.widths_text(t),
                 "metric": t.values[METRIC],
                 "metric_delta": settings.delta(t.values[METRIC]),
                 "test_metric": float(metrics.get(test_key, _NAN)),
@@ -178,7 +172,7 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
                 "feasible": is_feasible(t),
                 "confident": _is_confident(t, settings),
                 "pareto": t.number in on_front,
-                "stopped_epochs": float((t.user_attrs.get(STOP_ATTR) or {}).get("epochs", _NAN)),
+                "stopped_epochs": float((attributes.rung_stop(t) or {}).get("epochs", _NAN)),
             }
         )
     # Explicit dtypes keep an empty table filterable: an empty object column used as a mask
@@ -202,7 +196,7 @@ def baseline_trial(study: optuna.Study, trials: Sequence[FrozenTrial]) -> Frozen
     if number is not None:
         return next((t for t in trials if t.number == int(number)), None)
     # The settings learn the baseline when it finishes; until then, its own flag.
-    return next((t for t in trials if t.user_attrs.get("baseline") is True), None)
+    return next((t for t in trials if attributes.is_baseline(t)), None)
 
 
 def ratio(value: float, reference: float) -> float:
@@ -212,7 +206,7 @@ def ratio(value: float, reference: float) -> float:
 
 
 def _parameters(trial: FrozenTrial) -> float:
-    metrics = trial.user_attrs.get("metrics") or {}
+    metrics = attributes.trial_metrics(trial)
     return float(metrics.get("parameters", _NAN))
 
 

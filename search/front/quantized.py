@@ -31,7 +31,7 @@ import torch
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import output_metrics, output_row_scores
-from search.cluster import DIGESTS_ATTR, digests, fetch
+from search.cluster import digests, fetch
 from search.front import pareto
 from search.measure import (
     Measurement,
@@ -45,16 +45,15 @@ from search.measure import (
 from search.serving import load_network
 from search.study import (
     ROWS_FILE,
-    VARIANT_ATTR,
     SearchContext,
     StudySettings,
+    attributes,
     is_variant,
     paired_metrics,
     run_metrics,
     scored_splits,
 )
 
-PRECISION_ATTR = "precision"
 # Rows of the training split that calibrate static quantization's activation ranges.
 CALIBRATION_ROWS = 512
 
@@ -66,11 +65,7 @@ def quantize_front(study: optuna.Study, ctx: SearchContext) -> list[int]:
         return []
     settings = StudySettings.read(study)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    done = {
-        (t.user_attrs[VARIANT_ATTR], t.user_attrs[PRECISION_ATTR])
-        for t in complete
-        if is_variant(t)
-    }
+    done = {(attributes.variant_of(t), attributes.precision(t)) for t in complete if is_variant(t)}
     added = []
     for member in pareto.front(study):
         if is_variant(member):
@@ -78,7 +73,8 @@ def quantize_front(study: optuna.Study, ctx: SearchContext) -> list[int]:
         wanted = [p for p in precisions if (member.number, p) not in done]
         if not wanted:
             continue
-        source = member.user_attrs.get("repeat_of", member.number)
+        source = attributes.repeat_of(member)
+        source = member.number if source is None else source
         directory = fetch(study, source, ctx.trials_dir, ctx.remote)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -170,6 +166,42 @@ def _add_variant(
     folder: Path,
     precision: str,
 ) -> int:
+    """Measure the `precision` copy in `folder` of `member` and add it as a finished trial of
+    the study, with its files beside the other trials'; returns its number."""
+    metrics = _variant_metrics(study, ctx, settings, member, network, folder)
+    value = _judged_with_source(metrics[f"val_{ctx.metric}"], member.values[0], settings)
+    attrs = attributes.variant_attrs(member, precision, metrics, digests(folder))
+    values = [value, metrics[settings.size], metrics[settings.latency]]
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=values,
+            user_attrs=attrs,
+            constraints={"metric_floor": settings.violation(value)},
+        )
+    )
+    number = next(
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if attributes.variant_of(t) == member.number and attributes.precision(t) == precision
+    )
+    target = ctx.trials_dir / f"trial-{number}"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(folder, target)
+    if ctx.remote is not None:
+        ctx.remote.upload(target, number)
+    return number
+
+
+def _variant_metrics(
+    study: optuna.Study,
+    ctx: SearchContext,
+    settings: StudySettings,
+    member: optuna.trial.FrozenTrial,
+    network: Any,
+    folder: Path,
+) -> dict[str, float]:
+    """The copy's metrics, latency and paired deltas (to the baseline and to its source),
+    measured on its own graph; its row scores replace its source's in `folder`."""
     graph = folder / "model.onnx"
     with np.load(folder / ROWS_FILE) as stored:  # still the source's: the folder is its copy
         source_rows = stored["val"]
@@ -191,7 +223,7 @@ def _add_variant(
         served=ctx.served_rows(),
     )
     measured = Measurement(
-        parameters=int(member.user_attrs["metrics"]["parameters"]),
+        parameters=int(attributes.trial_metrics(member)["parameters"]),
         size_bytes=graph.stat().st_size,  # the INT8 graph: what serves it
         flops=count_flops(network),
         latencies=(timed,),
@@ -204,39 +236,7 @@ def _add_variant(
     metrics |= paired_metrics(ctx, settings, rows, study)
     versus = paired_delta(rows["val"], source_rows, ctx.metric, seed=ctx.config.search.seed)
     metrics |= versus.to_metrics("val_vs_source")
-    value = _judged_with_source(metrics[f"val_{ctx.metric}"], member.values[0], settings)
-    attrs = {
-        "approach": "quantize",
-        PRECISION_ATTR: precision,
-        VARIANT_ATTR: member.number,
-        "hidden": member.user_attrs["hidden"],
-        "spec": member.user_attrs["spec"],
-        "metrics": metrics,
-        DIGESTS_ATTR: digests(folder),
-    }
-    for key in ("host", "cpu_model", "reference_latency_ms", "gpu"):
-        if key in member.user_attrs:
-            attrs[key] = member.user_attrs[key]
-    values = [value, metrics[settings.size], metrics[settings.latency]]
-    study.add_trial(
-        optuna.trial.create_trial(
-            values=values,
-            user_attrs=attrs,
-            constraints={"metric_floor": settings.violation(value)},
-        )
-    )
-    number = next(
-        t.number
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get(VARIANT_ATTR) == member.number
-        and t.user_attrs.get(PRECISION_ATTR) == precision
-    )
-    target = ctx.trials_dir / f"trial-{number}"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(folder, target)
-    if ctx.remote is not None:
-        ctx.remote.upload(target, number)
-    return number
+    return metrics
 
 
 def _judged_with_source(own: float, source: float, settings: StudySettings) -> float:

@@ -12,8 +12,8 @@ import pandas as pd
 
 from search.front import pareto
 from search.front.advice import floor_advice
-from search.front.champion import COST_ATTR, champion
-from search.study import STOPPED_ATTR, StudySettings, read_power
+from search.front.champion import recorded_champion
+from search.study import StudySettings, attributes, read_power
 
 __all__ = [
     "delta_text",
@@ -32,11 +32,11 @@ def study_text(study: optuna.Study, width: int | None = None) -> str:
     settings = StudySettings.read(study)
     table = pareto.trial_table(study)
     lines = [format_report(table, metric=settings.metric, width=width)]
-    stopped = study.user_attrs.get(STOPPED_ATTR)
+    stopped = attributes.stopped_reason(study)
     if stopped:
         lines.append(f"the search stopped, and no champion was registered: {stopped}")
     elif len(table) and settings.baseline_metric is not None:
-        plan = study.user_attrs.get(pareto.CONFIRM_PLAN_ATTR) or {}
+        plan = attributes.confirm_plan(study)
         by = plan.get("by", "validation") if plan else "validation"
         lines.append(floor_resolution(table, settings.allowed_drop(), settings.metric, by))
         statement = read_power(study)
@@ -45,7 +45,7 @@ def study_text(study: optuna.Study, width: int | None = None) -> str:
         if plan:
             reason = f" ({plan['reason']})" if plan.get("reason") else ""
             lines.append(f"certification: {_how(plan)}{reason}{_cost(study)}")
-        picked = champion(study)
+        picked = recorded_champion(study)
         if picked.trial is not None:
             judged = _out_of_fold(study, picked.trial)
             lines.append(
@@ -62,7 +62,7 @@ def study_text(study: optuna.Study, width: int | None = None) -> str:
         unresolved = (
             by == "validation" and half is not None and half > settings.allowed_drop()
         ) or (by == "holdout" and statement is not None and not statement.can_certify)
-        if picked.trial is not None and (picked.trial.user_attrs.get("baseline") or unresolved):
+        if picked.trial is not None and (attributes.is_baseline(picked.trial) or unresolved):
             lines += floor_advice(study)
     return "\n".join(lines)
 
@@ -82,7 +82,7 @@ def _how(plan: dict[str, Any]) -> str:
 def _cost(study: optuna.Study) -> str:
     """What certification cost: candidates judged along the sequence, networks trained,
     seconds."""
-    cost = study.user_attrs.get(COST_ATTR)
+    cost = attributes.confirm_cost(study)
     if not cost:
         return ""
     early = f", {cost['rejected_early']} rejected early" if cost.get("rejected_early") else ""
@@ -97,7 +97,7 @@ def _cost(study: optuna.Study) -> str:
 def _out_of_fold(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """The champion's certified delta and interval: on the certification rows, or out of
     fold."""
-    confirmed = study.user_attrs.get(pareto.CONFIRMATION_ATTR) or {}
+    confirmed = attributes.confirmation(study) or {}
     entry = confirmed.get(str(trial.number), {})
     if "cv_delta_ci_low" not in entry:
         return ""

@@ -5,7 +5,6 @@ from .cost import count_parameters as count_parameters
 from .cost import measure as measure
 from .cost import serialized_bytes as serialized_bytes
 from .export import export_onnx as export_onnx
-from .hosts import WHERE_RAN as WHERE_RAN
 from .hosts import cuda_latency_ms as cuda_latency_ms
 from .hosts import host_profile as host_profile
 from .latency import Latency as Latency

@@ -20,10 +20,7 @@ import torch
 from lightning_modules.networks import MLPSpec, build
 from search.measure.latency import Timing, measure_latency
 
-__all__ = ["WHERE_RAN", "HostProfile", "cuda_latency_ms", "host_profile"]
-
-# The trial attributes that say where its latencies were measured.
-WHERE_RAN = ("host", "cpu_model", "reference_latency_ms", "gpu")
+__all__ = ["HostProfile", "cuda_latency_ms", "host_profile"]
 
 # Small enough to time in a fraction of a second, large enough that the time is not all call
 # overhead: 32 inputs, 128-128 hidden, 2 outputs (about 21k parameters).
@@ -36,14 +33,6 @@ class HostProfile:
     cpu_model: str
     reference_ms: float
     gpu: str | None
-
-    def attrs(self) -> dict[str, str | float]:
-        return {
-            "host": self.host,
-            "cpu_model": self.cpu_model,
-            "reference_latency_ms": self.reference_ms,
-            **({"gpu": self.gpu} if self.gpu else {}),
-        }
 
 
 def _cpu_model() -> str:

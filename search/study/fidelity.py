@@ -20,8 +20,8 @@ size and against the floor (`goes_on`):
 
 Scratch and distill candidates share rungs (both train from random weights); prune candidates
 have their own (their rungs count fine-tuning epochs of a trained network). The baseline is
-never stopped. A stopped trial keeps its metrics and is marked (`STOP_ATTR`); the champion and
-the front leave it out (search/front/champion.py, pareto.py).
+never stopped. A stopped trial keeps its metrics and is marked (`attributes.rung_stop`); the
+champion and the front leave it out (search/front/champion.py, pareto.py).
 """
 
 from __future__ import annotations
@@ -34,20 +34,15 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from search.study import attributes
+
 __all__ = [
-    "RUNGS_ATTR",
-    "STOP_ATTR",
     "Peer",
     "RungJudge",
     "fully_trained",
     "goes_on",
     "rung_epochs",
 ]
-
-# Per trial: {"<epochs>": {"value": best so far, "parameters": n, "goes_on": bool}}.
-RUNGS_ATTR = "rungs"
-# Per stopped trial: {"rung": k, "epochs": e, "reason": "..."}.
-STOP_ATTR = "stopped_at_rung"
 
 
 def rung_epochs(min_epochs: int, reduction: int, max_epochs: int) -> tuple[int, ...]:
@@ -68,7 +63,7 @@ def schedule_of(approach: str) -> str:
 
 def fully_trained(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether the trial trained in full (not stopped at a rung)."""
-    return STOP_ATTR not in trial.user_attrs
+    return attributes.rung_stop(trial) is None
 
 
 @dataclass(frozen=True)
@@ -188,17 +183,15 @@ class RungJudge:
         return go_on
 
     def _write(self) -> None:
-        self.trial.set_user_attr(RUNGS_ATTR, self.records)
-        self.trial.set_user_attr("rung_schedule", self.schedule)
+        attributes.write_rungs(self.trial, self.records, self.schedule)
 
     def _peers(self, epochs: str) -> list[Peer]:
         peers = []
         for other in self.trial.study.get_trials(deepcopy=False):
             if other.number == self.trial.number:
                 continue
-            attrs = other.user_attrs
-            record = (attrs.get(RUNGS_ATTR) or {}).get(epochs)
-            if record is None or attrs.get("rung_schedule") != self.schedule:
+            record = attributes.rung_records(other).get(epochs)
+            if record is None or attributes.rung_schedule(other) != self.schedule:
                 continue
             final = None
             if other.state == TrialState.COMPLETE and fully_trained(other) and other.values:

@@ -24,12 +24,12 @@ from optuna.trial import FrozenTrial
 from scipy import stats
 
 from search.measure import ALPHA
+from search.study import attributes
 from search.study.context import SearchContext
 from search.study.objective import ROWS_FILE
-from search.study.settings import POWER_ATTR, StudySettings
+from search.study.settings import StudySettings
 
 __all__ = [
-    "POWER_ATTR",
     "PowerStatement",
     "chance_to_certify",
     "power_statement",
@@ -121,11 +121,11 @@ def power_statement(
 
 
 def record_power(study: optuna.Study, statement: PowerStatement) -> None:
-    study.set_user_attr(POWER_ATTR, asdict(statement))
+    attributes.write_power(study, asdict(statement))
 
 
 def read_power(study: optuna.Study) -> PowerStatement | None:
-    stored = study.user_attrs.get(POWER_ATTR)
+    stored = attributes.power_dict(study)
     return PowerStatement(**stored) if stored else None
 
 
@@ -134,7 +134,7 @@ def chance_to_certify(
 ) -> float:
     """The chance that `trial` passes on `certify_rows` held-out rows, projected from its
     validation delta and interval on `val_rows` rows (a normal approximation)."""
-    metrics = trial.user_attrs.get("metrics") or {}
+    metrics = attributes.trial_metrics(trial)
     delta = metrics.get("val_delta")
     low, high = metrics.get("val_delta_ci_low"), metrics.get("val_delta_ci_high")
     if delta is None or low is None or high is None or certify_rows == 0:

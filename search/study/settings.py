@@ -20,16 +20,8 @@ from lightning_modules.errors import TabslimInputError
 from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 from search.cluster import without_passwords
 from search.config import Config
+from search.study import attributes
 
-# The study user attribute that holds the settings.
-ATTR = "tabslim"
-# Why a search stopped before its trials (a baseline that learned nothing), for the report.
-STOPPED_ATTR = "tabslim_stopped"
-# What the certification rows can certify, said before the candidates train
-# (`search.study.power`).
-POWER_ATTR = "tabslim_power"
-# How many complete trials the latest `tabslim search` asked for: what workers run up to.
-TARGET_ATTR = "tabslim_n_trials"
 SIZE_METRICS = {"parameters": "parameters", "bytes": "size_bytes", "flops": "flops"}
 # Fields that make two runs of one study comparable; the rest is bookkeeping or results.
 COMPARED = (
@@ -121,18 +113,23 @@ class StudySettings:
             config=without_passwords(config.model_dump(mode="json")),
             trials_dir=trials_dir,
             data_fingerprint=data_fingerprint,
-            champion=search.champion,
+            champion=search.champion.value,
         )
 
     @classmethod
     def read(cls, study: optuna.Study) -> StudySettings:
         """The settings stored on `study`; fields a study lacks take their defaults."""
-        stored = dict(study.user_attrs.get(ATTR) or {})
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in stored.items() if k in known})
+        return cls(**{k: v for k, v in attributes.settings_dict(study).items() if k in known})
 
     def write(self, study: optuna.Study) -> None:
-        study.set_user_attr(ATTR, dataclasses.asdict(self))
+        attributes.write_settings(study, dataclasses.asdict(self))
+
+    @property
+    def budget(self) -> dict[str, float | None] | None:
+        """`search.budget` of the latest run ({"parameters": N, "latency_ms": T}), or None."""
+        budget = ((self.config or {}).get("search") or {}).get("budget")
+        return None if budget is None else dict(budget)
 
     def with_baseline(self, trial_number: int, metric: float) -> StudySettings:
         return dataclasses.replace(self, baseline_trial=trial_number, baseline_metric=metric)

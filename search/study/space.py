@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from lightning_modules.networks import NetworkSpec
 from pruning.plan import PruningPlan, layer_priorities_to_order
 from search.config import PruneConfig, Range, SpaceConfig
+from search.study import attributes
 from search.study.settings import is_feasible
 from search.study.storage import searched_trials
 
@@ -205,9 +206,6 @@ def draw_plan(
     )
 
 
-REFINED_ATTR = "tabslim_ladder_refined"
-
-
 def refine_after_ladder(study: optuna.Study, ctx: SearchContext) -> None:
     """Once every ladder trial has finished, queue the uniform shapes `refine_ladder` names.
 
@@ -217,7 +215,7 @@ def refine_after_ladder(study: optuna.Study, ctx: SearchContext) -> None:
     search = ctx.config.search
     n_layers = len(ctx.baseline.group_sizes())
     ladder = ladder_params(search.space, n_layers, search.approaches)
-    if not ladder or study.user_attrs.get(REFINED_ATTR):
+    if not ladder or attributes.ladder_refined(study):
         return
     wanted = [{k: v for k, v in params.items() if k != "approach"} for params in ladder]
     done: dict[float, bool] = {}
@@ -230,7 +228,7 @@ def refine_after_ladder(study: optuna.Study, ctx: SearchContext) -> None:
     room = search.n_trials - searched_trials(study)
     if len(done) < len(ladder) or room <= 0:
         return
-    study.set_user_attr(REFINED_ATTR, True)
+    attributes.mark_ladder_refined(study)
     rungs = list(done.items())
     choice = {"approach": "scratch"} if len(search.approaches) > 1 else {}
     for multiplier in refine_ladder(rungs, search.space)[:room]:

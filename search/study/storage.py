@@ -19,6 +19,7 @@ from optuna.study import StudyDirection
 from lightning_modules.errors import TabslimInputError
 from search.cluster import redact, retry_callback
 from search.config import Config
+from search.study import attributes
 from search.study.samplers import make_sampler
 from search.study.settings import StudySettings, check_same_data
 
@@ -102,9 +103,7 @@ def open_study(
         check_same_data(stored, settings.data_fingerprint, str(settings.data), name)
     # The champion rule and its budget may change between runs: the latest run's decide.
     kept = dict(stored.config or {})
-    kept["search"] = dict(kept.get("search") or {}) | {
-        "budget": ((settings.config or {}).get("search") or {}).get("budget")
-    }
+    kept["search"] = dict(kept.get("search") or {}) | {"budget": settings.budget}
     dataclasses.replace(stored, champion=settings.champion, config=kept).write(existing)
     return existing
 
@@ -124,19 +123,11 @@ def find_study(name: str, storage_url: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-# A quantized copy of a front member (search/front/quantized.py) is a finished trial of the study,
-# but not one the search ran: it does not count towards `search.n_trials`.
-VARIANT_ATTR = "variant_of"
-
-
-def is_variant(trial: optuna.trial.FrozenTrial) -> bool:
-    return VARIANT_ATTR in trial.user_attrs
-
-
 def searched_trials(study: optuna.Study) -> int:
     """COMPLETE trials the search itself ran (quantized variants left out)."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return sum(not is_variant(t) for t in complete)
+    # A quantized copy of a front member is a finished trial, but not one the search ran.
+    return sum(not attributes.is_variant(t) for t in complete)
 
 
 class StopAtTarget:

@@ -27,10 +27,9 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
 from search import tracking
-from search.cluster import DROPPED_ATTR, RemoteNetworks, fetch
+from search.cluster import RemoteNetworks, fetch
 from search.front import (
-    COST_ATTR,
-    champion,
+    Champion,
     front_markdown,
     hypervolume,
     pareto,
@@ -39,7 +38,7 @@ from search.front import (
     study_text,
 )
 from search.serving import FRONT_TAG, build_profile, load_network, log_model, reference_sample
-from search.study import RUNGS_ATTR, STOP_ATTR, StudySettings, is_feasible
+from search.study import StudySettings, attributes, is_feasible
 from search.tracking.registry import CHAMPION, PREVIOUS, held_by_retrain
 
 _DONE = (TrialState.COMPLETE, TrialState.FAIL)
@@ -124,7 +123,7 @@ class StudyMirror:
         front = {t.number for t in pareto.front(self.study)}
         for trial in self.study.get_trials(deepcopy=False, states=_DONE):
             # A dropped retry never ran; the trial it retried has its own FAILED run.
-            if trial.number not in self._runs and DROPPED_ATTR not in trial.system_attrs:
+            if trial.number not in self._runs and not attributes.was_dropped(trial):
                 self._mirror(trial, trial.number in front)
         for number, run_id in self._runs.items():
             on_front = number in front
@@ -134,62 +133,28 @@ class StudyMirror:
         return len(front)
 
     def _mirror(self, trial: FrozenTrial, on_front: bool) -> None:
-        attrs = trial.user_attrs
-        feasible = is_feasible(trial)
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial.number}",
             start_time=int(trial.datetime_start.timestamp() * 1000)
             if trial.datetime_start
             else None,
-            tags={
-                "mlflow.parentRunId": self.parent_run_id,
-                "tabslim.kind": "trial",
-                "tabslim.study": self.study.study_name,
-                "tabslim.trial": str(trial.number),
-                "tabslim.state": trial.state.name,
-                "tabslim.approach": str(attrs.get("approach", "")),
-                "tabslim.precision": str(attrs.get("precision", "fp32")),
-                "baseline": _tag(bool(attrs.get("baseline", False))),
-                # Where it ran: latencies of different hosts compare through latency_relative.
-                **{
-                    f"tabslim.{k}": str(attrs[k])
-                    for k in ("host", "cpu_model", "gpu")
-                    if k in attrs
-                },
-                "feasible": _tag(feasible),
-                "pareto": _tag(on_front),
-                **({"repeat_of": str(attrs["repeat_of"])} if "repeat_of" in attrs else {}),
-            },
+            tags=self._trial_tags(trial, on_front),
         )
         run_id = run.info.run_id
         if self.dataset is not None:
             self.client.log_inputs(run_id, datasets=[self.dataset])
-        # Floats from a step grid print as 0.15000000000000002; six digits read better.
-        params = {
-            k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in trial.params.items()
-        }
-        params["approach"] = str(attrs.get("approach", ""))
-        params["precision"] = str(attrs.get("precision", "fp32"))
-        if "variant_of" in attrs:
-            params["variant_of"] = str(attrs["variant_of"])
-        params["widths"] = "-".join(map(str, attrs.get("hidden", [])))
-        # What an adaptive schedule chose by itself: kept widths, steps accepted and rolled back.
-        for key, value in (attrs.get("prune_details") or {}).items():
-            params[f"prune.{key}"] = (
-                "-".join(map(str, value)) if isinstance(value, list) else str(value)
-            )
         finished = trial.datetime_complete or trial.datetime_start
         timestamp = int(finished.timestamp() * 1000) if finished else _now()
-        metrics = [Metric(k, float(v), timestamp, 0) for k, v in attrs.get("metrics", {}).items()]
+        metrics = [
+            Metric(k, float(v), timestamp, 0) for k, v in attributes.trial_metrics(trial).items()
+        ]
+        stopped = attributes.stopped_below_floor(trial)
         self.client.log_batch(
             run_id,
             metrics=metrics,
-            params=[Param(k, v) for k, v in params.items()],
-            tags=[
-                RunTag("tabslim.stopped_below_floor", _tag(bool(attrs.get("stopped_below_floor")))),
-                *_rung_tags(attrs),
-            ],
+            params=[Param(k, v) for k, v in _trial_params(trial).items()],
+            tags=[RunTag("tabslim.stopped_below_floor", _tag(stopped)), *_rung_tags(trial)],
         )
         end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
         status = "FINISHED" if trial.state == TrialState.COMPLETE else "FAILED"
@@ -201,8 +166,31 @@ class StudyMirror:
         if trial.state == TrialState.COMPLETE and self.keep_models == "all":
             self._log_model(trial)
 
+    def _trial_tags(self, trial: FrozenTrial, on_front: bool) -> dict[str, str]:
+        repeat = attributes.repeat_of(trial)
+        return {
+            "mlflow.parentRunId": self.parent_run_id,
+            "tabslim.kind": "trial",
+            "tabslim.study": self.study.study_name,
+            "tabslim.trial": str(trial.number),
+            "tabslim.state": trial.state.name,
+            "tabslim.approach": attributes.approach(trial),
+            "tabslim.precision": attributes.precision_label(trial),
+            "baseline": _tag(attributes.is_baseline(trial)),
+            # Where it ran: latencies of different hosts compare through latency_relative.
+            **{
+                f"tabslim.{k}": str(v)
+                for k, v in attributes.where_ran(trial).items()
+                if k in ("host", "cpu_model", "gpu")
+            },
+            "feasible": _tag(is_feasible(trial)),
+            "pareto": _tag(on_front),
+            **({"repeat_of": str(repeat)} if repeat is not None else {}),
+        }
+
     def _log_model(self, trial: FrozenTrial) -> str | None:
-        number = trial.user_attrs.get("repeat_of", trial.number)
+        repeat = attributes.repeat_of(trial)
+        number = trial.number if repeat is None else repeat
         try:
             directory = fetch(self.study, number, self.trials_dir, self.remote)
         except TabslimInputError:
@@ -210,7 +198,7 @@ class StudyMirror:
         spec, network, preprocessor = load_network(directory)
         # Task anomaly: the served model flags rows at the threshold the trial chose on
         # validation with its own outputs (an INT8 copy's differ from its source's).
-        threshold = trial.user_attrs.get("metrics", {}).get("val_threshold")
+        threshold = attributes.trial_metrics(trial).get("val_threshold")
         if preprocessor.task == "anomaly" and threshold is not None:
             preprocessor = dataclasses.replace(preprocessor, anomaly_threshold=float(threshold))
         elif self.data is not None:
@@ -219,7 +207,7 @@ class StudyMirror:
         with mlflow.start_run(run_id=run_id, nested=True):
             # A quantized variant's folder holds the INT8 graph it was measured as: that serves,
             # and its own outputs calibrate its estimators.
-            graph = directory / "model.onnx" if "precision" in trial.user_attrs else None
+            graph = directory / "model.onnx" if attributes.precision(trial) else None
             profile = (
                 build_profile(self.data, network, graph=graph) if self.data is not None else None
             )
@@ -242,12 +230,13 @@ class StudyMirror:
         *,
         status: str = "FINISHED",
         tables: dict[str, pd.DataFrame] | None = None,
-        register: bool = True,
+        champion: Champion | None = None,
     ) -> str | None:
-        """Log the front, its plots and test metrics on the parent; register the champion.
+        """Log the front, its plots and test metrics on the parent; register `champion`.
 
-        Returns the champion's model URI, or None when none was registered (`register` off,
-        e.g. because the baseline did not learn, or nothing finished).
+        `champion` is the search's decision (`search.front.decide_champion`); None registers
+        nothing (a search that did not finish, or a baseline that did not learn). Returns the
+        champion's model URI, or None when none was registered.
         """
         self.sync()
         for trial in pareto.front(self.study):
@@ -255,9 +244,31 @@ class StudyMirror:
                 self._log_model(trial)
         settings = StudySettings.read(self.study)
         table = pareto.trial_table(self.study)
-        run_id = self.parent_run_id
-        metric = settings.metric
         front_table = table[table["pareto"]] if len(table) else table
+        self._log_tables(table, front_table, settings, tables or {})
+        summary = self._summary(table, front_table, settings.metric)
+        champion_uri = self._register_champion(champion) if champion is not None else None
+        if champion_uri is not None:
+            chosen = table[table["trial"] == self._champion_trial].iloc[0]
+            summary |= _champion_metrics(chosen, settings.metric)
+            summary = {k: v for k, v in summary.items() if v == v}  # MLflow refuses NaN
+        run_id = self.parent_run_id
+        self.client.log_batch(run_id, metrics=[Metric(k, v, _now(), 0) for k, v in summary.items()])
+        # The run's Description in the UI: the front at a glance, before opening any artifact.
+        markdown = front_markdown(table, metric=settings.metric)
+        self.client.set_tag(run_id, "mlflow.note.content", markdown)
+        self.client.set_terminated(run_id, status=status)
+        return champion_uri
+
+    def _log_tables(
+        self,
+        table: pd.DataFrame,
+        front_table: pd.DataFrame,
+        settings: StudySettings,
+        tables: dict[str, pd.DataFrame],
+    ) -> None:
+        """The trials and the front as CSV, the front's plots, the report and `tables`."""
+        run_id = self.parent_run_id
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             table.to_csv(folder / "trials.csv", index=False)
@@ -270,7 +281,7 @@ class StudyMirror:
                     plot(
                         table,
                         folder / name,
-                        metric=metric,
+                        metric=settings.metric,
                         floor=settings.floor(),
                         title=f"{self.study.study_name}: {len(table)} trials",
                     )
@@ -278,9 +289,14 @@ class StudyMirror:
             report = study_text(self.study)
             (folder / "report.txt").write_text(report + "\n")
             self.client.log_artifact(run_id, str(folder / "report.txt"))
-            for name, extra in (tables or {}).items():
+            for name, extra in tables.items():
                 extra.to_csv(folder / name, index=False)
                 self.client.log_artifact(run_id, str(folder / name))
+
+    def _summary(
+        self, table: pd.DataFrame, front_table: pd.DataFrame, metric: str
+    ) -> dict[str, float]:
+        """The parent run's metrics: counts, hypervolume, the front's test metrics, the cost."""
         summary = {
             "trials_complete": float(len(table)),
             "front_size": float(len(front_table)),
@@ -288,34 +304,13 @@ class StudyMirror:
         }
         for row in front_table.itertuples():
             summary[f"front_trial_{row.trial}_test_{metric}"] = float(row.test_metric)
-        cost = self.study.user_attrs.get(COST_ATTR) or {}
+        cost = attributes.confirm_cost(self.study) or {}
         for key in ("candidates", "trainings", "seconds"):
             if key in cost:
                 summary[f"confirm_{key}"] = float(cost[key])
-        champion_uri = self._register_champion() if register else None
-        if champion_uri is not None:
-            chosen = table[table["trial"] == self._champion_trial].iloc[0]
-            summary |= {
-                "champion_trial": float(chosen["trial"]),
-                "champion_param_ratio": float(chosen["param_ratio"]),
-                "champion_latency_ratio": float(chosen["latency_ratio"]),
-                f"champion_val_{metric}": float(chosen["metric"]),
-                f"champion_test_{metric}": float(chosen["test_metric"]),
-                "champion_val_delta_ci_low": float(chosen["delta_low"]),
-                "champion_val_delta_ci_high": float(chosen["delta_high"]),
-                "champion_test_delta": float(chosen["test_delta"]),
-                "champion_test_delta_ci_low": float(chosen["test_delta_low"]),
-                "champion_test_delta_ci_high": float(chosen["test_delta_high"]),
-            }
-            summary = {k: v for k, v in summary.items() if v == v}  # MLflow refuses NaN
-        self.client.log_batch(run_id, metrics=[Metric(k, v, _now(), 0) for k, v in summary.items()])
-        # The run's Description in the UI: the front at a glance, before opening any artifact.
-        self.client.set_tag(run_id, "mlflow.note.content", front_markdown(table, metric=metric))
-        self.client.set_terminated(run_id, status=status)
-        return champion_uri
+        return summary
 
-    def _register_champion(self) -> str | None:
-        picked = champion(self.study)
+    def _register_champion(self, picked: Champion) -> str | None:
         self.champion_note = picked.note
         chosen = picked.trial
         if chosen is None:
@@ -332,9 +327,9 @@ class StudyMirror:
             current = None
         # The front's shapes travel with the champion: `tabslim retrain --search` starts there.
         front = [
-            t.user_attrs["hidden"]
+            attributes.hidden(t)
             for t in pareto.front(self.study)
-            if "hidden" in t.user_attrs and "variant_of" not in t.user_attrs
+            if attributes.hidden(t) is not None and not attributes.is_variant(t)
         ]
         if current is not None and current.tags.get("tabslim.trial") == str(chosen.number):
             # The same champion, but a resumed search may have moved the front.
@@ -367,11 +362,43 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-def _rung_tags(attrs: dict[str, Any]) -> list[RunTag]:
+def _trial_params(trial: FrozenTrial) -> dict[str, str]:
+    # Floats from a step grid print as 0.15000000000000002; six digits read better.
+    params = {k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in trial.params.items()}
+    params["approach"] = attributes.approach(trial)
+    params["precision"] = attributes.precision_label(trial)
+    source = attributes.variant_of(trial)
+    if source is not None:
+        params["variant_of"] = str(source)
+    params["widths"] = attributes.widths_text(trial)
+    # What an adaptive schedule chose by itself: kept widths, steps accepted and rolled back.
+    for key, value in attributes.prune_details(trial).items():
+        listed = isinstance(value, list)
+        params[f"prune.{key}"] = "-".join(map(str, value)) if listed else str(value)
+    return params
+
+
+def _champion_metrics(chosen: pd.Series, metric: str) -> dict[str, float]:
+    """The champion's row of the trial table, as the parent run's `champion_*` metrics."""
+    return {
+        "champion_trial": float(chosen["trial"]),
+        "champion_param_ratio": float(chosen["param_ratio"]),
+        "champion_latency_ratio": float(chosen["latency_ratio"]),
+        f"champion_val_{metric}": float(chosen["metric"]),
+        f"champion_test_{metric}": float(chosen["test_metric"]),
+        "champion_val_delta_ci_low": float(chosen["delta_low"]),
+        "champion_val_delta_ci_high": float(chosen["delta_high"]),
+        "champion_test_delta": float(chosen["test_delta"]),
+        "champion_test_delta_ci_low": float(chosen["test_delta_low"]),
+        "champion_test_delta_ci_high": float(chosen["test_delta_high"]),
+    }
+
+
+def _rung_tags(trial: FrozenTrial) -> list[RunTag]:
     """Where a multi-fidelity search stopped the trial, and why; "no" when it trained in full."""
-    stop = attrs.get(STOP_ATTR)
+    stop = attributes.rung_stop(trial)
     if stop is None:
-        return [RunTag("tabslim.stopped_at_rung", "no")] if attrs.get(RUNGS_ATTR) else []
+        return [RunTag("tabslim.stopped_at_rung", "no")] if attributes.rung_records(trial) else []
     return [
         RunTag("tabslim.stopped_at_rung", f"{stop['rung']} ({stop['epochs']} epochs)"),
         RunTag("tabslim.rung_reason", str(stop["reason"])[:5000]),
