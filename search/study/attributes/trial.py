@@ -1,53 +1,26 @@
-"""What a study stores: the one owner of every study and trial user attribute's key.
-
-As MLflow keeps its system tags in `mlflow_tags.py`, this module names each attribute a tabslim
-study holds and reads and writes it with a typed function; no other module spells a key. The
-keys and the stored values are those of studies written before this module existed, so that an
-old study reads the same.
-
-It sits at the bottom of `search.study` (it imports nothing of the study), so that study, front,
-tracking and commands all reach it. Three keys are spelled below it, in `search.cluster`, which
-sits below `search.study` and may not import upwards: the owner process a trial is stamped with,
-a dropped retry's reason, and the digests of a trial's saved network. They are the cluster's own
-protocol, written and checked by its own code; this module imports them from there, lists them
-with the rest, and gives the readers that the packages above use.
-"""
+"""Typed readers and writers of a trial's attributes."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.cluster.liveness import DROPPED_ATTR, OWNER_ATTR
-from search.cluster.network_store import DIGESTS_ATTR
+from search.study.attributes.keys import DROPPED, TrialKey
 
 __all__ = [
-    "ChampionChoice",
-    "StudyKey",
-    "TrialKey",
     "approach",
     "baseline_attrs",
     "candidate_key",
-    "champion_choice",
-    "confirm_cost",
-    "confirm_plan",
-    "confirmation",
-    "has_power",
     "hidden",
     "is_baseline",
     "is_repeat",
     "is_variant",
-    "ladder_refined",
-    "mark_ladder_refined",
     "network_digests",
     "owner",
-    "paired_cache",
     "plan_dict",
-    "power_dict",
     "precision",
     "precision_label",
     "prune_details",
@@ -56,95 +29,19 @@ __all__ = [
     "rung_records",
     "rung_schedule",
     "rung_stop",
-    "settings_dict",
     "spec_dict",
     "stopped_below_floor",
-    "stopped_reason",
     "trial_metrics",
-    "trial_target",
     "variant_attrs",
     "variant_of",
     "was_dropped",
     "where_ran",
     "widths_text",
     "write_candidate",
-    "write_champion_choice",
-    "write_confirm_cost",
-    "write_confirm_plan",
-    "write_confirmation",
     "write_outcome",
-    "write_paired_cache",
-    "write_power",
     "write_rung_stop",
     "write_rungs",
-    "write_settings",
-    "write_stopped",
-    "write_trial_target",
 ]
-
-
-class StudyKey:
-    """The keys of the study's own user attributes."""
-
-    # The settings (`search.study.settings.StudySettings`).
-    SETTINGS = "tabslim"
-    # Why a search stopped before its trials (a baseline that learned nothing), for the report.
-    STOPPED = "tabslim_stopped"
-    # What the certification rows can certify, said before the candidates train.
-    POWER = "tabslim_power"
-    # How many complete trials the latest `tabslim search` asked for: what workers run up to.
-    TARGET = "tabslim_n_trials"
-    # Set once the widths ladder has been refined (`search.study.space.refine_ladder`).
-    LADDER_REFINED = "tabslim_ladder_refined"
-    # Prune-versus-scratch paired rows, cached per prune trial (`search.front.paired`).
-    PAIRED = "tabslim_paired"
-    # The verdicts of certification, per trial number (`search.front.confirm`).
-    CONFIRMATION = "tabslim_confirmation"
-    # How certification judged: holdout, folds or validation, and why.
-    CONFIRM_PLAN = "tabslim_confirm_plan"
-    # What certification cost: candidates judged, networks trained, seconds.
-    CONFIRM_COST = "tabslim_confirm_cost"
-    # The champion the latest finished search chose (`search.front.decide_champion`).
-    CHAMPION = "tabslim_champion"
-
-
-class TrialKey:
-    """The keys of a trial's user attributes."""
-
-    BASELINE = "baseline"
-    APPROACH = "approach"
-    # What was trained, to recognise a repeat of an earlier trial.
-    CANDIDATE_KEY = "candidate_key"
-    PLAN = "plan"
-    # The earlier trial that trained the same candidate; its outcome is copied.
-    REPEAT_OF = "repeat_of"
-    SPEC = "spec"
-    HIDDEN = "hidden"
-    METRICS = "metrics"
-    STOPPED_BELOW_FLOOR = "stopped_below_floor"
-    STOPPED_BY = "stopped_by"
-    PRUNE_DETAILS = "prune_details"
-    # Multi-fidelity: each rung's record, the schedule, and where the trial was stopped.
-    RUNGS = "rungs"
-    RUNG_SCHEDULE = "rung_schedule"
-    RUNG_STOP = "stopped_at_rung"
-    # A quantized copy of a front member: its precision and its source trial. Such a copy is a
-    # finished trial of the study, but not one the search ran: it does not count towards
-    # `search.n_trials`.
-    PRECISION = "precision"
-    VARIANT_OF = "variant_of"
-    # Stamped by `search.cluster` (see the module docstring).
-    OWNER = OWNER_ATTR
-    DIGESTS = DIGESTS_ATTR
-    # Where its latencies were measured (`search.measure.hosts`).
-    WHERE_RAN = ("host", "cpu_model", "reference_latency_ms", "gpu")
-
-
-# A system attribute, stamped by `search.cluster`: a queued retry dropped unrun, and why.
-DROPPED = DROPPED_ATTR
-
-
-# --- trials -----------------------------------------------------------------------------------
 
 
 def trial_metrics(trial: FrozenTrial) -> dict[str, float]:
@@ -370,135 +267,3 @@ def variant_attrs(
         TrialKey.DIGESTS: dict(digests),
     }
     return attrs | where_ran(member)
-
-
-# --- the study --------------------------------------------------------------------------------
-
-
-def settings_dict(study: optuna.Study) -> dict[str, Any]:
-    """The stored settings as written (`StudySettings.read` types them)."""
-    return dict(study.user_attrs.get(StudyKey.SETTINGS) or {})
-
-
-def write_settings(study: optuna.Study, settings: Mapping[str, Any]) -> None:
-    study.set_user_attr(StudyKey.SETTINGS, dict(settings))
-
-
-def stopped_reason(study: optuna.Study) -> str | None:
-    """Why the search stopped before its trials; None when it did not."""
-    reason = study.user_attrs.get(StudyKey.STOPPED)
-    return str(reason) if reason else None
-
-
-def write_stopped(study: optuna.Study, reason: str) -> None:
-    study.set_user_attr(StudyKey.STOPPED, reason)
-
-
-def power_dict(study: optuna.Study) -> dict[str, Any] | None:
-    """The power statement as stored (`search.study.power.read_power` types it)."""
-    stored = study.user_attrs.get(StudyKey.POWER)
-    return dict(stored) if stored else None
-
-
-def has_power(study: optuna.Study) -> bool:
-    """Whether a power statement was made: true of every study since certification rows."""
-    return StudyKey.POWER in study.user_attrs
-
-
-def write_power(study: optuna.Study, statement: Mapping[str, Any]) -> None:
-    study.set_user_attr(StudyKey.POWER, dict(statement))
-
-
-def trial_target(study: optuna.Study) -> int | None:
-    target = study.user_attrs.get(StudyKey.TARGET)
-    return None if target is None else int(target)
-
-
-def write_trial_target(study: optuna.Study, n_trials: int) -> None:
-    study.set_user_attr(StudyKey.TARGET, n_trials)
-
-
-def ladder_refined(study: optuna.Study) -> bool:
-    return bool(study.user_attrs.get(StudyKey.LADDER_REFINED))
-
-
-def mark_ladder_refined(study: optuna.Study) -> None:
-    study.set_user_attr(StudyKey.LADDER_REFINED, True)
-
-
-def paired_cache(study: optuna.Study) -> dict[str, dict[str, float]]:
-    return dict(study.user_attrs.get(StudyKey.PAIRED, {}))
-
-
-def write_paired_cache(study: optuna.Study, cache: Mapping[str, dict[str, float]]) -> None:
-    study.set_user_attr(StudyKey.PAIRED, dict(cache))
-
-
-def confirmation(study: optuna.Study) -> dict[str, dict[str, Any]] | None:
-    """Certification's verdict per trial number (as a string); None before it judged any."""
-    return study.user_attrs.get(StudyKey.CONFIRMATION)
-
-
-def write_confirmation(study: optuna.Study, verdicts: Mapping[str, Any] | None) -> None:
-    study.set_user_attr(StudyKey.CONFIRMATION, None if verdicts is None else dict(verdicts))
-
-
-def confirm_plan(study: optuna.Study) -> dict[str, Any]:
-    """How certification judged ({"by": ..., "reason": ...}); empty before it ran."""
-    return dict(study.user_attrs.get(StudyKey.CONFIRM_PLAN) or {})
-
-
-def write_confirm_plan(study: optuna.Study, plan: Mapping[str, Any]) -> None:
-    study.set_user_attr(StudyKey.CONFIRM_PLAN, dict(plan))
-
-
-def confirm_cost(study: optuna.Study) -> dict[str, Any] | None:
-    cost = study.user_attrs.get(StudyKey.CONFIRM_COST)
-    return dict(cost) if cost else None
-
-
-def write_confirm_cost(study: optuna.Study, cost: Mapping[str, Any] | None) -> None:
-    study.set_user_attr(StudyKey.CONFIRM_COST, None if cost is None else dict(cost))
-
-
-@dataclass(frozen=True)
-class ChampionChoice:
-    """The champion a finished search chose, as recorded on the study.
-
-    `trial` is None when nothing could be chosen; `failed` says, smallest first, why each
-    smaller candidate was passed over.
-    """
-
-    trial: int | None
-    rule: str
-    note: str
-    failed: tuple[str, ...] = ()
-
-
-def champion_choice(study: optuna.Study) -> ChampionChoice | None:
-    """The recorded choice; None for a study no search has finished since it was recorded."""
-    stored = study.user_attrs.get(StudyKey.CHAMPION)
-    if not stored:
-        return None
-    trial = stored.get("trial")
-    return ChampionChoice(
-        None if trial is None else int(trial),
-        str(stored["rule"]),
-        str(stored["note"]),
-        tuple(stored.get("failed") or ()),
-    )
-
-
-def write_champion_choice(study: optuna.Study, choice: ChampionChoice | None) -> None:
-    """Record the choice; None forgets an earlier one (a search that did not finish)."""
-    study.set_user_attr(
-        StudyKey.CHAMPION,
-        None
-        if choice is None
-        else {
-            "trial": choice.trial,
-            "rule": choice.rule,
-            "note": choice.note,
-            "failed": list(choice.failed),
-        },
-    )
