@@ -53,7 +53,7 @@ import pruning.plan
 from lightning_modules.data import TabularDataModule
 from lightning_modules.distillation import Distillation, teacher_outputs
 from lightning_modules.evaluation import evaluate_network
-from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC  # noqa: E402
+from lightning_modules.metrics import HIGHER_IS_BETTER  # noqa: E402
 from lightning_modules.networks import MLP, MLPSpec, build, count_parameters
 from lightning_modules.training import FitSettings, fit, quiet_lightning  # noqa: E402
 from pruning.criteria import CRITERIA, layer_scores
@@ -178,7 +178,7 @@ def _config(settings: Settings, seed: int) -> FitSettings:
 
 
 def _score(network: MLP, data: TabularDataModule, split: str) -> float:
-    return evaluate_network(network, data, split)[PRIMARY_METRIC[data.task]]
+    return evaluate_network(network, data, split)[data.task.metric]
 
 
 def _prune(
@@ -238,7 +238,7 @@ def train_baseline(dataset: str, settings: Settings) -> Baseline:
     spec = MLPSpec(hidden=HIDDEN, **data.network_inputs())
     result = fit(build(spec, seed=0), data, _config(settings, 0))
     assert isinstance(result.network, MLP)
-    metric = PRIMARY_METRIC[data.task]
+    metric = data.task.metric
     return Baseline(
         dataset=dataset,
         data=data,

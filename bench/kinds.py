@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lightning_modules.data import TabularDataModule  # noqa: E402
 from lightning_modules.evaluation import evaluate_network  # noqa: E402
-from lightning_modules.metrics import PRIMARY_METRIC  # noqa: E402
 from lightning_modules.networks import KINDS, build, count_parameters  # noqa: E402
 from lightning_modules.training import FitSettings, fit, quiet_lightning  # noqa: E402
 from pruning.plan import PruningPlan, apply_plan  # noqa: E402
@@ -71,7 +70,7 @@ def _settings(lr: float, seed: int, max_epochs: int) -> FitSettings:
 
 
 def _test(network: Any, data: TabularDataModule) -> float:
-    return evaluate_network(network, data, "test")[PRIMARY_METRIC[data.task]]
+    return evaluate_network(network, data, "test")[data.task.metric]
 
 
 def _baseline(kind: str, data: TabularDataModule, max_epochs: int) -> tuple[Any, float, float]:

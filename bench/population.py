@@ -41,8 +41,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lightning_modules.metrics import Task, row_scores  # noqa: E402
+from lightning_modules.metrics import row_scores  # noqa: E402
 from lightning_modules.tables import read_table  # noqa: E402
+from lightning_modules.task import Task  # noqa: E402
 from search.commands import run_search  # noqa: E402
 from search.config import validate  # noqa: E402
 from search.front import champion  # noqa: E402

@@ -37,7 +37,6 @@ class SplitTensors(Protocol):
     anomaly_fpr: float
 
 
-TASK = "anomaly"
 METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "f1", "threshold")
 # A positive class above this share of the rows is not an anomaly: classify it instead.
 MAX_POSITIVE_SHARE = 0.2

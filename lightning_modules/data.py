@@ -22,9 +22,10 @@ from lightning_modules.batches import InMemoryBatches
 from lightning_modules.columns import plan_columns, time_order
 from lightning_modules.datasets import TARGET, load_bundled
 from lightning_modules.errors import TabslimInputError, shown
-from lightning_modules.preprocessing import TASKS, Preprocessor, infer_task
+from lightning_modules.preprocessing import Preprocessor, classes_task, infer_task
 from lightning_modules.splits import MIN_ROWS_PER_SPLIT, split
 from lightning_modules.tables import read_table
+from lightning_modules.task import Task
 
 # Training batches that one Lightning step receives; `TabularModule` steps its optimiser once
 # per batch, so the training is the same as one batch per step.
@@ -47,8 +48,9 @@ __all__ = [
 ]
 
 
-def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str) -> str:
-    """Check the table for the task and return the task (inferred when None)."""
+def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str) -> Task:
+    """Check the table for the task and return the task: parsed from its name, resolved from
+    "classification" by the target's classes, or inferred when None."""
     if target not in frame.columns:
         columns = ", ".join(map(str, frame.columns[:20]))
         raise TabslimInputError(
@@ -64,31 +66,43 @@ def check_table(frame: pd.DataFrame, target: str, task: str | None, source: str)
         )
     if len(frame.columns) < 2:
         raise TabslimInputError(f"{source} has no feature columns besides the target '{target}'")
+    parsed = _parsed_task(task, y)
+    _check_target(y, parsed, target, source)
+    return parsed
+
+
+def _parsed_task(task: str | None, y: pd.Series) -> Task:
+    """The task a config names: "classification" and None (inferred) are resolved by `y`."""
     if task is None:
-        task = infer_task(y)
-    elif task == "classification":
-        task = "binary" if y.dropna().nunique() <= 2 else "multiclass"
-    if task not in TASKS:
-        raise TabslimInputError(
-            f"task must be one of {['classification', *TASKS]}, but got task={task!r}"
-        )
-    if task == "regression" and not (
+        return infer_task(y)
+    # "classification" is a config's name only: binary or multiclass by the target's classes.
+    if task == "classification":
+        return classes_task(y)
+    try:
+        return Task(task)
+    except ValueError:
+        names = ["classification", *(t.value for t in Task)]
+        raise TabslimInputError(f"task must be one of {names}, but got task={task!r}") from None
+
+
+def _check_target(y: pd.Series, task: Task, target: str, source: str) -> None:
+    """The target column fits `task`, or a one-line error saying how it does not."""
+    if task.is_regression and not (
         pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
     ):
         raise TabslimInputError(
             f"target column '{target}' in {source} is not numeric, but the task is regression; "
             "use a numeric target or task: classification"
         )
-    if task == "anomaly":
+    if task.is_anomaly:
         positive_class(y, target, source)
-    if task in ("binary", "multiclass"):
+    if task.is_classification:
         _check_classes(y.dropna(), target, source)
-    if task != "regression" and y.dropna().nunique() < 2:
+    if not task.is_regression and y.dropna().nunique() < 2:
         raise TabslimInputError(
             f"target column '{target}' in {source} has a single class "
             f"({shown(y.dropna().iloc[0])}); classification needs at least two"
         )
-    return task
 
 
 def _check_classes(y: pd.Series, target: str, source: str) -> None:
@@ -182,8 +196,8 @@ class TabularDataModule(pl.LightningDataModule):
         known_rows = features[target].notna().to_numpy()
         # Without gaps in the target, no copy (pandas copies on write).
         known = (features if known_rows.all() else features[known_rows]).reset_index(drop=True)
-        classes = None if self.task == "regression" else sorted(known[target].unique().tolist())
-        if self.task == "anomaly":
+        classes = None if self.task.is_regression else sorted(known[target].unique().tolist())
+        if self.task.is_anomaly:
             positive = positive_class(known[target], target, source)
             classes = [next(c for c in known[target].unique() if c != positive), positive]
         # Task anomaly: recall is reported at this false-positive rate.
@@ -208,7 +222,7 @@ class TabularDataModule(pl.LightningDataModule):
         self.seed = seed
         self.source = source
         self.tensors = {name: self._tensors(part) for name, part in self._parts().items()}
-        if self.task == "anomaly":
+        if self.task.is_anomaly:
             self._keep_normal_training_rows()
 
     def _keep_normal_training_rows(self) -> None:
@@ -267,7 +281,7 @@ class TabularDataModule(pl.LightningDataModule):
             clone.train_frame, self.target, self.task, self.preprocessor.classes or None
         )
         clone.tensors = {name: clone._tensors(part) for name, part in clone._parts().items()}
-        if self.task == "anomaly":
+        if self.task.is_anomaly:
             clone._keep_normal_training_rows()
         return clone
 

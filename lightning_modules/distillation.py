@@ -16,8 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.metrics import Task
 from lightning_modules.networks import infer
+from lightning_modules.task import Task
 
 __all__ = ["Distillation", "distilled_loss", "teacher_outputs"]
 
@@ -32,7 +32,7 @@ class Distillation:
 
 
 def distilled_loss(
-    task: str,
+    task: Task,
     loss: torch.Tensor,
     output: torch.Tensor,
     teacher: torch.Tensor,
@@ -50,7 +50,7 @@ def distilled_loss(
             predictions or reconstructions) for the same rows.
     """
     teacher = teacher.to(output.dtype)
-    if Task(task) in (Task.REGRESSION, Task.ANOMALY):
+    if not task.is_classification:
         distance = F.mse_loss(output, teacher)
     else:
         t = distill.temperature

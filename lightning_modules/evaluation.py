@@ -11,16 +11,11 @@ from torch import nn
 
 from lightning_modules import anomaly
 from lightning_modules.data import TabularDataModule
-from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, Task, correct_rows
+from lightning_modules.metrics import correct_rows
 from lightning_modules.networks import infer
 from lightning_modules.preprocessing import Preprocessor
-from lightning_modules.training import (
-    FitSettings,
-    TabularModule,
-    evaluate,
-    make_trainer,
-    task_metrics,
-)
+from lightning_modules.task_metrics import task_metrics
+from lightning_modules.training import FitSettings, TabularModule, evaluate, make_trainer
 
 
 def evaluate_network(
@@ -49,7 +44,7 @@ def output_metrics(
             (`output` itself when `split` is "val").
     """
     y = data.tensors[split]["y"]
-    if Task(data.task) is Task.ANOMALY:
+    if data.task.is_anomaly:
         val_output = output if split == "val" else val_output
         assert val_output is not None, "task anomaly's threshold is chosen on validation"
         val = (_scores(val_output, data, "val"), data.tensors["val"]["y"].numpy())
@@ -57,7 +52,7 @@ def output_metrics(
             val, (_scores(output, data, split), y.numpy()), data.anomaly_fpr
         )
     metrics = task_metrics(data.task, data.network_inputs()["d_out"])
-    if Task(data.task) is Task.REGRESSION:
+    if data.task.is_regression:
         scale, shift = data.preprocessor.target_std, data.preprocessor.target_mean
         metrics.update(output * scale + shift, y * scale + shift)
     else:
@@ -83,10 +78,9 @@ def output_row_scores(output: torch.Tensor, data: TabularDataModule, split: str)
     Task anomaly's PR AUC is no mean over rows: its rows are (score, 0/1 label) pairs, (N, 2).
     """
     tensors = data.tensors[split]
-    task = Task(data.task)
-    if task is Task.ANOMALY:
+    if data.task.is_anomaly:
         return np.stack([_scores(output, data, split), tensors["y"].numpy()], axis=1)
-    if task is Task.REGRESSION:
+    if data.task.is_regression:
         # The residual in standardised units times the target's scale: the original-scale error.
         error = (output - tensors["y"]).squeeze(1).double() * data.preprocessor.target_std
         return (error**2).numpy()
@@ -101,9 +95,9 @@ def constant_prediction_metric(data: TabularDataModule, split: str = "val") -> f
     network that does no better has learned nothing.
     """
     y_train, y = data.tensors["train"]["y"], data.tensors[split]["y"]
-    if Task(data.task) is Task.ANOMALY:
+    if data.task.is_anomaly:
         return anomaly.constant_pr_auc(y.numpy())  # a constant score ranks nothing
-    if Task(data.task) is Task.REGRESSION:
+    if data.task.is_regression:
         # Targets are standardised on the training rows, so the training mean is 0 here.
         rmse = float(torch.sqrt(torch.mean(y.double() ** 2))) * data.preprocessor.target_std
         return rmse
@@ -117,17 +111,12 @@ def no_better_than_constant(
     """When `value`, the task metric on `split`, is no better than the best constant guess:
     that guess and its metric, e.g. "always predicting the most frequent class (0.1000)".
     None when the network did better."""
-    metric = PRIMARY_METRIC[data.task]
     constant = constant_prediction_metric(data, split)
     # Metrics come back as float32: 27/270 rows is 0.10000000149 there, and 0.1 here.
     tolerance = 1e-6 * max(1.0, abs(constant))
-    if HIGHER_IS_BETTER[metric]:
+    if data.task.higher_is_better:
         no_better = value <= constant + tolerance
-        guess = (
-            "one score for every row"
-            if Task(data.task) is Task.ANOMALY
-            else "the most frequent class"
-        )
+        guess = "one score for every row" if data.task.is_anomaly else "the most frequent class"
     else:
         no_better = value >= constant - tolerance
         guess = "the training mean"
@@ -142,7 +131,7 @@ def serving_preprocessor(network: nn.Module, data: TabularDataModule) -> Preproc
     """The data's preprocessing as `network`'s logged model serves it: for task anomaly, with
     the threshold chosen on validation for this network (other tasks: unchanged)."""
     prep = data.preprocessor
-    if Task(data.task) is not Task.ANOMALY:
+    if not data.task.is_anomaly:
         return prep
     scores = anomaly.network_scores(network, data, "val")
     threshold = anomaly.choose_threshold(scores, data.tensors["val"]["y"].numpy())

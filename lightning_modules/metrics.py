@@ -10,17 +10,16 @@ thing everywhere:
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
+from lightning_modules.task import Task
+
 __all__ = [
     "HIGHER_IS_BETTER",
-    "PRIMARY_METRIC",
-    "Task",
     "correct_rows",
     "labelled_pairs",
     "metric_of_rows",
@@ -28,26 +27,7 @@ __all__ = [
 ]
 
 
-class Task(str, Enum):
-    """What a table asks for. A `str`, so it compares and serialises as the config's names."""
-
-    BINARY = "binary"
-    MULTICLASS = "multiclass"
-    REGRESSION = "regression"
-    ANOMALY = "anomaly"
-
-    @property
-    def metric(self) -> str:
-        """The metric a study optimises and the floor is drawn on."""
-        return {Task.REGRESSION: "rmse", Task.ANOMALY: "pr_auc"}.get(self, "accuracy")
-
-    @property
-    def is_classification(self) -> bool:
-        return self in (Task.BINARY, Task.MULTICLASS)
-
-
-# The metric that judges a model, per task name, and whether larger is better, per metric.
-PRIMARY_METRIC: dict[str, str] = {task.value: task.metric for task in Task}
+# Whether larger is better, per metric (a task's own metric says it as `Task.higher_is_better`).
 HIGHER_IS_BETTER = {
     "pr_auc": True,
     "recall_at_fpr": True,
@@ -76,13 +56,13 @@ def labelled_pairs(scores: Any, actual: Any, positive: Any) -> np.ndarray:
     return np.stack([np.asarray(scores, dtype=float), labels.astype(float)], axis=1)
 
 
-def row_scores(task: str, predicted: Any, actual: Any, positive: Any = None) -> np.ndarray:
+def row_scores(task: Task, predicted: Any, actual: Any, positive: Any = None) -> np.ndarray:
     """Per row, what `task`'s metric is made of, from decoded predictions (for task anomaly,
     the anomaly scores) and the actual target values."""
-    task = Task(task)
-    if task is Task.ANOMALY:
+    task = Task(task)  # a stored name, as bench scripts and tests pass it, parses too
+    if task.is_anomaly:
         return labelled_pairs(predicted, actual, positive)
-    if task is Task.REGRESSION:
+    if task.is_regression:
         return (np.asarray(predicted, dtype=float) - np.asarray(actual, dtype=float)) ** 2
     return correct_rows(predicted, actual)
 

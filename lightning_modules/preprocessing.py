@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.task import Task
 
 if TYPE_CHECKING:
     import torch
 
-TASKS = ("binary", "multiclass", "regression", "anomaly")
 # An integer target with at most this many distinct values is taken as classes.
 _MAX_INFERRED_CLASSES = 30
 _MISSING = "<missing>"
@@ -29,16 +29,20 @@ MISSING_CATEGORY = _MISSING
 _BLOCK_ROWS = 65_536
 
 
-def infer_task(target: pd.Series) -> str:
+def classes_task(target: pd.Series) -> Task:
+    """Binary for at most two distinct values, else multiclass."""
+    return Task.BINARY if target.dropna().nunique() <= 2 else Task.MULTICLASS
+
+
+def infer_task(target: pd.Series) -> Task:
     """binary, multiclass or regression, from the target's dtype and distinct values."""
     values = target.dropna()
-    n_unique = values.nunique()
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return "binary" if n_unique <= 2 else "multiclass"
+        return classes_task(values)
     is_integral = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
-    if is_integral and n_unique <= _MAX_INFERRED_CLASSES:
-        return "binary" if n_unique <= 2 else "multiclass"
-    return "regression"
+    if is_integral and values.nunique() <= _MAX_INFERRED_CLASSES:
+        return classes_task(values)
+    return Task.REGRESSION
 
 
 def _is_numeric(column: pd.Series) -> bool:
@@ -71,7 +75,7 @@ class Preprocessor:
     """Fitted preprocessing; build with `Preprocessor.fit`, store with `to_dict`."""
 
     target: str
-    task: str
+    task: Task
     numeric: list[str] = field(default_factory=list)
     medians: list[float] = field(default_factory=list)
     means: list[float] = field(default_factory=list)
@@ -85,9 +89,13 @@ class Preprocessor:
     target_mean: float = 0.0
     target_std: float = 1.0
 
+    def __post_init__(self) -> None:
+        # A stored preprocessor (`from_dict`) holds the task's name.
+        self.task = Task(self.task)
+
     @classmethod
     def fit(
-        cls, train: pd.DataFrame, target: str, task: str, classes: list[Any] | None = None
+        cls, train: pd.DataFrame, target: str, task: Task | str, classes: list[Any] | None = None
     ) -> Preprocessor:
         """Fit on the training split.
 
@@ -119,7 +127,7 @@ class Preprocessor:
         y = train[target]
         prep = cls(
             target=target,
-            task=task,
+            task=Task(task),
             numeric=numeric,
             medians=medians,
             means=means,
@@ -127,10 +135,10 @@ class Preprocessor:
             indicators=indicators,
             categorical=categorical,
         )
-        if task == "regression":
+        if prep.task.is_regression:
             prep.target_mean = float(y.mean())
             prep.target_std = float(y.std(ddof=0)) or 1.0
-        elif task == "anomaly":
+        elif prep.task.is_anomaly:
             assert classes is not None and len(classes) == 2, "anomaly: [normal, positive]"
             prep.classes = list(classes)  # normal first: the positive class encodes as 1
         else:
@@ -148,9 +156,9 @@ class Preprocessor:
 
     @property
     def d_out(self) -> int:
-        if self.task == "anomaly":
+        if self.task.is_anomaly:
             return self.d_num  # an autoencoder reconstructs the numeric inputs
-        return 1 if self.task == "regression" else len(self.classes)
+        return 1 if self.task.is_regression else len(self.classes)
 
     @property
     def feature_columns(self) -> list[str]:
@@ -219,7 +227,7 @@ class Preprocessor:
         """Class labels -> int64 indices; regression values -> standardised float32 (N, 1)."""
         import torch
 
-        if self.task == "regression":
+        if self.task.is_regression:
             scaled = (y.to_numpy(dtype=float) - self.target_mean) / self.target_std
             return torch.tensor(scaled, dtype=torch.float32).unsqueeze(1)
         lookup = {c: i for i, c in enumerate(self.classes)}
@@ -242,13 +250,13 @@ class Preprocessor:
             x_num: the preprocessed numeric inputs; task anomaly scores a row by how far its
                 reconstruction is from them.
         """
-        if self.task == "anomaly":
+        if self.task.is_anomaly:
             assert x_num is not None, "an anomaly score needs the inputs it reconstructs"
             score = ((output.astype(np.float64) - x_num) ** 2).mean(axis=1)
             threshold = np.inf if self.anomaly_threshold is None else self.anomaly_threshold
             labels = np.where(score >= threshold, self.classes[1], self.classes[0])
             return {"prediction": labels.astype(object), "anomaly_score": score}
-        if self.task == "regression":
+        if self.task.is_regression:
             values = output[:, 0].astype(np.float64) * self.target_std + self.target_mean
             return {"prediction": values}
         logits = output.astype(np.float32)
@@ -260,6 +268,7 @@ class Preprocessor:
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
+        data["task"] = self.task.value  # its name, as preprocessors stored before hold it
         # numpy scalars in labels would break json.dumps.
         data["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes]
         return data

@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.task import Task
 
 __all__ = ["MIN_ROWS_PER_SPLIT", "SPLIT_JOBS", "split", "split_in_time"]
 
@@ -29,7 +30,7 @@ SPLIT_JOBS = {
 def split(
     frame: pd.DataFrame,
     target: str,
-    task: str,
+    task: Task,
     *,
     val_fraction: float,
     test_fraction: float,
@@ -47,15 +48,7 @@ def split(
     n = len(frame)
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
     n_certify = round(n * certify_fraction)
-    n_train = n - n_val - n_test - n_certify
-    sizes = [n_train, n_val, n_test] + ([n_certify] if certify_fraction else [])
-    if min(sizes) < MIN_ROWS_PER_SPLIT:
-        shown = f"{n_train}/{n_val}/" + (f"{n_certify}/" if certify_fraction else "") + f"{n_test}"
-        names = "train/validation/" + ("certification/" if certify_fraction else "") + "test"
-        raise TabslimInputError(
-            f"{source} has too few rows to split: {n} rows with a known target give "
-            f"{shown} {names} rows, and each split needs at least {MIN_ROWS_PER_SPLIT}"
-        )
+    _check_sizes(n, n_val, n_test, n_certify, bool(certify_fraction), source)
     if order is not None:
         return split_in_time(
             frame,
@@ -64,33 +57,47 @@ def split(
             test_fraction=test_fraction,
             certify_fraction=certify_fraction,
         )
-
-    labels = frame[target].to_numpy()
-
-    def stratify(rows: np.ndarray) -> np.ndarray | None:
-        # Stratifying needs every class at least twice; rare classes fall back to a plain split.
-        if task == "regression" or pd.Series(labels[rows]).value_counts().min() < 2:
-            return None
-        return labels[rows]
-
-    def cut(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        if size == 0:
-            return rows, rows[:0]
-        try:
-            return train_test_split(
-                rows, test_size=size, random_state=seed, stratify=stratify(rows)
-            )
-        except ValueError:  # too few rows of a class for the stratified sizes
-            return train_test_split(rows, test_size=size, random_state=seed)
-
     # Positions are dealt, and the frame is copied once per split: dealing the frame itself
     # copied it twice over (1.3 s and a table's worth of memory at 1M rows), for the same rows
     # in the same order. The test and validation rows are dealt as before certification rows
     # existed; the certification rows come out of what trained.
-    rest, test = cut(np.arange(n), n_test)
-    train, val = cut(rest, n_val)
-    train, certify = cut(train, n_certify)
+    labels = None if task.is_regression else frame[target].to_numpy()
+    rest, test = _cut(np.arange(n), n_test, labels, seed)
+    train, val = _cut(rest, n_val, labels, seed)
+    train, certify = _cut(train, n_certify, labels, seed)
     return frame.take(train), frame.take(val), frame.take(certify), frame.take(test)
+
+
+def _check_sizes(
+    n: int, n_val: int, n_test: int, n_certify: int, certifies: bool, source: str
+) -> None:
+    """Every split has `MIN_ROWS_PER_SPLIT` rows, or a one-line error giving the sizes."""
+    n_train = n - n_val - n_test - n_certify
+    sizes = [n_train, n_val, n_test] + ([n_certify] if certifies else [])
+    if min(sizes) >= MIN_ROWS_PER_SPLIT:
+        return
+    shown = f"{n_train}/{n_val}/" + (f"{n_certify}/" if certifies else "") + f"{n_test}"
+    names = "train/validation/" + ("certification/" if certifies else "") + "test"
+    raise TabslimInputError(
+        f"{source} has too few rows to split: {n} rows with a known target give "
+        f"{shown} {names} rows, and each split needs at least {MIN_ROWS_PER_SPLIT}"
+    )
+
+
+def _cut(
+    rows: np.ndarray, size: int, labels: np.ndarray | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`rows` dealt into the rest and `size` of them, stratified by `labels` (the classes;
+    None for regression) where each class has at least two of the rows."""
+    if size == 0:
+        return rows, rows[:0]
+    stratify = None
+    if labels is not None and pd.Series(labels[rows]).value_counts().min() >= 2:
+        stratify = labels[rows]
+    try:
+        return train_test_split(rows, test_size=size, random_state=seed, stratify=stratify)
+    except ValueError:  # too few rows of a class for the stratified sizes
+        return train_test_split(rows, test_size=size, random_state=seed)
 
 
 def split_in_time(

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-import torchmetrics
 from pytorch_lightning.callbacks import Callback, EarlyStopping
 from torch import nn
 from torch.nn import functional as F
@@ -25,51 +24,9 @@ from lightning_modules import anomaly
 from lightning_modules.callbacks import KeepBestWeights, TrainWhileImproving
 from lightning_modules.data import TabularDataModule
 from lightning_modules.distillation import Distillation, distilled_loss
-from lightning_modules.metrics import HIGHER_IS_BETTER, Task
-
-
-def metric_names(task: str) -> list[str]:
-    if Task(task) is Task.ANOMALY:
-        return list(anomaly.METRICS)
-    if Task(task) is Task.REGRESSION:
-        return ["rmse", "mae", "r2"]
-    return ["accuracy", "balanced_accuracy", "roc_auc", "log_loss"]
-
-
-# A class missing from a validation split (a rare class, a short retraining window) makes the
-# macro AUROC warn at every epoch; its score for that class is 0, as the warning says.
-warnings.filterwarnings("ignore", message="No positive samples in targets", category=UserWarning)
-
-
-def task_metrics(task: str, n_classes: int) -> torchmetrics.MetricCollection:
-    if Task(task) is Task.ANOMALY:
-        # Per epoch, for the logs; the reported metrics (a threshold chosen on validation
-        # included) come from `evaluate`, which sees the whole split at once.
-        return torchmetrics.MetricCollection(
-            {
-                "pr_auc": torchmetrics.AveragePrecision(task="binary"),
-                "roc_auc": torchmetrics.AUROC(task="binary"),
-            }
-        )
-    if Task(task) is Task.REGRESSION:
-        return torchmetrics.MetricCollection(
-            {
-                "rmse": torchmetrics.MeanSquaredError(squared=False),
-                "mae": torchmetrics.MeanAbsoluteError(),
-                "r2": torchmetrics.R2Score(),
-            }
-        )
-    # Binary is trained as two classes with softmax, so one metric family serves both.
-    return torchmetrics.MetricCollection(
-        {
-            "accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=n_classes),
-            "balanced_accuracy": torchmetrics.Recall(
-                task="multiclass", num_classes=n_classes, average="macro"
-            ),
-            "roc_auc": torchmetrics.AUROC(task="multiclass", num_classes=n_classes),
-            "log_loss": torchmetrics.MeanMetric(),
-        }
-    )
+from lightning_modules.metrics import HIGHER_IS_BETTER
+from lightning_modules.task import Task
+from lightning_modules.task_metrics import metric_names, task_metrics
 
 
 class TabularModule(pl.LightningModule):
@@ -84,7 +41,7 @@ class TabularModule(pl.LightningModule):
         self,
         network: nn.Module,
         *,
-        task: str,
+        task: Task,
         n_classes: int = 0,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -101,8 +58,8 @@ class TabularModule(pl.LightningModule):
         self.automatic_optimization = False
         self.network = network
         self.task = task
-        self.val_metrics = task_metrics(task, n_classes).clone(prefix="val_")
-        self.test_metrics = task_metrics(task, n_classes).clone(prefix="test_")
+        self.val_metrics = task_metrics(self.task, n_classes).clone(prefix="val_")
+        self.test_metrics = task_metrics(self.task, n_classes).clone(prefix="test_")
         # The epoch's sum of train loss x rows, and its rows; logged once per epoch.
         self._train_loss_sum: torch.Tensor | None = None
         self._train_rows = 0
@@ -135,9 +92,9 @@ class TabularModule(pl.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         output = self.network(batch["x_num"], batch["x_cat"])
         y = batch["y"]
-        if Task(self.task) is Task.ANOMALY:
+        if self.task.is_anomaly:
             return self._anomaly_step(output, batch, stage)
-        if Task(self.task) is Task.REGRESSION:
+        if self.task.is_regression:
             loss = F.mse_loss(output, y)
         else:
             per_row = F.cross_entropy(output, y, reduction="none")
@@ -150,7 +107,7 @@ class TabularModule(pl.LightningModule):
             return loss
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=batch_size)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        if Task(self.task) is Task.REGRESSION:
+        if self.task.is_regression:
             scale, shift = self.hparams["target_std"], self.hparams["target_mean"]
             metrics.update(output * scale + shift, y * scale + shift)
         else:
@@ -398,7 +355,7 @@ def evaluate(
     module: TabularModule, trainer: pl.Trainer, data: TabularDataModule, stage: str
 ) -> dict[str, float]:
     """The task's metrics of the module's current weights on one split, names without prefix."""
-    if Task(data.task) is Task.ANOMALY:
+    if data.task.is_anomaly:
         return anomaly.split_metrics_of(module.network, data, stage)
     # Through `datamodule`, so that the loaders are built for this trainer's device (a data
     # module still attached to an earlier trainer would put the rows on that one's).

@@ -16,6 +16,7 @@ import torch
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.task import Task
 from lightning_modules.training import FitSettings
 from pruning.batch_norm import recalibrate_batch_norm
 from pruning.fine_tune import fine_tune
@@ -55,12 +56,12 @@ class ReductiveResult:
     stop_reason: str = ""
 
 
-def validation_error(metrics: dict[str, float], task: str) -> float:
+def validation_error(metrics: dict[str, float], task: Task) -> float:
     """The error the loop minimises: RMSE for regression, log loss for classification, and
     1 - PR AUC for anomaly detection."""
-    if task == "anomaly":
+    if task.is_anomaly:
         return 1.0 - metrics["pr_auc"]
-    return metrics["rmse"] if task == "regression" else metrics["log_loss"]
+    return metrics["rmse"] if task.is_regression else metrics["log_loss"]
 
 
 def _check_scores(scores: Sequence[torch.Tensor], widths: Sequence[int]) -> list[torch.Tensor]:

@@ -33,7 +33,6 @@ from matplotlib.figure import Figure
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import evaluate_network
-from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 from lightning_modules.training import FitSettings
 from pruning.batch_norm import recalibrate_batch_norm
 from pruning.choices import DEFAULT_CRITERION, DEFAULT_EPOCHS, DEFAULT_RATIOS
@@ -228,8 +227,7 @@ def scan(
     ratios = check_ratios(ratios)
     epochs = check_epochs(fine_tune_epochs)
     check_criterion(criterion)
-    metric = PRIMARY_METRIC[data.task]
-    higher_is_better = HIGHER_IS_BETTER[metric]
+    metric, higher_is_better = data.task.metric, data.task.higher_is_better
     baseline = evaluate_network(network, data, "val")[metric]
     scores = _unpruned_scores(network, data, criterion, fit_settings, seed)
     widths = network.spec.group_sizes()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from loopback import free_port
 
+from lightning_modules.task import Task
 from search.config import validate
 from search.study import StudySettings, open_storage, open_study
 
@@ -21,7 +22,7 @@ def test_the_dashboard_names_the_three_objectives(tmp_path: Path) -> None:
     journal = tmp_path / "optuna.journal"
     config = validate({"data": {"dataset": "wine"}}, "test")
     settings = StudySettings.for_search(
-        config, task="multiclass", data="wine", target="target", trials_dir=str(tmp_path)
+        config, task=Task.MULTICLASS, data="wine", target="target", trials_dir=str(tmp_path)
     )
     open_study("named", open_storage(str(journal)), str(journal), config, settings)
     port = free_port()

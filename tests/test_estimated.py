@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lightning_modules.datasets import drift_batch, synthetic
+from lightning_modules.task import Task
 from search.commands import main
 from search.monitor import LOGGED_BEFORE, estimate_note, estimated_metric
 from search.serving import (
@@ -46,7 +47,7 @@ def _sharpened(truth: np.ndarray, temperature: float) -> np.ndarray:
 
 def _cbpe(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     estimator, loss_model = fit_estimator(
-        "multiclass",
+        Task.MULTICLASS,
         pd.DataFrame(index=range(len(labels))),
         pd.Series(labels),
         {"probabilities": probabilities},
@@ -111,7 +112,7 @@ def test_the_estimated_rmse_rises_with_the_noise_of_the_rows_and_tracks_the_trut
     x = rng.random(2000)
     frame, y = _noisy_rows(x, rng)
     estimator, model = fit_estimator(
-        "regression", frame, pd.Series(y), {"prediction": 2 * x}, classes=[], columns=columns
+        Task.REGRESSION, frame, pd.Series(y), {"prediction": 2 * x}, classes=[], columns=columns
     )
     assert estimator["method"] == "DLE" and model is not None
     model.save(tmp_path / LOSS_MODEL_FILE)
@@ -132,7 +133,7 @@ def test_the_estimated_rmse_rises_with_the_noise_of_the_rows_and_tracks_the_trut
 
 def test_too_few_validation_rows_and_anomaly_get_no_estimator_and_say_why() -> None:
     few, _ = fit_estimator(
-        "binary",
+        Task.BINARY,
         pd.DataFrame(index=range(10)),
         pd.Series([0, 1] * 5),
         {"probabilities": np.full((10, 2), 0.5)},
@@ -141,7 +142,7 @@ def test_too_few_validation_rows_and_anomaly_get_no_estimator_and_say_why() -> N
     )
     assert few["method"] is None and "too few" in few["reason"]
     anomaly, _ = fit_estimator(
-        "anomaly", pd.DataFrame(), pd.Series(dtype=float), {}, classes=[], columns={}
+        Task.ANOMALY, pd.DataFrame(), pd.Series(dtype=float), {}, classes=[], columns={}
     )
     assert anomaly == {"method": None, "reason": ANOMALY_NOT_ESTIMATED}
     old_profile = {"target": "y", "validation": {"value": 0.9}}

@@ -53,3 +53,8 @@ def test_the_face_check_finds_an_import_past_it(tmp_path: Path) -> None:
 def test_read_table_has_one_home() -> None:
     homes = {module for _, module, names in _from_imports(ROOT) if "read_table" in names}
     assert homes == {"lightning_modules.tables"}
+
+
+def test_task_has_one_home() -> None:
+    homes = {module for _, module, names in _from_imports(ROOT) if "Task" in names}
+    assert homes == {"lightning_modules.task"}

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from lightning_modules.datasets import drift_batch
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.task import Task
 from search.commands import main, run_drift, run_retrain
 from search.monitor import coerce_labels, same_classes
 from search.serving import OnnxPredictor
@@ -55,23 +56,23 @@ def _with_gaps(frame: pd.DataFrame, every: int = 10) -> pd.DataFrame:
 
 def test_float_labels_are_the_models_integer_classes() -> None:
     labels = pd.Series([1.0, 0.0, np.nan, 1.0])
-    coerced = coerce_labels(labels, "binary", [0, 1], "labels.csv")
+    coerced = coerce_labels(labels, Task.BINARY, [0, 1], "labels.csv")
     assert coerced.tolist()[:2] == [1, 0] and coerced.tolist()[3] == 1
     assert coerced.isna().tolist() == [False, False, True, False]
     assert all(type(v) is int for v in coerced.dropna())
     # Text that reads as a number, and numbers for text classes, by value too.
-    assert coerce_labels(pd.Series(["1", "0"]), "binary", [0, 1], "x").tolist() == [1, 0]
-    assert coerce_labels(pd.Series([2.0, 1.0]), "multiclass", ["1", "2"], "x").tolist() == [
+    assert coerce_labels(pd.Series(["1", "0"]), Task.BINARY, [0, 1], "x").tolist() == [1, 0]
+    assert coerce_labels(pd.Series([2.0, 1.0]), Task.MULTICLASS, ["1", "2"], "x").tolist() == [
         "2",
         "1",
     ]
     # A class the model never saw keeps the classes' type: 2.0 among [0, 1] is 2.
-    assert coerce_labels(pd.Series([2.0, 1.0]), "multiclass", [0, 1], "x").tolist() == [2, 1]
+    assert coerce_labels(pd.Series([2.0, 1.0]), Task.MULTICLASS, [0, 1], "x").tolist() == [2, 1]
 
 
 def test_labels_that_match_no_class_are_refused_in_one_line() -> None:
     with pytest.raises(TabslimInputError, match=r"no label in new\.csv is a class") as error:
-        coerce_labels(pd.Series(["a", "b", None]), "binary", [0, 1], "new.csv")
+        coerce_labels(pd.Series(["a", "b", None]), Task.BINARY, [0, 1], "new.csv")
     assert "np." not in str(error.value) and "\n" not in str(error.value)
 
 

@@ -14,6 +14,7 @@ import pytest
 import skops.io as sio
 
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.task import Task
 from search.serving import (
     LOSS_MODEL_FILE,
     LossModel,
@@ -45,7 +46,7 @@ def _rows(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 def _fit() -> tuple[dict[str, Any], LossModel]:
     frame, y, predicted = _rows(400, 7)
     estimator, model = fit_estimator(
-        "regression", frame, pd.Series(y), {"prediction": predicted}, classes=[], columns=COLUMNS
+        Task.REGRESSION, frame, pd.Series(y), {"prediction": predicted}, classes=[], columns=COLUMNS
     )
     assert isinstance(model, LossModel)
     return estimator, model

@@ -15,7 +15,9 @@ from lightning_modules.callbacks import TrainWhileImproving
 from lightning_modules.data import TRAIN_BATCHES_PER_STEP, InMemoryBatches, TabularDataModule
 from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLPSpec, build
-from lightning_modules.training import FitSettings, fit, make_trainer, metric_names
+from lightning_modules.task import Task
+from lightning_modules.task_metrics import metric_names
+from lightning_modules.training import FitSettings, fit, make_trainer
 from search.config import validate
 from search.study import fit_settings
 
@@ -28,8 +30,8 @@ def _fit(data: TabularDataModule, epochs: int = 3, seed: int = 0, hidden=(16, 8)
 def test_classifier_learns_and_reports_the_task_metrics(small_table: pd.DataFrame) -> None:
     data = TabularDataModule.from_frame(small_table, "label", batch_size=32)
     result = _fit(data, epochs=8)
-    assert set(result.val_metrics) == set(metric_names("binary"))
-    assert set(result.test_metrics) == set(metric_names("binary"))
+    assert set(result.val_metrics) == set(metric_names(Task.BINARY))
+    assert set(result.test_metrics) == set(metric_names(Task.BINARY))
     assert result.val_metrics["accuracy"] > 0.8
     assert result.val_metrics["roc_auc"] > 0.85
     assert 0 < result.val_metrics["log_loss"] < 0.69  # better than a coin
@@ -85,7 +87,7 @@ def test_categorical_tables_train_end_to_end(name: str, task: str, loss: str) ->
     spec = MLPSpec(hidden=(16, 8), **data.network_inputs())
     untrained = evaluate_network(build(spec, seed=0), data)  # where `_fit` starts from
     result = _fit(data, epochs=2)
-    assert set(result.val_metrics) == set(metric_names(task))
+    assert set(result.val_metrics) == set(metric_names(Task(task)))
     assert all(math.isfinite(v) for v in result.val_metrics.values())
     # Two epochs are few, but the validation loss falls below the untrained network's.
     assert result.val_metrics[loss] < untrained[loss]

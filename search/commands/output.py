@@ -10,7 +10,7 @@ __all__ = ["TERMINAL_COLUMNS", "fit", "train_summary", "worker_state"]
 
 # A terminal's width: lines past it wrap mid-word in most of them.
 TERMINAL_COLUMNS = 120
-# Primary metrics, as `lightning_modules.metrics.PRIMARY_METRIC` names them, first found first.
+# Primary metrics, as `lightning_modules.task.Task.metric` names them, first found first.
 _PRIMARY = ("accuracy", "rmse", "pr_auc")
 _LATENCY = re.compile(r"^latency_onnxruntime_b(\d+)_median_ms$")
 

@@ -341,9 +341,9 @@ def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> 
 def _accept_rows(job: _Job, network: nn.Module, prep: Preprocessor, run_id: str) -> str:
     """Make the new rows the champion's drift reference (`profile.accepted_profile`)."""
     frame, target = job.frame, job.target
-    if prep.task not in ("regression", "anomaly") and not set(
-        frame[target].astype("string")
-    ) <= set(map(str, prep.classes)):
+    if prep.task.is_classification and not set(frame[target].astype("string")) <= set(
+        map(str, prep.classes)
+    ):
         return "the new rows hold classes the champion never saw: its drift reference stays"
     data = TabularDataModule.from_frame(
         frame,

@@ -10,7 +10,6 @@ from mlflow.tracking import MlflowClient
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import no_better_than_constant, serving_preprocessor
-from lightning_modules.metrics import PRIMARY_METRIC
 from lightning_modules.networks import build
 from lightning_modules.training import fit
 from search import tracking
@@ -31,7 +30,7 @@ from search.study import (
 
 def _note_if_no_better_than_constant(data: TabularDataModule, val: dict[str, float]) -> None:
     """A note on stderr when the network learned nothing a constant guess does not know."""
-    metric = PRIMARY_METRIC[data.task]
+    metric = data.task.metric
     guess = no_better_than_constant(data, val[metric])
     if guess is not None:
         print(

@@ -173,7 +173,7 @@ def _decode(
     b: _Builder, prep: Preprocessor, output: str, x_num: str, opset: int
 ) -> list[onnx.ValueInfoProto]:
     """The network's output -> (prediction, probabilities | anomaly_score), as `decode_arrays`."""
-    if prep.task == "regression":
+    if prep.task.is_regression:
         value = b.op("Cast", [b.op("Reshape", [output, b.constant("flat", [-1], np.int64)])],
                      to=TensorProto.DOUBLE)  # fmt: skip
         scaled = b.op("Mul", [value, b.constant("std", prep.target_std, np.float64)])
@@ -181,7 +181,7 @@ def _decode(
         return [helper.make_tensor_value_info(PREDICTION, TensorProto.DOUBLE, ["N"])]
     labels, label_type = _label_constant(prep.classes)
     label_table = b.constant("classes", labels)
-    if prep.task == "anomaly":
+    if prep.task.is_anomaly:
         diff = b.op("Sub", [b.op("Cast", [output], to=TensorProto.DOUBLE),
                             b.op("Cast", [x_num], to=TensorProto.DOUBLE)])  # fmt: skip
         total = b.op("ReduceSum", [b.op("Mul", [diff, diff]), b.constant("axis", [1], np.int64)],
@@ -215,7 +215,7 @@ def _label_constant(classes: list[Any]) -> tuple[np.ndarray, int]:
 
 def _describe(model: onnx.ModelProto, prep: Preprocessor) -> None:
     outputs = {PREDICTION: "the predicted class label" if prep.classes else "the predicted value"}
-    if prep.task == "anomaly":
+    if prep.task.is_anomaly:
         outputs[PREDICTION] = f"{prep.classes[1]!r} where anomaly_score >= the threshold"
         outputs[ANOMALY_SCORE] = "mean squared reconstruction error of the scaled numeric inputs"
     elif prep.classes:
@@ -223,7 +223,7 @@ def _describe(model: onnx.ModelProto, prep: Preprocessor) -> None:
     inputs = {c: "double [N, 1], NaN is missing" for c in prep.numeric}
     inputs |= {c: f"string [N, 1], {MISSING_CATEGORY!r} is missing" for c in prep.categorical}
     meta = {
-        META_TASK: prep.task,
+        META_TASK: prep.task.value,
         META_INPUTS: json.dumps(inputs),
         META_OUTPUTS: json.dumps(outputs),
         META_CLASSES: json.dumps(Preprocessor.to_dict(prep)["classes"]),

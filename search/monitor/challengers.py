@@ -35,7 +35,7 @@ from lightning_modules.columns import time_order
 from lightning_modules.data import TabularDataModule
 from lightning_modules.distillation import teacher_outputs
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
+from lightning_modules.metrics import HIGHER_IS_BETTER
 from lightning_modules.networks import NetworkSpec, build
 from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.training import fit
@@ -101,7 +101,7 @@ def train_challengers(
     skipped: list[str] = []
     # Fine-tuning keeps the champion's outputs: a class it never saw cannot be learned there.
     unknown = sorted(set(map(str, window[target].unique())) - set(map(str, prep.classes)))
-    if prep.task in ("regression", "anomaly") or not unknown:
+    if not prep.task.is_classification or not unknown:
         tuned_data = TabularDataModule.from_frame(window, target, preprocessor=prep, **common)
         tuning = dataclasses.replace(settings, max_epochs=max(1, settings.max_epochs // 4))
         tuned = fit(copy.deepcopy(network), tuned_data, tuning, evaluate_test=False)
@@ -134,13 +134,13 @@ def _distilled(
     why not. The champion reads the window's training rows through its own preprocessing
     (the same rows, split alike), and its outputs are put on the window's scale."""
     _, network, prep = champion
-    if prep.task == "anomaly":
+    if prep.task.is_anomaly:
         return None, "an autoencoder's reconstruction lives in its own input scale"
-    if prep.task != "regression" and list(prep.classes) != list(data.preprocessor.classes):
+    if not prep.task.is_regression and list(prep.classes) != list(data.preprocessor.classes):
         return None, "the window's classes differ from the champion's"
     own = TabularDataModule.from_frame(window, target, preprocessor=prep, **common)
     outputs = teacher_outputs(network, own)
-    if prep.task == "regression":
+    if prep.task.is_regression:
         # Standardised by the champion's target scale; the student's is the window's.
         refit = data.preprocessor
         outputs = (outputs * prep.target_std + prep.target_mean - refit.target_mean) / (
@@ -165,7 +165,7 @@ def _searched(
     validation rows; the front's shapes that fit under the champion go first. With
     `fidelity`, a shape behind the better 1/reduction at a rung is pruned there."""
     widths = champion.group_sizes()
-    metric = PRIMARY_METRIC[data.task]
+    metric, higher = data.task.metric, data.task.higher_is_better
     trained: dict[int, nn.Module] = {}
 
     def objective(trial: optuna.Trial) -> float:
@@ -187,13 +187,11 @@ def _searched(
         trained[trial.number] = result.network
         trial.set_user_attr("widths", sizes)
         value = result.val_metrics[metric]
-        return (
-            value if math.isfinite(value) else -math.inf if HIGHER_IS_BETTER[metric] else math.inf
-        )
+        return value if math.isfinite(value) else -math.inf if higher else math.inf
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        direction="maximize" if HIGHER_IS_BETTER[metric] else "minimize",
+        direction="maximize" if higher else "minimize",
         sampler=optuna.samplers.TPESampler(seed=settings.seed),
         pruner=(
             optuna.pruners.SuccessiveHalvingPruner(

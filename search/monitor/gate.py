@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from lightning_modules.metrics import HIGHER_IS_BETTER, Task, row_scores
+from lightning_modules.metrics import HIGHER_IS_BETTER, row_scores
 from lightning_modules.networks import infer
 from lightning_modules.preprocessing import Preprocessor
 from search.measure import PairedDelta, compare_latency
@@ -116,10 +116,8 @@ def frame_scores(
     inputs = prep.transform(frame)
     output = infer(network, inputs["x_num"], inputs["x_cat"])
     decoded = prep.decode(output, inputs["x_num"])
-    task = Task(prep.task)
-    if task is Task.ANOMALY:
-        return row_scores(task, decoded["anomaly_score"], frame[target], prep.classes[1])
-    return row_scores(task, decoded["prediction"], frame[target])
+    positive = prep.classes[1] if prep.task.is_anomaly else None
+    return row_scores(prep.task, decoded[prep.task.scored_output], frame[target], positive)
 
 
 def latency_ratio(candidate: nn.Module, champion: nn.Module) -> float:

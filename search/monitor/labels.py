@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_modules.errors import TabslimInputError
+from lightning_modules.task import Task
 from search.serving import PREPROCESSOR_FILE
 
 __all__ = ["coerce_labels", "coerced_target", "plain", "same_classes", "served_change"]
@@ -59,7 +60,7 @@ def _as_class_type(value: Any, classes: list[Any]) -> Any:
     return plain(value)
 
 
-def coerce_labels(labels: pd.Series, task: str, classes: list[Any], source: str) -> pd.Series:
+def coerce_labels(labels: pd.Series, task: Task, classes: list[Any], source: str) -> pd.Series:
     """`labels` as the model's own values; missing ones stay missing.
 
     Raises `TabslimInputError` when no given label is a class the model knows (a wrong column
@@ -68,7 +69,7 @@ def coerce_labels(labels: pd.Series, task: str, classes: list[Any], source: str)
     known = labels.notna()
     if not known.any():
         return labels
-    if task == "regression":
+    if task.is_regression:
         numbers = pd.to_numeric(labels, errors="coerce")
         if numbers[known].isna().all():
             raise TabslimInputError(
@@ -92,9 +93,9 @@ def coerce_labels(labels: pd.Series, task: str, classes: list[Any], source: str)
     return coerced.infer_objects() if known.all() else coerced
 
 
-def _model_classes(network_dir: Path) -> tuple[str, list[Any]]:
+def _model_classes(network_dir: Path) -> tuple[Task, list[Any]]:
     stored = json.loads((network_dir / PREPROCESSOR_FILE).read_text())
-    return str(stored["task"]), list(stored.get("classes") or [])
+    return Task(stored["task"]), list(stored.get("classes") or [])
 
 
 def coerced_target(

@@ -13,7 +13,8 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import average_precision_score
 
-from lightning_modules.metrics import Task, metric_of_rows, row_scores
+from lightning_modules.metrics import metric_of_rows, row_scores
+from lightning_modules.task import Task
 from search.monitor.drift import Realized
 from search.serving import OnnxPredictor
 
@@ -29,8 +30,8 @@ def served_frame(network_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
 def served_predictions(served: pd.DataFrame, profile: dict) -> pd.Series:
     """Of the served answers (`served_frame`), each row's prediction, or (task anomaly) its
     score, which is what drifts and what the PR AUC is realized on."""
-    column = "anomaly_score" if Task(profile["task"]) is Task.ANOMALY else "prediction"
-    return pd.Series(served[column].to_numpy())
+    # The profile is JSON as stored, so its task is the stored name.
+    return pd.Series(served[Task(profile["task"]).scored_output].to_numpy())
 
 
 def realized_metric(profile: dict, frame: pd.DataFrame, predictions: pd.Series) -> Realized | None:
@@ -45,7 +46,7 @@ def realized_metric(profile: dict, frame: pd.DataFrame, predictions: pd.Series) 
     validation = profile["validation"]
     task = Task(profile["task"])
     rows = row_scores(task, predicted, actual, profile.get("positive_class"))
-    if task is Task.ANOMALY:
+    if task.is_anomaly:
         return _realized_pr_auc(profile, rows)
     value = float(metric_of_rows(task.metric, rows))
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lightning_modules.task import Task
 from search.serving.loss_model import LossModel, LossPredictor
 
 __all__ = [
@@ -246,7 +247,7 @@ def estimate_rmse(
 
 
 def fit_estimator(
-    task: str,
+    task: Task,
     frame: pd.DataFrame,
     actual: pd.Series,
     decoded: dict[str, np.ndarray],
@@ -263,7 +264,7 @@ def fit_estimator(
         decoded: the model's decoded outputs on them (`Preprocessor.decode`).
         columns: the profile's columns (`build_profile`), which the loss model reads.
     """
-    if task == "anomaly":
+    if task.is_anomaly:
         return {"method": None, "reason": ANOMALY_NOT_ESTIMATED}, None
     rng = np.random.default_rng(seed)
     picked = np.arange(len(frame))
@@ -275,7 +276,7 @@ def fit_estimator(
             f"{_MIN_ROWS}); train on more rows to get one"
         )
         return {"method": None, "reason": reason}, None
-    if task == "regression":
+    if task.is_regression:
         predicted = np.asarray(decoded["prediction"], dtype=float)[picked]
         loss = (predicted - actual.to_numpy(dtype=float)[picked]) ** 2
         x = loss_features(frame.iloc[picked], columns, predicted)

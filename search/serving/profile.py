@@ -28,14 +28,9 @@ from torch import nn
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.metrics import (
-    HIGHER_IS_BETTER,
-    PRIMARY_METRIC,
-    Task,
-    metric_of_rows,
-    row_scores,
-)
+from lightning_modules.metrics import metric_of_rows, row_scores
 from lightning_modules.networks import infer
+from lightning_modules.task import Task
 from search.serving.estimator import MISSING, fit_estimator
 from search.serving.loss_model import LossModel
 from search.serving.served_model import LOSS_MODEL_FILE, PROFILE_FILE
@@ -129,9 +124,9 @@ def _decoded(
     return data.preprocessor.decode(output, arrays["x_num"])
 
 
-def _metric(task: str, predicted: np.ndarray, actual: pd.Series, positive: Any = None) -> float:
+def _metric(task: Task, predicted: np.ndarray, actual: pd.Series, positive: Any = None) -> float:
     rows = row_scores(task, predicted, actual, positive)
-    return float(metric_of_rows(Task(task).metric, rows))
+    return float(metric_of_rows(task.metric, rows))
 
 
 def _importance(
@@ -155,11 +150,11 @@ def _importance(
         with torch.inference_mode():
             output = network(x_num, x_cat)
         decoded = prep.decode(output, x_num)
-        predicted = decoded["anomaly_score" if data.task == "anomaly" else "prediction"]
+        predicted = decoded[data.task.scored_output]
         return _metric(data.task, np.asarray(predicted), frame[target], positive)
 
     base = metric(inputs["x_num"], inputs["x_cat"])
-    higher = HIGHER_IS_BETTER[PRIMARY_METRIC[data.task]]
+    higher = data.task.higher_is_better
     importance = {}
     for column in prep.feature_columns:
         worse = 0.0
@@ -188,7 +183,7 @@ def _json_label(label: Any) -> Any:
 
 def _positive(data: TabularDataModule) -> Any:
     """Task anomaly's positive label (the second class); None for other tasks."""
-    return data.preprocessor.classes[1] if Task(data.task) is Task.ANOMALY else None
+    return data.preprocessor.classes[1] if data.task.is_anomaly else None
 
 
 def build_profile(
@@ -218,27 +213,29 @@ def build_profile(
         c: _numeric(train[c], rng) if c in prep.numeric else _categorical(train[c])
         for c in prep.feature_columns
     }
-    regression = data.task == "regression"
     split = data.calibration_split
     calibration = data.frame_of(split)
     decoded = _decoded(network, data, calibration, graph)
-    predicted = np.asarray(decoded["anomaly_score" if data.task == "anomaly" else "prediction"])
-    metric = PRIMARY_METRIC[data.task]
+    predicted = np.asarray(decoded[data.task.scored_output])
     value = _metric(data.task, predicted, calibration[data.target], _positive(data))
+    # In this order: each takes its sample from `rng` after the one before.
+    target_distribution, prediction_distribution = _outcomes(data, train, predicted, rng)
     profile = {
         "version": PROFILE_VERSION,
-        "task": data.task,
+        # Its name: the profile is JSON as stored, and its readers parse it (`Task(...)`).
+        "task": data.task.value,
         "target": data.target,
         "training_rows": len(data.train_frame),
         "columns": columns,
-        "target_distribution": _numeric(train[data.target], rng)
-        if regression
-        else _categorical(train[data.target]),
-        "prediction_distribution": _numeric(pd.Series(predicted, dtype=float), rng)
-        if regression or data.task == "anomaly"
-        else _categorical(pd.Series(predicted)),
+        "target_distribution": target_distribution,
+        "prediction_distribution": prediction_distribution,
         # Named "validation" for the profiles logged before; `split` says which rows.
-        "validation": {"metric": metric, "value": value, "rows": len(calibration), "split": split},
+        "validation": {
+            "metric": data.task.metric,
+            "value": value,
+            "rows": len(calibration),
+            "split": split,
+        },
         "positive_class": _json_label(_positive(data)),
         "importance": _importance(network, data, rng),
         # Not features: identifiers, dates, the time column, those the user named; and why.
@@ -246,18 +243,41 @@ def build_profile(
         "time_column": data.time_column,
     }
     if estimator:
-        fitted, loss_model = fit_estimator(
-            data.task,
-            calibration,
-            calibration[data.target],
-            decoded,
-            classes=prep.classes,
-            columns=columns,
-            seed=seed,
-        )
-        # Held in memory until `write_profile` stores it as its own file.
-        profile["estimator"] = fitted | ({"loss_model": loss_model} if loss_model else {})
+        profile["estimator"] = _estimator(data, calibration, decoded, columns, seed)
     return profile
+
+
+def _estimator(
+    data: TabularDataModule,
+    calibration: pd.DataFrame,
+    decoded: dict[str, np.ndarray],
+    columns: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """The estimator fit on the calibration rows, with a regression's loss model held in memory
+    until `write_profile` stores it as its own file."""
+    fitted, loss_model = fit_estimator(
+        data.task,
+        calibration,
+        calibration[data.target],
+        decoded,
+        classes=data.preprocessor.classes,
+        columns=columns,
+        seed=seed,
+    )
+    return fitted | ({"loss_model": loss_model} if loss_model else {})
+
+
+def _outcomes(
+    data: TabularDataModule, train: pd.DataFrame, predicted: np.ndarray, rng: np.random.Generator
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The distributions of the training target and of the model's scored output: numeric
+    for a regression's values and anomaly scores, categorical for class labels."""
+    target = train[data.target]
+    targets = _numeric(target, rng) if data.task.is_regression else _categorical(target)
+    if data.task.is_classification:
+        return targets, _categorical(pd.Series(predicted))
+    return targets, _numeric(pd.Series(predicted, dtype=float), rng)
 
 
 def write_profile(directory: Path, profile: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from lightning_modules.data import TabularDataModule
-from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 from lightning_modules.networks import NetworkSpec
 from search.cluster import RemoteNetworks, fetch, redact
 from search.config import Config
@@ -61,7 +60,7 @@ class SearchContext:
 
     @property
     def metric(self) -> str:
-        return PRIMARY_METRIC[self.data.task]
+        return self.data.task.metric
 
     def served_rows(self) -> ServedRows:
         """Validation rows as a user sends them: a trial's latency is the served graph's on
@@ -70,7 +69,7 @@ class SearchContext:
 
     @property
     def higher_is_better(self) -> bool:
-        return HIGHER_IS_BETTER[self.metric]
+        return self.data.task.higher_is_better
 
 
 # A failing candidate (say, a width that diverges) is recorded as FAIL; the search goes on.

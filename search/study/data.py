@@ -77,7 +77,7 @@ def data_params(data: TabularDataModule) -> dict[str, object]:
     return {
         "data.source": data.source,
         "data.target": data.target,
-        "data.task": data.task,
+        "data.task": data.task.value,
         "data.rows_train": len(data.train_frame),
         "data.rows_val": len(data.val_frame),
         "data.rows_certify": len(data.certify_frame),

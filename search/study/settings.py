@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
+from lightning_modules.task import Task
 from search.cluster import without_passwords
 from search.config import Config
 from search.study import attributes
@@ -62,7 +62,8 @@ class StudySettings:
         baseline_trial, baseline_metric: set once the baseline has finished.
     """
 
-    task: str = ""
+    # None in settings made without a task (a study's defaults, a test's settings).
+    task: Task | None = None
     metric: str = "metric"
     higher_is_better: bool = True
     size: str = "parameters"
@@ -82,12 +83,17 @@ class StudySettings:
     # How the champion is picked ("confident" or "smallest"); may change between runs.
     champion: str = "confident"
 
+    def __post_init__(self) -> None:
+        # Stored settings hold the task's name, and "" where they had none.
+        if self.task is not None and not isinstance(self.task, Task):
+            object.__setattr__(self, "task", Task(self.task) if self.task else None)
+
     @classmethod
     def for_search(
         cls,
         config: Config,
         *,
-        task: str,
+        task: Task,
         data: str,
         target: str,
         trials_dir: str,
@@ -95,11 +101,10 @@ class StudySettings:
     ) -> StudySettings:
         """The settings a search with `config` on data of `task` gives its study."""
         search = config.search
-        metric = PRIMARY_METRIC[task]
         return cls(
             task=task,
-            metric=metric,
-            higher_is_better=HIGHER_IS_BETTER[metric],
+            metric=task.metric,
+            higher_is_better=task.higher_is_better,
             size=SIZE_METRICS[search.size],
             latency=latency_metric(config),
             max_metric_drop=search.max_metric_drop,
@@ -123,7 +128,11 @@ class StudySettings:
         return cls(**{k: v for k, v in attributes.settings_dict(study).items() if k in known})
 
     def write(self, study: optuna.Study) -> None:
-        attributes.write_settings(study, dataclasses.asdict(self))
+        attributes.write_settings(study, self.stored())
+
+    def stored(self) -> dict[str, Any]:
+        """The settings as the study attribute holds them: JSON, the task by its name."""
+        return dataclasses.asdict(self) | {"task": self.task.value if self.task else ""}
 
     @property
     def budget(self) -> dict[str, float | None] | None:
@@ -186,7 +195,7 @@ class StudySettings:
 
         The message names the innermost key that differs (`space.ladder`), not the whole field.
         """
-        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(stored)
+        mine, theirs = self.stored(), stored.stored()
         for key in COMPARED:
             found = _first_difference(key, theirs[key], mine[key])
             if found is not None:

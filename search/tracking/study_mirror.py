@@ -199,7 +199,7 @@ class StudyMirror:
         # Task anomaly: the served model flags rows at the threshold the trial chose on
         # validation with its own outputs (an INT8 copy's differ from its source's).
         threshold = attributes.trial_metrics(trial).get("val_threshold")
-        if preprocessor.task == "anomaly" and threshold is not None:
+        if preprocessor.task.is_anomaly and threshold is not None:
             preprocessor = dataclasses.replace(preprocessor, anomaly_threshold=float(threshold))
         elif self.data is not None:
             preprocessor = serving_preprocessor(network, self.data)
