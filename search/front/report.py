@@ -13,6 +13,8 @@ import pandas as pd
 from search.front import pareto
 from search.front.advice import floor_advice
 from search.front.champion import recorded_champion
+from search.front.served import served_lines
+from search.serving import ServedLatency
 from search.study import StudySettings, attributes, read_power
 
 __all__ = [
@@ -56,6 +58,8 @@ def study_text(study: optuna.Study, width: int | None = None) -> str:
         lines += [f"  passed over {reason}" for reason in picked.failed[:_SHOWN_FAILED]]
         if len(picked.failed) > _SHOWN_FAILED:
             lines.append(f"  ... and {len(picked.failed) - _SHOWN_FAILED} more")
+        served, problem = attributes.served_latency(study)
+        lines += served_lines([ServedLatency.from_dict(entry) for entry in served], problem)
         # What the rows can certify, where they certified nothing smaller than the baseline,
         # or where the split alone decided though it cannot resolve the floor.
         half = pareto.validation_half_width(table)

@@ -17,13 +17,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 
 from search.measure import interleaved_ms
 from search.measure.clock import Call
 from search.serving.model_server import ServerFailed, model_server, poster
-from search.serving.served_model import GraphPredictor
 
 __all__ = ["SERVED_WAYS", "ServedLatency", "time_served"]
 
@@ -67,6 +65,8 @@ def _rows_of(rows: pd.DataFrame, n: int) -> pd.DataFrame:
 def _graph_call(model: Any, rows: pd.DataFrame) -> Call:
     """One `session.run` of the model's served graph on raw columns prepared beforehand; a
     model logged before the served graph existed has only its network behind pandas."""
+    from search.serving.served_model import GraphPredictor  # loads MLflow
+
     predictor = model.unwrap_python_model().predictor
     if isinstance(predictor, GraphPredictor):
         feeds = predictor.preprocessor.raw_columns(rows)
@@ -90,6 +90,8 @@ def time_served(
     Returns the latencies and, where HTTP was asked for but a server failed, why; the other
     ways are still timed then.
     """
+    import mlflow  # here: the stored latencies are read by modules that load no MLflow
+
     mlflow.set_tracking_uri(tracking_uri)
     calls: dict[tuple[str, int, str], Call] = {}
     problem = None

@@ -3,6 +3,7 @@ from .registry import champion_version as champion_version
 from .registry import promote as promote
 from .registry import retrain_lock as retrain_lock
 from .registry import rollback as rollback
+from .served_record import record_served_latency as record_served_latency
 from .store import EXPERIMENT_KIND_TAG as EXPERIMENT_KIND_TAG
 from .store import artifact_root as artifact_root
 from .store import configure as configure

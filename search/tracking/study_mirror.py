@@ -188,6 +188,11 @@ class StudyMirror:
             **({"repeat_of": str(repeat)} if repeat is not None else {}),
         }
 
+    def model_uri(self, trial: FrozenTrial) -> str | None:
+        """The trial's logged model, logged now where `keep_models` did not keep it; None for a
+        trial of a study made before networks were kept."""
+        return self._models.get(trial.number) or self._log_model(trial)
+
     def _log_model(self, trial: FrozenTrial) -> str | None:
         repeat = attributes.repeat_of(trial)
         number = trial.number if repeat is None else repeat
@@ -317,7 +322,7 @@ class StudyMirror:
             return None
         self._champion_trial = chosen.number
         self.client.set_tag(self.parent_run_id, "champion_rule", picked.rule)
-        model_uri = self._models.get(chosen.number) or self._log_model(chosen)
+        model_uri = self.model_uri(chosen)
         if model_uri is None:
             return None
         name = self.study.study_name

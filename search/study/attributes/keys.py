@@ -31,6 +31,8 @@ class StudyKey:
     CONFIRM_COST = "tabslim_confirm_cost"
     # The champion the latest finished search chose (`search.front.decide_champion`).
     CHAMPION = "tabslim_champion"
+    # The baseline and the champion timed as served after the search (`search.serving`).
+    SERVED_LATENCY = "tabslim_served_latency"
 
 
 class TrialKey:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ __all__ = [
     "mark_ladder_refined",
     "paired_cache",
     "power_dict",
+    "served_latency",
     "settings_dict",
     "stopped_reason",
     "trial_target",
@@ -30,6 +31,7 @@ __all__ = [
     "write_confirmation",
     "write_paired_cache",
     "write_power",
+    "write_served_latency",
     "write_settings",
     "write_stopped",
     "write_trial_target",
@@ -162,4 +164,23 @@ def write_champion_choice(study: optuna.Study, choice: ChampionChoice | None) ->
             "note": choice.note,
             "failed": list(choice.failed),
         },
+    )
+
+
+def served_latency(study: optuna.Study) -> tuple[list[dict[str, Any]], str | None]:
+    """The served latencies as stored (`search.serving.ServedLatency.to_dict` each), and why
+    HTTP was not measured where it was asked for; ([], None) before any were timed."""
+    stored = study.user_attrs.get(StudyKey.SERVED_LATENCY) or {}
+    return [dict(entry) for entry in stored.get("latencies") or ()], stored.get("problem")
+
+
+def write_served_latency(
+    study: optuna.Study, latencies: Sequence[Mapping[str, Any]], problem: str | None
+) -> None:
+    """Record the latest served latencies; none forgets an earlier search's."""
+    study.set_user_attr(
+        StudyKey.SERVED_LATENCY,
+        {"latencies": [dict(entry) for entry in latencies], "problem": problem}
+        if latencies
+        else None,
     )
