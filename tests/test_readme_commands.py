@@ -16,7 +16,7 @@ import pytest
 from search.commands import main
 from search.commands.cli import build_parser
 from search.config import validate
-from search.study import load_data
+from search.inputs import load_data
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -17,7 +17,7 @@ from lightning_modules.evaluation import evaluate_network
 from lightning_modules.networks import MLPSpec, build
 from lightning_modules.training import FitSettings, fit, make_trainer, metric_names
 from search.config import validate
-from search.study import fit_settings
+from search.inputs import fit_settings
 
 
 def _fit(data: TabularDataModule, epochs: int = 3, seed: int = 0, hidden=(16, 8)):  # type: ignore[no-untyped-def]

@@ -43,6 +43,7 @@ from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.tables import read_table
 from search import tracking
 from search.commands.settings import RetrainSettings
+from search.inputs import set_training_threads
 from search.measure import CONFIDENCE, paired_delta
 from search.monitor import (
     ChallengerOptions,
@@ -73,7 +74,6 @@ from search.serving import (
     read_profile,
     reference_sample,
 )
-from search.study import set_training_threads
 from search.tracking import Busy, champion_version, promote, retrain_lock
 
 __all__ = ["RetrainOutcome", "run_retrain"]

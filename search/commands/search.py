@@ -41,6 +41,7 @@ from search.commands.output import TERMINAL_COLUMNS, fit
 from search.commands.worker import local_worker
 from search.config import Config
 from search.front import confirm_search, paired_comparison, pareto, study_text
+from search.inputs import data_params, print_notes, set_training_threads
 from search.study import (
     DEFAULT_STORAGE,
     STOPPED_ATTR,
@@ -51,16 +52,13 @@ from search.study import (
     StudySettings,
     baseline_params,
     build_context,
-    data_params,
     ladder_params,
     open_storage,
     open_study,
-    print_notes,
     quiet,
     refine_after_ladder,
     run_trial,
     searched_trials,
-    set_training_threads,
     state_power,
     storage_label,
     study_name,

@@ -31,8 +31,9 @@ from pruning.sensitivity import SensitivityResult, check_epochs, check_ratios, s
 from search import tracking
 from search.cluster import RemoteNetworks, fetch, is_server
 from search.config import Config, override, validate
+from search.inputs import fit_settings, load_data
 from search.serving import PREPROCESSOR_FILE, SPEC_FILE, WEIGHTS_FILE, load_network
-from search.study import StudySettings, find_study, fit_settings, load_data, trials_root
+from search.study import StudySettings, find_study, trials_root
 
 KIND = "sensitivity"
 

@@ -16,9 +16,7 @@ from lightning_modules.training import fit
 from search import tracking
 from search.cluster import without_passwords
 from search.config import Config
-from search.measure import Phases, ServedRows, measure
-from search.serving import build_profile, log_model, reference_sample
-from search.study import (
+from search.inputs import (
     baseline_spec,
     data_params,
     fit_settings,
@@ -27,6 +25,8 @@ from search.study import (
     run_metrics,
     set_training_threads,
 )
+from search.measure import Phases, ServedRows, measure
+from search.serving import build_profile, log_model, reference_sample
 
 
 def _note_if_no_better_than_constant(data: TabularDataModule, val: dict[str, float]) -> None:

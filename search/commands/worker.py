@@ -41,6 +41,7 @@ from search.cluster import (
     redact,
 )
 from search.config import Config, override, validate
+from search.inputs import data_fingerprint, load_data, print_notes, set_training_threads
 from search.study import (
     DEFAULT_STORAGE,
     STOPPED_ATTR,
@@ -51,16 +52,12 @@ from search.study import (
     StudySettings,
     build_context,
     check_same_data,
-    data_fingerprint,
     find_study,
-    load_data,
     make_sampler,
     open_storage,
-    print_notes,
     quiet,
     run_trial,
     searched_trials,
-    set_training_threads,
     study_name,
     trials_root,
 )

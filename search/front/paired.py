@@ -14,7 +14,8 @@ import pandas as pd
 from lightning_modules.networks import build, count_parameters, spec_from_dict
 from lightning_modules.training import fit
 from search.front import pareto
-from search.study import SearchContext, fit_settings
+from search.inputs import fit_settings
+from search.study import SearchContext
 
 # Study attribute caching finished pairs, so that a resumed study does not train them again.
 PAIRED_ATTR = "tabslim_paired"

@@ -9,10 +9,6 @@ from .context import storage_label as storage_label
 from .context import study_name as study_name
 from .context import study_settings as study_settings
 from .context import trials_root as trials_root
-from .data import data_fingerprint as data_fingerprint
-from .data import data_params as data_params
-from .data import load_data as load_data
-from .data import print_notes as print_notes
 from .fidelity import RUNGS_ATTR as RUNGS_ATTR
 from .fidelity import STOP_ATTR as STOP_ATTR
 from .fidelity import fully_trained as fully_trained
@@ -57,7 +53,3 @@ from .storage import is_variant as is_variant
 from .storage import open_storage as open_storage
 from .storage import open_study as open_study
 from .storage import searched_trials as searched_trials
-from .training import baseline_spec as baseline_spec
-from .training import fit_settings as fit_settings
-from .training import run_metrics as run_metrics
-from .training import set_training_threads as set_training_threads

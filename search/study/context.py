@@ -21,11 +21,10 @@ from lightning_modules.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 from lightning_modules.networks import NetworkSpec
 from search.cluster import RemoteNetworks, fetch, redact
 from search.config import Config
+from search.inputs import baseline_spec, data_fingerprint, load_data
 from search.measure import ServedRows
-from search.study.data import data_fingerprint, load_data
 from search.study.settings import StudySettings
 from search.study.storage import DEFAULT_STORAGE
-from search.study.training import baseline_spec
 
 __all__ = [
     "SearchContext",

@@ -27,6 +27,7 @@ from lightning_modules.training import FitSettings, fit
 from pruning.plan import PruningPlan, apply_plan
 from search.cluster import publish
 from search.config import Config
+from search.inputs import fit_settings, run_metrics
 from search.measure import (
     WHERE_RAN,
     Phases,
@@ -42,7 +43,6 @@ from search.study.context import SearchContext
 from search.study.fidelity import STOP_ATTR, RungJudge, rung_epochs
 from search.study.settings import POWER_ATTR, StudySettings, latency_metric
 from search.study.space import ScratchShape, apply_shape, draw_approach, draw_plan, draw_shape
-from search.study.training import fit_settings, run_metrics
 
 # A trial stops early when, after the grace period, its best validation metric is this far past
 # the floor: the floor's own margin again, plus 2% of the baseline (clearly out of reach).
