@@ -1,4 +1,5 @@
-"""The `tabslim` command line: the parser and one module per command, each with its run.
+"""The `tabslim` command line: one `Command` per command (`<name>_command.py`: its flags, settings
+and what it prints) beside the job it runs, collected into one parser by `cli.py`.
 The top of `search`: nothing here is imported by another package.
 
 The packages of `search` import downwards only (tests/test_layout.py checks it):

@@ -42,7 +42,7 @@ from lightning_modules.networks import TabularNetwork
 from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.tables import read_table
 from search import tracking
-from search.commands.settings import RetrainSettings
+from search.commands.retrain_command import RetrainSettings
 from search.inputs import set_training_threads
 from search.measure import CONFIDENCE, paired_delta
 from search.monitor import (
