@@ -49,6 +49,7 @@ from lightning_modules.evaluation import row_scores  # noqa: E402
 from lightning_modules.networks import build  # noqa: E402
 from lightning_modules.training import fit  # noqa: E402
 from search.config import Config, override  # noqa: E402
+from search.inputs import set_training_threads  # noqa: E402
 from search.measure import paired_delta  # noqa: E402
 from search.study import (  # noqa: E402
     SearchContext,
@@ -58,10 +59,9 @@ from search.study import (  # noqa: E402
     directions,
     run_trial,
     scratch_settings,
-    set_training_threads,
     study_settings,
     uniform_params,
-)
+)  # noqa: E402
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "default": {},

@@ -44,7 +44,7 @@ from lightning_modules.data import TabularDataModule  # noqa: E402
 from lightning_modules.networks import build  # noqa: E402
 from lightning_modules.tables import read_table  # noqa: E402
 from search.config import Config, load_config  # noqa: E402
-from search.study import baseline_spec, fit_settings  # noqa: E402
+from search.inputs import baseline_spec, fit_settings  # noqa: E402
 
 PHASES = ("read", "preprocess", "fit", "profile", "log", "measure")
 COLUMNS = 45

@@ -63,6 +63,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from search.config import Config, load_config, override
 from search.front import champion, confirm_search, pareto, quantize_front
+from search.inputs import set_training_threads
 from search.study import (
     SearchContext,
     StudyKey,  # noqa: E402
@@ -75,7 +76,6 @@ from search.study import (
     make_sampler,
     refine_after_ladder,
     run_trial,
-    set_training_threads,
     study_settings,
     uniform_params,
 )

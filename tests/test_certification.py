@@ -21,6 +21,7 @@ from lightning_modules.training import FitSettings, fit
 from search.config import validate
 from search.front import certification_chain, confirm_search
 from search.front.certify import Link, judge_chain
+from search.inputs import load_data
 from search.measure import ALPHA, noninferiority, paired_delta
 from search.measure.noninferiority import tango_p_value
 from search.serving import build_profile, estimate_accuracy
@@ -31,7 +32,6 @@ from search.study import (
     baseline_params,
     build_context,
     directions,
-    load_data,
     power_statement,
     run_trial,
     state_power,

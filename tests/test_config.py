@@ -95,7 +95,7 @@ def test_training_threads_are_fixed_per_process() -> None:
 
     import torch
 
-    from search.study import set_training_threads
+    from search.inputs import set_training_threads
 
     before = torch.get_num_threads()
     try:

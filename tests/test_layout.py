@@ -21,6 +21,7 @@ ORDER = (
     "measure",
     "serving",
     "cluster",
+    "inputs",
     "study",
     "front",
     "tracking",

@@ -38,7 +38,7 @@ from search import tracking
 from search.commands import run_search, run_train
 from search.config import Config, load_config, override, validate
 from search.front import front_markdown, pareto
-from search.study import load_data
+from search.inputs import load_data
 
 TINY = Path(__file__).parent / "tiny_search.yaml"
 MLFLOW = Path(sys.executable).parent / "mlflow"

@@ -16,7 +16,7 @@ import pytest
 from search.commands import main
 from search.commands.cli import build_parser
 from search.config import validate
-from search.study import load_data
+from search.inputs import load_data
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -83,7 +83,7 @@ def test_the_sampled_search_hint_is_a_command_that_parses(tmp_path: Path) -> Non
 
 
 def test_retrain_takes_the_training_flags_train_has() -> None:
-    from search.commands.settings import RetrainSettings
+    from search.commands.retrain_command import RetrainSettings
 
     args = build_parser().parse_args(
         ["retrain", "--model", "m", "--data", "d.csv", "--target", "y", "--max-epochs", "2",

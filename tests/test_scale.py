@@ -22,9 +22,9 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.networks import build
 from lightning_modules.tables import read_table
 from search.config import Config, DataConfig
+from search.inputs import baseline_spec
 from search.serving import build_profile
 from search.serving import profile as profile_module
-from search.study import baseline_spec
 from search.tracking import store
 
 # MLflow's own schema inference (the reference here) warns about integer columns.
@@ -170,7 +170,7 @@ def test_sample_rows_reads_the_same_seeded_rows_in_the_files_order(
 
 def test_a_sampled_table_trains_on_its_sample_and_says_so(tmp_path: Path) -> None:
     from search.config import validate
-    from search.study import load_data
+    from search.inputs import load_data
 
     _mixed_table(2000).to_parquet(tmp_path / "t.parquet")
     raw = {"data": {"path": str(tmp_path / "t.parquet"), "target": "label", "sample_rows": 500}}

@@ -19,7 +19,7 @@ from lightning_modules.task import Task
 from lightning_modules.task_metrics import metric_names
 from lightning_modules.training import FitSettings, fit, make_trainer
 from search.config import validate
-from search.study import fit_settings
+from search.inputs import fit_settings
 
 
 def _fit(data: TabularDataModule, epochs: int = 3, seed: int = 0, hidden=(16, 8)):  # type: ignore[no-untyped-def]

@@ -2,7 +2,7 @@
 network store that workers share.
 
 The packages of `search` import downwards only (tests/test_layout.py checks it):
-config < measure < serving < cluster < study < front < tracking < monitor < commands.
+config < measure < serving < cluster < inputs < study < front < tracking < monitor < commands.
 Names load lazily, from the stub `__init__.pyi`, so that `tabslim --help` imports neither torch
 nor MLflow.
 """

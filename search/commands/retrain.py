@@ -20,7 +20,6 @@ The same data again is recognised by its fingerprint and changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -28,33 +27,28 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from lightning_modules.columns import time_order
 from lightning_modules.data import TabularDataModule
-from lightning_modules.errors import TabslimInputError
 from lightning_modules.evaluation import serving_preprocessor
 from lightning_modules.metrics import HIGHER_IS_BETTER
 from lightning_modules.networks import TabularNetwork
 from lightning_modules.preprocessing import Preprocessor
-from lightning_modules.tables import read_table
 from search import tracking
-from search.commands.settings import RetrainSettings
+from search.commands.retrain_command import RetrainSettings
+from search.commands.retrain_rows import evidence_words, fingerprint, read_new_rows, split
+from search.inputs import set_training_threads
 from search.measure import CONFIDENCE, paired_delta
 from search.monitor import (
     ChallengerOptions,
     PromotionVerdict,
-    check_quality,
-    coerced_target,
     compare,
     estimated_metric,
     frame_scores,
     latency_ratio,
     realized_metric,
-    refuse_broken,
     retrain_reasons,
     served_change,
     served_frame,
@@ -73,12 +67,10 @@ from search.serving import (
     read_profile,
     reference_sample,
 )
-from search.study import set_training_threads
 from search.tracking import Busy, champion_version, promote, retrain_lock
 
 __all__ = ["RetrainOutcome", "run_retrain"]
 
-_MIN_HOLDOUT_ROWS = 20
 _DONE_TAG = "tabslim.retrain."
 
 
@@ -93,43 +85,6 @@ class RetrainOutcome:
     def __post_init__(self) -> None:
         # MLflow hands out versions as ints or strings, depending on the call.
         self.champion = str(self.champion)
-
-
-def _fingerprint(path: str, target: str, time_column: str | None) -> str:
-    """The data and how it is read; not the champion's version, which a promotion changes."""
-    digest = hashlib.sha256(Path(path).read_bytes())
-    digest.update(f"{target}|{time_column}".encode())
-    return digest.hexdigest()[:16]
-
-
-def _split(frame: pd.DataFrame, holdout: float, time_column: str | None, seed: int) -> tuple:
-    n_holdout = round(len(frame) * holdout)
-    if time_column is not None:
-        ordered = frame.iloc[time_order(frame, time_column).argsort(kind="stable").to_numpy()]
-    else:
-        ordered = frame.iloc[np.random.default_rng(seed).permutation(len(frame))]
-    return ordered.iloc[: len(frame) - n_holdout], ordered.iloc[len(frame) - n_holdout :]
-
-
-def _check_input(frame: pd.DataFrame, profile: dict, target: str) -> None:
-    if target not in frame.columns and target != profile["target"]:
-        raise TabslimInputError(
-            f"the new data has no target column {target!r}; the champion predicts "
-            f"{profile['target']!r}, whose rows may come unlabelled"
-        )
-    missing = [c for c in profile["columns"] if c not in frame.columns]
-    if missing:
-        raise TabslimInputError(f"the new data lacks the columns {missing}, which the model takes")
-
-
-def _labelled_too_few(labelled: int, holdout: float) -> str | None:
-    """Why `labelled` rows cannot train and judge challengers; None when they can."""
-    if round(labelled * holdout) < _MIN_HOLDOUT_ROWS or labelled - round(labelled * holdout) < 60:
-        return (
-            f"{labelled} labelled rows are too few for a holdout of {holdout:g} (it needs "
-            f"{_MIN_HOLDOUT_ROWS} rows, and the window at least 60)"
-        )
-    return None
 
 
 @dataclass
@@ -155,6 +110,45 @@ class _Job:
         return RetrainOutcome(action, reasons, self.champion.version, lines or [])
 
 
+def _champion_files(
+    client: MlflowClient, name: str, tracking_uri: str
+) -> tuple[Any, Path, dict, str | None]:
+    """`name@champion`'s version, its network folder, the profile drift is measured from, and
+    the retrain run whose rows it was last kept on (None: its training rows)."""
+    champion = champion_version(client, name, tracking_uri)
+    network_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{champion.version}"))
+    network_dir = network_dir / "artifacts" / "network"
+    profile = read_profile(network_dir, f"models:/{name}@champion")
+    accepted_run = dict(champion.tags or {}).get(ACCEPTED_TAG)
+    if accepted_run is not None:
+        profile = mlflow.artifacts.load_dict(f"runs:/{accepted_run}/{ACCEPTED_FILE}")
+    return champion, network_dir, profile, accepted_run
+
+
+def _drift_reasons(job: _Job, everything: pd.DataFrame, accepted_run: str | None) -> tuple:
+    """The new rows compared with the champion's profile, and the reasons to retrain (none:
+    no retrain is called for)."""
+    network_dir, profile, settings = job.network_dir, job.profile, job.settings
+    served = served_frame(network_dir, everything)
+    predictions = served_predictions(served, profile)
+    report = compare(
+        profile,
+        everything,
+        predictions=predictions,
+        realized=realized_metric(profile, everything, predictions),
+    )
+    report.estimated = estimated_metric(profile, network_dir, everything, served)
+    reasons = retrain_reasons(
+        report, profile, settings.tolerance, settings.drift_threshold, settings.force
+    )
+    if accepted_run is not None:
+        report.reference_note = (
+            f"drift measured from the rows of retrain run {accepted_run}, on which version "
+            f"{job.champion.version} was kept (tag {ACCEPTED_TAG})"
+        )
+    return report, reasons
+
+
 def run_retrain(
     name: str,
     data_path: str,
@@ -173,32 +167,10 @@ def run_retrain(
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     experiment_id = tracking.configure(tracking_uri, config.tracking.experiment)
     client = MlflowClient()
-    champion = champion_version(client, name, tracking_uri)
-    network_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{champion.version}"))
-    network_dir = network_dir / "artifacts" / "network"
-    profile = read_profile(network_dir, f"models:/{name}@champion")
-    accepted_run = dict(champion.tags or {}).get(ACCEPTED_TAG)
-    if accepted_run is not None:
-        profile = mlflow.artifacts.load_dict(f"runs:/{accepted_run}/{ACCEPTED_FILE}")
-    everything = read_table(data_path)
-    _check_input(everything, profile, target)
-    # Before anything is trained, promoted or marked handled: a model retrained on a broken
-    # column learns from the values the preprocessing imputed.
-    refuse_broken(check_quality(profile, everything))
-    everything = coerced_target(everything, target, network_dir, data_path)
-    # Rows whose labels have not come yet are judged by the estimate alone; challengers train
-    # and are judged on the labelled ones.
-    if target in everything.columns:
-        frame = everything[everything[target].notna()].reset_index(drop=True)
-    else:
-        frame = everything.iloc[:0]
-    unlabelled = len(everything) - len(frame)
-    too_few = _labelled_too_few(len(frame), settings.holdout)
-    if too_few and not unlabelled:
-        raise TabslimInputError(too_few)
-    time_column = settings.time_column
-    if time_column is not None:
-        time_order(everything, time_column)  # a one-line error for a column that does not parse
+    champion, network_dir, profile, accepted_run = _champion_files(client, name, tracking_uri)
+    everything, frame, unlabelled, too_few = read_new_rows(
+        data_path, target, profile, network_dir, settings.holdout, settings.time_column
+    )
     job = _Job(
         name,
         data_path,
@@ -210,29 +182,13 @@ def run_retrain(
         network_dir,
         profile,
         frame,
-        _fingerprint(data_path, target, time_column),
+        fingerprint(data_path, target, settings.time_column),
         unlabelled,
     )
     done = client.get_registered_model(name).tags.get(_DONE_TAG + job.fingerprint)
     if done is not None:
         return job.outcome("already done", [f"this data was handled before: {done}"])
-    served = served_frame(network_dir, everything)
-    predictions = served_predictions(served, profile)
-    report = compare(
-        profile,
-        everything,
-        predictions=predictions,
-        realized=realized_metric(profile, everything, predictions),
-    )
-    report.estimated = estimated_metric(profile, network_dir, everything, served)
-    reasons = retrain_reasons(
-        report, profile, settings.tolerance, settings.drift_threshold, settings.force
-    )
-    if accepted_run is not None:
-        report.reference_note = (
-            f"drift measured from the rows of retrain run {accepted_run}, on which version "
-            f"{champion.version} was kept (tag {ACCEPTED_TAG})"
-        )
+    report, reasons = _drift_reasons(job, everything, accepted_run)
     if settings.dry_run:
         action = "dry run: would retrain" if reasons else "dry run: no retrain needed"
         no_reason = ["no drift or loss beyond the thresholds"]
@@ -260,20 +216,12 @@ def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> 
     ) as run:
         mlflow.log_dict(report.to_dict(), "drift_report.json")
         if not reasons:
-            mlflow.set_tag("tabslim.outcome", "no retrain")
-            job.client.set_registered_model_tag(name, _DONE_TAG + job.fingerprint, "no retrain")
-            outcome = job.outcome(
-                "no retrain", ["no drift or loss beyond the thresholds"], report.summary()
-            )
-            outcome.run_id = run.info.run_id
-            return outcome
+            return _no_retrain(job, report, run.info.run_id)
         set_training_threads(config)
         spec, network, prep = load_network(job.network_dir)
-        window, rows = _split(job.frame, settings.holdout, settings.time_column, config.data.seed)
-        base_rows = frame_scores(network, prep, rows, job.target)
-        base_size = sum(p.numel() for p in network.parameters())
-        metric = job.profile["validation"]["metric"]
-        higher = HIGHER_IS_BETTER[metric]
+        window, rows = split(job.frame, settings.holdout, settings.time_column, config.data.seed)
+        # The champion as it is, before any challenger trains.
+        base = (frame_scores(network, prep, rows, job.target), _size(network))
         window = training_window(
             window,
             job.network_dir,
@@ -289,7 +237,9 @@ def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> 
         challengers, lines = train_challengers(
             window, job.target, settings.time_column, config, (spec, network, prep), options
         )
-        evidence = _evidence(job, report, len(window), len(rows))
+        evidence = evidence_words(
+            settings.time_column, len(window), len(rows), job.unlabelled, report.estimated
+        )
         lines.append(evidence)
         # The best of several challengers is promoted: each interval is widened (Bonferroni)
         # so that the chance any of them clears the gain by luck stays at 2.5%.
@@ -300,32 +250,7 @@ def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> 
                 f"{len(challengers)}): the best of several is promoted"
             )
         mlflow.set_tags({"tabslim.evidence": evidence, "tabslim.unlabelled_rows": job.unlabelled})
-        passing = []
-        for kind, (candidate, cand_prep, data) in challengers.items():
-            scores = frame_scores(candidate, cand_prep, rows, job.target)
-            delta = paired_delta(
-                scores, base_rows, metric, seed=config.search.seed, confidence=confidence
-            )
-            size = sum(p.numel() for p in candidate.parameters()) / base_size
-            latency = latency_ratio(candidate, network)
-            verdict = PromotionVerdict.judge(delta, size, latency, metric, settings.min_gain)
-            passed, figures = verdict.passed, verdict.figures()
-            with mlflow.start_run(run_name=kind, nested=True):
-                mlflow.log_metrics(figures)
-                mlflow.set_tags({"tabslim.kind": "challenger", "tabslim.passed": str(passed)})
-                if passed:
-                    assert isinstance(candidate, TabularNetwork)
-                    served = serving_preprocessor(candidate, data)
-                    info = log_model(
-                        candidate.spec,
-                        candidate,
-                        served,
-                        data.example_rows(),
-                        profile=build_profile(data, candidate),
-                        reference_rows=reference_sample(data, config.tracking.reference_rows),
-                    )
-                    passing.append((delta.delta if higher else -delta.delta, kind, info, figures))
-            lines.append(verdict.line(kind, metric, len(rows)))
+        passing = _judge(job, challengers, rows, network, base, confidence, lines)
         outcome = _promote(job, passing, reasons, run.info.run_id, window, evidence)
         if outcome.action == "retrained, champion kept" and not any(
             r.startswith(("realized", "estimated")) for r in reasons
@@ -336,6 +261,66 @@ def _retrain(job: _Job, experiment_id: str, report: Any, reasons: list[str]) -> 
         outcome.lines = report.summary() + lines + outcome.lines
         outcome.run_id = run.info.run_id
         return outcome
+
+
+def _size(network: nn.Module) -> int:
+    return sum(p.numel() for p in network.parameters())
+
+
+def _no_retrain(job: _Job, report: Any, run_id: str) -> RetrainOutcome:
+    """Record on the run and the registered model that this data called for no retrain."""
+    mlflow.set_tag("tabslim.outcome", "no retrain")
+    job.client.set_registered_model_tag(job.name, _DONE_TAG + job.fingerprint, "no retrain")
+    outcome = job.outcome(
+        "no retrain", ["no drift or loss beyond the thresholds"], report.summary()
+    )
+    outcome.run_id = run_id
+    return outcome
+
+
+def _judge(
+    job: _Job,
+    challengers: dict[str, tuple[nn.Module, Preprocessor, TabularDataModule]],
+    rows: pd.DataFrame,
+    network: nn.Module,
+    base: tuple[Any, int],
+    confidence: float,
+    lines: list[str],
+) -> list:
+    """Each challenger judged against the champion (`network`, with its per-row scores on the
+    holdout `rows` and its size, `base`) in a nested run; a line each goes to `lines`. Those
+    that pass are logged as models and returned."""
+    config, settings = job.config, job.settings
+    base_rows, base_size = base
+    metric = job.profile["validation"]["metric"]
+    higher = HIGHER_IS_BETTER[metric]
+    passing = []
+    for kind, (candidate, cand_prep, data) in challengers.items():
+        scores = frame_scores(candidate, cand_prep, rows, job.target)
+        delta = paired_delta(
+            scores, base_rows, metric, seed=config.search.seed, confidence=confidence
+        )
+        size = _size(candidate) / base_size
+        latency = latency_ratio(candidate, network)
+        verdict = PromotionVerdict.judge(delta, size, latency, metric, settings.min_gain)
+        passed, figures = verdict.passed, verdict.figures()
+        with mlflow.start_run(run_name=kind, nested=True):
+            mlflow.log_metrics(figures)
+            mlflow.set_tags({"tabslim.kind": "challenger", "tabslim.passed": str(passed)})
+            if passed:
+                assert isinstance(candidate, TabularNetwork)
+                served = serving_preprocessor(candidate, data)
+                info = log_model(
+                    candidate.spec,
+                    candidate,
+                    served,
+                    data.example_rows(),
+                    profile=build_profile(data, candidate),
+                    reference_rows=reference_sample(data, config.tracking.reference_rows),
+                )
+                passing.append((delta.delta if higher else -delta.delta, kind, info, figures))
+        lines.append(verdict.line(kind, metric, len(rows)))
+    return passing
 
 
 def _accept_rows(job: _Job, network: nn.Module, prep: Preprocessor, run_id: str) -> str:
@@ -359,28 +344,6 @@ def _accept_rows(job: _Job, network: nn.Module, prep: Preprocessor, run_id: str)
         f"the champion held on these rows: later retrains measure drift from them "
         f"(version {job.champion.version} tag {ACCEPTED_TAG})"
     )
-
-
-def _evidence(job: _Job, report: Any, window_rows: int, holdout_rows: int) -> str:
-    """What a promotion would rest on, in words: which rows called for it, which trained the
-    challengers, and which judged them."""
-    where = (
-        f" (ordered by {job.settings.time_column}, the holdout after the window)"
-        if job.settings.time_column
-        else " (a seeded random split)"
-    )
-    words = (
-        f"challengers trained on {window_rows} labelled rows and judged, paired against the "
-        f"champion, on the {holdout_rows} labelled rows of the holdout{where}"
-    )
-    if job.unlabelled:
-        estimate = report.estimated
-        judged = f"its {estimate.method} estimate" if estimate is not None else "their drift alone"
-        words += (
-            f"; {job.unlabelled} rows without labels yet were judged by {judged}, and train "
-            "and judge nothing"
-        )
-    return words
 
 
 def _promote(

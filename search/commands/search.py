@@ -47,6 +47,7 @@ from search.front import (
     pareto,
     study_text,
 )
+from search.inputs import data_params, print_notes, set_training_threads
 from search.study import (
     DEFAULT_STORAGE,
     TRIAL_ERRORS,
@@ -56,16 +57,13 @@ from search.study import (
     attributes,
     baseline_params,
     build_context,
-    data_params,
     ladder_params,
     open_storage,
     open_study,
-    print_notes,
     quiet,
     refine_after_ladder,
     run_trial,
     searched_trials,
-    set_training_threads,
     state_power,
     storage_label,
     study_name,
@@ -127,43 +125,13 @@ def _coordinate(
     force: bool = False,
 ) -> SearchOutcome:
     """The coordinator: baseline, its own trials, local workers, MLflow, the champion."""
-    config, name = ctx.config, study.study_name
+    config = ctx.config
     locks = lock.folder if lock else None
     owner = lock.owner if lock else f"{os.uname().nodename}-{os.getpid()}"
-    # Trials a killed run left RUNNING are failed and queued again before anything else.
-    recover_dead_trials(study, locks, config.search.max_retries)
-    # Workers run until the study has what its latest `tabslim search` asked for.
-    attributes.write_trial_target(study, config.search.n_trials)
-    print_notes(ctx.data)
-    ctx.trials_dir.mkdir(parents=True, exist_ok=True)
-    params = tracking.flatten("", without_passwords(config.model_dump(exclude={"tracking"})))
-    params |= data_params(ctx.data)
-    params |= {"study": name, "storage": storage_label(config)}
-    mirror = StudyMirror(
-        study=study,
-        experiment_id=experiment_id,
-        trials_dir=ctx.trials_dir,
-        input_example=ctx.data.example_rows(),
-        keep_models=config.search.keep_models,
-        params=params,
-        dataset=tracking.training_dataset(ctx.data, config.data),
-        data=ctx.data,
-        reference_rows=config.tracking.reference_rows,
-        force=force,
-    )
-    mirror.start()
-    if is_server(config.tracking.uri):
-        # Nodes share no disk: trials' networks travel as artifacts of the parent run.
-        ctx.remote = mirror.remote = RemoteNetworks(config.tracking.uri, mirror.parent_run_id)
+    _prepare(study, ctx, locks)
+    mirror = _start_mirror(study, ctx, experiment_id, force)
     target = config.search.n_trials
-    bar = tqdm(
-        total=target,
-        initial=min(searched_trials(study), target),
-        desc=name,
-        unit="trial",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
+    bar = _progress_bar(study, target, progress)
 
     def after_trial(study: optuna.Study, trial: FrozenTrial | None) -> None:
         recover_dead_trials(study, locks, config.search.max_retries)
@@ -179,19 +147,7 @@ def _coordinate(
         if StudySettings.read(study).baseline_trial is None:
             _run_baseline(study, ctx, objective, after_trial)
         check_baseline_learned(study, ctx)
-        # Before the candidates train: whether the certification rows can certify the floor.
-        statement = state_power(study, ctx)
-        if statement is not None:
-            print(fit(f"tabslim: {statement.text()}"), flush=True)
-        remaining = target - searched_trials(study)
-        if remaining > 0:
-            parent = mirror.parent_run_id if ctx.remote else None
-            _optimize(study, config, objective, after_trial, remaining, parent, locks, slots)
-        if config.search.quantize:
-            # Imported here: ONNX Runtime's quantizer is only needed once the front stands.
-            from search.front import quantize_front
-
-            quantize_front(study, ctx)
+        _candidates(study, ctx, objective, after_trial, mirror, locks, slots)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -220,6 +176,96 @@ def _coordinate(
         raise TabslimInputError(
             f"{mirror.champion_note}; raise search.budget, or search again with smaller shapes"
         )
+    return _outcome(study, ctx, mirror, champion, experiment_id)
+
+
+def _prepare(study: optuna.Study, ctx: SearchContext, locks: Path | None) -> None:
+    """What comes before the mirror and the trials: recovery, the target, the data's notes."""
+    config = ctx.config
+    # Trials a killed run left RUNNING are failed and queued again before anything else.
+    recover_dead_trials(study, locks, config.search.max_retries)
+    # Workers run until the study has what its latest `tabslim search` asked for.
+    attributes.write_trial_target(study, config.search.n_trials)
+    print_notes(ctx.data)
+    ctx.trials_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _start_mirror(
+    study: optuna.Study, ctx: SearchContext, experiment_id: str, force: bool
+) -> StudyMirror:
+    """The study's MLflow mirror, its parent run started; on a tracking server, also where
+    trials' networks travel."""
+    config, name = ctx.config, study.study_name
+    params = tracking.flatten("", without_passwords(config.model_dump(exclude={"tracking"})))
+    params |= data_params(ctx.data)
+    params |= {"study": name, "storage": storage_label(config)}
+    mirror = StudyMirror(
+        study=study,
+        experiment_id=experiment_id,
+        trials_dir=ctx.trials_dir,
+        input_example=ctx.data.example_rows(),
+        keep_models=config.search.keep_models,
+        params=params,
+        dataset=tracking.training_dataset(ctx.data, config.data),
+        data=ctx.data,
+        reference_rows=config.tracking.reference_rows,
+        force=force,
+    )
+    mirror.start()
+    if is_server(config.tracking.uri):
+        # Nodes share no disk: trials' networks travel as artifacts of the parent run.
+        ctx.remote = mirror.remote = RemoteNetworks(config.tracking.uri, mirror.parent_run_id)
+    return mirror
+
+
+def _progress_bar(study: optuna.Study, target: int, progress: bool) -> tqdm:
+    """Searched trials out of `target`, for a terminal (disabled without `progress`)."""
+    return tqdm(
+        total=target,
+        initial=min(searched_trials(study), target),
+        desc=study.study_name,
+        unit="trial",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+
+
+def _candidates(
+    study: optuna.Study,
+    ctx: SearchContext,
+    objective: Any,
+    after_trial: Any,
+    mirror: StudyMirror,
+    locks: Path | None,
+    slots: list[Slot],
+) -> None:
+    """Once the baseline learned: the power statement, then the candidates up to the target,
+    then (if asked) their INT8 copies."""
+    config, target = ctx.config, ctx.config.search.n_trials
+    # Before the candidates train: whether the certification rows can certify the floor.
+    statement = state_power(study, ctx)
+    if statement is not None:
+        print(fit(f"tabslim: {statement.text()}"), flush=True)
+    remaining = target - searched_trials(study)
+    if remaining > 0:
+        parent = mirror.parent_run_id if ctx.remote else None
+        _optimize(study, config, objective, after_trial, remaining, parent, locks, slots)
+    if config.search.quantize:
+        # Imported here: ONNX Runtime's quantizer is only needed once the front stands.
+        from search.front import quantize_front
+
+        quantize_front(study, ctx)
+
+
+def _outcome(
+    study: optuna.Study,
+    ctx: SearchContext,
+    mirror: StudyMirror,
+    champion: str | None,
+    experiment_id: str,
+) -> SearchOutcome:
+    """What the search did, as the command prints it."""
+    config, name = ctx.config, study.study_name
     table = pareto.trial_table(study)
     return SearchOutcome(
         study=name,

@@ -31,8 +31,9 @@ from pruning.sensitivity import SensitivityResult, check_epochs, check_ratios, s
 from search import tracking
 from search.cluster import RemoteNetworks, fetch, is_server
 from search.config import Config, override, validate
+from search.inputs import fit_settings, load_data
 from search.serving import PREPROCESSOR_FILE, SPEC_FILE, WEIGHTS_FILE, load_network
-from search.study import StudySettings, find_study, fit_settings, load_data, trials_root
+from search.study import StudySettings, find_study, trials_root
 
 KIND = "sensitivity"
 
@@ -147,6 +148,34 @@ def run_sensitivity(
     )
 
 
+def _scan_params(result: SensitivityResult, settings: StudySettings) -> dict[str, str]:
+    """What the scan ran with, as MLflow parameters."""
+    widths = result.table.groupby("layer")["width"].first()
+    return {
+        "ratios": ",".join(f"{r:g}" for r in result.ratios),
+        "criterion": result.criterion,
+        "fine_tune_epochs": ",".join(map(str, result.epochs)),
+        "metric": f"val_{result.metric}",
+        "baseline_trial": str(settings.baseline_trial),
+        "widths": "-".join(str(int(w)) for w in widths),
+        "layer_order": ",".join(map(str, result.order)),
+    }
+
+
+def _scan_metrics(result: SensitivityResult, seconds: float) -> dict[str, float]:
+    """Each cell's drop, each group's mean drop, the baseline's metric and the scan's time."""
+    table = result.table
+    metrics = {
+        _metric_name(int(row.layer), float(row.ratio), int(row.epochs)): float(row.drop)
+        for row in table.itertuples()
+    }
+    for layer, mean in table.groupby("layer")["drop"].mean().items():
+        metrics[f"mean_drop_layer{layer}"] = float(mean)
+    metrics[f"baseline_val_{result.metric}"] = float(table["baseline_metric"].iloc[0])
+    metrics["scan_seconds"] = seconds
+    return metrics
+
+
 def _log(
     client: MlflowClient,
     experiment_id: str,
@@ -170,29 +199,11 @@ def _log(
     run_id = run.info.run_id
     try:
         table = result.table
-        widths = table.groupby("layer")["width"].first()
-        params = {
-            "ratios": ",".join(f"{r:g}" for r in result.ratios),
-            "criterion": result.criterion,
-            "fine_tune_epochs": ",".join(map(str, result.epochs)),
-            "metric": f"val_{result.metric}",
-            "baseline_trial": str(settings.baseline_trial),
-            "widths": "-".join(str(int(w)) for w in widths),
-            "layer_order": order,
-        }
         now = int(time.time() * 1000)
-        metrics = {
-            _metric_name(int(row.layer), float(row.ratio), int(row.epochs)): float(row.drop)
-            for row in table.itertuples()
-        }
-        for layer, mean in table.groupby("layer")["drop"].mean().items():
-            metrics[f"mean_drop_layer{layer}"] = float(mean)
-        metrics[f"baseline_val_{result.metric}"] = float(table["baseline_metric"].iloc[0])
-        metrics["scan_seconds"] = seconds
         client.log_batch(
             run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-            params=[Param(k, v) for k, v in params.items()],
+            metrics=[Metric(k, v, now, 0) for k, v in _scan_metrics(result, seconds).items()],
+            params=[Param(k, v) for k, v in _scan_params(result, settings).items()],
             tags=[RunTag("tabslim.criterion", result.criterion)],
         )
         with tempfile.TemporaryDirectory() as tmp:

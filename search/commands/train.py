@@ -6,18 +6,17 @@ import sys
 from dataclasses import dataclass
 
 import mlflow
+from mlflow.entities import DatasetInput
 from mlflow.tracking import MlflowClient
 
 from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import no_better_than_constant, serving_preprocessor
-from lightning_modules.networks import build
+from lightning_modules.networks import NetworkSpec, build
 from lightning_modules.training import fit
 from search import tracking
 from search.cluster import without_passwords
 from search.config import Config
-from search.measure import Phases, ServedRows, measure
-from search.serving import build_profile, log_model, reference_sample
-from search.study import (
+from search.inputs import (
     baseline_spec,
     data_params,
     fit_settings,
@@ -26,6 +25,8 @@ from search.study import (
     run_metrics,
     set_training_threads,
 )
+from search.measure import Phases, ServedRows, measure
+from search.serving import build_profile, log_model, reference_sample
 
 
 def _note_if_no_better_than_constant(data: TabularDataModule, val: dict[str, float]) -> None:
@@ -48,6 +49,19 @@ class TrainOutcome:
     metrics: dict[str, float]
 
 
+def _log_inputs(
+    config: Config, data: TabularDataModule, spec: NetworkSpec, dataset: DatasetInput, run_id: str
+) -> None:
+    """The run's tags, its parameters (the config without passwords, the data, the widths) and
+    its dataset, on the active run `run_id`."""
+    mlflow.set_tags({"tabslim.kind": "train", "tabslim.approach": "baseline"})
+    params = tracking.flatten("", without_passwords(config.model_dump(exclude={"tracking"})))
+    params.update(data_params(data))
+    params["model.widths"] = "-".join(map(str, spec.group_sizes()))
+    mlflow.log_params(params)
+    tracking.log_dataset(MlflowClient(), run_id, dataset)
+
+
 def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
     """Train, measure and log the baseline. All input is checked before MLflow is touched.
 
@@ -65,14 +79,7 @@ def run_train(config: Config, *, progress_bar: bool = True) -> TrainOutcome:
     print_notes(data)
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
         with phases("log"):
-            mlflow.set_tags({"tabslim.kind": "train", "tabslim.approach": "baseline"})
-            params = tracking.flatten(
-                "", without_passwords(config.model_dump(exclude={"tracking"}))
-            )
-            params.update(data_params(data))
-            params["model.widths"] = "-".join(map(str, spec.group_sizes()))
-            mlflow.log_params(params)
-            tracking.log_dataset(MlflowClient(), run.info.run_id, dataset)
+            _log_inputs(config, data, spec, dataset, run.info.run_id)
         with phases("fit"):
             result = fit(
                 build(spec, seed=config.training.seed),

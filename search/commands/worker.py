@@ -40,6 +40,7 @@ from search.cluster import (
     redact,
 )
 from search.config import Config, override, validate
+from search.inputs import data_fingerprint, load_data, print_notes, set_training_threads
 from search.study import (
     DEFAULT_STORAGE,
     TRIAL_ERRORS,
@@ -49,16 +50,12 @@ from search.study import (
     attributes,
     build_context,
     check_same_data,
-    data_fingerprint,
     find_study,
-    load_data,
     make_sampler,
     open_storage,
-    print_notes,
     quiet,
     run_trial,
     searched_trials,
-    set_training_threads,
     study_name,
     trials_root,
 )
@@ -128,6 +125,40 @@ class WorkerOutcome:
 _BASELINE_POLL_SECONDS = 2.0
 
 
+def _stored_config(settings: StudySettings, name: str, data_path: str | None) -> Config:
+    """The config study `name` stores, checked (raises when it has none, or when `data_path`
+    is given for a study made on a bundled dataset)."""
+    if settings.config is None:
+        raise TabslimInputError(
+            f"study '{name}' holds no tabslim config; it was not made by `tabslim search`"
+        )
+    config = validate(settings.config, f"stored with study '{name}'")
+    if data_path is not None and config.data.path is None:
+        raise TabslimInputError(
+            f"study '{name}' was made on the bundled dataset '{config.data.dataset}'; "
+            "--data is for studies made on a file"
+        )
+    return config
+
+
+def _find_networks(ctx: SearchContext, config: Config, settings: StudySettings, name: str) -> None:
+    """Point `ctx` at the study's networks: the coordinator's MLflow run on a tracking server
+    (checked to be there), else the folder the study records."""
+    if is_server(config.tracking.uri):
+        # No disk in common with the coordinator: networks come from its run, cached here.
+        ctx.trials_dir = trials_root(config) / name
+        experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
+        parent = tracking.find_study_run(MlflowClient(), experiment_id, name)
+        if parent is None:
+            raise TabslimInputError(
+                f"no MLflow run of study '{name}' at {redact(config.tracking.uri)}; "
+                "start it with `tabslim search` against that server first"
+            )
+        ctx.remote = RemoteNetworks(config.tracking.uri, parent)
+    elif settings.trials_dir is not None:
+        ctx.trials_dir = Path(settings.trials_dir)
+
+
 def run_worker(
     name: str,
     storage_url: str | None,
@@ -146,16 +177,7 @@ def run_worker(
     quiet()
     study = find_study(name, storage_url)
     settings = StudySettings.read(study)
-    if settings.config is None:
-        raise TabslimInputError(
-            f"study '{name}' holds no tabslim config; it was not made by `tabslim search`"
-        )
-    config = validate(settings.config, f"stored with study '{name}'")
-    if data_path is not None and config.data.path is None:
-        raise TabslimInputError(
-            f"study '{name}' was made on the bundled dataset '{config.data.dataset}'; "
-            "--data is for studies made on a file"
-        )
+    config = _stored_config(settings, name, data_path)
     changes = {
         "search.storage": storage_url,
         "search.n_trials": attributes.trial_target(study),
@@ -169,19 +191,7 @@ def run_worker(
     check_same_data(settings, data_fingerprint(data), data.source, name)
     set_training_threads(config, processes)
     ctx = build_context(config, data)
-    if is_server(config.tracking.uri):
-        # No disk in common with the coordinator: networks come from its run, cached here.
-        ctx.trials_dir = trials_root(config) / name
-        experiment_id = tracking.configure(config.tracking.uri, config.tracking.experiment)
-        parent = tracking.find_study_run(MlflowClient(), experiment_id, name)
-        if parent is None:
-            raise TabslimInputError(
-                f"no MLflow run of study '{name}' at {redact(config.tracking.uri)}; "
-                "start it with `tabslim search` against that server first"
-            )
-        ctx.remote = RemoteNetworks(config.tracking.uri, parent)
-    elif settings.trials_dir is not None:
-        ctx.trials_dir = Path(settings.trials_dir)
+    _find_networks(ctx, config, settings, name)
     print_notes(data)
     _wait_for_baseline(study, baseline_timeout)
     # Workers on many nodes: each draws its own seed, so that they do not propose alike.

@@ -2,7 +2,7 @@
 judges, the paired scratch-versus-pruned comparison, INT8 copies, report tables and plots.
 
 The packages of `search` import downwards only (tests/test_layout.py checks it):
-config < measure < serving < cluster < study < front < tracking < monitor < commands.
+config < measure < serving < cluster < inputs < study < front < tracking < monitor < commands.
 Names load lazily, from the stub `__init__.pyi`, so that `tabslim --help` imports neither torch
 nor MLflow.
 """

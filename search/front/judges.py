@@ -39,14 +39,9 @@ from lightning_modules.evaluation import evaluate_network, output_row_scores, ro
 from lightning_modules.networks import build, spec_from_dict
 from lightning_modules.training import FitSettings, fit
 from pruning.plan import PruningPlan, apply_plan
+from search.inputs import fit_settings
 from search.measure import PairedDelta, noninferiority, paired_delta
-from search.study import (
-    SearchContext,
-    StudySettings,
-    attributes,
-    fit_settings,
-    scratch_settings,
-)
+from search.study import SearchContext, StudySettings, attributes, scratch_settings
 
 __all__ = ["COLUMNS", "FOLD_COLUMNS", "Folds", "rejects_early"]
 

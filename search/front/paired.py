@@ -14,7 +14,8 @@ import pandas as pd
 from lightning_modules.networks import build, count_parameters, spec_from_dict
 from lightning_modules.training import fit
 from search.front import pareto
-from search.study import SearchContext, attributes, fit_settings
+from search.inputs import fit_settings
+from search.study import SearchContext, attributes
 
 
 def paired_comparison(study: optuna.Study, ctx: SearchContext) -> pd.DataFrame:

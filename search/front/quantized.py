@@ -33,6 +33,7 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.evaluation import output_metrics, output_row_scores
 from search.cluster import digests, fetch
 from search.front import pareto
+from search.inputs import run_metrics
 from search.measure import (
     Measurement,
     Timing,
@@ -50,7 +51,6 @@ from search.study import (
     attributes,
     is_variant,
     paired_metrics,
-    run_metrics,
     scored_splits,
 )
 

@@ -39,8 +39,9 @@ from lightning_modules.metrics import HIGHER_IS_BETTER
 from lightning_modules.networks import NetworkSpec, build
 from lightning_modules.preprocessing import Preprocessor
 from lightning_modules.training import fit
+from search.inputs import fit_settings
 from search.serving import REFERENCE_ROWS_FILE
-from search.study import fit_settings, rung_epochs, scratch_settings
+from search.study import rung_epochs, scratch_settings
 
 Challenger = tuple[nn.Module, Preprocessor, TabularDataModule]
 # A searched challenger's groups are drawn down to this share of the champion's widths.

@@ -14,10 +14,6 @@ from .context import storage_label as storage_label
 from .context import study_name as study_name
 from .context import study_settings as study_settings
 from .context import trials_root as trials_root
-from .data import data_fingerprint as data_fingerprint
-from .data import data_params as data_params
-from .data import load_data as load_data
-from .data import print_notes as print_notes
 from .fidelity import fully_trained as fully_trained
 from .fidelity import goes_on as goes_on
 from .fidelity import rung_epochs as rung_epochs
@@ -54,7 +50,3 @@ from .storage import open_storage as open_storage
 from .storage import open_study as open_study
 from .storage import searched_trials as searched_trials
 from .trainers import scratch_settings as scratch_settings
-from .training import baseline_spec as baseline_spec
-from .training import fit_settings as fit_settings
-from .training import run_metrics as run_metrics
-from .training import set_training_threads as set_training_threads

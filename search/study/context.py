@@ -20,11 +20,10 @@ from lightning_modules.data import TabularDataModule
 from lightning_modules.networks import NetworkSpec
 from search.cluster import RemoteNetworks, fetch, redact
 from search.config import Config
+from search.inputs import baseline_spec, data_fingerprint, load_data
 from search.measure import ServedRows
-from search.study.data import data_fingerprint, load_data
 from search.study.settings import StudySettings
 from search.study.storage import DEFAULT_STORAGE
-from search.study.training import baseline_spec
 
 __all__ = [
     "SearchContext",

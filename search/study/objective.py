@@ -18,6 +18,7 @@ from lightning_modules.distillation import teacher_outputs
 from lightning_modules.evaluation import row_scores
 from pruning.plan import PruningPlan
 from search.cluster import publish
+from search.inputs import run_metrics
 from search.measure import (
     Phases,
     Timing,
@@ -34,7 +35,6 @@ from search.study.fidelity import RungJudge, rung_epochs
 from search.study.settings import StudySettings, latency_metric
 from search.study.space import ScratchShape, draw_approach, draw_plan, draw_shape
 from search.study.trainers import Trained, prune_baseline, train_scratch
-from search.study.training import run_metrics
 
 # A trial stops early when, after the grace period, its best validation metric is this far past
 # the floor: the floor's own margin again, plus 2% of the baseline (clearly out of reach).

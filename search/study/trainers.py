@@ -22,11 +22,11 @@ from lightning_modules.networks import NetworkSpec, TabularNetwork, build
 from lightning_modules.training import FitSettings, fit
 from pruning.plan import PruningPlan, apply_plan
 from search.config import Config
+from search.inputs import fit_settings
 from search.study.baseline import load_baseline
 from search.study.context import SearchContext
 from search.study.settings import StudySettings
 from search.study.space import ScratchShape, apply_shape
-from search.study.training import fit_settings
 
 __all__ = ["Trained", "prune_baseline", "scratch_settings", "train_scratch"]
 

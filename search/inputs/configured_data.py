@@ -1,4 +1,4 @@
-"""The table a study trains on, read as the config says, and how runs and studies record it.
+"""The table a run or a study trains on, read as the config says, and how they record it.
 
 `lightning_modules` knows nothing of the YAML config; these functions translate its data
 section into a data module, print what was inferred, and name the data in MLflow and in the

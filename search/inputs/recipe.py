@@ -1,5 +1,5 @@
-"""How a study trains, from the validated config: the baseline spec, Lightning's fit settings,
-the CPU thread count, and the flat metric dicts that trials and runs record.
+"""How a run or a trial trains, from the validated config: the baseline spec, Lightning's fit
+settings, the CPU thread count, and the flat metric dicts that trials and runs record.
 """
 
 from __future__ import annotations
