@@ -23,6 +23,7 @@ from search.serving import load_network
 from search.study import (
     SearchContext,
     StudySettings,
+    attributes,
     baseline_params,
     build_context,
     directions,
@@ -244,6 +245,32 @@ def test_report_prints_the_front_relative_to_the_baseline(
     assert {row[2] for row in rows} == {"fp32"}  # tiny_search.yaml turns INT8 copies off
     # The baseline's own ratios are 1 and its delta 0.
     assert rows[0][5:7] == ["1.00x", "1.00x"] and rows[0][8] == "+0.0000"
+
+
+def test_the_champion_is_timed_as_served_beside_the_baseline(
+    searched: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, study, root = searched["config"], searched["study"], searched["root"]
+    assert isinstance(config, Config) and isinstance(study, optuna.Study)
+    assert isinstance(root, Path)
+    stored, problem = attributes.served_latency(study)
+    assert problem is None  # HTTP was not asked for (measure.served: in_process)
+    models = {entry["model"] for entry in stored}
+    # The baseline beside the champion, or the champion alone where it is the baseline.
+    assert "champion" in models and models <= {"baseline", "champion"}
+    assert {entry["rows"] for entry in stored} == set(config.measure.batch_sizes)
+    for entry in stored:
+        # MLflow's pyfunc runs the same graph, with pandas and its wrapper around it.
+        assert 0 < entry["graph_ms"] < entry["in_process_ms"] and entry["http_ms"] is None
+    mlflow.set_tracking_uri(config.tracking.uri)
+    (parent,) = mlflow.search_runs(
+        experiment_names=["tabslim"], filter_string="tags.`tabslim.kind` = 'study'",
+        output_format="list",
+    )  # fmt: skip
+    assert parent.data.metrics["served_champion_in_process_b1_ms"] > 0
+    assert main(["report", "--study", "tiny", "--storage", str(root / "optuna.journal")]) == 0
+    out = capsys.readouterr().out
+    assert "served latency" in out and "in-process" in out
 
 
 def _journal_digest(path: Path) -> str:

@@ -69,7 +69,7 @@ from search.study import (
     study_name,
     study_settings,
 )
-from search.tracking import StudyMirror
+from search.tracking import StudyMirror, record_served_latency
 
 
 @dataclass
@@ -171,12 +171,31 @@ def _coordinate(
         if picked is None and attributes.champion_choice(study) is not None:
             attributes.write_champion_choice(study, None)  # an earlier run's, no longer this one's
         champion = mirror.finish(status=status, tables=tables, champion=picked)
-    if status == "FINISHED" and champion is None and config.search.champion.needs_budget:
-        # The study, its runs and its front stand; only the question asked has no answer.
-        raise TabslimInputError(
-            f"{mirror.champion_note}; raise search.budget, or search again with smaller shapes"
-        )
+    if status == "FINISHED":
+        _after_finish(ctx, mirror, champion)
     return _outcome(study, ctx, mirror, champion, experiment_id)
+
+
+def _after_finish(ctx: SearchContext, mirror: StudyMirror, champion: str | None) -> None:
+    """The champion timed as served beside the baseline; or, where a budget left no
+    champion, the one line that says so."""
+    config = ctx.config
+    if champion is None:
+        if config.search.champion.needs_budget:
+            # The study, its runs and its front stand; only the question asked has no answer.
+            raise TabslimInputError(
+                f"{mirror.champion_note}; raise search.budget, or search again with smaller shapes"
+            )
+        return
+    if config.measure.served != "off":
+        record_served_latency(
+            mirror,
+            champion,
+            ctx.served_rows().rows,
+            tracking_uri=config.tracking.uri,
+            batch_sizes=config.measure.batch_sizes,
+            http=config.measure.served == "http",
+        )
 
 
 def _prepare(study: optuna.Study, ctx: SearchContext, locks: Path | None) -> None:
