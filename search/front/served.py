@@ -13,13 +13,15 @@ from search.serving import ServedLatency
 
 __all__ = ["served_lines"]
 
-_HEAD = ("rows", "model", "graph", "in-process", "HTTP")
+_HEAD = ("model", "rows", "graph", "in-process", "HTTP")
 # A served call this many times its graph's is mostly wrapper: the exported file serves faster.
 _WRAPPER_BOUND = 3.0
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f} ms"
+    if value is None:
+        return "-"
+    return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
 
 
 def _ratio(champion: float | None, baseline: float | None) -> str:
@@ -37,16 +39,16 @@ def served_lines(latencies: Sequence[ServedLatency], problem: str | None = None)
     by = {(t.model, t.rows): t for t in latencies}
     for n in sorted({t.rows for t in latencies}):
         pair = [by[label, n] for label in ("baseline", "champion") if (label, n) in by]
-        rows += [(f"{n:,}", t.model, _ms(t.graph_ms), _ms(t.in_process_ms), _ms(t.http_ms))
+        rows += [(t.model, f"{n:,}", _ms(t.graph_ms), _ms(t.in_process_ms), _ms(t.http_ms))
                  for t in pair]  # fmt: skip
         if len(pair) == 2:
             base, champ = pair
-            rows.append(("", "champion / baseline", _ratio(champ.graph_ms, base.graph_ms),
+            rows.append(("champion / baseline", f"{n:,}", _ratio(champ.graph_ms, base.graph_ms),
                          _ratio(champ.in_process_ms, base.in_process_ms),
                          _ratio(champ.http_ms, base.http_ms)))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEAD))]
-    lines = ["served latency, median per call (graph: what the search timed; in-process: "
-             "mlflow.pyfunc predict; HTTP: mlflow models serve):"]  # fmt: skip
+    lines = ["served latency per call, median (graph: as the search timed it; in-process: MLflow's",
+             "  pyfunc predict; HTTP: mlflow models serve):"]  # fmt: skip
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
               for row in rows]  # fmt: skip
     if problem:
@@ -55,8 +57,8 @@ def served_lines(latencies: Sequence[ServedLatency], problem: str | None = None)
         lines.append("  HTTP not measured (measure.served: http measures it)")
     worst = max(t.in_process_ms / t.graph_ms for t in latencies if t.graph_ms > 0)
     if worst > _WRAPPER_BOUND:
-        lines.append(
-            f"  a served call costs up to {worst:.0f}x its graph: for the graph's latency, "
-            "serve the file `tabslim export` writes in any ONNX Runtime host"
-        )
+        lines += [
+            f"  a served call costs up to {worst:.0f}x its graph: for the graph's latency, serve",
+            "  the file `tabslim export` writes in any ONNX Runtime host",
+        ]
     return lines
