@@ -20,7 +20,6 @@ from optuna.trial import FrozenTrial
 from tqdm import tqdm
 
 from lightning_modules.errors import TabslimInputError
-from lightning_modules.evaluation import no_better_than_constant
 from search import tracking
 from search.cluster import (
     ProcessLock,
@@ -57,6 +56,7 @@ from search.study import (
     attributes,
     baseline_params,
     build_context,
+    check_baseline_learned,
     ladder_params,
     open_storage,
     open_study,
@@ -316,33 +316,6 @@ def _run_baseline(study: optuna.Study, ctx: SearchContext, objective: Any, callb
     room = max(0, search.n_trials - searched_trials(study))
     for params in ladder_params(search.space, n_layers, search.approaches)[:room]:
         study.enqueue_trial(params, skip_if_exists=True)
-
-
-def check_baseline_learned(study: optuna.Study, ctx: SearchContext) -> None:
-    """Raise a one-line error when the baseline learned nothing: every candidate would be judged
-    against it, and the search would register a champion at chance level. The reason is kept
-    on the study, so that `tabslim report` says why it stopped."""
-    settings = StudySettings.read(study)
-    training = ctx.config.training
-    causes = (
-        f"a learning rate too high or too low (training.lr {training.lr:g}), too few epochs "
-        f"(training.max_epochs {training.max_epochs}), or columns that do not predict the "
-        "target can cause this; search again under a new --study name"
-    )
-    reason = None
-    if settings.baseline_metric is None:
-        reason = (
-            f"the baseline of study '{study.study_name}' did not finish training (its loss or "
-            f"metrics were not finite); {causes}"
-        )
-    elif (guess := no_better_than_constant(ctx.data, settings.baseline_metric)) is not None:
-        reason = (
-            f"the baseline did not learn: its validation {ctx.metric} "
-            f"{settings.baseline_metric:.4g} is no better than {guess}; {causes}"
-        )
-    if reason is not None:
-        attributes.write_stopped(study, reason)
-        raise TabslimInputError(reason)
 
 
 def _optimize(

@@ -101,16 +101,9 @@ def measure(
         time_network: with `served`, also time the network's graph alone, as
             `network_latencies`. Search trials leave it off: it doubled their measuring time
             (a 1.5M-parameter FT-Transformer's search took 151 s instead of 84 s) for a figure
-            no decision reads; the report times it for the baseline and the champion only.
+            no decision reads.
     """
-    for runtime in runtimes:
-        check_runtime(runtime)
-    if not batch_sizes:
-        raise TabslimInputError("batch_sizes must name at least one batch size, but got none")
-    for batch_size in batch_sizes:
-        check_positive(batch_size=batch_size)
-    check_positive(threads=threads)
-
+    _check_setup(runtimes, batch_sizes, threads)
     latencies: list[Latency] = []
     network_latencies: list[Latency] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,3 +134,13 @@ def measure(
         latencies=tuple(latencies),
         network_latencies=tuple(network_latencies),
     )
+
+
+def _check_setup(runtimes: Sequence[str], batch_sizes: Sequence[int], threads: int) -> None:
+    for runtime in runtimes:
+        check_runtime(runtime)
+    if not batch_sizes:
+        raise TabslimInputError("batch_sizes must name at least one batch size, but got none")
+    for batch_size in batch_sizes:
+        check_positive(batch_size=batch_size)
+    check_positive(threads=threads)

@@ -46,7 +46,9 @@ def _answers(port: int) -> bool:
 
 @contextlib.contextmanager
 def model_server(model_uri: str, tracking_uri: str, cwd: Path) -> Iterator[int]:
-    """Serve `model_uri` on a free loopback port (yielded) with one worker; stop it after."""
+    """Serve `model_uri` on a free loopback port (yielded) with one worker; stop it after.
+
+    `cwd` is the folder a relative `tracking_uri` is relative to."""
     port = _free_port()
     env = {
         **os.environ,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -96,7 +95,9 @@ def time_served(
     calls: dict[tuple[str, int, str], Call] = {}
     problem = None
     with contextlib.ExitStack() as stack:
-        cwd = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        # The server runs here: a relative store (the default sqlite:///mlruns/mlflow.db) is
+        # relative to this folder.
+        cwd = Path.cwd()
         for label, uri in model_uris.items():
             model = mlflow.pyfunc.load_model(uri)
             port = None

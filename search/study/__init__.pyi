@@ -4,6 +4,7 @@ from .attributes import StudyKey as StudyKey
 from .attributes import TrialKey as TrialKey
 from .attributes import is_variant as is_variant
 from .baseline import TEACHER_FILE as TEACHER_FILE
+from .baseline import check_baseline_learned as check_baseline_learned
 from .baseline import load_baseline as load_baseline
 from .baseline import load_teacher as load_teacher
 from .context import TRIAL_ERRORS as TRIAL_ERRORS

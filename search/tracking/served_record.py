@@ -45,13 +45,15 @@ def record_served_latency(
     http: bool,
 ) -> list[ServedLatency]:
     """Time the baseline's and the champion's logged models as served, on `rows`; store and
-    mirror the figures. The champion alone where it is the baseline."""
+    mirror the figures. The champion alone where it is the baseline (its URI is the
+    registry's alias, the baseline's its logged model's: the URIs differ, the trial does not)."""
     study = mirror.study
-    settings = StudySettings.read(study)
+    baseline = StudySettings.read(study).baseline_trial
+    choice = attributes.champion_choice(study)
     models = {"champion": champion_uri}
-    if settings.baseline_trial is not None:
-        baseline_uri = mirror.model_uri(study.trials[settings.baseline_trial])
-        if baseline_uri is not None and baseline_uri != champion_uri:
+    if baseline is not None and choice is not None and choice.trial != baseline:
+        baseline_uri = mirror.model_uri(study.trials[baseline])
+        if baseline_uri is not None:
             models = {"baseline": baseline_uri, "champion": champion_uri}
     ways = "in-process and over HTTP (mlflow models serve)" if http else "in-process"
     print(f"tabslim: timing {' and '.join(models)} as served, {ways}", file=sys.stderr, flush=True)

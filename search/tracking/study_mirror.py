@@ -40,6 +40,7 @@ from search.front import (
 from search.serving import FRONT_TAG, build_profile, load_network, log_model, reference_sample
 from search.study import StudySettings, attributes, is_feasible
 from search.tracking.registry import CHAMPION, PREVIOUS, held_by_retrain
+from search.tracking.run_fields import champion_metrics, rung_tags, trial_params
 
 _DONE = (TrialState.COMPLETE, TrialState.FAIL)
 
@@ -153,8 +154,8 @@ class StudyMirror:
         self.client.log_batch(
             run_id,
             metrics=metrics,
-            params=[Param(k, v) for k, v in _trial_params(trial).items()],
-            tags=[RunTag("tabslim.stopped_below_floor", _tag(stopped)), *_rung_tags(trial)],
+            params=[Param(k, v) for k, v in trial_params(trial).items()],
+            tags=[RunTag("tabslim.stopped_below_floor", _tag(stopped)), *rung_tags(trial)],
         )
         end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
         status = "FINISHED" if trial.state == TrialState.COMPLETE else "FAILED"
@@ -255,7 +256,7 @@ class StudyMirror:
         champion_uri = self._register_champion(champion) if champion is not None else None
         if champion_uri is not None:
             chosen = table[table["trial"] == self._champion_trial].iloc[0]
-            summary |= _champion_metrics(chosen, settings.metric)
+            summary |= champion_metrics(chosen, settings.metric)
             summary = {k: v for k, v in summary.items() if v == v}  # MLflow refuses NaN
         run_id = self.parent_run_id
         self.client.log_batch(run_id, metrics=[Metric(k, v, _now(), 0) for k, v in summary.items()])
@@ -365,46 +366,3 @@ class StudyMirror:
 
 def _now() -> int:
     return int(time.time() * 1000)
-
-
-def _trial_params(trial: FrozenTrial) -> dict[str, str]:
-    # Floats from a step grid print as 0.15000000000000002; six digits read better.
-    params = {k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in trial.params.items()}
-    params["approach"] = attributes.approach(trial)
-    params["precision"] = attributes.precision_label(trial)
-    source = attributes.variant_of(trial)
-    if source is not None:
-        params["variant_of"] = str(source)
-    params["widths"] = attributes.widths_text(trial)
-    # What an adaptive schedule chose by itself: kept widths, steps accepted and rolled back.
-    for key, value in attributes.prune_details(trial).items():
-        listed = isinstance(value, list)
-        params[f"prune.{key}"] = "-".join(map(str, value)) if listed else str(value)
-    return params
-
-
-def _champion_metrics(chosen: pd.Series, metric: str) -> dict[str, float]:
-    """The champion's row of the trial table, as the parent run's `champion_*` metrics."""
-    return {
-        "champion_trial": float(chosen["trial"]),
-        "champion_param_ratio": float(chosen["param_ratio"]),
-        "champion_latency_ratio": float(chosen["latency_ratio"]),
-        f"champion_val_{metric}": float(chosen["metric"]),
-        f"champion_test_{metric}": float(chosen["test_metric"]),
-        "champion_val_delta_ci_low": float(chosen["delta_low"]),
-        "champion_val_delta_ci_high": float(chosen["delta_high"]),
-        "champion_test_delta": float(chosen["test_delta"]),
-        "champion_test_delta_ci_low": float(chosen["test_delta_low"]),
-        "champion_test_delta_ci_high": float(chosen["test_delta_high"]),
-    }
-
-
-def _rung_tags(trial: FrozenTrial) -> list[RunTag]:
-    """Where a multi-fidelity search stopped the trial, and why; "no" when it trained in full."""
-    stop = attributes.rung_stop(trial)
-    if stop is None:
-        return [RunTag("tabslim.stopped_at_rung", "no")] if attributes.rung_records(trial) else []
-    return [
-        RunTag("tabslim.stopped_at_rung", f"{stop['rung']} ({stop['epochs']} epochs)"),
-        RunTag("tabslim.rung_reason", str(stop["reason"])[:5000]),
-    ]
