@@ -54,12 +54,13 @@ def interleaved_ms(
 ) -> dict[Key, float]:
     """Median milliseconds per call of each of `calls`, timed in turn within every round.
 
-    Each call is warmed up twice (the faster warm-up sets its block size); rounds alternate
-    direction so that none always runs on a warmer cache, and stop after `min_rounds` once
-    `max_seconds` is spent. The floor is small on purpose: a 2.3M-parameter FT-Transformer
-    takes 0.5 s a call at 1,024 rows, so each round of it costs seconds.
+    Each call is warmed up twice, or once when that call took over 0.1 s (the faster warm-up
+    sets its block size); rounds alternate direction so that none always runs on a warmer
+    cache, and stop after `min_rounds` once `max_seconds` is spent. The floors are small on
+    purpose: a 2.3M-parameter FT-Transformer takes 0.5 s a call at 1,024 rows, so each round of
+    it costs seconds.
     """
-    blocks = {key: block_size(min(time_calls(call, 2, 2, 0.0))) for key, call in calls.items()}
+    blocks = {key: block_size(min(time_calls(call, 1, 2, 0.1))) for key, call in calls.items()}
     samples: dict[Key, list[float]] = {key: [] for key in calls}
     order = list(calls)
     start = time.perf_counter()
