@@ -340,3 +340,18 @@ RUNTIME_MESSAGE = re.escape("runtime must be one of ['onnxruntime', 'torch'], bu
 def test_bad_arguments_raise_input_error(call: Callable[[nn.Module], object], message: str) -> None:
     with pytest.raises(TabslimInputError, match=message):
         call(build(NUMERIC))
+
+
+@pytest.mark.parametrize(("slow_seconds", "repeats"), [(0.001, 3), (1.0, 10)])
+def test_a_call_slower_than_slow_seconds_is_timed_three_times(
+    slow_seconds: float, repeats: int
+) -> None:
+    # A 2 ms call: "slow" under a 1 ms bound, not under 1 s. No budget, so the floor decides.
+    timing = Timing(warmup=5, min_repeats=10, max_repeats=100, max_seconds=0.0)
+    latency = measure_latency(
+        _Sleeper(0.002),
+        runtime="torch",
+        batch_size=1,
+        timing=dataclasses.replace(timing, slow_seconds=slow_seconds),
+    )
+    assert latency.repeats == repeats
