@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
-import json
 import logging
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +43,9 @@ import onnxruntime as ort  # noqa: E402
 from mlflow.models import Model, ModelSignature, infer_signature  # noqa: E402
 
 from search.commands import main  # noqa: E402
-from search.serving import OnnxPredictor  # noqa: E402
+from search.serving import OnnxPredictor, model_server, poster  # noqa: E402
 
 SITE = Path(ort.__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # name: (file inside a wheel, target, columns left out as duplicates of another column)
 TABLES: dict[str, tuple[str, str, list[str]]] = {
     "seattle_weather": ("vega_datasets/_data/seattle-weather.csv", "weather", []),
@@ -190,61 +185,11 @@ def _interleaved(calls: dict[str, Callable[[], object]]) -> dict[str, float]:
     return {name: min(values) for name, values in samples.items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _server(model_uri: str, uri: str, cwd: Path) -> Iterator[int]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri,
-             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(OSError):
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                connection.request("GET", "/ping")
-                if connection.getresponse().status == 200:
-                    break
-            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.5)
-        yield port
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
 def _http_calls(
     ports: dict[str, int], rows: dict[int, pd.DataFrame]
 ) -> dict[str, Callable[[], object]]:
-    calls = {}
-    for label, port in ports.items():
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        for n, frame in rows.items():
-            body = json.dumps(
-                {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
-            )
-
-            def post(c: http.client.HTTPConnection = connection, b: str = body) -> object:
-                c.request("POST", "/invocations", b, {"Content-Type": "application/json"})
-                answer = c.getresponse()
-                data = answer.read()
-                assert answer.status == 200, data[:300]
-                return data
-
-            calls[f"{label}_http_{n}"] = post
-    return calls
+    return {f"{label}_http_{n}": poster(port, frame)
+            for label, port in ports.items() for n, frame in rows.items()}  # fmt: skip
 
 
 def _goal(value: float, limit: float) -> str:
@@ -309,8 +254,8 @@ def run_table(name: str, trials: int, epochs: int) -> None:
         measured = _interleaved(calls)
         times = {label: {k.split(":")[1]: v for k, v in measured.items() if k.startswith(label)}
                  for label in models}  # fmt: skip
-        with _server(models["baseline"][0], uri, root) as base_port, \
-                _server(models["small"][0], uri, root) as small_port:  # fmt: skip
+        with model_server(models["baseline"][0], uri, root) as base_port, \
+                model_server(models["small"][0], uri, root) as small_port:  # fmt: skip
             http = _interleaved(_http_calls({"baseline": base_port, "small": small_port}, rows))
         _report(name, models, times, http, checks)
 

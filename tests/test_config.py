@@ -45,6 +45,10 @@ def test_omitted_sections_take_defaults() -> None:
         ({"training": {"max_epochs": "ten"}}, "training.max_epochs: .*integer, but got 'ten'"),
         ({"training": {"max_epochs": 0}}, "training.max_epochs: .*greater than or equal to 1"),
         ({"training": {"lr": -1.0}}, "training.lr: .*greater than 0"),
+        (
+            {"measure": {"served": "fast"}},
+            "measure.served: input should be 'off', 'in_process' or 'http', but got 'fast'",
+        ),
         ({"data": {"val_fraction": 0.7, "dataset": "wine"}}, "data.val_fraction: .*less than 0.5"),
         ({"data": {"dataset": "iris"}}, "data.dataset must be one of"),
         ({"data": {"dataset": "wine", "path": "a.csv"}}, "exactly one of"),
